@@ -1,0 +1,132 @@
+"""The command line: a table from subcommand to (command dataclass, main function), and argparse around it.
+
+Flags come from the dataclass fields (their trailing comments are the help). `train` and `demo` also take
+dotted config overrides such as `--model.n_layer=8`. Bad input of any kind prints one line on stderr and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import inspect
+import re
+import sys
+import typing
+
+EXAMPLES = """examples:
+  duollm data fetch                                  # the built-in prose corpus (Debian package, once)
+  duollm train --preset tiny --out runs/t --steps 200 --model.n_layer=2
+  duollm eval --run runs/t --policy BSBS --split prose-val --json
+"""
+
+# subcommand → (module, command dataclass, main function)
+COMMANDS = {
+    "demo": ("duollm.demo", "DemoCommand", "main"),
+    "train": ("duollm.train.loop", "TrainCommand", "main"),
+    "eval": ("duollm.eval.evaluate", "EvalCommand", "main"),
+    "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
+}
+TAKES_OVERRIDES = {"train", "demo"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """`name: type = default  # help` comments of a dataclass, read from its source."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M))
+
+
+def _add_fields(p: argparse.ArgumentParser, cls: type) -> None:
+    helps, hints = _field_help(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "overrides":  # dotted --a.b=value flags, parsed separately
+            continue
+        tp, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kw = {"help": helps.get(f.name, ""), "required": required}
+        if tp is bool:
+            p.add_argument(flag, action="store_true", **kw)
+        else:
+            default = None if required else f.default
+            p.add_argument(flag, type=tp, default=default, metavar=f.name.upper(), **kw)
+
+
+def _parse_overrides(rest: list[str], prog: str) -> dict[str, str]:
+    """`--model.n_layer=8` or `--model.n_layer 8` → {"model.n_layer": "8"}."""
+    out, i = {}, 0
+    while i < len(rest):
+        arg = rest[i]
+        if not arg.startswith("--") or "." not in arg.split("=")[0]:
+            raise SystemExit(f"{prog}: error: unrecognized argument {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(rest):
+                raise SystemExit(f"{prog}: error: {arg} needs a value")
+            value, i = rest[i + 1], i + 1
+        out[key] = value
+        i += 1
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="duollm", description="Adaptive computation in language models (Duo-LLM).", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, (mod, cls_name, _) in COMMANDS.items():
+        cls = getattr(importlib.import_module(mod), cls_name)
+        head, _, tail = name.partition(" ")
+        if tail:  # a group such as `data fetch`
+            if head not in groups:
+                gp = sub.add_parser(head, help=f"{head} commands")
+                groups[head] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+            sp = groups[head].add_parser(tail, help=cls.__doc__.strip().splitlines()[0], description=cls.__doc__)
+        else:
+            sp = sub.add_parser(name, help=cls.__doc__.strip().splitlines()[0], description=cls.__doc__)
+        _add_fields(sp, cls)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from duollm.errors import DuoError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        name = args.command + (f" {args.subcommand}" if getattr(args, "subcommand", None) else "")
+        mod, cls_name, fn = COMMANDS[name]
+        cls = getattr(importlib.import_module(mod), cls_name)
+        overrides = _parse_overrides(rest, f"duollm {name}") if name in TAKES_OVERRIDES else {}
+        if rest and name not in TAKES_OVERRIDES:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != "overrides"}
+        cmd = cls(**values, **({"overrides": overrides} if name in TAKES_OVERRIDES else {}))
+        getattr(importlib.import_module(mod), fn)(cmd)
+    except SystemExit as e:
+        if isinstance(e.code, str):  # our one-line messages
+            print(e.code, file=sys.stderr)
+            return 2
+        return int(e.code or 0)
+    except (DuoError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        print(f"duollm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("duollm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""`duollm eval`: per-token next-token losses and perplexity of a trained run under a policy.
+
+Perplexity = exp(mean next-token cross-entropy) over all predicted positions (DESIGN.md §2). The evaluation
+data is cut into consecutive windows of `seq_len` tokens; each window predicts its last T-1 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from duollm.eval.policy import Policy, parse_policy
+from duollm.model.transformer import DuoLM
+
+
+@torch.no_grad()
+def token_losses(model: DuoLM, windows: Tensor, policy: Policy, batch_size: int = 32, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Losses (N, T-1) float32 of every window under `policy`, and the routes used, (N, T, L) uint8."""
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)  # random policies draw from here, batch after batch
+    N, T = windows.shape
+    L = model.cfg.n_layer
+    losses, routes = [], []
+    for i in range(0, N, batch_size):
+        x = windows[i : i + batch_size].to(device)  # (b, T)
+        route = policy.routes(x.shape[0], T, L, gen)  # (L,) or (b, T, L)
+        logits = model(x, route=route).logits  # (b, T, V)
+        loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, T-1)
+        losses.append(loss.cpu())
+        routes.append(route.expand(x.shape[0], T, L).cpu() if route.dim() == 1 else route.cpu())
+    return torch.cat(losses), torch.cat(routes)
+
+
+def unigram_losses(train_tokens: np.ndarray, windows: Tensor, vocab_size: int) -> Tensor:
+    """Losses (N, T-1) of a unigram model fit on the training tokens (add-one smoothing): the floor to beat."""
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = torch.from_numpy(np.log(counts / counts.sum()))  # (V,)
+    return (-logp[windows[:, 1:]]).float()  # (N, T-1)
+
+
+def summarize(losses: Tensor) -> dict:
+    mean = float(losses.double().mean())
+    return {"tokens": int(losses.numel()), "loss": round(mean, 5), "ppl": round(math.exp(mean), 4)}
+
+
+@dataclass
+class EvalCommand:
+    """Per-token losses and perplexity of a run under a policy."""
+
+    run: str  # run directory (from duollm train)
+    policy: str = "all-big"  # all-big, all-small, random:P, or a route string like BBSS (B/S/- per layer)
+    split: str = "prose-val"  # built-in split (prose-val, code-val) ...
+    data: str = ""  # ... or a user's text file, folder or .jsonl (overrides --split)
+    seq_len: int = 0  # window length; 0 = the run's train.seq_len
+    max_tokens: int = 0  # evaluate at most this many tokens; 0 = all
+    batch_size: int = 32
+    seed: int = 0  # for random policies
+    json: bool = False  # print one JSON object instead of a table
+
+
+def load_run(run: Path, device: str = "cpu"):
+    """(RunConfig, model with the latest weights, tokenizer) of a run directory; DuoError when unusable."""
+    from duollm.config import RunConfig, from_dict
+    from duollm.data.tokenizer import load_tokenizer
+    from duollm.errors import DuoError
+    from duollm.train import checkpoint
+
+    run = Path(run)
+    cfg_file = run / "config.json"
+    if not cfg_file.exists():
+        raise DuoError(f"{run} is not a run directory (no config.json)")
+    try:
+        cfg = from_dict(RunConfig, json.loads(cfg_file.read_text()))
+    except json.JSONDecodeError as e:
+        raise DuoError(f"{cfg_file} is not valid JSON ({e.msg})") from None
+    ck = checkpoint.latest(run)
+    if ck is None:
+        raise DuoError(f"{run} has no checkpoint yet; train it first")
+    model = DuoLM(cfg.model)
+    checkpoint.load_weights(ck[1], model)
+    return cfg, model.to(device), load_tokenizer(cfg.data.tokenizer)
+
+
+def evaluate(cmd: EvalCommand) -> dict:
+    """Evaluate and save the per-token losses and routes under `RUN/evals/`."""
+    from safetensors.torch import save_file
+
+    from duollm.data.corpus import eval_windows, token_array
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, model, tok = load_run(Path(cmd.run), device)
+    policy = parse_policy(cmd.policy, cfg.model.n_layer)
+    source = cmd.data or cmd.split
+    windows = eval_windows(token_array(source, tok), cmd.seq_len or cfg.train.seq_len, cmd.max_tokens or None)
+    losses, routes = token_losses(model, windows, policy, cmd.batch_size, cmd.seed)
+    res = {"policy": cmd.policy, "split": source, **summarize(losses)}
+    folder = Path(cmd.run) / "evals"
+    folder.mkdir(exist_ok=True)
+    name = f"{Path(source).name}__{cmd.policy.replace(':', '_')}.safetensors"
+    tmp = folder / f".{name}.tmp"
+    save_file({"loss": losses.contiguous(), "input_ids": windows.contiguous(), "route": routes.contiguous()}, tmp, metadata={k: str(v) for k, v in res.items()})
+    tmp.replace(folder / name)
+    return res
+
+
+def main(cmd: EvalCommand) -> None:
+    res = evaluate(cmd)
+    if cmd.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['policy']} on {res['split']}: {res['tokens']} tokens, loss {res['loss']:.4f}, ppl {res['ppl']:.2f}")

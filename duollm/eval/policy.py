@@ -1,0 +1,55 @@
+"""Policies: anything that produces routes for a batch (DESIGN.md §1).
+
+Spelled on the command line as `all-big`, `all-small`, `random:P` (each (token, layer) BIG with probability
+P, else SMALL; `random:B,S,K` gives the big, small and skip probabilities), or a route string with one letter
+per layer (`B` big, `S` small, `-` skip). `router:NAME` arrives with the routers (issue 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from duollm.routing.route import Choice, parse_route
+from duollm.train.loop import random_route
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named route source: a static route (L,), or random per-token choices with probabilities p."""
+
+    name: str
+    route: Tensor | None = None  # (L,) uint8 for static policies
+    p: tuple[float, float, float] | None = None  # (big, small, skip) for random policies
+
+    def routes(self, B: int, T: int, n_layer: int, gen: torch.Generator) -> Tensor:
+        """The route for a (B, T) batch: (L,) when static, (B, T, L) when random."""
+        if self.route is not None:
+            return self.route
+        big, small, skip = self.p
+        return random_route((B, T, n_layer), big, small, skip, gen)
+
+
+def parse_policy(text: str, n_layer: int) -> Policy:
+    """Parse a policy string; raises ValueError naming the problem."""
+    if text == "all-big":
+        return Policy(text, route=torch.full((n_layer,), Choice.BIG, dtype=torch.uint8))
+    if text == "all-small":
+        return Policy(text, route=torch.full((n_layer,), Choice.SMALL, dtype=torch.uint8))
+    if text.startswith("random:"):
+        try:
+            ps = [float(v) for v in text[len("random:") :].split(",")]
+        except ValueError:
+            raise ValueError(f"bad policy {text!r}: use random:P or random:BIG,SMALL,SKIP with probabilities") from None
+        if len(ps) == 1:
+            ps = [ps[0], 1 - ps[0], 0.0]
+        if len(ps) != 3 or min(ps) < 0 or abs(sum(ps) - 1) > 1e-6:
+            raise ValueError(f"bad policy {text!r}: probabilities must be >= 0 and sum to 1")
+        return Policy(text, p=(ps[0], ps[1], ps[2]))
+    if text.startswith("router:"):
+        raise ValueError(f"policy {text!r}: trained routers are not available yet (they come with `duollm router train`)")
+    if set(text) <= set("BS-"):
+        return Policy(text, route=parse_route(text, n_layer))
+    raise ValueError(f"unknown policy {text!r}: use all-big, all-small, random:P, or a route string of B/S/- ({n_layer} letters)")

@@ -1,0 +1,66 @@
+"""The FFN modules and the routed FFN, the readable reference dispatch (DESIGN.md §2, STYLE.md §7, §10).
+
+`SwiGLU` is the Llama FFN (Shazeer 2020, "GLU Variants Improve Transformer"): `down(silu(gate(u)) * up(u))`,
+no biases. `RoutedFFN` holds the two modules of a layer, `small` and `big`, and sends each token through the
+one its route chooses, or through neither (SKIP adds nothing to the residual stream). The per-token path
+gathers the tokens of each choice, runs the module on those rows only and scatters the results back, so a
+module never runs on a token that did not choose it. The fast GPU path (issue 5) lives in `kernels/` and must
+match this one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from duollm.routing.route import Choice
+
+
+class SwiGLU(nn.Module):
+    """One module: `d_model → d_ff → d_model`, three weight matrices, no bias."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)
+
+
+class RoutedFFN(nn.Module):
+    """A layer's `small` and `big` modules and the per-token choice between them (or neither)."""
+
+    def __init__(self, d_model: int, d_small: int, d_big: int):
+        super().__init__()
+        self.small = SwiGLU(d_model, d_small)
+        self.big = SwiGLU(d_model, d_big)
+
+    def forward(self, u: Tensor, choice: Tensor) -> Tensor:
+        """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8.
+
+        Returns the FFN's contribution to the residual stream, (B, T, C); zero where the choice is SKIP.
+        """
+        if choice.dim() == 0:  # one choice for every token: three readable branches, no gather
+            c = int(choice)  # a static route lives on the host side of the model's forward
+            if c == Choice.BIG:
+                return self.big(u)
+            if c == Choice.SMALL:
+                return self.small(u)
+            return torch.zeros_like(u)
+        B, T, C = u.shape
+        flat = u.reshape(B * T, C)  # (N, C)
+        picks = choice.reshape(B * T)  # (N,)
+        parts = []
+        for module, c in ((self.small, Choice.SMALL), (self.big, Choice.BIG)):
+            idx = torch.nonzero(picks == c).squeeze(1)  # (n_c,) rows that chose this module
+            if idx.numel():
+                parts.append((idx, module(flat.index_select(0, idx))))  # (n_c, C): only these rows run
+        if not parts:  # every token skips this layer
+            return torch.zeros_like(u)
+        out = parts[0][1].new_zeros(B * T, C)  # (N, C) in the modules' dtype (bf16 under autocast)
+        for idx, y in parts:
+            out = out.index_copy(0, idx, y)  # scatter back; rows that skip stay zero
+        return out.view(B, T, C)

@@ -1,0 +1,163 @@
+"""The Duo model: a Llama-style decoder with a big and a small FFN in every layer (DESIGN.md §2).
+
+Read top to bottom: config → RoPE helpers → attention → block → model. Pre-norm RMSNorm, rotary position
+embeddings (Su et al. 2021), causal scaled-dot-product attention (optionally grouped-query), SwiGLU FFNs
+without bias, tied input and output embeddings. Attention runs for every token in every layer; only the FFN
+is routed, through one pre-FFN RMSNorm shared by both modules (shared/paper/duo-llm.md §1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from duollm.model.ffn import RoutedFFN
+from duollm.routing.cost import CostTable, cost_table
+from duollm.routing.route import Choice, check_route
+
+
+@dataclass
+class DuoConfig:
+    """Sizes of a Duo model. Defaults give a model that trains on a CPU in seconds."""
+
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads
+    n_kv_head: int = 4  # key/value heads (grouped-query attention when < n_head)
+    d_model: int = 32  # residual stream width
+    d_big: int = 128  # inner width of the big FFN module
+    d_small: int = 8  # inner width of the small FFN module
+    vocab_size: int = 64  # rows of the tied embedding (>= the tokenizer's vocabulary)
+    max_seq_len: int = 64  # longest sequence (RoPE tables are built this long)
+    rope_theta: float = 10000.0  # RoPE base
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
+    kernel: Literal["reference"] = "reference"  # routed FFN implementation (fast paths come in issue 5)
+
+    def __post_init__(self):
+        if self.d_model % self.n_head or self.n_head % self.n_kv_head:
+            raise ValueError(f"d_model ({self.d_model}) must divide by n_head ({self.n_head}) and n_head by n_kv_head ({self.n_kv_head})")
+        if (self.d_model // self.n_head) % 2:
+            raise ValueError(f"head size d_model/n_head = {self.d_model // self.n_head} must be even for RoPE")
+
+    def cost(self, seq_len: int | None = None) -> CostTable:
+        """The FLOP table of this model (routing/cost.py) at `seq_len` (default max_seq_len)."""
+        T = self.max_seq_len if seq_len is None else seq_len
+        return cost_table(self.n_layer, self.d_model, self.d_big, self.d_small, self.vocab_size, T, self.n_head, self.n_kv_head)
+
+
+@dataclass
+class DuoOutput:
+    """What forward returns: logits, the mean next-token loss when targets were given, and the route used."""
+
+    logits: Tensor  # (B, T, V)
+    loss: Tensor | None  # scalar
+    route: Tensor  # (L,) or (B, T, L) uint8, as applied
+
+
+def rope_tables(T: int, hs: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin for rotary embeddings, each (T, hs/2)."""
+    inv = 1.0 / theta ** (torch.arange(0, hs, 2, dtype=torch.float32) / hs)  # (hs/2,)
+    ang = torch.outer(torch.arange(T, dtype=torch.float32), inv)  # (T, hs/2)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (x[..., :hs/2], x[..., hs/2:]) of x (B, nh, T, hs) by position (the Llama/HF layout)."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, nh, T, hs/2) each
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, nh, T, hs)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal multi-head (or grouped-query) self-attention with RoPE, through PyTorch SDPA."""
+
+    def __init__(self, cfg: DuoConfig):
+        super().__init__()
+        self.nh, self.nkv, self.hs = cfg.n_head, cfg.n_kv_head, cfg.d_model // cfg.n_head
+        self.q = nn.Linear(cfg.d_model, self.nh * self.hs, bias=False)
+        self.k = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
+        self.v = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
+        self.o = nn.Linear(self.nh * self.hs, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q = self.q(x).view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.k(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.v(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.nkv != self.nh:  # grouped-query: each key/value head serves nh/nkv query heads
+            k = k.repeat_interleave(self.nh // self.nkv, dim=1)  # (B, nh, T, hs)
+            v = v.repeat_interleave(self.nh // self.nkv, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Attention for every token, then the routed FFN: the residual stream in two lines."""
+
+    def __init__(self, cfg: DuoConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
+        self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big)
+
+    def forward(self, x: Tensor, choice: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)  # (B, T, C): always runs
+        x = x + self.ffn(self.ffn_norm(x), choice)  # (B, T, C): big, small, or nothing
+        return x
+
+
+class DuoLM(nn.Module):
+    """Token embedding → blocks → final norm → tied output head."""
+
+    def __init__(self, cfg: DuoConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, hs/2)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) for every matrix; the projections into the residual stream are scaled down."""
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                std = self.cfg.init_std / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("o.weight", "down.weight")) else self.cfg.init_std
+                nn.init.normal_(p, mean=0.0, std=std)
+            else:
+                nn.init.ones_(p)  # RMSNorm gains
+
+    def head(self, x: Tensor) -> Tensor:
+        """Final norm and the tied output projection: (B, T, C) → (B, T, V)."""
+        return F.linear(self.norm(x), self.embed.weight)
+
+    def forward(self, input_ids: Tensor, route: Tensor | None = None, targets: Tensor | None = None) -> DuoOutput:
+        """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG; `targets` (B, T) or None."""
+        B, T = input_ids.shape
+        L = self.cfg.n_layer
+        if T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        if route is None:
+            route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
+        check_route(route, L, (B, T))
+        if route.dim() == 3:
+            route = route.to(input_ids.device)  # per-token routes are dispatched on the device
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs/2)
+        x = self.embed(input_ids)  # (B, T, C)
+        for l, block in enumerate(self.blocks):
+            x = block(x, route[..., l], cos, sin)  # route[..., l]: 0-d or (B, T)
+        logits = self.head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return DuoOutput(logits=logits, loss=loss, route=route)

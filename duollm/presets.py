@@ -1,0 +1,58 @@
+"""Named configurations: Python functions returning a RunConfig; a variant copies and edits another.
+
+- `tiny`: the CPU demo model (4 layers, d=128); trains in about three minutes on two cores.
+- `small`: a larger CPU/GPU model for quick studies (8 layers, d=256).
+- `gpt2-124m`: 12 layers, d=768, big 3072, small 192 (= big/16), GPT-2-small sized.
+- `paper-1.4b`: the Duo-LLM paper's model: 12 layers, d=2560, big 10240, small 640, vocab 32000, tied:
+  1.399B parameters (shared/paper/duo-llm.md §1).
+`model_config(name)` returns just the DuoConfig (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from duollm.config import RunConfig
+from duollm.data.corpus import DataConfig
+from duollm.errors import DuoError
+from duollm.model.transformer import DuoConfig
+from duollm.train.loop import TrainConfig
+
+
+def tiny() -> RunConfig:
+    model = DuoConfig(n_layer=4, n_head=4, n_kv_head=4, d_model=128, d_big=512, d_small=32, vocab_size=4096, max_seq_len=128)
+    train = TrainConfig(steps=600, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=30, log_every=25)
+    return RunConfig(preset="tiny", model=model, data=DataConfig(), train=train)
+
+
+def small() -> RunConfig:
+    model = DuoConfig(n_layer=8, n_head=8, n_kv_head=8, d_model=256, d_big=1024, d_small=64, vocab_size=4096, max_seq_len=256)
+    train = TrainConfig(steps=2000, batch_size=32, seq_len=256, lr=2e-3, warmup_steps=100, log_every=50)
+    return RunConfig(preset="small", model=model, data=DataConfig(train="mix"), train=train)
+
+
+def gpt2_124m() -> RunConfig:
+    model = DuoConfig(n_layer=12, n_head=12, n_kv_head=12, d_model=768, d_big=3072, d_small=192, vocab_size=50304, max_seq_len=1024)
+    train = TrainConfig(steps=5000, batch_size=32, seq_len=1024, lr=6e-4, warmup_steps=200, log_every=20)
+    return RunConfig(preset="gpt2-124m", model=model, data=DataConfig(train="mix"), train=train)
+
+
+def paper_1_4b() -> RunConfig:
+    model = DuoConfig(n_layer=12, n_head=20, n_kv_head=20, d_model=2560, d_big=10240, d_small=640, vocab_size=32000, max_seq_len=2048)
+    train = TrainConfig(steps=10000, batch_size=8, grad_accum=8, seq_len=2048, lr=3e-4, warmup_steps=500, log_every=10)
+    return RunConfig(preset="paper-1.4b", model=model, data=DataConfig(train="mix"), train=train)
+
+
+PRESETS = {"tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b}
+
+
+def run_config(name: str) -> RunConfig:
+    """The RunConfig of a preset; unknown names raise DuoError listing the known ones."""
+    if name not in PRESETS:
+        raise DuoError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def model_config(name: str) -> DuoConfig:
+    """The DuoConfig of a preset (DESIGN.md §4)."""
+    return dataclasses.replace(run_config(name).model)

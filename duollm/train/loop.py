@@ -1,0 +1,247 @@
+"""Stage-1 training with random routing (DESIGN.md §2; shared/paper/duo-llm.md §2).
+
+Every (token, layer) choice is drawn independently, afresh each step, from `p = {big, small, skip}`
+(default 0.5/0.5/0). AdamW with linear warmup and cosine decay, gradient clipping, gradient accumulation,
+bf16 autocast on a GPU. One `torch.Generator` draws both the batches and the routes; it is saved in every
+checkpoint, so a resumed run sees the same data and routes as an uninterrupted one and ends with the same
+loss. Under torchrun every rank draws the same global batch from the same generator and keeps its own slice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from duollm import distributed
+from duollm.errors import DuoError
+from duollm.model.transformer import DuoLM
+from duollm.routing.cost import route_cost
+
+
+@dataclass
+class TrainConfig:
+    """Stage-1 optimisation and routing."""
+
+    steps: int = 20  # optimizer steps
+    batch_size: int = 8  # sequences per micro-batch on each rank
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seq_len: int = 64  # tokens per sequence (<= model.max_seq_len)
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 5  # linear warmup from 0
+    weight_decay: float = 0.1  # on matrices only (not norms)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    p_big: float = 0.5  # random routing: probability of BIG per (token, layer)
+    p_small: float = 0.5  # probability of SMALL
+    p_skip: float = 0.0  # probability of SKIP (our extension; the paper trains without skips)
+    seed: int = 0  # model init, data order and routes
+    log_every: int = 10  # steps between metrics.jsonl lines
+    ckpt_every: int = 0  # steps between checkpoints; 0 = only at the end
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at `steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def random_route(shape: tuple[int, int, int], p_big: float, p_small: float, p_skip: float, gen: torch.Generator) -> Tensor:
+    """Independent choices per (token, layer): (B, T, L) uint8 with P(SKIP, SMALL, BIG) = (p_skip, p_small, p_big)."""
+    total = p_big + p_small + p_skip
+    if min(p_big, p_small, p_skip) < 0 or abs(total - 1) > 1e-6:
+        raise DuoError(f"routing probabilities must be >= 0 and sum to 1, got big={p_big} small={p_small} skip={p_skip}")
+    u = torch.rand(shape, generator=gen)  # (B, T, L) uniform in [0, 1)
+    return (u >= p_skip).to(torch.uint8) + (u >= p_skip + p_small).to(torch.uint8)  # 0, 1 or 2
+
+
+def make_optimizer(model: DuoLM, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices, none on norm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    fused = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) stage-1 training of `cfg` (a RunConfig) in run directory `out`; return the summary."""
+    from duollm import config as config_mod
+    from duollm.data.corpus import sample_batch, token_array
+    from duollm.data.tokenizer import load_tokenizer
+    from duollm.train import checkpoint
+
+    tc, out = cfg.train, Path(out)
+    if tc.seq_len > cfg.model.max_seq_len:
+        raise DuoError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
+    random_route((1, 1, 1), tc.p_big, tc.p_small, tc.p_skip, torch.Generator())  # validate p early
+    d = distributed.init(tc.device)
+    if d.is_main:
+        prepare_run_dir(out, cfg, resume)
+    distributed.barrier(d)
+    tok = load_tokenizer(cfg.data.tokenizer)
+    if tok.vocab_size > cfg.model.vocab_size:
+        raise DuoError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size is {cfg.model.vocab_size}")
+    tokens = token_array(cfg.data.train, tok)
+
+    torch.manual_seed(tc.seed)  # model init
+    model = DuoLM(cfg.model).to(d.device)
+    opt = make_optimizer(model, tc)
+    gen = torch.Generator().manual_seed(tc.seed)  # batches and routes, on the host
+    step = 0
+    if resume and (ck := checkpoint.latest(out)) is not None:
+        step, folder = ck
+        checkpoint.load_weights(folder, model)
+        checkpoint.load_train_state(folder, model, opt, gen, step)
+    if d.is_main:
+        trim_metrics(out / "metrics.jsonl", step)
+    dmodel = distributed.parallelize(model, d, tc.compile)
+    use_bf16 = tc.dtype == "bfloat16" or (tc.dtype == "auto" and d.device.startswith("cuda"))
+    autocast = torch.autocast("cuda" if d.device.startswith("cuda") else "cpu", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    B, T, L = tc.batch_size, tc.seq_len, cfg.model.n_layer
+    tokens_per_step = B * T * tc.grad_accum * d.world
+    cost = cfg.model.cost(T)
+    bar = None
+    if progress and d.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    t0, last_loss, summary_tps = time.perf_counter(), float("nan"), 0.0
+    window_tokens, window_t0 = 0, time.perf_counter()
+    while step < tc.steps:
+        lr = lr_at(step, tc)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss_sum, flops = torch.zeros((), device=d.device), 0.0
+        for micro in range(tc.grad_accum):
+            x = sample_batch(tokens, B * d.world, T + 1, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T+1)
+            route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
+            x = x.to(d.device, non_blocking=True)
+            sync = micro == tc.grad_accum - 1 or d.world == 1
+            with (nullcontext() if sync else dmodel.no_sync()), autocast:
+                res = dmodel(x[:, :-1], route=route, targets=x[:, 1:])
+            (res.loss / tc.grad_accum).backward()
+            loss_sum += res.loss.detach()
+            flops += 3 * float(route_cost(route, cost).sum())  # forward + backward FLOPs of this micro-batch
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        window_tokens += tokens_per_step
+        if step % tc.log_every == 0 or step == tc.steps:
+            last_loss = float(distributed.all_mean(loss_sum / tc.grad_accum, d))  # one host sync per log line
+            dt = time.perf_counter() - window_t0
+            tps = window_tokens / dt
+            rec = {"step": step, "loss": round(last_loss, 5), "lr": lr, "tokens_per_s": round(tps, 1), "tflops": round(flops * d.world * window_tokens / tokens_per_step / dt / 1e12, 3)}
+            summary_tps = tps
+            window_tokens, window_t0 = 0, time.perf_counter()
+            if d.is_main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if bar is not None:
+                bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tps:,.0f}")
+        if bar is not None:
+            bar.update(1)
+        if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps:
+            if d.is_main:
+                checkpoint.save_checkpoint(out, model, opt, gen, step, config_mod.to_dict(cfg))
+            distributed.barrier(d)
+    if bar is not None:
+        bar.close()
+    distributed.shutdown(d)
+    if math.isnan(last_loss) and (m := read_metrics(out / "metrics.jsonl")):
+        last_loss, summary_tps = m[-1]["loss"], m[-1]["tokens_per_s"]
+    return {"steps": step, "final_loss": last_loss, "tokens_per_s": summary_tps, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def prepare_run_dir(out: Path, cfg, resume: bool) -> None:
+    """Create the run directory with config.json, or check that an existing one holds this same run."""
+    from duollm import config as config_mod
+
+    cfg_file = out / "config.json"
+    if cfg_file.exists():
+        if not resume:
+            raise DuoError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        try:
+            saved = config_mod.from_dict(type(cfg), json.loads(cfg_file.read_text()))
+        except (ValueError, json.JSONDecodeError) as e:
+            raise DuoError(f"{cfg_file} is not a valid run config ({str(e).splitlines()[0]})") from None
+        saved.train.steps = cfg.train.steps  # a resumed run may be extended
+        if changed := config_mod.diff(saved, cfg):
+            raise DuoError(f"{out} holds a different run ({'; '.join(changed[:3])}); choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise DuoError(f"{out} exists and is not a duollm run directory; choose another --out")
+    elif resume:
+        raise DuoError(f"nothing to resume: {out} holds no run")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".config.json.tmp"
+    tmp.write_text(config_mod.save_json(cfg))
+    tmp.replace(cfg_file)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from (they will be logged again)."""
+    if path.exists():
+        keep = [json.dumps(m) for m in read_metrics(path) if m["step"] <= step]
+        path.write_text("".join(k + "\n" for k in keep))
+
+
+@dataclass
+class TrainCommand:
+    """Stage-1 training with random routing (resumable; torchrun runs it data-parallel)."""
+
+    out: str  # run directory to create (or to continue with --resume)
+    preset: str = "tiny"  # tiny, small, gpt2-124m, paper-1.4b
+    data: str = ""  # training text: prose, code, mix, or a path (file, folder, .jsonl); sets data.train
+    steps: int = 0  # optimizer steps; 0 = the preset's train.steps
+    ckpt_every: int = -1  # steps between checkpoints; -1 = the preset's
+    resume: bool = False  # continue the run in --out from its latest checkpoint
+    json: bool = False  # print one JSON object instead of the summary
+    overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "8"}
+
+
+def resolve(cmd: TrainCommand):
+    """The RunConfig a train command asks for: preset, then the explicit flags, then dotted overrides."""
+    from duollm.config import apply_overrides
+    from duollm.presets import run_config
+
+    flags = {"data.train": cmd.data or None, "train.steps": cmd.steps or None}
+    flags["train.ckpt_every"] = None if cmd.ckpt_every < 0 else cmd.ckpt_every
+    return apply_overrides(run_config(cmd.preset), {k: v for k, v in flags.items() if v is not None} | cmd.overrides)
+
+
+def main(cmd: TrainCommand) -> None:
+    from duollm.config import to_dict
+
+    cfg = resolve(cmd)
+    if not cmd.json and int(os.environ.get("RANK", 0)) == 0:
+        print("config:", json.dumps(to_dict(cfg)))
+    res = train(cfg, Path(cmd.out), cmd.resume, progress=not cmd.json)
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    if cmd.json:
+        print(json.dumps(res))
+    else:
+        print(f"trained {res['steps']} steps: loss {res['final_loss']:.4f}, {res['tokens_per_s']:,.0f} tokens/s -> {cmd.out}")
