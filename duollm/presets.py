@@ -1,5 +1,6 @@
 """Named configurations: Python functions returning a RunConfig; a variant copies and edits another.
 
+- `debug`: the test model (2 layers, d=32, byte tokens, synthetic text); trains in seconds.
 - `tiny`: the CPU demo model (4 layers, d=128); trains in about three minutes on two cores.
 - `small`: a larger CPU/GPU model for quick studies (8 layers, d=256).
 - `gpt2-124m`: 12 layers, d=768, big 3072, small 192 (= big/16), GPT-2-small sized.
@@ -17,6 +18,13 @@ from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
 from duollm.model.transformer import DuoConfig
 from duollm.train.loop import TrainConfig
+
+
+def debug() -> RunConfig:
+    """The test model (DuoConfig defaults: 2 layers, d=32) on synthetic text, byte tokens: seconds on a CPU."""
+    model = DuoConfig(vocab_size=257)
+    data = DataConfig(train="synthetic", val="synthetic-val", tokenizer="bytes")
+    return RunConfig(preset="debug", model=model, data=data, train=TrainConfig(steps=20, batch_size=8, seq_len=64, log_every=5))
 
 
 def tiny() -> RunConfig:
@@ -43,7 +51,7 @@ def paper_1_4b() -> RunConfig:
     return RunConfig(preset="paper-1.4b", model=model, data=DataConfig(train="mix"), train=train)
 
 
-PRESETS = {"tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b}
+PRESETS = {"debug": debug, "tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b}
 
 
 def run_config(name: str) -> RunConfig:

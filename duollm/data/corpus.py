@@ -1,6 +1,7 @@
 """Text → token shards on disk (numpy memmaps) → batches drawn with an explicit `torch.Generator`.
 
-A *source* names text: a built-in split (`prose`, `prose-val`, `code`, `code-val`, `mix` = prose + code) or a
+A *source* names text: a built-in split (`prose`, `prose-val`, `code`, `code-val`, `mix` = prose + code,
+`synthetic`, `synthetic-val` = generated sentences for tests, no download) or a
 user's path: a text file (one document), a folder (every `.txt`, `.md`, `.py`, `.rst` file under it is a
 document) or a `.jsonl` file (one document per line, in its `"text"` field). Documents are joined with the
 tokenizer's end-of-document id and stored as a flat uint16/uint32 array in the cache, keyed by the hash of
@@ -20,10 +21,11 @@ import torch
 from torch import Tensor
 
 from duollm.data import sources
+from duollm.data.synthetic import synthetic_documents
 from duollm.data.tokenizer import Tokenizer
 from duollm.errors import DuoError
 
-BUILTIN_SOURCES = ("prose", "prose-val", "code", "code-val", "mix")
+BUILTIN_SOURCES = ("prose", "prose-val", "code", "code-val", "mix", "synthetic", "synthetic-val")
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst")
 CODE_TRAIN_BYTES = 4_000_000  # stdlib code used for training by default (about 1M tokens)
 
@@ -86,6 +88,8 @@ def documents(source: str) -> dict[str, str]:
         return sources.code_documents("train", max_bytes=CODE_TRAIN_BYTES)
     if source == "code-val":
         return sources.code_documents("val", max_bytes=CODE_TRAIN_BYTES // 9)
+    if source in ("synthetic", "synthetic-val"):
+        return synthetic_documents(n_docs=40 if source.endswith("-val") else 400, seed=1 if source.endswith("-val") else 0)
     if source == "mix":
         return documents("prose") | documents("code")
     return user_documents(Path(source))

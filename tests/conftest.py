@@ -1,0 +1,22 @@
+"""Shared tiny fixtures: 2 layers, d=32, vocab 64, CPU, fixed seed (STYLE.md §14). Run: pytest tests/"""
+
+import pytest
+import torch
+
+from duollm import DuoConfig, DuoLM
+
+
+@pytest.fixture
+def cfg() -> DuoConfig:
+    return DuoConfig(n_layer=2, n_head=4, n_kv_head=4, d_model=32, d_big=128, d_small=8, vocab_size=64, max_seq_len=32)
+
+
+@pytest.fixture
+def model(cfg) -> DuoLM:
+    torch.manual_seed(0)
+    return DuoLM(cfg).eval()
+
+
+@pytest.fixture
+def ids(cfg) -> torch.Tensor:
+    return torch.randint(0, cfg.vocab_size, (3, 16), generator=torch.Generator().manual_seed(1))

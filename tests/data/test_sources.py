@@ -1,0 +1,87 @@
+"""The SWORD zText extractor on a module the test builds itself, and the split rules.
+Run: pytest tests/data/test_sources.py"""
+
+import struct
+import zlib
+
+import pytest
+
+from duollm.data import sources
+from duollm.errors import DuoError
+
+
+def write_ztext(folder, testament, entries, per_block=3):
+    """Write entries (OSIS strings; "" = absent verse) as a SWORD zText testament: .bzs/.bzz/.bzv."""
+    bzs, bzz, bzv = bytearray(), bytearray(), bytearray()
+    for b0 in range(0, len(entries), per_block):
+        chunk = entries[b0 : b0 + per_block]
+        raw, offsets = bytearray(), []
+        for e in chunk:
+            data = e.encode()
+            offsets.append((len(raw), len(data)))
+            raw += data
+        comp = zlib.compress(bytes(raw))
+        block = len(bzs) // 12
+        bzs += struct.pack("<III", len(bzz), len(comp), len(raw))
+        bzz += comp
+        for off, size in offsets:
+            bzv += struct.pack("<IIH", block if size else 0, off if size else 0, size)
+    for ext, data in (("bzs", bzs), ("bzz", bzz), ("bzv", bzv)):
+        (folder / f"{testament}.{ext}").write_bytes(bytes(data))
+
+
+def book(osis_id, chapters):
+    """Entries of one book: introduction, then per chapter an introduction and its verses."""
+    out = [f'<div osisID="{osis_id}" type="book"/><title>The Book of {osis_id}</title>']
+    for c, verses in enumerate(chapters, 1):
+        out.append(f'<chapter n="{c}" osisID="{osis_id}.{c}" sID="{osis_id}.{c}"/>')
+        out += verses
+    return out
+
+
+def test_extracts_books_verses_and_strips_markup(tmp_path):
+    entries = ["", '<milestone type="x-importer"/>']
+    entries += book("Gen", [['<w lemma="H1">In</w> <w>the</w> beginning, <w>God</w><note placement="foot">1:1 a note</note><w>created</w> it.', ""], ["<title>Heading</title>Second &amp; last."]])
+    entries += book("Ruth", [["Ruth <w>spoke</w>."]])
+    write_ztext(tmp_path, "ot", entries)
+    books = sources.verses_by_book(sources.read_ztext(tmp_path, "ot"))
+    assert books == {"Gen": ["In the beginning, God created it.", "Second & last."], "Ruth": ["Ruth spoke."]}
+
+
+def test_truncated_index_is_a_clear_error(tmp_path):
+    write_ztext(tmp_path, "nt", book("Matt", [["x"]]))
+    (tmp_path / "nt.bzv").write_bytes((tmp_path / "nt.bzv").read_bytes()[:-3])
+    with pytest.raises(DuoError, match="truncated"):
+        sources.read_ztext(tmp_path, "nt")
+    with pytest.raises(DuoError, match="missing"):
+        sources.read_ztext(tmp_path, "ot")
+
+
+def test_write_books_needs_every_narrative_book(tmp_path):
+    with pytest.raises(DuoError, match="lacks the books"):
+        sources.write_books(tmp_path, {"Gen": ["x"]}, {})
+    books = {b: [f"{b} verse one", "verse two"] for b in sources.PROSE_BOOKS}
+    sources.write_books(tmp_path / "prose", books, {"source": "test"})
+    docs = sources.prose_documents("val", cache=tmp_path)
+    assert sorted(docs) == sorted(sources.PROSE_VAL_BOOKS)
+    assert docs["Ruth"] == "Ruth verse one\nverse two\n"
+    assert not set(sources.prose_documents("train", cache=tmp_path)) & set(sources.PROSE_VAL_BOOKS)
+
+
+def test_missing_corpus_says_what_to_fetch(tmp_path):
+    with pytest.raises(DuoError, match="duollm data fetch"):
+        sources.prose_documents("train", cache=tmp_path)
+
+
+def test_wrong_package_hash_is_refused(tmp_path):
+    deb = tmp_path / "fake.deb"
+    deb.write_bytes(b"not the package")
+    with pytest.raises(DuoError, match="sha256"):
+        sources.fetch_prose(cache=tmp_path, deb=deb)
+    assert not (tmp_path / "prose").exists()  # nothing written
+
+
+def test_code_split_is_by_file_and_disjoint():
+    train, val = sources.code_documents("train", max_bytes=300_000), sources.code_documents("val", max_bytes=100_000)
+    assert train and val and not set(train) & set(val)
+    assert all(sources.is_code_val(p) for p in val)

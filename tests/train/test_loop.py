@@ -1,0 +1,80 @@
+"""Stage-1 training: the loss falls, resume equals an uninterrupted run, DDP equals one process.
+Run: pytest tests/train/test_loop.py"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from duollm.config import apply_overrides
+from duollm.errors import DuoError
+from duollm.presets import run_config
+from duollm.train.loop import random_route, read_metrics, train
+
+
+def debug_cfg(**kw):
+    return apply_overrides(run_config("debug"), {"train.log_every": 1, **kw})
+
+
+def test_training_reduces_the_loss(tmp_path):
+    res = train(debug_cfg(**{"train.steps": 30}), tmp_path / "run", progress=False)
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run" / "metrics.jsonl")]
+    assert res["steps"] == 30 and len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
+    assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "ckpt" / "latest.json").exists()
+
+
+def test_resume_ends_with_the_same_loss(tmp_path):
+    cfg = debug_cfg(**{"train.steps": 8, "train.ckpt_every": 3, "train.p_skip": 0.2, "train.p_small": 0.3})
+    full = train(cfg, tmp_path / "a", progress=False)
+    # interrupted after step 4: the checkpoint at 3 is the latest; metrics at 4 were logged and must be dropped
+    train(apply_overrides(cfg, {"train.steps": 4}), tmp_path / "b", progress=False)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed["final_loss"] == full["final_loss"]
+    a, b = read_metrics(tmp_path / "a" / "metrics.jsonl"), read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [m["step"] for m in b] == list(range(1, 9))
+    assert [m["loss"] for m in a] == [m["loss"] for m in b]
+
+
+def test_run_directory_is_protected(tmp_path):
+    cfg = debug_cfg(**{"train.steps": 2})
+    train(cfg, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "config.json").read_text()
+    with pytest.raises(DuoError, match="already holds a run"):
+        train(cfg, tmp_path / "r", progress=False)
+    with pytest.raises(DuoError, match="holds a different run"):
+        train(apply_overrides(cfg, {"model.d_model": 64}), tmp_path / "r", resume=True, progress=False)
+    assert (tmp_path / "r" / "config.json").read_text() == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DuoError, match="not a duollm run directory"):
+        train(cfg, tmp_path / "other", progress=False)
+    with pytest.raises(DuoError, match="nothing to resume"):
+        train(cfg, tmp_path / "fresh", resume=True, progress=False)
+
+
+def test_random_route_probabilities():
+    r = random_route((64, 64, 4), 0.5, 0.3, 0.2, torch.Generator().manual_seed(0))
+    frac = torch.bincount(r.flatten().long(), minlength=3).float() / r.numel()
+    assert torch.allclose(frac, torch.tensor([0.2, 0.3, 0.5]), atol=0.02)
+    with pytest.raises(DuoError, match="sum to 1"):
+        random_route((1, 1, 1), 0.5, 0.6, 0.0, torch.Generator())
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    """torchrun with gloo: 2 ranks × 4 sequences take the same steps as 1 process × 8 sequences."""
+    common = ["--preset", "debug", "--steps", "4", "--json", "--train.log_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "duollm", "train", "--out", str(tmp_path / "one"), *common, "--train.batch_size=8"], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "duollm", "train"]
+    two = subprocess.run([*cmd, "--out", str(tmp_path / "two"), *common, "--train.batch_size=4"], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = [m["loss"] for m in read_metrics(tmp_path / "one" / "metrics.jsonl")]
+    b = [m["loss"] for m in read_metrics(tmp_path / "two" / "metrics.jsonl")]
+    assert len(a) == len(b) == 4
+    assert a == pytest.approx(b, abs=1e-4)
+    assert json.loads(two.stdout.strip().splitlines()[-1])["steps"] == 4
