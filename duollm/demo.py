@@ -35,13 +35,13 @@ def run_demo(cmd: DemoCommand) -> dict:
     cfg = resolve(TrainCommand(out=str(out), preset="tiny", steps=cmd.steps, overrides=cmd.overrides))
     trained = train(cfg, out, progress=not cmd.json)
     _, model, tok = load_run(out)
-    windows = eval_windows(token_array("prose-val", tok), cfg.train.seq_len)
+    windows = eval_windows(token_array(cfg.data.val, tok), cfg.train.seq_len)
     ppl = {}
     for name in DEMO_POLICIES:
         losses, _ = token_losses(model, windows, parse_policy(name, cfg.model.n_layer))
         ppl[name] = summarize(losses)["ppl"]
     ppl["unigram"] = summarize(unigram_losses(token_array(cfg.data.train, tok), windows, cfg.model.vocab_size))["ppl"]
-    res = {"seconds": round(time.perf_counter() - t0, 1), "ppl": ppl, "run": str(out), "split": "prose-val", "tokens": int(windows[:, 1:].numel()), "train": trained}
+    res = {"seconds": round(time.perf_counter() - t0, 1), "ppl": ppl, "run": str(out), "split": cfg.data.val, "tokens": int(windows[:, 1:].numel()), "train": trained}
     (out / "demo.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 
@@ -51,7 +51,8 @@ def main(cmd: DemoCommand) -> None:
     if cmd.json:
         print(json.dumps(res))
         return
-    print(f"\nheld-out perplexity on prose-val ({res['tokens']:,} tokens, books Ruth, Jonah, John):")
+    books = " (books Ruth, Jonah, John)" if res["split"] == "prose-val" else ""
+    print(f"\nheld-out perplexity on {res['split']}{books}, {res['tokens']:,} tokens:")
     print("| policy | ppl |\n|---|---|")
     for name, v in res["ppl"].items():
         print(f"| {name} | {v:.2f} |")

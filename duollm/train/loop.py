@@ -90,14 +90,14 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
     if tc.seq_len > cfg.model.max_seq_len:
         raise DuoError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
     random_route((1, 1, 1), tc.p_big, tc.p_small, tc.p_skip, torch.Generator())  # validate p early
+    tok = load_tokenizer(cfg.data.tokenizer)  # check the inputs before the run directory is touched
+    if tok.vocab_size > cfg.model.vocab_size:
+        raise DuoError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size is {cfg.model.vocab_size}")
+    tokens = token_array(cfg.data.train, tok)
     d = distributed.init(tc.device)
     if d.is_main:
         prepare_run_dir(out, cfg, resume)
     distributed.barrier(d)
-    tok = load_tokenizer(cfg.data.tokenizer)
-    if tok.vocab_size > cfg.model.vocab_size:
-        raise DuoError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size is {cfg.model.vocab_size}")
-    tokens = token_array(cfg.data.train, tok)
 
     torch.manual_seed(tc.seed)  # model init
     model = DuoLM(cfg.model).to(d.device)

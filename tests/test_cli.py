@@ -1,0 +1,126 @@
+"""The command line: smoke runs of every subcommand, and one clear line with exit code 2 for bad input.
+Run: pytest tests/test_cli.py"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from duollm.cli import main
+
+DEBUG = ["--preset", "debug", "--steps", "3"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def trained(tmp_path, capsys):
+    code, out, _ = run(capsys, "train", "--out", str(tmp_path / "run"), *DEBUG, "--json")
+    assert code == 0
+    return tmp_path / "run", json.loads(out)
+
+
+def test_train_then_eval(trained, capsys):
+    run_dir, res = trained
+    assert set(res) >= {"steps", "final_loss", "tokens_per_s"} and res["steps"] == 3
+    for policy in ("all-big", "all-small", "random:0.5", "B-"):
+        code, out, err = run(capsys, "eval", "--run", str(run_dir), "--policy", policy, "--split", "synthetic-val", "--json")
+        assert code == 0, err
+        res = json.loads(out)
+        assert set(res) >= {"policy", "split", "tokens", "loss", "ppl"} and res["policy"] == policy and res["ppl"] > 1
+    assert len(list((run_dir / "evals").glob("*.safetensors"))) == 4
+    code, out, _ = run(capsys, "eval", "--run", str(run_dir), "--split", "synthetic-val")
+    assert code == 0 and "ppl" in out
+
+
+def test_train_resume_extends(trained, capsys):
+    run_dir, _ = trained
+    code, out, err = run(capsys, "train", "--out", str(run_dir), "--preset", "debug", "--steps", "5", "--resume", "--json")
+    assert code == 0, err and json.loads(out)["steps"] == 5
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    small = ["--data.train=synthetic", "--data.val=synthetic-val", "--data.tokenizer=bytes", "--model.vocab_size=257", "--model.n_layer=2", "--model.d_model=32", "--model.d_big=64", "--model.d_small=8", "--train.seq_len=32", "--train.batch_size=4"]
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--steps", "3", "--json", *small)
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res["ppl"]) == {"all-big", "all-small", "random:0.5", "unigram"} and res["seconds"] > 0
+
+
+def test_user_data_file(tmp_path, capsys):
+    (tmp_path / "t.txt").write_text("some words of text, repeated. " * 50)
+    code, _, err = run(capsys, "train", "--out", str(tmp_path / "r"), *DEBUG, "--data", str(tmp_path / "t.txt"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["train"] == str(tmp_path / "t.txt")
+
+
+def one_error_line(code, err, match):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["train", "--out", "{tmp}/a", "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--model.n_layers=3"], "unknown config key 'model.n_layers'"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--model.n_layer=three"], "model.n_layer must be int"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--train.seq_len=999"], "exceeds model.max_seq_len"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--train.p_big=0.9"], "sum to 1"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--data", "{tmp}/missing.txt"], "data path not found"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--data", "{tmp}/empty.txt"], "no text found"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--data", "{tmp}/binary.bin"], "looks binary"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--data.tokenizer={tmp}/empty.txt"], "cannot load tokenizer"),
+        (["train", "--out", "{tmp}/a", "--preset", "debug", "--bogus"], "unrecognized argument"),
+        (["train", "--preset", "debug"], "--out"),
+        (["eval", "--run", "{tmp}"], "not a run directory"),
+        (["eval", "--run", "{tmp}/nowhere"], "not a run directory"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.bin").write_bytes(b"\x00\x01\x02" * 10)
+    code, _, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    one_error_line(code, err, match)
+    assert not (tmp_path / "a").exists()  # nothing created
+
+
+@pytest.mark.parametrize("policy, match", [("BBBB", "has 4 layers"), ("BX", "unknown policy"), ("random:2", "probabilities")])
+def test_bad_policy(trained, capsys, policy, match):
+    code, _, err = run(capsys, "eval", "--run", str(trained[0]), "--policy", policy, "--split", "synthetic-val")
+    one_error_line(code, err, match)
+
+
+def test_run_dir_holding_another_run_is_kept(trained, capsys):
+    run_dir, _ = trained
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    code, _, err = run(capsys, "train", "--out", str(run_dir), *DEBUG)
+    one_error_line(code, err, "already holds a run")
+    code, _, err = run(capsys, "train", "--out", str(run_dir), *DEBUG, "--resume", "--model.d_model=64")
+    one_error_line(code, err, "holds a different run")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_corrupt_checkpoint(trained, capsys):
+    run_dir, _ = trained
+    (f,) = run_dir.glob("ckpt/step-*/model.safetensors")
+    f.write_bytes(f.read_bytes()[:100])
+    code, _, err = run(capsys, "eval", "--run", str(run_dir), "--split", "synthetic-val")
+    one_error_line(code, err, "corrupt or truncated")
+    code, _, err = run(capsys, "train", "--out", str(run_dir), *DEBUG, "--resume")
+    one_error_line(code, err, "corrupt or truncated")
+
+
+def test_module_entry_point_and_help():
+    r = subprocess.run([sys.executable, "-m", "duollm", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "examples:" in r.stdout and "train" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "duollm", "train", "--help"], capture_output=True, text=True)
+    assert "--ckpt-every" in r.stdout and "run directory" in r.stdout

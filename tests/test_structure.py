@@ -1,0 +1,57 @@
+"""Habits that a test can hold (STYLE.md §1, §7, §11, §19): import direction, a light core import,
+no hidden global state, a readable model file. Run: pytest tests/test_structure.py"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "duollm"
+# what each subpackage may import from duollm (besides itself and duollm.errors)
+ALLOWED = {
+    "routing": set(),
+    "kernels": {"routing"},
+    "model": {"routing", "kernels"},
+    "data": set(),
+    "analysis": set(),
+}
+
+
+def duollm_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("duollm."):
+            names.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("duollm.")}
+    return names
+
+
+@pytest.mark.parametrize("sub", sorted(ALLOWED))
+def test_dependencies_point_one_way(sub):
+    for f in (PKG / sub).rglob("*.py"):
+        bad = duollm_imports(f) - ALLOWED[sub] - {sub, "errors"}
+        assert not bad, f"{f.relative_to(PKG)} imports duollm.{bad}"
+
+
+def test_core_import_is_light():
+    code = "import sys, duollm, duollm.model; print(sorted(m for m in ('matplotlib', 'triton', 'wandb', 'tokenizers', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_global_state_and_no_distributed_in_model():
+    for f in PKG.rglob("*.py"):
+        src = f.read_text()
+        assert not any(isinstance(n, ast.Global) for n in ast.walk(ast.parse(src))), f"`global` in {f}"
+        for node in ast.parse(src).body:  # no module-level `x = []` / `x = {}` collecting values
+            empty = isinstance(node, ast.Assign) and ((isinstance(node.value, ast.List) and not node.value.elts) or (isinstance(node.value, ast.Dict) and not node.value.keys))
+            assert not empty, f"module-level mutable container in {f}"
+    for f in (PKG / "model").rglob("*.py"):
+        src = f.read_text()
+        for banned in ("torch.distributed", "torch.compile", "safetensors", "matplotlib"):
+            assert banned not in src, f"{banned} in {f}"
+    assert len((PKG / "model" / "transformer.py").read_text().splitlines()) <= 400
