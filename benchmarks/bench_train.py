@@ -47,7 +47,21 @@ if peak:
 date = datetime.date.today().isoformat()
 with open(args.out_jsonl, "a") as f:
     for metric, value in rows:
-        rec = {"bench": "train", "case": case, "metric": metric, "value": value, "ideal": None, "device": device, "torch": torch.__version__, "commit": commit, "date": date}
+        rec = {
+            "bench": "train",
+            "case": case,
+            "metric": metric,
+            "value": value,
+            "ideal": None,
+            "device": device,
+            "torch": torch.__version__,
+            "commit": commit,
+            "date": date,
+        }
         f.write(json.dumps(rec) + "\n")
-print(f"| {case} | {tps:,.0f} tok/s | {tflops:.1f} TFLOP/s | MFU {tflops / peak:.1%} | final loss {res['final_loss']:.3f} | {device} | torch {torch.__version__} |" if peak else f"| {case} | {tps:,.0f} tok/s | {tflops:.2f} TFLOP/s | {device} |")
+print(
+    f"| {case} | {tps:,.0f} tok/s | {tflops:.1f} TFLOP/s | MFU {tflops / peak:.1%} | final loss {res['final_loss']:.3f} | {device} | torch {torch.__version__} |"
+    if peak
+    else f"| {case} | {tps:,.0f} tok/s | {tflops:.2f} TFLOP/s | {device} |"
+)
 print(json.dumps(res), file=sys.stderr)

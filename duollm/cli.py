@@ -78,7 +78,12 @@ def _parse_overrides(rest: list[str], prog: str) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="duollm", description="Adaptive computation in language models (Duo-LLM).", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="duollm",
+        description="Adaptive computation in language models (Duo-LLM).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (mod, cls_name, _) in COMMANDS.items():

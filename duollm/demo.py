@@ -41,7 +41,14 @@ def run_demo(cmd: DemoCommand) -> dict:
         losses, _ = token_losses(model, windows, parse_policy(name, cfg.model.n_layer))
         ppl[name] = summarize(losses)["ppl"]
     ppl["unigram"] = summarize(unigram_losses(token_array(cfg.data.train, tok), windows, cfg.model.vocab_size))["ppl"]
-    res = {"seconds": round(time.perf_counter() - t0, 1), "ppl": ppl, "run": str(out), "split": cfg.data.val, "tokens": int(windows[:, 1:].numel()), "train": trained}
+    res = {
+        "seconds": round(time.perf_counter() - t0, 1),
+        "ppl": ppl,
+        "run": str(out),
+        "split": cfg.data.val,
+        "tokens": int(windows[:, 1:].numel()),
+        "train": trained,
+    }
     (out / "demo.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 

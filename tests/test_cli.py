@@ -45,7 +45,18 @@ def test_train_resume_extends(trained, capsys):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    small = ["--data.train=synthetic", "--data.val=synthetic-val", "--data.tokenizer=bytes", "--model.vocab_size=257", "--model.n_layer=2", "--model.d_model=32", "--model.d_big=64", "--model.d_small=8", "--train.seq_len=32", "--train.batch_size=4"]
+    small = [
+        "--data.train=synthetic",
+        "--data.val=synthetic-val",
+        "--data.tokenizer=bytes",
+        "--model.vocab_size=257",
+        "--model.n_layer=2",
+        "--model.d_model=32",
+        "--model.d_big=64",
+        "--model.d_small=8",
+        "--train.seq_len=32",
+        "--train.batch_size=4",
+    ]
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--steps", "3", "--json", *small)
     assert code == 0, err
     res = json.loads(out)

@@ -48,7 +48,9 @@ def test_no_global_state_and_no_distributed_in_model():
         src = f.read_text()
         assert not any(isinstance(n, ast.Global) for n in ast.walk(ast.parse(src))), f"`global` in {f}"
         for node in ast.parse(src).body:  # no module-level `x = []` / `x = {}` collecting values
-            empty = isinstance(node, ast.Assign) and ((isinstance(node.value, ast.List) and not node.value.elts) or (isinstance(node.value, ast.Dict) and not node.value.keys))
+            empty = isinstance(node, ast.Assign) and (
+                (isinstance(node.value, ast.List) and not node.value.elts) or (isinstance(node.value, ast.Dict) and not node.value.keys)
+            )
             assert not empty, f"module-level mutable container in {f}"
     for f in (PKG / "model").rglob("*.py"):
         src = f.read_text()

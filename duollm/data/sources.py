@@ -136,7 +136,9 @@ def fetch_prose(cache: Path | None = None, deb: Path | None = None) -> Path:
             debs = list(tmp.glob("*.deb"))
             if r.returncode or not debs:
                 last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-                raise DuoError(f"could not download {PROSE_PACKAGE} {PROSE_VERSION} with apt-get ({last}); run 'apt-get update' or check the network")
+                raise DuoError(
+                    f"could not download {PROSE_PACKAGE} {PROSE_VERSION} with apt-get ({last}); run 'apt-get update' or check the network"
+                )
             deb = debs[0]
         digest = sha256_file(deb)
         if digest != PROSE_SHA256:
@@ -177,7 +179,9 @@ def prose_documents(split: str, cache: Path | None = None) -> dict[str, str]:
     """`split` is "train" or "val": book id → text (verses joined by newlines)."""
     folder = prose_dir(cache)
     if not (folder / "MANIFEST.json").exists():
-        raise DuoError(f"the prose corpus is not in {folder}; fetch it once with 'duollm data fetch' (it downloads Debian's {PROSE_PACKAGE} package)")
+        raise DuoError(
+            f"the prose corpus is not in {folder}; fetch it once with 'duollm data fetch' (it downloads Debian's {PROSE_PACKAGE} package)"
+        )
     keep = [b for b in PROSE_BOOKS if (b in PROSE_VAL_BOOKS) == (split == "val")]
     return {b: (folder / f"{b}.txt").read_text("utf-8") for b in keep}
 

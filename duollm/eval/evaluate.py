@@ -106,7 +106,11 @@ def evaluate(cmd: EvalCommand) -> dict:
     folder.mkdir(exist_ok=True)
     name = f"{Path(source).name}__{cmd.policy.replace(':', '_')}.safetensors"
     tmp = folder / f".{name}.tmp"
-    save_file({"loss": losses.contiguous(), "input_ids": windows.contiguous(), "route": routes.contiguous()}, tmp, metadata={k: str(v) for k, v in res.items()})
+    save_file(
+        {"loss": losses.contiguous(), "input_ids": windows.contiguous(), "route": routes.contiguous()},
+        tmp,
+        metadata={k: str(v) for k, v in res.items()},
+    )
     tmp.replace(folder / name)
     return res
 

@@ -132,7 +132,9 @@ class DuoLM(nn.Module):
         """Normal(0, init_std) for every matrix; the projections into the residual stream are scaled down."""
         for name, p in self.named_parameters():
             if p.dim() == 2:
-                std = self.cfg.init_std / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("o.weight", "down.weight")) else self.cfg.init_std
+                std = (
+                    self.cfg.init_std / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("o.weight", "down.weight")) else self.cfg.init_std
+                )
                 nn.init.normal_(p, mean=0.0, std=std)
             else:
                 nn.init.ones_(p)  # RMSNorm gains

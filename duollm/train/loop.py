@@ -10,8 +10,8 @@ loss. Under torchrun every rank draws the same global batch from the same genera
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -133,7 +133,7 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
             route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
             x = x.to(d.device, non_blocking=True)
             sync = micro == tc.grad_accum - 1 or d.world == 1
-            with (nullcontext() if sync else dmodel.no_sync()), autocast:
+            with nullcontext() if sync else dmodel.no_sync(), autocast:
                 res = dmodel(x[:, :-1], route=route, targets=x[:, 1:])
             (res.loss / tc.grad_accum).backward()
             loss_sum += res.loss.detach()
@@ -148,7 +148,13 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
             last_loss = float(distributed.all_mean(loss_sum / tc.grad_accum, d))  # one host sync per log line
             dt = time.perf_counter() - window_t0
             tps = window_tokens / dt
-            rec = {"step": step, "loss": round(last_loss, 5), "lr": lr, "tokens_per_s": round(tps, 1), "tflops": round(flops * d.world * window_tokens / tokens_per_step / dt / 1e12, 3)}
+            rec = {
+                "step": step,
+                "loss": round(last_loss, 5),
+                "lr": lr,
+                "tokens_per_s": round(tps, 1),
+                "tflops": round(flops * d.world * window_tokens / tokens_per_step / dt / 1e12, 3),
+            }
             summary_tps = tps
             window_tokens, window_t0 = 0, time.perf_counter()
             if d.is_main:

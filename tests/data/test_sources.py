@@ -41,7 +41,13 @@ def book(osis_id, chapters):
 
 def test_extracts_books_verses_and_strips_markup(tmp_path):
     entries = ["", '<milestone type="x-importer"/>']
-    entries += book("Gen", [['<w lemma="H1">In</w> <w>the</w> beginning, <w>God</w><note placement="foot">1:1 a note</note><w>created</w> it.', ""], ["<title>Heading</title>Second &amp; last."]])
+    entries += book(
+        "Gen",
+        [
+            ['<w lemma="H1">In</w> <w>the</w> beginning, <w>God</w><note placement="foot">1:1 a note</note><w>created</w> it.', ""],
+            ["<title>Heading</title>Second &amp; last."],
+        ],
+    )
     entries += book("Ruth", [["Ruth <w>spoke</w>."]])
     write_ztext(tmp_path, "ot", entries)
     books = sources.verses_by_book(sources.read_ztext(tmp_path, "ot"))

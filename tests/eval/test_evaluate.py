@@ -19,7 +19,16 @@ def test_parse_policies():
     assert parse_policy("random:0.5,0.3,0.2", 3).p == (0.5, 0.3, 0.2)
 
 
-@pytest.mark.parametrize("text, match", [("BBS", "has 3 layers"), ("random:x", "bad policy"), ("random:0.5,0.6,0", "sum to 1"), ("fastest", "unknown policy"), ("router:paper", "not available")])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("BBS", "has 3 layers"),
+        ("random:x", "bad policy"),
+        ("random:0.5,0.6,0", "sum to 1"),
+        ("fastest", "unknown policy"),
+        ("router:paper", "not available"),
+    ],
+)
 def test_bad_policies(text, match):
     with pytest.raises(ValueError, match=match):
         parse_policy(text, 4 if text == "BBS" else 2)

@@ -29,7 +29,7 @@ def dense_reference(model: DuoLM, ids: torch.Tensor, ffn: list[str | None]) -> t
 
     x = model.embed.weight[ids]
     mask = torch.full((T, T), float("-inf")).triu(1)
-    for blk, which in zip(model.blocks, ffn):
+    for blk, which in zip(model.blocks, ffn, strict=True):
         h = rms(x, blk.attn_norm.weight)
         q, k, v = (lin.weight for lin in (blk.attn.q, blk.attn.k, blk.attn.v))
         q = rope((h @ q.T).view(B, T, nh, hs).transpose(1, 2))
@@ -92,7 +92,11 @@ def test_module_runs_only_on_its_tokens(model, ids):
     B, T = ids.shape
     r = torch.randint(0, 3, (B, T, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
     seen = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, inp[0].shape[0])) for n, m in model.named_modules() if n.endswith((".small", ".big"))]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, n=n: seen.__setitem__(n, inp[0].shape[0]))
+        for n, m in model.named_modules()
+        if n.endswith((".small", ".big"))
+    ]
     model(ids, route=r)
     for h in hooks:
         h.remove()

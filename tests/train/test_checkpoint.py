@@ -30,7 +30,7 @@ def test_round_trip(tmp_path, cfg):
     gen2 = torch.Generator()
     assert checkpoint.load_weights(folder, m2) == {"x": 1}
     checkpoint.load_train_state(folder, m2, opt2, gen2, step)
-    for a, b in zip(m.parameters(), m2.parameters()):
+    for a, b in zip(m.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
         assert set(opt.state[a]) == set(opt2.state[b])  # small modules got no gradient under all-big: no state
         if opt.state[a]:

@@ -68,7 +68,12 @@ def test_ddp_two_processes_match_one(tmp_path):
     """torchrun with gloo: 2 ranks × 4 sequences take the same steps as 1 process × 8 sequences."""
     common = ["--preset", "debug", "--steps", "4", "--json", "--train.log_every=1", "--train.device=cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "duollm", "train", "--out", str(tmp_path / "one"), *common, "--train.batch_size=8"], capture_output=True, text=True, env=env)
+    one = subprocess.run(
+        [sys.executable, "-m", "duollm", "train", "--out", str(tmp_path / "one"), *common, "--train.batch_size=8"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "duollm", "train"]
     two = subprocess.run([*cmd, "--out", str(tmp_path / "two"), *common, "--train.batch_size=4"], capture_output=True, text=True, env=env)
