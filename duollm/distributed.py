@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from duollm.errors import DuoError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -31,6 +33,8 @@ def init(device: str = "auto") -> Dist:
     """Read RANK/WORLD_SIZE/LOCAL_RANK; start the process group (NCCL on GPUs, gloo on CPUs) if world > 1."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DuoError("train.device is cuda but no CUDA GPU is available; use auto or cpu")
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     dev = f"cuda:{local}" if use_cuda else "cpu"
     if use_cuda:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
 import shutil
 import struct
@@ -122,7 +123,8 @@ def prose_dir(cache: Path | None = None) -> Path:
 def fetch_prose(cache: Path | None = None, deb: Path | None = None) -> Path:
     """Download (or take `deb`), verify, unpack and extract the prose corpus; return its folder.
 
-    Writes `<cache>/prose/<Book>.txt` and `MANIFEST.json` atomically (a temporary folder renamed into place).
+    Writes `<cache>/prose/<Book>.txt` and `MANIFEST.json` into a temporary folder beside the cache, then renames
+    it into place, so a failed fetch leaves any earlier corpus as it was.
     """
     out = prose_dir(cache)
     with tempfile.TemporaryDirectory(prefix="duollm-fetch-") as tmp:
@@ -148,12 +150,18 @@ def fetch_prose(cache: Path | None = None, deb: Path | None = None) -> Path:
             raise DuoError(f"dpkg -x failed on {deb.name}: {r.stderr.strip()}")
         module = tmp / "x" / PROSE_MODULE
         books = verses_by_book(read_ztext(module, "ot")) | verses_by_book(read_ztext(module, "nt"))
-        stage = Path(tempfile.mkdtemp(prefix=".prose-", dir=out.parent if out.parent.exists() else None))
-        write_books(stage, books, {"source": f"{PROSE_PACKAGE} {PROSE_VERSION}", "sha256": digest})
         out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".prose-new-", dir=out.parent))  # same file system: renames are atomic
+        try:
+            write_books(stage, books, {"source": f"{PROSE_PACKAGE} {PROSE_VERSION}", "sha256": digest})
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        old = out.with_name(f".prose-old-{os.getpid()}")
         if out.exists():
-            shutil.rmtree(out)
-        shutil.move(str(stage), str(out))
+            out.rename(old)
+        stage.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

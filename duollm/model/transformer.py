@@ -152,8 +152,8 @@ class DuoLM(nn.Module):
         if route is None:
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
-        if route.dim() == 3:
-            route = route.to(input_ids.device)  # per-token routes are dispatched on the device
+        # per-token routes are dispatched on the device; a static route is read on the host (one copy, not one per layer)
+        route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs/2)
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):

@@ -1,7 +1,9 @@
 """The SWORD zText extractor on a module the test builds itself, and the split rules.
 Run: pytest tests/data/test_sources.py"""
 
+import shutil
 import struct
+import subprocess
 import zlib
 
 import pytest
@@ -91,3 +93,26 @@ def test_code_split_is_by_file_and_disjoint():
     train, val = sources.code_documents("train", max_bytes=300_000), sources.code_documents("val", max_bytes=100_000)
     assert train and val and not set(train) & set(val)
     assert all(sources.is_code_val(p) for p in val)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb to build the fixture package")
+def test_fetch_from_a_package_end_to_end(tmp_path, monkeypatch):
+    """Build a .deb holding a small zText module, then fetch from it: unpack, verify, extract, write."""
+    root = tmp_path / "pkg"
+    module = root / sources.PROSE_MODULE
+    module.mkdir(parents=True)
+    ot = ["", ""] + [e for b in sources.PROSE_BOOKS[:4] for e in book(b, [[f"{b} one.", f"{b} two."]])]
+    nt = ["", ""] + [e for b in sources.PROSE_BOOKS[4:] for e in book(b, [[f"{b} one."], [f"{b} again."]])]
+    write_ztext(module, "ot", ot)
+    write_ztext(module, "nt", nt)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text("Package: fixture\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n")
+    deb = tmp_path / "fixture.deb"
+    subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
+    monkeypatch.setattr(sources, "PROSE_SHA256", sources.sha256_file(deb))
+    (tmp_path / "cache" / "prose").mkdir(parents=True)
+    (tmp_path / "cache" / "prose" / "stale.txt").write_text("old")
+    out = sources.fetch_prose(cache=tmp_path / "cache", deb=deb)
+    assert (out / "Gen.txt").read_text() == "Gen one.\nGen two.\n"
+    assert (out / "Acts.txt").read_text() == "Acts one.\nActs again.\n"
+    assert not (out / "stale.txt").exists() and sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["prose"]

@@ -83,3 +83,10 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert len(a) == len(b) == 4
     assert a == pytest.approx(b, abs=1e-4)
     assert json.loads(two.stdout.strip().splitlines()[-1])["steps"] == 4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_requested_without_a_gpu(tmp_path):
+    with pytest.raises(DuoError, match="no CUDA GPU"):
+        train(debug_cfg(**{"train.device": "cuda"}), tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
