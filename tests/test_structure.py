@@ -16,6 +16,7 @@ ALLOWED = {
     "model": {"routing", "kernels"},
     "data": set(),
     "analysis": set(),
+    "oracle": {"model", "routing", "kernels"},
 }
 
 

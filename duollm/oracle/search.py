@@ -1,0 +1,112 @@
+"""The shared-route oracle: exhaustive, exact, and walked as a tree (DESIGN.md §2; paper §3, reading A).
+
+For every route r of a budget's set, the whole sequence runs with r applied to every token; token t's
+oracle loss is min_r loss_t(r) and its route the argmin (ties: the first route in `Budget.routes` order).
+
+Speed: routes that share their first j choices share the first j layers, so the search walks the route
+tree depth first, keeping one hidden state per depth. At a node, attention runs once (it does not depend
+on the node's FFN choice), then each child's FFN runs on the same normalised input; the vocabulary head
+runs only at the leaves. For 2^L routes that is Σ_j 2^j attention passes and 2^(j+1) FFN passes instead
+of 2^L · L of each (shared/paper/duo-llm.md §3). Several budgets are searched in one walk: a leaf updates
+every budget whose set holds its route, and a subtree is entered only if some budget can still be met.
+
+Reference for tests: `brute_force`, one plain forward per route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from duollm.model.transformer import DuoLM
+from duollm.routing.budget import Budget
+from duollm.routing.route import N_CHOICES
+
+
+@dataclass
+class SearchResult:
+    """Per-token oracle losses and routes under one budget, and the best single route (`fixed`)."""
+
+    loss: Tensor  # (B, T-1) float32: min over the route set of each token's next-token loss
+    route: Tensor  # (B, T-1, L) uint8: the route achieving it
+    fixed_route: Tensor  # (L,) uint8: the route with the lowest mean loss over all tokens
+    fixed_loss: Tensor  # (B, T-1) float32: every token's loss under fixed_route
+    n_routes: int  # size of the route set searched
+
+
+def token_loss(logits: Tensor, ids: Tensor) -> Tensor:
+    """Next-token cross-entropy per position: logits (B, T, V), ids (B, T) → (B, T-1) float32."""
+    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+
+
+class _Best:
+    """Running per-token minimum and argmin, and the running best mean route, for one budget."""
+
+    def __init__(self, B: int, T: int, L: int, device):
+        self.loss = torch.full((B, T - 1), float("inf"), device=device)  # (B, T-1)
+        self.route = torch.zeros(B, T - 1, L, dtype=torch.uint8, device=device)  # (B, T-1, L)
+        self.fixed_total, self.fixed_route, self.fixed_loss, self.n = float("inf"), None, None, 0
+
+    def update(self, loss: Tensor, route: Tensor) -> None:
+        better = loss < self.loss  # (B, T-1): strict, so the first route wins ties
+        self.loss = torch.where(better, loss, self.loss)
+        self.route[better] = route.to(self.route.device)
+        total = float(loss.double().sum())  # one host sync per leaf and budget
+        if total < self.fixed_total:
+            self.fixed_total, self.fixed_route, self.fixed_loss = total, route.clone(), loss
+        self.n += 1
+
+    def result(self) -> SearchResult:
+        return SearchResult(self.loss, self.route, self.fixed_route, self.fixed_loss, self.n)
+
+
+@torch.no_grad()
+def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget]) -> list[SearchResult]:
+    """Shared-route oracle for several budgets in one tree walk; one SearchResult per budget."""
+    L = model.cfg.n_layer
+    for b in budgets:
+        b.check(L)
+    B, T = ids.shape
+    options = sorted({c for b in budgets for c in b.options})
+    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
+    best = [_Best(B, T, L, ids.device) for _ in budgets]
+    route = torch.zeros(L, dtype=torch.uint8)  # (L,) the current prefix, on the host
+    counts = torch.zeros(N_CHOICES, dtype=torch.long)  # (3,) choices used by the prefix
+
+    def visit(j: int, h: Tensor) -> None:
+        if j == L:  # leaf: one whole-sequence route, scored by every budget that holds it
+            loss = token_loss(model.head(h), ids)  # (B, T-1)
+            for b, acc in zip(budgets, best, strict=True):
+                if b.contains(counts):
+                    acc.update(loss, route)
+            return
+        blk = model.blocks[j]
+        a = h + blk.attn(blk.attn_norm(h), cos, sin)  # (B, T, C): shared by every child
+        u = blk.ffn_norm(a)  # (B, T, C)
+        for c in options:
+            counts[c] += 1
+            if any(c in b.options and b.feasible(counts, L - j - 1) for b in budgets):
+                route[j] = c
+                visit(j + 1, a + blk.ffn(u, route[j]))  # child state (B, T, C)
+            counts[c] -= 1
+
+    visit(0, model.embed(ids))
+    return [acc.result() for acc in best]
+
+
+def search(model: DuoLM, input_ids: Tensor, budget: Budget, mode: str = "shared") -> SearchResult:
+    """The oracle of DESIGN.md §4 for one budget. `mode="causal"` is not built yet (issue 3, part 3)."""
+    if mode != "shared":
+        raise ValueError(f"oracle mode {mode!r} is not available; use mode='shared'")
+    return search_many(model, input_ids, [budget])[0]
+
+
+@torch.no_grad()
+def brute_force(model: DuoLM, ids: Tensor, budget: Budget) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference: one plain forward per route. Returns (per-route losses (R, B, T-1), routes (R, L), argmin (B, T-1))."""
+    routes = budget.routes(model.cfg.n_layer)  # (R, L)
+    losses = torch.stack([token_loss(model(ids, route=r).logits, ids) for r in routes])  # (R, B, T-1)
+    return losses, routes, losses.argmin(0)  # argmin returns the first minimum

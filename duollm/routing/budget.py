@@ -1,0 +1,99 @@
+"""Budgets: constraints on routes (DESIGN.md §1, §2; shared/paper/duo-llm.md §3).
+
+A budget fixes which choices a route may use (its *options*) and, optionally, exactly how many layers take
+each constrained choice. Budgets are *exact* (exactly k BIG layers, not at most k): the paper's U-shaped
+oracle curve only arises that way.
+
+    Budget.exactly_big(k)                  options small/big, exactly k BIG layers
+    Budget.exactly_skip(s)                 options skip/big, exactly s SKIP layers
+    Budget.counts(big=b, small=m, skip=s)  all three choices, exact counts (b + m + s == n_layer)
+    Budget.free(options)                   any route over the options (e.g. the unconstrained 2^L oracle)
+
+`budget.routes(n_layer)` enumerates the route set as an `(R, L)` uint8 tensor in lexicographic order over
+the choice values (first layer most significant, SKIP < SMALL < BIG). The oracle's depth-first walk visits
+routes in this same order, and both break ties by taking the first route in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from duollm.routing.route import Choice
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Allowed choices, and exact counts per choice (`None` = that choice is not counted)."""
+
+    options: tuple[int, ...]  # Choice values, ascending
+    big: int | None = None
+    small: int | None = None
+    skip: int | None = None
+
+    @staticmethod
+    def exactly_big(k: int) -> Budget:
+        return Budget(options=(Choice.SMALL, Choice.BIG), big=k)
+
+    @staticmethod
+    def exactly_skip(s: int) -> Budget:
+        return Budget(options=(Choice.SKIP, Choice.BIG), skip=s)
+
+    @staticmethod
+    def counts(big: int, small: int, skip: int) -> Budget:
+        return Budget(options=(Choice.SKIP, Choice.SMALL, Choice.BIG), big=big, small=small, skip=skip)
+
+    @staticmethod
+    def free(options: tuple[int, ...] = (Choice.SMALL, Choice.BIG)) -> Budget:
+        return Budget(options=tuple(sorted(int(c) for c in options)))
+
+    def targets(self) -> dict[int, int]:
+        """Constrained choice → exact count."""
+        t = {Choice.BIG: self.big, Choice.SMALL: self.small, Choice.SKIP: self.skip}
+        return {int(c): n for c, n in t.items() if n is not None}
+
+    def check(self, n_layer: int) -> None:
+        """Raise ValueError if no route of `n_layer` layers can meet this budget."""
+        t = self.targets()
+        if any(n < 0 for n in t.values()) or sum(t.values()) > n_layer:
+            raise ValueError(f"budget {self} cannot be met with {n_layer} layers")
+        if set(t) - set(self.options):
+            raise ValueError(f"budget {self} counts a choice that is not among its options")
+        if len(t) == len(self.options) and sum(t.values()) != n_layer:
+            raise ValueError(f"budget counts must add up to {n_layer} layers, got {sum(t.values())}")
+
+    def feasible(self, counts: Tensor, remaining: int) -> bool:
+        """Can a prefix with choice counts `counts` (3,) be completed with `remaining` more layers?"""
+        t = self.targets()
+        need = 0  # layers that must still take a constrained choice
+        for c, n in t.items():
+            used = int(counts[c])
+            if used > n:
+                return False
+            need += n - used
+        free_options = [c for c in self.options if c not in t]
+        return need <= remaining and (need == remaining or bool(free_options))
+
+    def contains(self, counts: Tensor) -> bool:
+        """Does a complete route with choice counts `counts` (3,) meet the budget?"""
+        return all(int(counts[c]) == n for c, n in self.targets().items())
+
+    def routes(self, n_layer: int) -> Tensor:
+        """The whole route set, (R, L) uint8, lexicographic over choice values."""
+        self.check(n_layer)
+        opts = torch.tensor(self.options, dtype=torch.uint8)  # (K,)
+        K = len(self.options)
+        idx = torch.arange(K**n_layer)  # (K^L,) every route over the options
+        digits = torch.stack([(idx // K ** (n_layer - 1 - l)) % K for l in range(n_layer)], dim=1)  # (K^L, L)
+        routes = opts[digits]  # (K^L, L)
+        keep = torch.ones(len(routes), dtype=torch.bool)
+        for c, n in self.targets().items():
+            keep &= (routes == c).sum(1) == n
+        return routes[keep]  # (R, L)
+
+    def label(self) -> str:
+        t = self.targets()
+        names = {Choice.BIG: "big", Choice.SMALL: "small", Choice.SKIP: "skip"}
+        return ",".join(f"{names[Choice(c)]}={n}" for c, n in sorted(t.items(), reverse=True)) or "free"

@@ -1,0 +1,53 @@
+"""The shared-route oracle equals brute force (one forward per route). Run: pytest tests/oracle/test_search.py"""
+
+import pytest
+import torch
+
+from duollm import Choice, DuoConfig, DuoLM
+from duollm.oracle import brute_force, search, search_many
+from duollm.routing.budget import Budget
+
+
+@pytest.fixture
+def deep():
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=4, n_head=2, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=16)).eval()
+    ids = torch.randint(0, 32, (2, 10), generator=torch.Generator().manual_seed(2))
+    return m, ids
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [Budget.exactly_big(2), Budget.exactly_big(1), Budget.exactly_skip(2), Budget.counts(big=2, small=1, skip=1), Budget.free()],
+)
+def test_equals_brute_force(deep, budget):
+    m, ids = deep
+    res = search(m, ids, budget)
+    losses, routes, arg = brute_force(m, ids, budget)
+    assert res.n_routes == len(routes)
+    assert torch.allclose(res.loss, losses.min(0).values, atol=1e-6)
+    assert torch.equal(res.route, routes[arg])  # same argmin, ties to the first route
+    means = losses.mean((1, 2))
+    assert torch.equal(res.fixed_route, routes[means.argmin()])
+    assert torch.allclose(res.fixed_loss, losses[means.argmin()], atol=1e-6)
+
+
+def test_ends_of_the_sweep_and_ordering(deep):
+    m, ids = deep
+    L = 4
+    results = search_many(m, ids, [Budget.exactly_big(k) for k in range(L + 1)])
+    small = brute_force(m, ids, Budget.exactly_big(0))[0][0]
+    big = brute_force(m, ids, Budget.exactly_big(L))[0][0]
+    assert torch.allclose(results[0].loss, small, atol=1e-6) and bool((results[0].route == Choice.SMALL).all())
+    assert torch.allclose(results[L].loss, big, atol=1e-6) and bool((results[L].route == Choice.BIG).all())
+    for r in results:
+        assert bool((r.loss <= r.fixed_loss + 1e-6).all())  # the oracle never does worse than fixed
+    # one walk for all k equals one walk per k
+    for k in (1, 2):
+        assert torch.equal(results[k].route, search(m, ids, Budget.exactly_big(k)).route)
+
+
+def test_causal_mode_is_refused_until_built(deep):
+    m, ids = deep
+    with pytest.raises(ValueError, match="not available"):
+        search(m, ids, Budget.exactly_big(1), mode="causal")
