@@ -35,6 +35,8 @@ class SearchResult:
     fixed_route: Tensor  # (L,) uint8: the route with the lowest mean loss over all tokens
     fixed_loss: Tensor  # (B, T-1) float32: every token's loss under fixed_route
     n_routes: int  # size of the route set searched
+    routes: Tensor  # (R, L) uint8: the route set, in Budget.routes order
+    route_totals: Tensor  # (R,) float64: summed token loss of each route (add over chunks for a global fixed)
 
 
 def token_loss(logits: Tensor, ids: Tensor) -> Tensor:
@@ -48,7 +50,9 @@ class _Best:
     def __init__(self, B: int, T: int, L: int, device):
         self.loss = torch.full((B, T - 1), float("inf"), device=device)  # (B, T-1)
         self.route = torch.zeros(B, T - 1, L, dtype=torch.uint8, device=device)  # (B, T-1, L)
-        self.fixed_total, self.fixed_route, self.fixed_loss, self.n = float("inf"), None, None, 0
+        self.fixed_total, self.fixed_route, self.fixed_loss = float("inf"), None, None
+        self.routes: list[Tensor] = []  # visited routes, in walk order (= Budget.routes order)
+        self.totals: list[float] = []
 
     def update(self, loss: Tensor, route: Tensor) -> None:
         better = loss < self.loss  # (B, T-1): strict, so the first route wins ties
@@ -57,10 +61,20 @@ class _Best:
         total = float(loss.double().sum())  # one host sync per leaf and budget
         if total < self.fixed_total:
             self.fixed_total, self.fixed_route, self.fixed_loss = total, route.clone(), loss
-        self.n += 1
+        self.routes.append(route.clone())
+        self.totals.append(total)
 
     def result(self) -> SearchResult:
-        return SearchResult(self.loss, self.route, self.fixed_route, self.fixed_loss, self.n)
+        n = len(self.routes)
+        return SearchResult(
+            self.loss,
+            self.route,
+            self.fixed_route,
+            self.fixed_loss,
+            n,
+            torch.stack(self.routes),
+            torch.tensor(self.totals, dtype=torch.float64),
+        )
 
 
 @torch.no_grad()

@@ -51,3 +51,31 @@ def test_causal_mode_is_refused_until_built(deep):
     m, ids = deep
     with pytest.raises(ValueError, match="not available"):
         search(m, ids, Budget.exactly_big(1), mode="causal")
+
+
+def test_route_totals_give_fixed_across_chunks(deep):
+    m, ids = deep
+    b = Budget.exactly_big(2)
+    whole = search(m, ids, b)
+    parts = [search(m, ids[i : i + 1], b) for i in range(2)]
+    assert torch.equal(whole.routes, b.routes(4)) and torch.equal(parts[0].routes, whole.routes)
+    totals = parts[0].route_totals + parts[1].route_totals
+    assert torch.allclose(totals, whole.route_totals)
+    assert torch.equal(whole.routes[totals.argmin()], whole.fixed_route)
+
+
+def test_random_best_of_n(deep):
+    m, ids = deep
+    from duollm.oracle import random_best_of_n
+
+    b = Budget.exactly_big(2)
+    r1 = random_best_of_n(m, ids, b, 5, torch.Generator().manual_seed(0))
+    r2 = random_best_of_n(m, ids, b, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(r1.loss, r2.loss) and r1.trial_means.shape == (5,)
+    assert float(r1.loss.double().mean()) == pytest.approx(float(r1.trial_means.min()))
+    assert bool(((r1.route == Choice.BIG).sum(-1) == 2).all())  # every token inside the budget
+    # a budget with a single route: random = that route = all-big
+    only = random_best_of_n(m, ids, Budget.exactly_big(4), 2, torch.Generator())
+    assert torch.allclose(only.loss, search(m, ids, Budget.exactly_big(4)).loss, atol=1e-6)
+    with pytest.raises(ValueError, match="N >= 1"):
+        random_best_of_n(m, ids, b, 0, torch.Generator())
