@@ -25,7 +25,6 @@ from duollm.data.synthetic import synthetic_documents
 from duollm.data.tokenizer import Tokenizer
 from duollm.errors import DuoError
 
-BUILTIN_SOURCES = ("prose", "prose-val", "code", "code-val", "mix", "synthetic", "synthetic-val")
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst")
 CODE_TRAIN_BYTES = 4_000_000  # stdlib code used for training by default (about 1M tokens)
 

@@ -92,8 +92,3 @@ class Budget:
         for c, n in self.targets().items():
             keep &= (routes == c).sum(1) == n
         return routes[keep]  # (R, L)
-
-    def label(self) -> str:
-        t = self.targets()
-        names = {Choice.BIG: "big", Choice.SMALL: "small", Choice.SKIP: "skip"}
-        return ",".join(f"{names[Choice(c)]}={n}" for c, n in sorted(t.items(), reverse=True)) or "free"
