@@ -41,7 +41,8 @@ def test_train_then_eval(trained, capsys):
 def test_train_resume_extends(trained, capsys):
     run_dir, _ = trained
     code, out, err = run(capsys, "train", "--out", str(run_dir), "--preset", "debug", "--steps", "5", "--resume", "--json")
-    assert code == 0, err and json.loads(out)["steps"] == 5
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 5
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):

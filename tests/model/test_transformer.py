@@ -113,10 +113,13 @@ def test_weights_of_a_module_do_not_touch_tokens_that_skip_it(model, ids):
     with torch.no_grad():
         model.blocks[0].ffn.big.down.weight.normal_()  # layer 0: nobody chose BIG
     assert torch.equal(model(ids, route=r).logits, before)
-    with torch.no_grad():
-        model.blocks[1].ffn.big.down.weight.mul_(3)  # layer 1: changes exactly the rows that chose BIG there
     u = torch.randn(B, T, model.cfg.d_model)
-    y = model.blocks[1].ffn(u, r[..., 1])
+    with torch.no_grad():
+        y0 = model.blocks[1].ffn(u, r[..., 1])
+        model.blocks[1].ffn.big.down.weight.mul_(3)  # layer 1: changes exactly the rows that chose BIG there
+        y = model.blocks[1].ffn(u, r[..., 1])
+    chose_big = r[..., 1] == Choice.BIG
+    assert torch.equal(y[~chose_big], y0[~chose_big]) and torch.allclose(y[chose_big], 3 * y0[chose_big], atol=1e-6)
     assert torch.equal(y[r[..., 1] == Choice.SKIP], torch.zeros_like(y[r[..., 1] == Choice.SKIP]))
 
 
