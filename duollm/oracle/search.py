@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM
-from duollm.routing.budget import Budget
+from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.route import N_CHOICES
 
 
@@ -34,14 +34,29 @@ class SearchResult:
     route: Tensor  # (B, T-1, L) uint8: the route achieving it
     fixed_route: Tensor  # (L,) uint8: the route with the lowest mean loss over all tokens
     fixed_loss: Tensor  # (B, T-1) float32: every token's loss under fixed_route
-    n_routes: int  # size of the route set searched
-    routes: Tensor  # (R, L) uint8: the route set, in Budget.routes order
-    route_totals: Tensor  # (R,) float64: summed token loss of each route (add over chunks for a global fixed)
+    n_routes: int  # size of the route set searched (per position, for a schedule: the largest)
+    routes: Tensor | None = None  # (R, L) uint8: the route set, in Budget.routes order (shared mode, one budget)
+    route_pos_totals: Tensor | None = None  # (R, T-1) float64: each route's token loss summed over the batch
+
+    @property
+    def route_totals(self) -> Tensor:
+        """(R,) float64: summed token loss of each route (add over chunks for a global `fixed`)."""
+        return self.route_pos_totals.sum(1)
 
 
 def token_loss(logits: Tensor, ids: Tensor) -> Tensor:
     """Next-token cross-entropy per position: logits (B, T, V), ids (B, T) → (B, T-1) float32."""
     return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")
+
+
+HEAD_CHUNK = 2**28  # logits elements per head call: bounds the (B, T, V) tensor at leaves (1 GiB in fp32)
+
+
+def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
+    """Final norm, head and next-token loss of hidden states h (B, T, C), in batch chunks of ≤ HEAD_CHUNK logits."""
+    B, T, _ = h.shape
+    step = max(1, HEAD_CHUNK // (T * model.cfg.vocab_size))
+    return torch.cat([token_loss(model.head(h[i : i + step]), ids[i : i + step]) for i in range(0, B, step)])
 
 
 class _Best:
@@ -52,17 +67,18 @@ class _Best:
         self.route = torch.zeros(B, T - 1, L, dtype=torch.uint8, device=device)  # (B, T-1, L)
         self.fixed_total, self.fixed_route, self.fixed_loss = float("inf"), None, None
         self.routes: list[Tensor] = []  # visited routes, in walk order (= Budget.routes order)
-        self.totals: list[float] = []
+        self.totals: list[Tensor] = []  # (T-1,) float64 per visited route
 
     def update(self, loss: Tensor, route: Tensor) -> None:
         better = loss < self.loss  # (B, T-1): strict, so the first route wins ties
         self.loss = torch.where(better, loss, self.loss)
         self.route[better] = route.to(self.route.device)
-        total = float(loss.double().sum())  # one host sync per leaf and budget
+        pos = loss.double().sum(0)  # (T-1,)
+        total = float(pos.sum())  # one host sync per leaf and budget
         if total < self.fixed_total:
             self.fixed_total, self.fixed_route, self.fixed_loss = total, route.clone(), loss
         self.routes.append(route.clone())
-        self.totals.append(total)
+        self.totals.append(pos)
 
     def result(self) -> SearchResult:
         n = len(self.routes)
@@ -73,7 +89,7 @@ class _Best:
             self.fixed_loss,
             n,
             torch.stack(self.routes),
-            torch.tensor(self.totals, dtype=torch.float64),
+            torch.stack(self.totals).cpu(),
         )
 
 
@@ -92,7 +108,7 @@ def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget]) -> list[Search
 
     def visit(j: int, h: Tensor) -> None:
         if j == L:  # leaf: one whole-sequence route, scored by every budget that holds it
-            loss = token_loss(model.head(h), ids)  # (B, T-1)
+            loss = head_loss(model, h, ids)  # (B, T-1)
             for b, acc in zip(budgets, best, strict=True):
                 if b.contains(counts):
                     acc.update(loss, route)
@@ -111,11 +127,41 @@ def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget]) -> list[Search
     return [acc.result() for acc in best]
 
 
-def search(model: DuoLM, input_ids: Tensor, budget: Budget, mode: str = "shared") -> SearchResult:
-    """The oracle of DESIGN.md §4 for one budget. `mode="causal"` is not built yet (issue 3, part 3)."""
+def search(model: DuoLM, input_ids: Tensor, budget: Budget | Schedule, mode: str = "shared") -> SearchResult:
+    """The oracle of DESIGN.md §4: per-token best routes under `budget` (a Budget, or a Schedule over positions).
+
+    `mode="shared"`: one route for the whole sequence, minimum over the route set (the paper's oracle).
+    `mode="causal"`: left to right, each token's best route given the routes chosen before it (causal.py).
+    """
+    if mode == "causal":
+        from duollm.oracle.causal import causal_search
+
+        return causal_search(model, input_ids, budget)
     if mode != "shared":
-        raise ValueError(f"oracle mode {mode!r} is not available; use mode='shared'")
-    return search_many(model, input_ids, [budget])[0]
+        raise ValueError(f"oracle mode must be 'shared' or 'causal', got {mode!r}")
+    if isinstance(budget, Budget):
+        return search_many(model, input_ids, [budget])[0]
+    return _shared_schedule(model, input_ids, budget)
+
+
+@torch.no_grad()
+def _shared_schedule(model: DuoLM, ids: Tensor, schedule: Schedule) -> SearchResult:
+    """A schedule in shared mode: each position takes the oracle of its own budget. `fixed` is the best single
+    route per group of positions that share a budget (fixed_route is (T-1, L)), and fixed_loss is that static
+    per-position route run as a policy, so unlike the shared oracle it is realisable and may beat it on a token."""
+    schedule.check(model.cfg.n_layer)
+    per = per_position(schedule, ids.shape[1] - 1)
+    uniq = sorted(set(per), key=per.index)
+    res = dict(zip(uniq, search_many(model, ids, uniq), strict=True))
+    loss, route = torch.empty_like(res[uniq[0]].loss), torch.empty_like(res[uniq[0]].route)
+    fixed = torch.empty(len(per), model.cfg.n_layer, dtype=torch.uint8)  # (T-1, L)
+    for b, r in res.items():
+        at = torch.tensor([t for t, p in enumerate(per) if p == b])  # positions with this budget
+        loss[:, at], route[:, at] = r.loss[:, at], r.route[:, at]
+        fixed[at] = r.routes[r.route_pos_totals[:, at].sum(1).argmin()]
+    full = torch.cat([fixed, fixed[-1:]]).expand(ids.shape[0], -1, -1)  # (B, T, L): the last token's route is unused
+    fixed_loss = token_loss(model(ids, route=full).logits, ids)
+    return SearchResult(loss, route, fixed, fixed_loss, max(r.n_routes for r in res.values()))
 
 
 @torch.no_grad()

@@ -92,3 +92,45 @@ class Budget:
         for c, n in self.targets().items():
             keep &= (routes == c).sum(1) == n
         return routes[keep]  # (R, L)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A budget that changes along the sequence: the count moves linearly from `start` to `end`.
+
+    `kind="big"` schedules exactly-k-BIG budgets (options big/small), `kind="skip"` exactly-s-SKIP ones
+    (options big/skip). Position t of n predicted positions gets round(start + (end - start) · t / (n - 1)),
+    so `Schedule("big", 6, 2)` averages 4 BIG layers per token over a sequence, like the constant budget 4
+    (shared/paper/duo-llm.md §6.2).
+    """
+
+    kind: str  # "big" or "skip": which count the schedule moves
+    start: int  # count at the first predicted position
+    end: int  # count at the last predicted position
+
+    def __post_init__(self):
+        if self.kind not in ("big", "skip"):
+            raise ValueError(f"schedule kind must be 'big' or 'skip', got {self.kind!r}")
+
+    def counts(self, n: int) -> list[int]:
+        """The count at each of `n` predicted positions."""
+        if n == 1:
+            return [self.start]
+        return [round(self.start + (self.end - self.start) * t / (n - 1)) for t in range(n)]
+
+    def budgets(self, n: int) -> list[Budget]:
+        """One Budget per predicted position."""
+        make = Budget.exactly_big if self.kind == "big" else Budget.exactly_skip
+        return [make(k) for k in self.counts(n)]
+
+    def check(self, n_layer: int) -> None:
+        for k in (self.start, self.end):
+            (Budget.exactly_big if self.kind == "big" else Budget.exactly_skip)(k).check(n_layer)
+
+    def __str__(self) -> str:
+        return f"{self.start}>{self.end}"
+
+
+def per_position(budget: Budget | Schedule, n: int) -> list[Budget]:
+    """The budget of each of `n` predicted positions: the same Budget everywhere, or a Schedule's."""
+    return budget.budgets(n) if isinstance(budget, Schedule) else [budget] * n

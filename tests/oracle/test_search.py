@@ -5,6 +5,7 @@ import torch
 
 from duollm import Choice, DuoConfig, DuoLM
 from duollm.oracle import brute_force, search, search_many
+from duollm.oracle.search import token_loss
 from duollm.routing.budget import Budget
 
 
@@ -47,10 +48,10 @@ def test_ends_of_the_sweep_and_ordering(deep):
         assert torch.equal(results[k].route, search(m, ids, Budget.exactly_big(k)).route)
 
 
-def test_causal_mode_is_refused_until_built(deep):
+def test_unknown_mode_is_refused(deep):
     m, ids = deep
-    with pytest.raises(ValueError, match="not available"):
-        search(m, ids, Budget.exactly_big(1), mode="causal")
+    with pytest.raises(ValueError, match="'shared' or 'causal'"):
+        search(m, ids, Budget.exactly_big(1), mode="greedy")
 
 
 def test_route_totals_give_fixed_across_chunks(deep):
@@ -79,3 +80,23 @@ def test_random_best_of_n(deep):
     assert torch.allclose(only.loss, search(m, ids, Budget.exactly_big(4)).loss, atol=1e-6)
     with pytest.raises(ValueError, match="N >= 1"):
         random_best_of_n(m, ids, b, 0, torch.Generator())
+
+
+def test_schedule_in_shared_mode(deep):
+    from duollm.routing.budget import Schedule
+
+    m, ids = deep
+    s = Schedule("big", 3, 1)
+    res = search(m, ids, s)
+    per = s.counts(9)
+    by_k = {k: search(m, ids, Budget.exactly_big(k)) for k in set(per)}
+    for t, k in enumerate(per):
+        assert torch.equal(res.loss[:, t], by_k[k].loss[:, t]) and torch.equal(res.route[:, t], by_k[k].route[:, t])
+        assert int((res.fixed_route[t] == Choice.BIG).sum()) == k
+    # fixed is a realisable policy: the per-position route applied as such (not a shared-route loss)
+    full = torch.cat([res.fixed_route, res.fixed_route[-1:]]).expand(2, -1, -1)
+    assert torch.allclose(res.fixed_loss, token_loss(m(ids, route=full).logits, ids))
+    # the fixed route of a group is the best single route over that group's positions
+    losses, routes, _ = brute_force(m, ids, Budget.exactly_big(2))
+    at = [t for t, k in enumerate(per) if k == 2]
+    assert torch.equal(res.fixed_route[at[0]], routes[losses[:, :, at].sum((1, 2)).argmin()])

@@ -42,3 +42,18 @@ def test_feasible_prunes_prefixes():
 def test_impossible_budgets(b):
     with pytest.raises(ValueError):
         b.routes(4)
+
+
+def test_schedule_counts_and_budgets():
+    from duollm.routing.budget import Schedule, per_position
+
+    s = Schedule("big", 6, 2)
+    c = s.counts(9)
+    assert c[0] == 6 and c[-1] == 2 and c == sorted(c, reverse=True) and sum(c) / len(c) == 4
+    assert [b.big for b in s.budgets(9)] == c
+    assert str(s) == "6>2" and per_position(Budget.exactly_big(3), 4) == [Budget.exactly_big(3)] * 4
+    assert Schedule("skip", 1, 3).budgets(2) == [Budget.exactly_skip(1), Budget.exactly_skip(3)]
+    with pytest.raises(ValueError, match="kind"):
+        Schedule("small", 1, 2)
+    with pytest.raises(ValueError, match="cannot be met"):
+        Schedule("big", 13, 2).check(12)

@@ -1,0 +1,142 @@
+"""The causal oracle (DESIGN.md §2, ours): left to right, each token takes its own best route.
+
+Token t's route is the one in its budget's set that gives the lowest loss for token t, with every earlier
+token fixed to the route already chosen for it: a realisable policy apart from knowing the label, and the
+honest ceiling for a causal router. Ties go to the first route in `Budget.routes` order.
+
+How: a KV cache per layer holds the keys and values of tokens < t under their chosen routes. All R
+candidate routes of token t run as one batch, level by level down the route tree: at depth j the distinct
+route prefixes of length j (N_j of them) are the batch, attention of each against the shared cache is one
+matmul, and each child runs only its own FFN module. The head runs once per leaf. The keys and values of
+the winning path are then written into the cache, so no forward is repeated.
+
+Reference for tests: `causal_reference`, which recomputes every prefix from scratch for every candidate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from duollm.model.transformer import DuoLM, apply_rope
+from duollm.oracle.search import HEAD_CHUNK, SearchResult
+from duollm.routing.budget import Budget, Schedule, per_position
+from duollm.routing.route import Choice
+
+
+class _Tree:
+    """A budget's route set as a tree: per depth, each node's parent and the choice that led to it."""
+
+    def __init__(self, routes: Tensor):
+        self.routes = routes  # (R, L) uint8, lexicographic
+        R, L = routes.shape
+        inv = [torch.zeros(R, dtype=torch.long)]  # inv[j][r]: node of route r at depth j
+        self.parent, self.choice = [], []  # per depth j+1: (N_{j+1},) parent node at depth j; choice at layer j
+        for j in range(1, L + 1):
+            uniq, idx = torch.unique(routes[:, :j], dim=0, return_inverse=True)  # sorted = lexicographic
+            parent = torch.empty(len(uniq), dtype=torch.long)
+            parent[idx] = inv[-1]
+            self.parent.append(parent)
+            self.choice.append(uniq[:, -1])
+            inv.append(idx)
+        self.inv = inv  # the leaves are inv[L] = 0..R-1 in route order
+
+
+def _attend(blk, x: Tensor, k_cache: Tensor, v_cache: Tensor, t: int, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Attention of N candidate states x (N, B, C) of token t to the cache (B, nkv, t, hs) and to themselves.
+
+    Returns (output (N, B, C), k (N, B, nkv, hs), v (N, B, nkv, hs)); k is already rotated."""
+    at = blk.attn
+    N, B, C = x.shape
+    h = at.nh // at.nkv
+    q = apply_rope(at.q(x).view(N, B, at.nh, at.hs).permute(1, 2, 0, 3), cos, sin)  # (B, nh, N, hs)
+    k = apply_rope(at.k(x).view(N, B, at.nkv, at.hs).permute(1, 2, 0, 3), cos, sin)  # (B, nkv, N, hs)
+    v = at.v(x).view(N, B, at.nkv, at.hs).permute(1, 2, 0, 3)  # (B, nkv, N, hs)
+    kc = k_cache[:, :, :t].repeat_interleave(h, dim=1)  # (B, nh, t, hs)
+    vc = v_cache[:, :, :t].repeat_interleave(h, dim=1)
+    ks, vs = k.repeat_interleave(h, dim=1), v.repeat_interleave(h, dim=1)  # (B, nh, N, hs)
+    scale = 1.0 / math.sqrt(at.hs)
+    s = torch.cat([q @ kc.transpose(-1, -2), (q * ks).sum(-1, keepdim=True)], dim=-1) * scale  # (B, nh, N, t+1)
+    p = s.float().softmax(-1).type_as(q)
+    y = p[..., :t] @ vc + p[..., t:] * vs  # (B, nh, N, hs)
+    out = at.o(y.permute(2, 0, 1, 3).reshape(N, B, C))  # (N, B, C)
+    return out, k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)
+
+
+def _leaf_loss(model: DuoLM, x: Tensor, target: Tensor) -> Tensor:
+    """Loss of predicting target (B,) from leaf states x (n, B, C) → (n, B)."""
+    logits = model.head(x).float()  # (n, B, V)
+    return F.cross_entropy(logits.transpose(1, 2), target.expand(len(x), -1), reduction="none")
+
+
+@torch.no_grad()
+def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule) -> SearchResult:
+    """Causal oracle for a Budget or a Schedule; returns loss (B, T-1) and route (B, T-1, L)."""
+    L, cfg = model.cfg.n_layer, model.cfg
+    budget.check(L)
+    B, T = ids.shape
+    per = per_position(budget, T - 1)
+    trees = {b: _Tree(b.routes(L)) for b in set(per)}
+    hs = cfg.d_model // cfg.n_head
+    dev = ids.device
+    k_cache = [torch.empty(B, cfg.n_kv_head, T - 1, hs, device=dev, dtype=model.embed.weight.dtype) for _ in range(L)]
+    v_cache = [torch.empty_like(k) for k in k_cache]
+    loss = torch.empty(B, T - 1, device=dev)
+    route = torch.empty(B, T - 1, L, dtype=torch.uint8, device=dev)
+    modules = {Choice.SMALL: "small", Choice.BIG: "big"}
+    for t in range(T - 1):
+        tree = trees[per[t]]
+        cos, sin = model.rope_cos[t : t + 1], model.rope_sin[t : t + 1]  # (1, hs/2)
+        x = model.embed(ids[:, t]).unsqueeze(0)  # (1, B, C): the root
+        ks, vs = [], []  # per depth: (N_j, B, nkv, hs)
+        for j, blk in enumerate(model.blocks):
+            att, k, v = _attend(blk, blk.attn_norm(x), k_cache[j], v_cache[j], t, cos, sin)
+            ks.append(k), vs.append(v)
+            a = x + att  # (N_j, B, C)
+            u = blk.ffn_norm(a)
+            parent = tree.parent[j].to(dev)
+            x = a[parent]  # (N_{j+1}, B, C): SKIP children add nothing
+            for c, name in modules.items():
+                rows = (tree.choice[j] == c).nonzero().squeeze(1).to(dev)  # children taking module c
+                if len(rows):
+                    x[rows] += getattr(blk.ffn, name)(u[parent[rows]])
+        # head at the leaves, in chunks of routes: (R, B) losses for predicting token t+1
+        target = ids[:, t + 1]
+        step = max(1, HEAD_CHUNK // (B * cfg.vocab_size))
+        leaf = torch.cat([_leaf_loss(model, x[i : i + step], target) for i in range(0, len(x), step)])  # (R, B)
+        best = leaf.argmin(0)  # (B,): first minimum = first route in order
+        loss[:, t] = leaf.gather(0, best[None]).squeeze(0)
+        route[:, t] = tree.routes.to(dev)[best]
+        bidx = torch.arange(B, device=dev)
+        for j in range(L):  # the winning path's keys and values join the cache
+            node = tree.inv[j].to(dev)[best]  # best's node at depth j
+            k_cache[j][:, :, t] = ks[j][node, bidx]
+            v_cache[j][:, :, t] = vs[j][node, bidx]
+    n = max(len(tr.routes) for tr in trees.values())
+    return SearchResult(loss, route, None, None, n)
+
+
+@torch.no_grad()
+def causal_reference(model: DuoLM, ids: Tensor, budget: Budget | Schedule) -> tuple[Tensor, Tensor]:
+    """Slow reference: for every position and candidate, a plain forward over the whole prefix. → (loss, route)."""
+    L = model.cfg.n_layer
+    B, T = ids.shape
+    per = per_position(budget, T - 1)
+    chosen = torch.zeros(B, T, L, dtype=torch.uint8)
+    loss = torch.empty(B, T - 1)
+    for t in range(T - 1):
+        routes = per[t].routes(L)  # (R, L)
+        cand = []
+        for r in routes:
+            full = chosen[:, : t + 1].clone()
+            full[:, t] = r
+            logits = model(ids[:, : t + 1], route=full).logits[:, t]  # (B, V)
+            cand.append(F.cross_entropy(logits.float(), ids[:, t + 1], reduction="none"))
+        cand = torch.stack(cand)  # (R, B)
+        best = cand.argmin(0)
+        loss[:, t] = cand[best, torch.arange(B)]
+        chosen[:, t] = routes[best]
+    return loss, chosen[:, :-1]

@@ -1,0 +1,49 @@
+"""The causal oracle equals a slow reference that recomputes every prefix. Run: pytest tests/oracle/test_causal.py"""
+
+import pytest
+import torch
+
+from duollm import Choice, DuoConfig, DuoLM
+from duollm.oracle import search
+from duollm.oracle.causal import causal_reference
+from duollm.routing.budget import Budget, Schedule
+
+
+@pytest.fixture
+def model_ids():
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=4, n_head=4, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=16)).eval()
+    ids = torch.randint(0, 32, (3, 9), generator=torch.Generator().manual_seed(2))
+    return m, ids
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [Budget.exactly_big(2), Budget.exactly_skip(2), Budget.counts(big=1, small=2, skip=1), Budget.free(), Schedule("big", 3, 1)],
+    ids=str,
+)
+def test_equals_slow_reference(model_ids, budget):
+    m, ids = model_ids
+    res = search(m, ids, budget, mode="causal")
+    loss, route = causal_reference(m, ids, budget)
+    assert res.loss.shape == (3, 8) and res.route.shape == (3, 8, 4)
+    assert torch.allclose(res.loss, loss, atol=1e-5)
+    assert torch.equal(res.route, route)
+
+
+def test_ends_and_first_position(model_ids):
+    m, ids = model_ids
+    small = search(m, ids, Budget.exactly_big(0), mode="causal")
+    big = search(m, ids, Budget.exactly_big(4), mode="causal")
+    assert torch.allclose(small.loss, search(m, ids, Budget.exactly_big(0)).loss, atol=1e-5)
+    assert torch.allclose(big.loss, search(m, ids, Budget.exactly_big(4)).loss, atol=1e-5)
+    assert bool((big.route == Choice.BIG).all())
+    # the first token has no past: causal and shared oracles agree there
+    c, s = search(m, ids, Budget.exactly_big(2), mode="causal"), search(m, ids, Budget.exactly_big(2))
+    assert torch.allclose(c.loss[:, 0], s.loss[:, 0], atol=1e-5) and torch.equal(c.route[:, 0], s.route[:, 0])
+
+
+def test_routes_keep_the_budget(model_ids):
+    m, ids = model_ids
+    res = search(m, ids, Schedule("big", 4, 0), mode="causal")
+    assert (res.route == Choice.BIG).sum(-1)[0].tolist() == Schedule("big", 4, 0).counts(8)
