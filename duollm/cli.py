@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   duollm data fetch                                  # the built-in prose corpus (Debian package, once)
   duollm train --preset tiny --out runs/t --steps 200 --model.n_layer=2
   duollm eval --run runs/t --policy BSBS --split prose-val --json
+  duollm oracle --run runs/t --budgets 0-4,free --mode causal --random 20
 """
 
 # subcommand → (module, command dataclass, main function)
@@ -26,6 +27,7 @@ COMMANDS = {
     "demo": ("duollm.demo", "DemoCommand", "main"),
     "train": ("duollm.train.loop", "TrainCommand", "main"),
     "eval": ("duollm.eval.evaluate", "EvalCommand", "main"),
+    "oracle": ("duollm.oracle.command", "OracleCommand", "main"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
 }
 TAKES_OVERRIDES = {"train", "demo"}

@@ -16,7 +16,7 @@ ALLOWED = {
     "model": {"routing", "kernels"},
     "data": set(),
     "analysis": set(),
-    "oracle": {"model", "routing", "kernels"},
+    "oracle": {"model", "routing", "kernels", "data", "eval"},
 }
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from duollm.model.transformer import DuoLM
 from duollm.oracle.search import token_loss
-from duollm.routing.budget import Budget
+from duollm.routing.budget import Budget, Schedule, per_position
 
 
 @dataclass
@@ -26,17 +26,29 @@ class RandomResult:
     trial_means: Tensor  # (N,) float64: mean loss of each trial, in draw order
 
 
+def draw_routes(budget: Budget | Schedule, n_layer: int, B: int, T: int, gen: torch.Generator) -> Tensor:
+    """Every token an independent route drawn uniformly from its position's route set: (B, T, L) uint8.
+
+    Position t < T-1 uses the budget of predicted position t; the last token (nothing to predict) repeats it."""
+    per = per_position(budget, T - 1)
+    per = per + per[-1:]  # (T,)
+    out = torch.empty(B, T, n_layer, dtype=torch.uint8)
+    for b in sorted(set(per), key=per.index):
+        at = torch.tensor([t for t, p in enumerate(per) if p == b])  # positions under budget b
+        routes = b.routes(n_layer)  # (R, L)
+        out[:, at] = routes[torch.randint(0, len(routes), (B, len(at)), generator=gen)]
+    return out
+
+
 @torch.no_grad()
-def random_best_of_n(model: DuoLM, ids: Tensor, budget: Budget, n: int, gen: torch.Generator) -> RandomResult:
+def random_best_of_n(model: DuoLM, ids: Tensor, budget: Budget | Schedule, n: int, gen: torch.Generator) -> RandomResult:
     """N trials of independent uniform per-token routes inside `budget`; keep the best by mean loss."""
     if n < 1:
         raise ValueError(f"random best-of-N needs N >= 1, got {n}")
-    routes = budget.routes(model.cfg.n_layer)  # (R, L)
     B, T = ids.shape
     best, means = None, []
     for _ in range(n):
-        pick = torch.randint(0, len(routes), (B, T), generator=gen)  # (B, T) route index per token
-        route = routes[pick]  # (B, T, L)
+        route = draw_routes(budget, model.cfg.n_layer, B, T, gen)  # (B, T, L)
         loss = token_loss(model(ids, route=route).logits, ids)  # (B, T-1)
         means.append(float(loss.double().mean()))
         if best is None or means[-1] < best[0]:

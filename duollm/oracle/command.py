@@ -1,0 +1,230 @@
+"""`duollm oracle`: the oracle sweep of a trained run, written to `RUN/oracle/<options>/`.
+
+    duollm oracle --run RUN --budgets 0-12,free --options big,small --mode causal --random 100
+
+Files (everything `duollm difficulty` and `duollm report` read; no model needed to read them):
+  summary.json       the JSON of DESIGN.md §4 (`mode`, `options`, `ppl_all_big`, `ppl_all_small`,
+                     `budgets: [{k, ppl_oracle, ppl_fixed, ppl_random_best, …}]`) plus the set's sizes,
+                     the fixed routes, the random trials' spread and the seconds taken
+  tokens.jsonl.gz    one row per predicted token: `seq`, `pos` (of the input token), `token` and `text`
+                     (the token to predict), `loss/<column>` for every policy and `route/<column>` as a
+                     B/S/- string, columns `all-big`, `all-small`, `shared/K`, `causal/K`, `fixed/K`, `random/K`
+
+Budgets: `--options big,small` counts BIG layers (k), `big,skip` counts SKIP layers, `big,small,skip` takes
+`b/m/s` counts. A list mixes single counts (`4`), ranges (`0-12`), schedules (`6>2`: the count moves
+linearly from 6 at the first position to 2 at the last) and `free` (no count: the unconstrained oracle).
+Under torchrun the windows are split into contiguous blocks, one per rank, and rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from duollm.errors import DuoError
+from duollm.routing.budget import Budget, Schedule
+from duollm.routing.route import Choice, format_route
+
+OPTIONS = {
+    "big,small": (Choice.SMALL, Choice.BIG),
+    "big,skip": (Choice.SKIP, Choice.BIG),
+    "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG),
+}
+
+
+@dataclass
+class OracleCommand:
+    """Oracle routes under compute budgets, with fixed and random baselines, on held-out text."""
+
+    run: str  # run directory (from duollm train)
+    budgets: str = ""  # e.g. 0-12, 4,6,8, 6>2 (schedule), free; default: every count and free
+    options: str = "big,small"  # big,small (k = BIG layers) | big,skip (k = SKIP layers) | big,small,skip (b/m/s)
+    mode: str = "shared"  # shared (the paper's oracle) | causal (ours; the shared one runs too, for fixed)
+    random: int = 100  # N of random best-of-N; 0 = none
+    split: str = ""  # built-in split; default: the run's validation split ...
+    data: str = ""  # ... or a user's text file, folder or .jsonl
+    seqs: int = 64  # evaluate this many windows (the first ones)
+    seq_len: int = 0  # window length; 0 = the run's train.seq_len
+    batch_size: int = 16  # windows per forward
+    max_routes: int = 5000  # refuse a search over more routes than this
+    dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU)
+    seed: int = 0  # random baseline
+    json: bool = False  # print one JSON object instead of a table
+
+
+def parse_budgets(text: str, options: str, n_layer: int) -> dict[str, Budget | Schedule]:
+    """`0-12,free,6>2` → {"0": Budget, …, "free": Budget, "6>2": Schedule}; DuoError naming a bad item."""
+    if options not in OPTIONS:
+        raise DuoError(f"--options must be one of {', '.join(OPTIONS)}, got {options!r}")
+    opts = OPTIONS[options]
+    three = len(opts) == 3
+    make = Budget.exactly_big if options == "big,small" else Budget.exactly_skip
+    text = text or ("free" if three else f"0-{n_layer},free")
+    out: dict[str, Budget | Schedule] = {}
+    for item in (s.strip() for s in text.split(",")):
+        try:
+            if item == "free":
+                out[item] = Budget.free(opts)
+            elif three:
+                b, m, s = (int(v) for v in item.split("/"))
+                out[item] = Budget.counts(big=b, small=m, skip=s)
+            elif ">" in item:
+                a, b = (int(v) for v in item.split(">"))
+                out[item] = Schedule("big" if options == "big,small" else "skip", a, b)
+            elif "-" in item.lstrip("-"):
+                a, b = (int(v) for v in item.split("-"))
+                if a > b:
+                    raise ValueError
+                out.update({str(k): make(k) for k in range(a, b + 1)})
+            else:
+                out[str(int(item))] = make(int(item))
+        except ValueError:
+            want = "b/m/s counts or free" if three else "a count, a range a-b, a schedule a>b, or free"
+            raise DuoError(f"bad budget {item!r} for --options {options}: expected {want}") from None
+    for label, b in out.items():
+        try:
+            b.check(n_layer)
+        except ValueError:
+            raise DuoError(f"budget {label!r} cannot be met by a {n_layer}-layer model") from None
+    return out
+
+
+def _summary(cmd: OracleCommand, res, budgets, modes, extra: dict) -> dict:
+    from duollm.oracle.sweep import ppl
+
+    rows = []
+    for label, b in budgets.items():
+        row = {"k": int(label) if label.isdigit() else label, "ppl_oracle": ppl(res.loss[f"{modes[-1]}/{label}"])}
+        row["ppl_fixed"] = ppl(res.loss[f"fixed/{label}"])
+        row["ppl_random_best"] = ppl(res.loss[f"random/{label}"]) if f"random/{label}" in res.loss else None
+        for m in modes:
+            row[f"ppl_oracle_{m}"] = ppl(res.loss[f"{m}/{label}"])
+        f = res.fixed[label]
+        row["fixed_route"] = format_route(f) if f.dim() == 1 else [format_route(r) for r in f]
+        row["n_routes"] = res.n_routes[label]
+        if label in res.trials:
+            t = torch.tensor(res.trials[label]).exp()  # per-trial ppl
+            row["random_trials"] = {"n": len(t), "ppl_min": float(t.min()), "ppl_median": float(t.median()), "ppl_max": float(t.max())}
+        rows.append(row)
+    return {
+        "mode": modes[-1],
+        "modes": list(modes),
+        "options": cmd.options,
+        "ppl_all_big": ppl(res.loss["all-big"]),
+        "ppl_all_small": ppl(res.loss["all-small"]),
+        "budgets": rows,
+        **extra,
+    }
+
+
+def write_table(path: Path, res, windows: torch.Tensor, tok) -> None:
+    """tokens.jsonl.gz: one row per predicted token (see the module docstring)."""
+    N, T = windows.shape
+    pieces = {i: tok.decode([i]) for i in windows[:, 1:].unique().tolist()}
+    loss = {k: v.tolist() for k, v in res.loss.items()}
+    route = {k: v for k, v in res.route.items()}
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for n in range(N):
+            ids = windows[n].tolist()
+            for t in range(T - 1):
+                row = {"seq": n, "pos": t, "token": ids[t + 1], "text": pieces[ids[t + 1]]}
+                row.update({f"loss/{k}": round(v[n][t], 5) for k, v in loss.items()})
+                row.update({f"route/{k}": format_route(v[n, t]) for k, v in route.items()})
+                f.write(json.dumps(row) + "\n")
+
+
+def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    from duollm import distributed
+    from duollm.data.corpus import eval_windows, token_array
+    from duollm.eval.evaluate import load_run
+    from duollm.oracle.sweep import gather, sweep, work
+
+    modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
+    if modes is None:
+        raise DuoError(f"--mode must be shared or causal, got {cmd.mode!r}")
+    if cmd.dtype not in ("fp32", "bf16"):
+        raise DuoError(f"--dtype must be fp32 or bf16, got {cmd.dtype!r}")
+    if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1:
+        raise DuoError("--random must be >= 0, and --seqs and --batch-size >= 1")
+    d = distributed.init("auto")
+    cfg, model, tok = load_run(Path(cmd.run), d.device)
+    L = cfg.model.n_layer
+    budgets = parse_budgets(cmd.budgets, cmd.options, L)
+    seq_len = cmd.seq_len or cfg.train.seq_len
+    if seq_len < 2 or seq_len > cfg.model.max_seq_len:
+        raise DuoError(f"--seq-len must be in 2..{cfg.model.max_seq_len}, got {seq_len}")
+    source = cmd.data or cmd.split or cfg.data.val
+    windows = eval_windows(token_array(source, tok), seq_len)[: cmd.seqs]  # (N, T)
+    est = work(budgets, L, windows[:, 1:].numel(), modes, cmd.random)
+    walk = est["shared"] // windows[:, 1:].numel()
+    if walk > cmd.max_routes:
+        raise DuoError(f"the search covers {walk} routes, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
+    total = sum(est.values())
+    if progress and d.is_main:
+        print(
+            f"oracle: {len(windows)} windows x {seq_len} tokens, {walk} routes in the walk; work {total:.3g} route-tokens ({', '.join(f'{k} {v:.3g}' for k, v in est.items())})",
+            file=sys.stderr,
+        )
+    lo, hi = len(windows) * d.rank // d.world, len(windows) * (d.rank + 1) // d.world
+    t0 = time.perf_counter()
+    with tqdm(total=total, unit="rt", unit_scale=True, disable=not (progress and d.is_main), file=sys.stderr) as bar:
+        auto = torch.autocast("cuda", torch.bfloat16, enabled=cmd.dtype == "bf16" and d.device.startswith("cuda"))
+        with auto:
+            res = sweep(
+                model, windows[lo:hi], budgets, modes, cmd.random, cmd.seed, cmd.batch_size, d.rank, lambda n: bar.update(n * d.world)
+            )
+    res = gather(res)
+    extra = {"split": source, "seqs": len(windows), "seq_len": seq_len, "tokens": int(windows[:, 1:].numel()), "n_layer": L}
+    extra.update(
+        {"random": cmd.random, "seed": cmd.seed, "dtype": cmd.dtype, "ranks": d.world, "seconds": round(time.perf_counter() - t0, 2)}
+    )
+    summary = _summary(cmd, res, budgets, modes, extra)
+    if d.is_main:
+        save(Path(cmd.run) / "oracle" / cmd.options.replace(",", "-"), summary, res, windows, tok)
+    distributed.shutdown(d)
+    return summary
+
+
+def save(folder: Path, summary: dict, res, windows, tok) -> None:
+    """Write into a fresh temporary folder, then swap it in for the old one."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_table(tmp / "tokens.jsonl.gz", res, windows, tok)
+    old = folder.with_name(f".{folder.name}.old")
+    if folder.exists():
+        folder.replace(old)
+    tmp.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def main(cmd: OracleCommand) -> None:
+    s = run_oracle(cmd, progress=not cmd.json)
+    if cmd.json:
+        print(json.dumps(s))
+        return
+    print(format_table(s))
+
+
+def format_table(s: dict) -> str:
+    """The ppl-vs-budget table."""
+    what = "BIG" if s["options"] == "big,small" else "SKIP" if s["options"] == "big,skip" else "b/m/s"
+    cols = [f"oracle {m}" for m in s["modes"]] + ["fixed", "random best"]
+    lines = [
+        f"{s['split']}: {s['tokens']} tokens, {s['n_layer']} layers; all-big {s['ppl_all_big']:.2f}, all-small {s['ppl_all_small']:.2f}"
+    ]
+    lines.append(f"{what:>6} " + " ".join(f"{c:>14}" for c in cols))
+    for r in s["budgets"]:
+        vals = [r[f"ppl_oracle_{m}"] for m in s["modes"]] + [r["ppl_fixed"], r["ppl_random_best"]]
+        lines.append(f"{r['k']!s:>6} " + " ".join(f"{v:>14.2f}" if v is not None else f"{'-':>14}" for v in vals))
+    return "\n".join(lines)

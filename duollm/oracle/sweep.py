@@ -1,0 +1,168 @@
+"""A whole oracle study over an evaluation set: every budget, both oracles, and the baselines, in batches.
+
+`sweep` takes this rank's windows (N, T), runs, in order,
+  1. all-big and all-small;
+  2. one shared-route tree walk per batch for all budgets at once (their route sets' union);
+  3. `fixed`: the route with the lowest summed loss over the whole set (totals summed over batches and
+     ranks), then one forward with it per batch;
+  4. the causal oracle, per budget and batch (if asked);
+  5. random best-of-N: trial i draws every token's route from its own generator (seed, budget, trial,
+     rank, batch), so the best trial, chosen on totals over all ranks, is drawn again and run once more
+     instead of keeping N trials of routes;
+and returns this rank's per-token results; `gather` brings them to rank 0.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from duollm.model.transformer import DuoLM
+from duollm.oracle.baselines import draw_routes
+from duollm.oracle.causal import causal_search
+from duollm.oracle.search import search_many, token_loss
+from duollm.routing.budget import Budget, Schedule, per_position
+from duollm.routing.route import Choice
+
+
+@dataclass
+class SweepResult:
+    """Per-token losses (n, T-1) and routes (n, T-1, L) by column name, and per-budget summaries."""
+
+    loss: dict[str, Tensor] = field(default_factory=dict)  # "all-big", "shared/4", "causal/4", "fixed/4", "random/4"
+    route: dict[str, Tensor] = field(default_factory=dict)  # "shared/4", "causal/4", "random/4"
+    fixed: dict[str, Tensor] = field(default_factory=dict)  # label → (L,) route, or (T-1, L) for a schedule
+    trials: dict[str, list[float]] = field(default_factory=dict)  # label → mean loss of each random trial
+    n_routes: dict[str, int] = field(default_factory=dict)  # label → route-set size (largest per position)
+
+
+def _sum_ranks(x: Tensor) -> Tensor:
+    if dist.is_available() and dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
+
+
+def work(budgets: dict[str, Budget | Schedule], n_layer: int, n_tokens: int, modes: tuple[str, ...], n_random: int) -> dict[str, int]:
+    """How much a sweep will do, in route·tokens (one route applied to one token), per phase."""
+    shared = set()
+    for b in budgets.values():
+        shared.update(per_position(b, 2))
+    leaves = len({tuple(r.tolist()) for b in shared for r in b.routes(n_layer)})
+    out = {"shared": leaves * n_tokens, "baselines": (2 + len(budgets) * (n_random + 2)) * n_tokens}
+    if "causal" in modes:
+        out["causal"] = sum(max(len(p.routes(n_layer)) for p in per_position(b, 2)) for b in budgets.values()) * n_tokens
+    return out
+
+
+@torch.no_grad()
+def sweep(
+    model: DuoLM,
+    windows: Tensor,
+    budgets: dict[str, Budget | Schedule],
+    modes: tuple[str, ...] = ("shared",),
+    n_random: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+    rank: int = 0,
+    tick: Callable[[int], None] = lambda n: None,
+) -> SweepResult:
+    """Run the study on this rank's windows (N, T) int64; `tick(route·tokens)` reports progress."""
+    model.eval()
+    L = model.cfg.n_layer
+    dev = next(model.parameters()).device
+    N, T = windows.shape
+    batches = [windows[i : i + batch_size] for i in range(0, N, batch_size)]
+    out = SweepResult()
+
+    def run(route_of: Callable[[int, Tensor], Tensor]) -> Tensor:  # one forward per batch → (N, T-1) on CPU
+        parts = []
+        for i, x in enumerate(batches):
+            x = x.to(dev)
+            parts.append(token_loss(model(x, route=route_of(i, x)).logits, x).cpu())
+            tick(x[:, 1:].numel())
+        return torch.cat(parts) if parts else torch.empty(0, T - 1)
+
+    out.loss["all-big"] = run(lambda i, x: torch.full((L,), Choice.BIG, dtype=torch.uint8))
+    out.loss["all-small"] = run(lambda i, x: torch.full((L,), Choice.SMALL, dtype=torch.uint8))
+
+    # 2. shared oracle: one walk per batch for the union of all budgets (a schedule contributes each of its budgets)
+    per = {label: per_position(b, T - 1) for label, b in budgets.items()}
+    uniq = sorted({p for ps in per.values() for p in ps}, key=str)
+    best = {b: ([], []) for b in uniq}  # budget → (losses, routes) per batch
+    totals = {b: None for b in uniq}  # budget → (R, T-1) summed loss of each route
+    routes = {b: b.routes(L) for b in uniq}
+    for x in batches:
+        res = search_many(model, x.to(dev), uniq)
+        for b, r in zip(uniq, res, strict=True):
+            best[b][0].append(r.loss.cpu()), best[b][1].append(r.route.cpu())
+            totals[b] = r.route_pos_totals if totals[b] is None else totals[b] + r.route_pos_totals
+        tick(len({tuple(r.tolist()) for b in uniq for r in routes[b]}) * x[:, 1:].numel())
+    for b in uniq:
+        totals[b] = _sum_ranks(totals[b]) if totals[b] is not None else torch.zeros(len(routes[b]), T - 1, dtype=torch.float64)
+    for label, ps in per.items():
+        loss, route = torch.empty(N, T - 1), torch.empty(N, T - 1, L, dtype=torch.uint8)
+        fixed = torch.empty(T - 1, L, dtype=torch.uint8)
+        for b in set(ps):
+            at = torch.tensor([t for t, p in enumerate(ps) if p == b])
+            if N:
+                loss[:, at], route[:, at] = torch.cat(best[b][0])[:, at], torch.cat(best[b][1])[:, at]
+            fixed[at] = routes[b][totals[b][:, at].sum(1).argmin()]
+        out.loss[f"shared/{label}"], out.route[f"shared/{label}"] = loss, route
+        out.n_routes[label] = max(len(routes[b]) for b in set(ps))
+        # 3. fixed: the best single route (per group of positions for a schedule), run as a policy
+        static = isinstance(budgets[label], Budget)
+        out.fixed[label] = fixed[0] if static else fixed
+        full = torch.cat([fixed, fixed[-1:]])  # (T, L)
+        out.loss[f"fixed/{label}"] = run(lambda i, x, f=full, s=static: f[0] if s else f.expand(len(x), -1, -1))
+
+    # 4. causal oracle
+    if "causal" in modes:
+        for label, b in budgets.items():
+            losses, rts = [], []
+            for x in batches:
+                r = causal_search(model, x.to(dev), b)
+                losses.append(r.loss.cpu()), rts.append(r.route.cpu())
+                tick(out.n_routes[label] * x[:, 1:].numel())
+            out.loss[f"causal/{label}"] = torch.cat(losses) if losses else torch.empty(0, T - 1)
+            out.route[f"causal/{label}"] = torch.cat(rts) if rts else torch.empty(0, T - 1, L, dtype=torch.uint8)
+
+    # 5. random best-of-N
+    if n_random:
+        for label, b in budgets.items():
+
+            def draw(trial: int, i: int, x: Tensor, b=b, label=label) -> Tensor:
+                key = zlib.crc32(f"{seed}/{label}/{trial}/{rank}/{i}".encode())
+                return draw_routes(b, L, len(x), T, torch.Generator().manual_seed(key)).to(dev)
+
+            sums = torch.tensor([float(run(lambda i, x, t=t: draw(t, i, x)).double().sum()) for t in range(n_random)], dtype=torch.float64)
+            sums = _sum_ranks(sums)
+            n_tok = _sum_ranks(torch.tensor([float(N * (T - 1))], dtype=torch.float64))
+            out.trials[label] = (sums / n_tok.clamp(min=1)).tolist()
+            top = int(sums.argmin())
+            out.loss[f"random/{label}"] = run(lambda i, x: draw(top, i, x))
+            parts = [draw(top, i, x)[:, :-1].cpu() for i, x in enumerate(batches)]
+            out.route[f"random/{label}"] = torch.cat(parts) if parts else torch.empty(0, T - 1, L, dtype=torch.uint8)
+    return out
+
+
+def gather(res: SweepResult) -> SweepResult:
+    """Concatenate every rank's per-token results on rank 0 (in rank order); a no-op on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return res
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, ({k: v for k, v in res.loss.items()}, {k: v for k, v in res.route.items()}))
+    res.loss = {k: torch.cat([p[0][k] for p in parts]) for k in res.loss}
+    res.route = {k: torch.cat([p[1][k] for p in parts]) for k in res.route}
+    return res
+
+
+def ppl(loss: Tensor) -> float:
+    """exp(mean next-token loss), DESIGN.md §2."""
+    return math.exp(float(loss.double().mean()))
