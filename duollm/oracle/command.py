@@ -100,7 +100,7 @@ def _summary(cmd: OracleCommand, res, budgets, modes, extra: dict) -> dict:
     from duollm.oracle.sweep import ppl
 
     rows = []
-    for label, b in budgets.items():
+    for label in budgets:
         row = {"k": int(label) if label.isdigit() else label, "ppl_oracle": ppl(res.loss[f"{modes[-1]}/{label}"])}
         row["ppl_fixed"] = ppl(res.loss[f"fixed/{label}"])
         row["ppl_random_best"] = ppl(res.loss[f"random/{label}"]) if f"random/{label}" in res.loss else None

@@ -146,7 +146,7 @@ def sweep(
             n_tok = _sum_ranks(torch.tensor([float(N * (T - 1))], dtype=torch.float64))
             out.trials[label] = (sums / n_tok.clamp(min=1)).tolist()
             top = int(sums.argmin())
-            out.loss[f"random/{label}"] = run(lambda i, x: draw(top, i, x))
+            out.loss[f"random/{label}"] = run(lambda i, x, t=top: draw(t, i, x))
             parts = [draw(top, i, x)[:, :-1].cpu() for i, x in enumerate(batches)]
             out.route[f"random/{label}"] = torch.cat(parts) if parts else torch.empty(0, T - 1, L, dtype=torch.uint8)
     return out
