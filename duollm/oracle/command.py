@@ -13,7 +13,11 @@ Files (everything `duollm difficulty` and `duollm report` read; no model needed 
 Budgets: `--options big,small` counts BIG layers (k), `big,skip` counts SKIP layers, `big,small,skip` takes
 `b/m/s` counts. A list mixes single counts (`4`), ranges (`0-12`), schedules (`6>2`: the count moves
 linearly from 6 at the first position to 2 at the last) and `free` (no count: the unconstrained oracle).
-Under torchrun the windows are split into contiguous blocks, one per rank, and rank 0 writes the files.
+Under torchrun the windows are split into contiguous blocks, one per rank, and rank 0 writes the files:
+
+    torchrun --nproc_per_node=2 -m duollm -- oracle --run RUN ...
+
+(the `--` stops torchrun's own parser from reading `--run` as an abbreviation of its `--run-path`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,98 @@
+"""`duollm oracle` end to end: the JSON contract, the files, bad input, and torchrun sharding.
+Run: pytest tests/oracle/test_command.py"""
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from duollm.cli import main
+
+SMALL = ["--seqs", "6", "--seq-len", "12", "--batch-size", "4", "--random", "3"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("oracle") / "run"
+    assert main(["train", "--out", str(out), "--preset", "debug", "--steps", "3", "--model.n_layer=3", "--json"]) == 0
+    return out
+
+
+def oracle(capsys, *argv):
+    code = main(["oracle", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_contract_and_files(run_dir, capsys):
+    code, out, _ = oracle(capsys, "--run", str(run_dir), "--mode", "causal", "--json", *SMALL)
+    assert code == 0
+    s = json.loads(out)
+    assert set(s) >= {"mode", "options", "ppl_all_big", "ppl_all_small", "budgets"} and s["mode"] == "causal"
+    ks = [b["k"] for b in s["budgets"]]
+    assert ks == [0, 1, 2, 3, "free"]
+    for b in s["budgets"]:
+        assert set(b) >= {"k", "ppl_oracle", "ppl_fixed", "ppl_random_best", "ppl_oracle_shared", "ppl_oracle_causal"}
+        assert b["ppl_oracle_shared"] <= b["ppl_fixed"] + 1e-9  # the shared oracle never loses to fixed
+    assert s["budgets"][0]["ppl_oracle"] == pytest.approx(s["ppl_all_small"], rel=1e-5)
+    assert s["budgets"][3]["ppl_oracle"] == pytest.approx(s["ppl_all_big"], rel=1e-5)
+    folder = run_dir / "oracle" / "big-small"
+    assert json.loads((folder / "summary.json").read_text())["budgets"] == s["budgets"]
+    rows = [json.loads(line) for line in gzip.open(folder / "tokens.jsonl.gz", "rt")]
+    assert len(rows) == 6 * 11 and rows[0]["seq"] == 0 and rows[12]["pos"] == 1
+    assert {"loss/all-big", "loss/causal/free", "route/shared/2", "loss/random/1", "text"} <= set(rows[0])
+    assert all(r["route/shared/2"].count("B") == 2 for r in rows)
+
+
+def test_big_skip_schedule_and_table(run_dir, capsys):
+    code, out, _ = oracle(capsys, "--run", str(run_dir), "--options", "big,skip", "--budgets", "1,2>0", *SMALL)
+    assert code == 0 and "SKIP" in out and "2>0" in out
+    s = json.loads((run_dir / "oracle" / "big-skip" / "summary.json").read_text())
+    assert [b["k"] for b in s["budgets"]] == [1, "2>0"] and isinstance(s["budgets"][1]["fixed_route"], list)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--budgets", "0-9"], "cannot be met by a 3-layer model"),
+        (["--budgets", "x"], "bad budget 'x'"),
+        (["--options", "small,skip"], "--options must be one of"),
+        (["--mode", "greedy"], "--mode must be shared or causal"),
+        (["--max-routes", "4"], "more than --max-routes 4"),
+        (["--seq-len", "999"], "--seq-len must be in"),
+    ],
+)
+def test_bad_input(run_dir, capsys, argv, match):
+    code, _, err = oracle(capsys, "--run", str(run_dir), *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_torchrun_shards_match_one_process(run_dir, tmp_path):
+    """2 gloo ranks, each with a block of the windows, write the same table as one process.
+    (`--` keeps torchrun's own parser off `--run`, which it would take for an abbreviation of `--run-path`.)"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "duollm", "--", "oracle", "--run", str(run_dir), "--budgets", "1,free", "--mode", "causal", "--json", *SMALL]
+    one = subprocess.run([sys.executable, *[a for a in args if a != "--"]], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    table = gzip.open(run_dir / "oracle" / "big-small" / "tokens.jsonl.gz", "rt").read()
+    with socket.socket() as sock:  # a free port, so that concurrent runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    two = subprocess.run([*dist, *args], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    s1, s2 = json.loads(one.stdout), json.loads(two.stdout.strip().splitlines()[-1])
+    assert s2["ranks"] == 2 and s1["ranks"] == 1
+    for a, b in zip(s1["budgets"], s2["budgets"], strict=True):
+        for key in ("ppl_oracle", "ppl_fixed", "ppl_oracle_shared"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6)
+        assert a["fixed_route"] == b["fixed_route"]
+    rows1 = [json.loads(x) for x in table.splitlines()]
+    rows2 = [json.loads(x) for x in gzip.open(run_dir / "oracle" / "big-small" / "tokens.jsonl.gz", "rt")]
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        assert r1["route/shared/free"] == r2["route/shared/free"] and r1["route/causal/1"] == r2["route/causal/1"]
+        assert r1["loss/causal/free"] == pytest.approx(r2["loss/causal/free"], abs=1e-4)

@@ -1,0 +1,58 @@
+"""The oracle study over an evaluation set in batches equals the per-batch searches and brute force.
+Run: pytest tests/oracle/test_sweep.py"""
+
+import pytest
+import torch
+
+from duollm import Choice, DuoConfig, DuoLM
+from duollm.oracle import brute_force, search
+from duollm.oracle.sweep import sweep, work
+from duollm.routing.budget import Budget, Schedule
+
+
+@pytest.fixture
+def setup():
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=3, n_head=2, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=16)).eval()
+    windows = torch.randint(0, 32, (5, 8), generator=torch.Generator().manual_seed(1))
+    budgets = {"0": Budget.exactly_big(0), "1": Budget.exactly_big(1), "3": Budget.exactly_big(3), "free": Budget.free(), "2>0": Schedule("big", 2, 0)}
+    return m, windows, budgets
+
+
+def test_sweep_equals_searches_and_brute_force(setup):
+    m, w, budgets = setup
+    res = sweep(m, w, budgets, modes=("shared", "causal"), n_random=4, batch_size=2)
+    assert torch.allclose(res.loss["all-small"], res.loss["shared/0"], atol=1e-6)
+    assert torch.allclose(res.loss["all-big"], res.loss["shared/3"], atol=1e-6)
+    for label in ("1", "free", "2>0"):
+        whole = search(m, w, budgets[label])
+        assert torch.allclose(res.loss[f"shared/{label}"], whole.loss, atol=1e-6)
+        assert torch.equal(res.route[f"shared/{label}"], whole.route)
+        causal = search(m, w, budgets[label], mode="causal")
+        assert torch.allclose(res.loss[f"causal/{label}"], causal.loss, atol=1e-5)
+    # fixed: the best single route over all windows, though the batches were searched apart
+    losses, routes, _ = brute_force(m, w, budgets["1"])
+    best = losses.double().sum((1, 2)).argmin()
+    assert torch.equal(res.fixed["1"], routes[best])
+    assert torch.allclose(res.loss["fixed/1"], losses[best], atol=1e-6)
+    assert res.fixed["2>0"].shape == (7, 3) and res.n_routes["free"] == 8
+
+
+def test_random_keeps_the_best_trial_and_the_budget(setup):
+    m, w, budgets = setup
+    res = sweep(m, w, {"1": budgets["1"]}, n_random=6, batch_size=2, seed=3)
+    means = res.trials["1"]
+    assert len(means) == 6 and float(res.loss["random/1"].double().mean()) == pytest.approx(min(means), abs=1e-6)
+    assert bool(((res.route["random/1"] == Choice.BIG).sum(-1) == 1).all())
+    # trial routes come from (seed, budget, trial, rank, batch) alone: batching does not change them
+    again = sweep(m, w, {"1": budgets["1"]}, n_random=6, batch_size=2, seed=3)
+    assert torch.equal(again.route["random/1"], res.route["random/1"])
+    # oracle <= fixed per token; fixed <= a random trial on average over trials
+    assert bool((res.loss["shared/1"] <= res.loss["fixed/1"] + 1e-6).all())
+    assert sum(means) / len(means) >= float(res.loss["fixed/1"].double().mean())
+
+
+def test_work_estimate(setup):
+    m, w, budgets = setup
+    est = work({"1": budgets["1"], "free": budgets["free"]}, 3, 70, ("shared", "causal"), 2)
+    assert est["shared"] == 8 * 70 and est["causal"] == (3 + 8) * 70 and est["baselines"] == (2 + 2 * 4) * 70
