@@ -28,6 +28,8 @@ COMMANDS = {
     "train": ("duollm.train.loop", "TrainCommand", "main"),
     "eval": ("duollm.eval.evaluate", "EvalCommand", "main"),
     "oracle": ("duollm.oracle.command", "OracleCommand", "main"),
+    "difficulty": ("duollm.analysis.difficulty", "DifficultyCommand", "main"),
+    "report": ("duollm.analysis.report", "ReportCommand", "main"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
 }
 TAKES_OVERRIDES = {"train", "demo"}

@@ -15,6 +15,7 @@ Reference for tests: `brute_force`, one plain forward per route.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from duollm.model.transformer import DuoLM
 from duollm.routing.budget import Budget, Schedule, per_position
+from duollm.routing.cost import CostTable, route_cost
 from duollm.routing.route import N_CHOICES
 
 
@@ -52,11 +54,47 @@ def token_loss(logits: Tensor, ids: Tensor) -> Tensor:
 HEAD_CHUNK = 2**28  # logits elements per head call: bounds the (B, T, V) tensor at leaves (1 GiB in fp32)
 
 
+def _fused_nll(h: Tensor, norm_w: Tensor, eps: float, emb_w: Tensor, ids: Tensor) -> Tensor:
+    """Final norm, head and next-token loss in one expression, for torch.compile: (b, T, C) → (b, T-1).
+
+    Compiled, the logits are written once in the matmul's dtype and read once by a fused logsumexp, instead
+    of also being copied to fp32 and read again by cross_entropy (the head is most of a tree walk's work)."""
+    x = F.rms_norm(h[:, :-1], (h.shape[-1],), norm_w, eps)
+    logits = F.linear(x, emb_w)  # (b, T-1, V)
+    target = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (b, T-1)
+    return torch.logsumexp(logits.float(), -1) - target.float()
+
+
+@functools.cache
+def _compiled_nll():
+    return torch.compile(_fused_nll)
+
+
 def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
-    """Final norm, head and next-token loss of hidden states h (B, T, C), in batch chunks of ≤ HEAD_CHUNK logits."""
+    """Next-token loss (B, T-1) of hidden states h (B, T, C), in batch chunks of ≤ HEAD_CHUNK logits.
+
+    On a GPU through the compiled `_fused_nll`; elsewhere the plain head and `token_loss` (what tests compare)."""
     B, T, _ = h.shape
     step = max(1, HEAD_CHUNK // (T * model.cfg.vocab_size))
+    if h.is_cuda:
+        n, fn = model.norm, _compiled_nll()
+        return torch.cat([fn(h[i : i + step], n.weight, n.eps, model.embed.weight, ids[i : i + step]) for i in range(0, B, step)])
     return torch.cat([token_loss(model.head(h[i : i + step]), ids[i : i + step]) for i in range(0, B, step)])
+
+
+def walk_flops(routes: Tensor, table: CostTable) -> tuple[float, float]:
+    """Forward FLOPs per token of searching `routes` (R, L): (tree walk, one forward per route), from cost.py.
+
+    The walk runs layer j's attention once per distinct prefix of length j, its FFN once per distinct prefix
+    of length j+1 (by that prefix's last choice), and the head once per route."""
+    R, L = routes.shape
+    tree = R * table.head
+    for j in range(L):
+        tree += len(torch.unique(routes[:, :j], dim=0)) * float(table.attn[j]) if j else float(table.attn[0])
+        kids = torch.unique(routes[:, : j + 1], dim=0)[:, -1].long()  # last choice of each distinct prefix
+        tree += float(table.ffn[j, kids].sum())
+    naive = float(route_cost(routes, table).sum())  # (R,) route costs, summed
+    return tree, naive
 
 
 class _Best:

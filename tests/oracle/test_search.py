@@ -100,3 +100,26 @@ def test_schedule_in_shared_mode(deep):
     losses, routes, _ = brute_force(m, ids, Budget.exactly_big(2))
     at = [t for t, k in enumerate(per) if k == 2]
     assert torch.equal(res.fixed_route[at[0]], routes[losses[:, :, at].sum((1, 2)).argmin()])
+
+
+def test_walk_flops_count_the_tree():
+    from duollm.oracle.search import walk_flops
+    from duollm.routing.cost import cost_table, route_cost
+
+    t = cost_table(2, 4, 16, 2, 10, 3)
+    routes = Budget.free().routes(2)  # SS SB BS BB: 1 + 2 attention passes, 2 + 4 FFN passes, 4 heads
+    tree, naive = walk_flops(routes, t)
+    a, small, big = float(t.attn[0]), float(t.ffn[0, 1]), float(t.ffn[0, 2])
+    assert tree == pytest.approx(3 * a + 3 * (small + big) + 4 * t.head)
+    assert naive == pytest.approx(sum(float(route_cost(r, t)) for r in routes))
+    one = Budget.exactly_big(2).routes(2)  # a single route: the walk is one forward
+    assert walk_flops(one, t)[0] == pytest.approx(walk_flops(one, t)[1])
+
+
+def test_fused_head_loss_equals_token_loss(deep):
+    from duollm.oracle.search import _fused_nll
+
+    m, ids = deep
+    h = torch.randn(2, 10, 16)
+    ref = token_loss(m.head(h), ids)
+    assert torch.allclose(_fused_nll(h, m.norm.weight, m.norm.eps, m.embed.weight, ids), ref, atol=1e-5)

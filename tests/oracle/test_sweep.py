@@ -15,7 +15,13 @@ def setup():
     torch.manual_seed(0)
     m = DuoLM(DuoConfig(n_layer=3, n_head=2, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=16)).eval()
     windows = torch.randint(0, 32, (5, 8), generator=torch.Generator().manual_seed(1))
-    budgets = {"0": Budget.exactly_big(0), "1": Budget.exactly_big(1), "3": Budget.exactly_big(3), "free": Budget.free(), "2>0": Schedule("big", 2, 0)}
+    budgets = {
+        "0": Budget.exactly_big(0),
+        "1": Budget.exactly_big(1),
+        "3": Budget.exactly_big(3),
+        "free": Budget.free(),
+        "2>0": Schedule("big", 2, 0),
+    }
     return m, windows, budgets
 
 

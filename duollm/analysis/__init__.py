@@ -1,0 +1,8 @@
+"""Analysis of run directories: oracle tables, token difficulty, figures and the HTML report.
+
+Reads files only (never the model, never torch); matplotlib is imported inside the plotting functions.
+"""
+
+from duollm.analysis.table import OracleTable, read_summary, read_table, usage
+
+__all__ = ["OracleTable", "read_summary", "read_table", "usage"]

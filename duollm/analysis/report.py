@@ -1,0 +1,334 @@
+"""`duollm report`: one HTML page with every figure of a run, rebuilt from its saved files alone.
+
+    duollm report --run RUN          # → RUN/report/report.html and its PNG figures
+
+It reads `RUN/oracle/<options>/` (from `duollm oracle`) and `RUN/difficulty/summary.json` (from `duollm
+difficulty`, for its settings; the measures are computed again from the oracle table with the same code),
+never a model. A figure whose data is absent is left out with a note saying which command makes it:
+  ppl-<options>.png   perplexity against the budget (integer budgets), oracles and baselines; plus a table
+                      of every budget, `free` and schedules included
+  usage-big-small.png fraction of sequences taking BIG at each (layer, position) for k ≈ L/3, L/2, 2L/3
+  skip-map.png        fraction taking SKIP, big-skip oracle with L//2 layers skipped
+  routes-seq0.png     the oracle routes of sequence 0, token by token, at k = L//2 BIG layers
+  difficulty.png      D_rel against D_conv, with highlighted text and the top tokens in the page
+The page and figures are written into a temporary folder that then replaces `RUN/report/`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shlex
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from duollm.analysis import difficulty as diff
+from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_usage
+from duollm.analysis.table import BIG, SKIP, OracleTable, options_present, oracle_folder, read_summary, read_table, usage
+from duollm.errors import DuoError
+
+esc = html.escape
+N_HIGHLIGHT = 3  # sequences shown as highlighted text
+CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+th{background:#f0f0f0}td.l{text-align:left;font-family:monospace}figure{margin:1em 0}img{max-width:100%}
+figcaption{font-size:13px;color:#555}.note{color:#a33;font-style:italic}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}
+.text{white-space:pre-wrap;font-family:monospace;font-size:13px;border:1px solid #ddd;padding:.5em;margin:.4em 0;line-height:1.6}"""
+
+
+@dataclass
+class ReportCommand:
+    """An HTML report of a run: every figure rebuilt from the run's saved oracle and difficulty files."""
+
+    run: str  # run directory with oracle results (from duollm oracle)
+    json: bool = False  # print one JSON object instead of a line
+
+
+@dataclass
+class Page:
+    """The HTML being built and the PNG figures written beside it."""
+
+    out: Path  # folder for report.html and the PNGs
+    parts: list[str] = field(default_factory=list)  # HTML pieces, in order
+    figures: list[str] = field(default_factory=list)  # PNG file names, in order
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def note(self, text: str) -> None:
+        self.parts.append(f'<p class="note">{esc(text)}</p>')
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        with warnings.catch_warnings():  # a token text in a script the font lacks only loses its glyphs
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(self.out / name, dpi=100, bbox_inches="tight")
+        self.figures.append(name)
+        self.parts.append(f'<figure><img src="{esc(name)}" alt="{esc(name)}"><figcaption>{esc(caption)}</figcaption></figure>')
+
+
+def usage_ks(n_layer: int) -> list[int]:
+    """k ≈ L/3, L/2, 2L/3 (rounded half up), distinct and within 1..L-1: 12 layers → [4, 6, 8]."""
+    ks = {(2 * n_layer + 3) // 6, (n_layer + 1) // 2, (4 * n_layer + 3) // 6}
+    return sorted(k for k in ks if 1 <= k <= n_layer - 1)
+
+
+def budget_list(labels: list[str]) -> str:
+    """Budget labels as `duollm oracle --budgets` takes them, runs of counts joined: 0,1,2,free → 0-2,free."""
+    items: list = []
+    for lab in labels:
+        if lab.isdigit() and items and isinstance(items[-1], list) and int(lab) == items[-1][1] + 1:
+            items[-1][1] = int(lab)
+        else:
+            items.append([int(lab), int(lab)] if lab.isdigit() else lab)
+    return ",".join(x if isinstance(x, str) else f"{x[0]}-{x[1]}" if x[1] > x[0] else str(x[0]) for x in items)
+
+
+def oracle_command(run: str, s: dict) -> str:
+    """The `duollm oracle` command line that writes a folder like the one summarised by `s`."""
+    q = shlex.quote
+    cmd = f"duollm oracle --run {q(run)} --options {s['options']} --budgets {q(budget_list([str(r['k']) for r in s['budgets']]))}"
+    cmd += f" --mode {s.get('mode', 'shared')}"
+    for key in ("random", "seqs", "seq_len"):
+        if key in s:
+            cmd += f" --{key.replace('_', '-')} {s[key]}"
+    split = str(s.get("split", ""))
+    if split:
+        cmd += f" --data {q(split)}" if "/" in split or Path(split).suffix else f" --split {q(split)}"
+    if s.get("seed", 0):
+        cmd += f" --seed {s['seed']}"
+    if s.get("dtype", "fp32") != "fp32":
+        cmd += f" --dtype {s['dtype']}"
+    return cmd
+
+
+def _new_figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI backend
+    except ImportError:
+        raise DuoError("duollm report needs matplotlib: pip install 'duollm[analysis]'") from None
+    return Figure(figsize=(width, height))
+
+
+def _cell(v) -> str:
+    return "–" if v is None else f"{v:.2f}" if isinstance(v, float) else esc(str(v))
+
+
+def budget_table(s: dict) -> str:
+    """Every budget of one oracle folder as an HTML table."""
+    modes = s["modes"]
+    head = ["budget", "routes", *(f"oracle {m}" for m in modes), "fixed", "random best", "fixed route"]
+    rows = [f"<tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>"]
+    for r in s["budgets"]:
+        fixed = r.get("fixed_route", "")
+        if isinstance(fixed, list):  # a schedule: one route per position
+            fixed = f"{fixed[0]} … {fixed[-1]} (per position)" if fixed else ""
+        vals = [r["k"], r.get("n_routes"), *(r.get(f"ppl_oracle_{m}") for m in modes), r.get("ppl_fixed"), r.get("ppl_random_best")]
+        rows.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in vals) + f'<td class="l">{esc(str(fixed))}</td></tr>')
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _ppl_section(page: Page, summaries: dict[str, dict]) -> None:
+    page.add("<h2>Perplexity against the budget</h2>")
+    for options, s in summaries.items():
+        page.add(f"<h3>{esc(options)}</h3>")
+        if any(isinstance(r["k"], int) for r in s["budgets"]) and options != "big,small,skip":
+            fig = _new_figure(6, 4)
+            plot_ppl(s, fig.subplots())
+            what = "BIG" if options == "big,small" else "SKIP"
+            page.figure(
+                fig,
+                f"ppl-{options.replace(',', '-')}.png",
+                f"Perplexity against the number of {what} layers per token: oracles, the best fixed route, best-of-N random, and the all-big / all-small models.",
+            )
+        else:
+            page.note(f"no integer budgets for {options}: only the table below")
+        page.add(budget_table(s))
+        page.add(f"<p>{s.get('tokens', '?')} tokens; {s.get('seconds', '?')} s.</p>")
+
+
+def _usage_section(page: Page, tables: dict[str, OracleTable]) -> None:
+    page.add("<h2>Where the big module is used</h2>")
+    t = tables.get("big,small")
+    if t is None:
+        page.note("no big,small oracle: run `duollm oracle --run RUN --options big,small`")
+        return
+    ks = [k for k in usage_ks(t.n_layer) if f"shared/{k}" in t.route]
+    modes = [m for m in ("shared", "causal") if any(f"{m}/{k}" in t.route for k in ks)]
+    if not ks:
+        page.note(f"no shared oracle routes for k in {usage_ks(t.n_layer)} BIG layers: add them to `duollm oracle --budgets`")
+        return
+    fig = _new_figure(4.2 * len(ks), 2.8 * len(modes))
+    axes = fig.subplots(len(modes), len(ks), squeeze=False)  # (modes, ks) Axes
+    for i, m in enumerate(modes):
+        for j, k in enumerate(ks):
+            if f"{m}/{k}" in t.route:
+                plot_usage(usage(t.route[f"{m}/{k}"], BIG), axes[i, j], f"{m} oracle, k = {k} BIG")
+            else:
+                axes[i, j].axis("off")
+    fig.tight_layout()
+    page.add(f"<p>k used: {', '.join(map(str, ks))} BIG layers of {t.n_layer} (≈ L/3, L/2, 2L/3); modes: {', '.join(modes)}.</p>")
+    page.figure(fig, "usage-big-small.png", "Fraction of sequences whose oracle route takes the BIG module at each layer and position.")
+
+
+def _skip_section(page: Page, tables: dict[str, OracleTable]) -> None:
+    page.add("<h2>Which layers are skipped</h2>")
+    t = tables.get("big,skip")
+    if t is None:
+        page.note("no big,skip oracle: run `duollm oracle --run RUN --options big,skip`")
+        return
+    s = t.n_layer // 2
+    if f"shared/{s}" not in t.route:
+        page.note(f"no big,skip shared oracle with {s} skipped layers: add {s} to `duollm oracle --run RUN --options big,skip --budgets`")
+        return
+    fig = _new_figure(7, 3)
+    plot_usage(usage(t.route[f"shared/{s}"], SKIP), fig.subplots(), f"shared oracle, {s} of {t.n_layer} layers skipped", "skip")
+    page.figure(
+        fig, "skip-map.png", f"Fraction of sequences that skip each layer at each position when {s} of {t.n_layer} layers are skipped."
+    )
+
+
+def _route_section(page: Page, tables: dict[str, OracleTable]) -> None:
+    page.add("<h2>The routes of one sequence</h2>")
+    t = tables.get("big,small")
+    if t is None:
+        page.note("no big,small oracle: run `duollm oracle --run RUN --options big,small`")
+        return
+    k = t.n_layer // 2
+    modes = [m for m in ("shared", "causal") if f"{m}/{k}" in t.route]
+    if not modes:
+        page.note(f"no oracle routes with k = {k} BIG layers: add {k} to `duollm oracle --budgets`")
+        return
+    P = len(t.text[0])
+    fig = _new_figure(min(24.0, max(7.0, 0.16 * P)), 2.2 * len(modes) + 1.0)
+    axes = fig.subplots(len(modes), 1, squeeze=False)[:, 0]  # (modes,) Axes
+    for ax, m in zip(axes, modes, strict=True):
+        plot_route_map(t.route[f"{m}/{k}"][0], t.text[0], ax, f"{m} oracle, k = {k} BIG, sequence 0")
+    fig.tight_layout()
+    page.figure(fig, "routes-seq0.png", f"Choice of every layer (rows) for every token of sequence 0 (columns), k = {k} BIG layers.")
+
+
+def _highlight(table: OracleTable, values: np.ndarray, rgb: str) -> str:
+    """The first sequences' text, each token's background in proportion to its value, full at the 98th percentile
+    of the values shown (so that one outlier does not pale the rest); negative values get none."""
+    shown = values[:N_HIGHLIGHT]  # (n, T-1)
+    vmax = max(float(np.percentile(shown, 98)), 1e-9)
+    out = []
+    for n in range(shown.shape[0]):
+        spans = [
+            f'<span title="{v:.3f}" style="background:rgba({rgb},{min(max(v / vmax, 0.0), 1.0):.2f})">{esc(text)}</span>'
+            for v, text in zip(shown[n].tolist(), table.text[n], strict=True)
+        ]
+        out.append(f'<div class="text">{"".join(spans)}</div>')
+    return "".join(out)
+
+
+def top_table(rows: list[dict]) -> str:
+    head = "<tr><th>D_rel</th><th>D_conv</th><th>seq</th><th>pos</th><th>context [token]</th></tr>"
+    body = "".join(
+        f"<tr><td>{r['d_rel']:.3f}</td><td>{r['d_conv']:.3f}</td><td>{r['seq']}</td><td>{r['pos']}</td>"
+        f'<td class="l">{esc(r["context"])}<b>[{esc(r["text"])}]</b></td></tr>'
+        for r in rows
+    )
+    return f"<table>{head}{body}</table>"
+
+
+DIFFICULTY_KEYS = ("options", "mode", "budget", "top", "context")
+
+
+def difficulty_settings(run: str) -> dict:
+    """options, mode, budget, top, context of RUN/difficulty/summary.json, or the defaults of `duollm difficulty`."""
+    saved, default = diff.read_summary(run) or {}, diff.DifficultyCommand(run)
+    return {k: saved.get(k, getattr(default, k)) for k in DIFFICULTY_KEYS}
+
+
+def _difficulty_section(page: Page, run: str, tables: dict[str, OracleTable], st: dict) -> None:
+    page.add("<h2>Token difficulty</h2>")
+    try:
+        t = tables.get(st["options"]) or read_table(run, st["options"])
+        s = diff.measure(t, st["mode"], str(st["budget"]), int(st["top"]), int(st["context"]))
+    except (ValueError, TypeError) as e:  # DuoError included: a missing folder or column
+        page.note(f"no difficulty: {e}")
+        return
+    d_conv, d_rel = diff.difficulty(t, st["mode"], str(st["budget"]))
+    page.add(
+        f"<p>Oracle {esc(st['mode'])}/{esc(str(st['budget']))} of {esc(st['options'])}, {s['tokens']} tokens: "
+        f"mean D_conv {s['mean_d_conv']:.3f}, mean D_rel {s['mean_d_rel']:.3f}. "
+        "D_conv = loss(all-small); D_rel = loss(all-small) − loss(oracle).</p>"
+    )
+    fig = _new_figure(5, 4)
+    plot_difficulty(d_conv, d_rel, fig.subplots(), s["spearman"], s["pearson"])
+    page.figure(
+        fig,
+        "difficulty.png",
+        "Relative difficulty (what the oracle gains) against conventional difficulty (the small model's loss), one point per token.",
+    )
+    n = min(N_HIGHLIGHT, len(t.text))
+    page.add(f"<h3>D_rel of the first {n} sequences</h3><p>Background ∝ D_rel, full at its 98th percentile; hover for the value.</p>")
+    page.add(_highlight(t, d_rel, "217,95,2"))
+    page.add(f"<h3>D_conv of the first {n} sequences</h3><p>Background ∝ D_conv, full at its 98th percentile.</p>")
+    page.add(_highlight(t, d_conv, "33,102,172"))
+    page.add(f"<h3>Top {s['top']} tokens by D_rel</h3>" + top_table(s["top_rel"]))
+    page.add(f"<h3>Top {s['top']} tokens by D_conv</h3>" + top_table(s["top_conv"]))
+
+
+def _header(page: Page, run: str, summaries: dict[str, dict], st: dict) -> None:
+    first = next(iter(summaries.values()))
+    name = Path(run).resolve().name
+    page.add(f"<!doctype html><html><head><meta charset='utf-8'><title>duollm report: {esc(name)}</title><style>{CSS}</style></head><body>")
+    page.add(f"<h1>duollm report: {esc(name)}</h1>")
+    page.add(
+        f"<p>Split <b>{esc(str(first.get('split', '?')))}</b>: {first.get('seqs', '?')} windows × {first.get('seq_len', '?')} tokens "
+        f"({first.get('tokens', '?')} predicted tokens); {first['n_layer']} layers; oracle folders: {esc(', '.join(summaries))}.</p>"
+    )
+    q = shlex.quote
+    default = diff.DifficultyCommand(run)
+    extra = "".join(f" --{k} {q(str(st[k]))}" for k in DIFFICULTY_KEYS if st[k] != getattr(default, k))
+    cmds = [oracle_command(run, s) for s in summaries.values()]
+    cmds += [f"duollm difficulty --run {q(run)}{extra}", f"duollm report --run {q(run)}"]
+    page.add("<h2>How to reproduce</h2><pre>" + esc("\n".join(cmds)) + "</pre>")
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.replace(old)
+    tmp.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(run: str) -> dict:
+    """Write RUN/report/; return {"report": path of report.html, "figures": [PNG names]}."""
+    if not Path(run).is_dir():
+        raise DuoError(f"{run} is not a directory (expected a run directory)")
+    present = options_present(run)
+    if not present:
+        raise DuoError(f"no oracle results under {oracle_folder(run, 'big,small').parent}: run `duollm oracle --run {run}` first")
+    _new_figure(1, 1)  # fail early, before any file is written, when matplotlib is missing
+    summaries = {o: read_summary(run, o) for o in present}
+    tables = {o: read_table(run, o) for o in present if o in ("big,small", "big,skip")}
+    folder = Path(run) / "report"
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    page = Page(tmp)
+    st = difficulty_settings(run)
+    _header(page, run, summaries, st)
+    _ppl_section(page, summaries)
+    _usage_section(page, tables)
+    _skip_section(page, tables)
+    _route_section(page, tables)
+    _difficulty_section(page, run, tables, st)
+    page.add("</body></html>")
+    (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")
+    _swap_in(tmp, folder)
+    return {"report": str(folder / "report.html"), "figures": page.figures}
+
+
+def main(cmd: ReportCommand) -> None:
+    res = build_report(cmd.run)
+    print(json.dumps(res) if cmd.json else f"report: {res['report']} ({len(res['figures'])} figures)")

@@ -1,0 +1,90 @@
+"""`duollm report` rebuilds every figure from the saved files of a hand-made run (no model).
+Run: pytest tests/analysis/test_report.py"""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from duollm.analysis.report import budget_list, usage_ks
+from duollm.cli import main
+
+from .conftest import write_oracle
+
+ALL = ["ppl-big-small.png", "ppl-big-skip.png", "usage-big-small.png", "skip-map.png", "routes-seq0.png", "difficulty.png"]
+
+
+def report(capsys, run):
+    code = main(["report", "--run", str(run), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_report_writes_page_and_figures(run_dir, capsys):
+    res = report(capsys, run_dir)
+    folder = run_dir / "report"
+    assert res == {"report": str(folder / "report.html"), "figures": ALL}
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*ALL, "report.html"])
+    assert all((folder / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in ALL)
+    page = (folder / "report.html").read_text()
+    for f in ALL:
+        assert f'src="{f}"' in page
+    assert "k used: 1, 2, 3 BIG layers of 4" in page
+    assert "3&gt;1" in page and "&lt;ran&gt;" in page and "<ran>" not in page  # escaped labels and token text
+    assert "duollm oracle --run" in page and "--budgets &#x27;0-4,free,3&gt;1&#x27;" in page
+    assert "duollm difficulty --run" in page and "duollm report --run" in page
+    assert "synthetic-val" in page and 'class="note"' not in page
+    report(capsys, run_dir)  # again: the new folder replaces the old one
+    assert sorted(p.name for p in run_dir.iterdir()) == ["oracle", "report"]
+
+
+def test_missing_data_leaves_notes(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_oracle(run, "big,skip", modes=("shared",))
+    res = report(capsys, run)
+    assert res["figures"] == ["ppl-big-skip.png", "skip-map.png"]
+    page = Path(res["report"]).read_text()
+    assert page.count("no big,small oracle: run `duollm oracle --run RUN --options big,small`") == 2
+    assert "no difficulty:" in page
+
+
+def test_report_follows_difficulty_settings(run_dir, capsys):
+    assert main(["difficulty", "--run", str(run_dir), "--budget", "2", "--top", "2"]) == 0
+    capsys.readouterr()
+    page = Path(report(capsys, run_dir)["report"]).read_text()
+    assert "Oracle shared/2 of big,small" in page and "duollm difficulty --run" in page and "--budget 2 --top 2" in page
+    assert "Top 2 tokens by D_rel" in page
+
+
+def test_report_without_oracle_is_one_line(tmp_path, capsys):
+    assert main(["report", "--run", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "duollm oracle --run" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_helpers():
+    assert usage_ks(12) == [4, 6, 8] and usage_ks(4) == [1, 2, 3] and usage_ks(2) == [1] and usage_ks(1) == []
+    assert budget_list(["0", "1", "2", "free", "6>2", "4", "6", "7"]) == "0-2,free,6>2,4,6-7"
+
+
+def test_analysis_reads_files_only():
+    for f in (Path(__file__).resolve().parents[2] / "duollm" / "analysis").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            assert not any(n.split(".")[0] == "torch" for n in names), f"{f.name} imports torch"
+    code = "import sys, duollm.analysis.report, duollm.analysis.difficulty; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_exit_code_is_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "duollm", "difficulty", "--run", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and "duollm oracle --run" in r.stderr
