@@ -1,7 +1,12 @@
-"""`duollm demo`: train the tiny Duo model on the built-in prose and compare routing policies on held-out books.
+"""`duollm demo`: the whole Duo-LLM study, small: train → evaluate → oracle sweep → difficulty → report.
 
-Prints held-out perplexity for all-big, all-small and random routing (and a unigram floor), and how long it
-all took. On a 2-core CPU it finishes in under five minutes (README records a run).
+1. trains the tiny Duo model (4 layers; the paper's 12-layer study is the GPU-scale one) on the built-in
+   prose with random routing;
+2. held-out perplexity of all-big, all-small and random routing, and a unigram floor;
+3. the oracle sweep on the first `--oracle-seqs` held-out windows: exactly k BIG layers for k = 0..L and
+   unconstrained, shared and causal oracles, fixed and random best-of-N; and the big/skip sweep;
+4. token difficulty against the unconstrained shared oracle, and `RUN/report/report.html`.
+Prints the ppl-vs-budget table. On a 2-core CPU it finishes in under five minutes (README records a run).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ class DemoCommand:
 
     out: str = ""  # run directory; default runs/demo-<date>-<time>
     steps: int = 0  # training steps; 0 = the tiny preset's
+    oracle_seqs: int = 32  # held-out windows searched by the oracles
+    random: int = 20  # N of the random best-of-N baseline
     json: bool = False  # print one JSON object instead of the table
     overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "2"}
 
@@ -28,6 +35,10 @@ def run_demo(cmd: DemoCommand) -> dict:
     from duollm.data.corpus import eval_windows, token_array
     from duollm.eval.evaluate import load_run, summarize, token_losses, unigram_losses
     from duollm.eval.policy import parse_policy
+    from duollm.analysis.difficulty import measure, write_summary
+    from duollm.analysis.report import build_report
+    from duollm.analysis.table import read_table
+    from duollm.oracle.command import OracleCommand, run_oracle
     from duollm.train.loop import TrainCommand, resolve, train
 
     t0 = time.perf_counter()
@@ -41,6 +52,13 @@ def run_demo(cmd: DemoCommand) -> dict:
         losses, _ = token_losses(model, windows, parse_policy(name, cfg.model.n_layer))
         ppl[name] = summarize(losses)["ppl"]
     ppl["unigram"] = summarize(unigram_losses(token_array(cfg.data.train, tok), windows, cfg.model.vocab_size))["ppl"]
+    oracle, skip = (
+        run_oracle(OracleCommand(run=str(out), options=opts, mode=mode, random=cmd.random, seqs=cmd.oracle_seqs), progress=not cmd.json)
+        for opts, mode in (("big,small", "causal"), ("big,skip", "shared"))
+    )
+    table = read_table(out, "big,small")
+    write_summary(out, measure(table))
+    report = build_report(str(out))
     res = {
         "seconds": round(time.perf_counter() - t0, 1),
         "ppl": ppl,
@@ -48,12 +66,17 @@ def run_demo(cmd: DemoCommand) -> dict:
         "split": cfg.data.val,
         "tokens": int(windows[:, 1:].numel()),
         "train": trained,
+        "oracle": oracle,
+        "oracle_skip": skip,
+        "report": report["report"],
     }
     (out / "demo.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 
 def main(cmd: DemoCommand) -> None:
+    from duollm.oracle.command import format_table
+
     res = run_demo(cmd)
     if cmd.json:
         print(json.dumps(res))
@@ -63,5 +86,9 @@ def main(cmd: DemoCommand) -> None:
     print("| policy | ppl |\n|---|---|")
     for name, v in res["ppl"].items():
         print(f"| {name} | {v:.2f} |")
+    o = res["oracle"]
+    print(f"\noracles on the first {o['seqs']} windows ({o['tokens']:,} tokens) of a {o['n_layer']}-layer model (the paper's 12-layer study runs on a GPU):")
+    print(format_table(o))
+    print(f"\nreport: {res['report']}")
     t = res["train"]
     print(f"\ntrained {t['steps']} steps at {t['tokens_per_s']:,.0f} tokens/s; total {res['seconds']:.0f} s; run in {res['run']}")

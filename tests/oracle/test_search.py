@@ -1,5 +1,7 @@
 """The shared-route oracle equals brute force (one forward per route). Run: pytest tests/oracle/test_search.py"""
 
+from math import comb
+
 import pytest
 import torch
 
@@ -123,3 +125,18 @@ def test_fused_head_loss_equals_token_loss(deep):
     h = torch.randn(2, 10, 16)
     ref = token_loss(m.head(h), ids)
     assert torch.allclose(_fused_nll(h, m.norm.weight, m.norm.eps, m.embed.weight, ids), ref, atol=1e-5)
+
+
+def test_twelve_layers_all_routes_and_a_three_way_budget():
+    """The sizes the study needs: all 2^12 routes in one walk, and a 3-way budget of a 12-layer model."""
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=12, n_head=2, n_kv_head=2, d_model=8, d_big=16, d_small=2, vocab_size=16, max_seq_len=8)).eval()
+    ids = torch.randint(0, 16, (1, 4), generator=torch.Generator().manual_seed(0))
+    per_k = search_many(m, ids, [Budget.exactly_big(k) for k in range(13)] + [Budget.free()])
+    assert [r.n_routes for r in per_k[:13]] == [comb(12, k) for k in range(13)] and per_k[13].n_routes == 4096
+    assert torch.equal(per_k[13].loss, torch.stack([r.loss for r in per_k[:13]]).min(0).values)
+    three = Budget.counts(big=1, small=10, skip=1)  # 132 routes
+    res = search(m, ids, three)
+    losses, routes, arg = brute_force(m, ids, three)
+    assert res.n_routes == 132 and torch.allclose(res.loss, losses.min(0).values, atol=1e-6)
+    assert torch.equal(res.route, routes[arg])
