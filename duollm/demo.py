@@ -32,12 +32,12 @@ class DemoCommand:
 
 
 def run_demo(cmd: DemoCommand) -> dict:
-    from duollm.data.corpus import eval_windows, token_array
-    from duollm.eval.evaluate import load_run, summarize, token_losses, unigram_losses
-    from duollm.eval.policy import parse_policy
     from duollm.analysis.difficulty import measure, write_summary
     from duollm.analysis.report import build_report
     from duollm.analysis.table import read_table
+    from duollm.data.corpus import eval_windows, token_array
+    from duollm.eval.evaluate import load_run, summarize, token_losses, unigram_losses
+    from duollm.eval.policy import parse_policy
     from duollm.oracle.command import OracleCommand, run_oracle
     from duollm.train.loop import TrainCommand, resolve, train
 
@@ -87,7 +87,9 @@ def main(cmd: DemoCommand) -> None:
     for name, v in res["ppl"].items():
         print(f"| {name} | {v:.2f} |")
     o = res["oracle"]
-    print(f"\noracles on the first {o['seqs']} windows ({o['tokens']:,} tokens) of a {o['n_layer']}-layer model (the paper's 12-layer study runs on a GPU):")
+    print(
+        f"\noracles on the first {o['seqs']} windows ({o['tokens']:,} tokens) of a {o['n_layer']}-layer model (the paper's 12-layer study runs on a GPU):"
+    )
     print(format_table(o))
     print(f"\nreport: {res['report']}")
     t = res["train"]
