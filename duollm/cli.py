@@ -30,6 +30,8 @@ COMMANDS = {
     "oracle": ("duollm.oracle.command", "OracleCommand", "main"),
     "difficulty": ("duollm.analysis.difficulty", "DifficultyCommand", "main"),
     "report": ("duollm.analysis.report", "ReportCommand", "main"),
+    "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
+    "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
 }
 TAKES_OVERRIDES = {"train", "demo"}

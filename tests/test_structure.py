@@ -17,6 +17,7 @@ ALLOWED = {
     "data": set(),
     "analysis": set(),
     "oracle": {"model", "routing", "kernels", "data", "eval"},
+    "routers": {"model", "routing", "kernels"},
 }
 
 

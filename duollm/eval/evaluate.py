@@ -31,8 +31,12 @@ def token_losses(model: DuoLM, windows: Tensor, policy: Policy, batch_size: int 
     losses, routes = [], []
     for i in range(0, N, batch_size):
         x = windows[i : i + batch_size].to(device)  # (b, T)
-        route = policy.routes(x.shape[0], T, L, gen)  # (L,) or (b, T, L)
-        logits = model(x, route=route).logits  # (b, T, V)
+        if policy.router is not None:  # the router decides inside the forward; the realised route comes back
+            out = model(x, router=policy.router)
+            logits, route = out.logits, out.route
+        else:
+            route = policy.routes(x.shape[0], T, L, gen)  # (L,) or (b, T, L)
+            logits = model(x, route=route).logits  # (b, T, V)
         loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, T-1)
         losses.append(loss.cpu())
         routes.append(route.expand(x.shape[0], T, L).cpu() if route.dim() == 1 else route.cpu())
@@ -56,7 +60,7 @@ class EvalCommand:
     """Per-token losses and perplexity of a run under a policy."""
 
     run: str  # run directory (from duollm train)
-    policy: str = "all-big"  # all-big, all-small, random:P, or a route string like BBSS (B/S/- per layer)
+    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
     split: str = "prose-val"  # built-in split (prose-val, code-val) ...
     data: str = ""  # ... or a user's text file, folder or .jsonl (overrides --split)
     seq_len: int = 0  # window length; 0 = the run's train.seq_len
@@ -97,7 +101,12 @@ def evaluate(cmd: EvalCommand) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
-    policy = parse_policy(cmd.policy, cfg.model.n_layer)
+    if cmd.policy.startswith("router:"):
+        from duollm.train.router import load_named
+
+        policy = Policy(cmd.policy, router=load_named(Path(cmd.run), cmd.policy[len("router:") :], device, model)[0])
+    else:
+        policy = parse_policy(cmd.policy, cfg.model.n_layer)
     source = cmd.data or cmd.split
     windows = eval_windows(token_array(source, tok), cmd.seq_len or cfg.train.seq_len, cmd.max_tokens or None)
     losses, routes = token_losses(model, windows, policy, cmd.batch_size, cmd.seed)

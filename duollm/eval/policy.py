@@ -2,7 +2,8 @@
 
 Spelled on the command line as `all-big`, `all-small`, `random:P` (each (token, layer) BIG with probability
 P, else SMALL; `random:B,S,K` gives the big, small and skip probabilities), or a route string with one letter
-per layer (`B` big, `S` small, `-` skip). `router:NAME` arrives with the routers (issue 4).
+per layer (`B` big, `S` small, `-` skip), or `router:NAME`, a router trained on the run (`duollm router train`;
+loaded by `duollm eval`, which knows the run).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Policy:
     name: str
     route: Tensor | None = None  # (L,) uint8 for static policies
     p: tuple[float, float, float] | None = None  # (big, small, skip) for random policies
+    router: object | None = None  # a router, router(layer, u) → choices: decides inside the forward
 
     def routes(self, B: int, T: int, n_layer: int, gen: torch.Generator) -> Tensor:
         """The route for a (B, T) batch: (L,) when static, (B, T, L) when random."""
@@ -49,7 +51,7 @@ def parse_policy(text: str, n_layer: int) -> Policy:
             raise ValueError(f"bad policy {text!r}: probabilities must be >= 0 and sum to 1")
         return Policy(text, p=(ps[0], ps[1], ps[2]))
     if text.startswith("router:"):
-        raise ValueError(f"policy {text!r}: trained routers are not available yet (they come with `duollm router train`)")
+        raise ValueError(f"policy {text!r} names a router of a run: use it with `duollm eval --run RUN --policy {text}`")
     if set(text) <= set("BS-"):
         return Policy(text, route=parse_route(text, n_layer))
     raise ValueError(f"unknown policy {text!r}: use all-big, all-small, random:P, or a route string of B/S/- ({n_layer} letters)")

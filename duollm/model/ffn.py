@@ -39,10 +39,14 @@ class RoutedFFN(nn.Module):
         self.big = SwiGLU(d_model, d_big)
 
     def forward(self, u: Tensor, choice: Tensor) -> Tensor:
-        """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8.
+        """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8, or
+        (B, T, 3) float weights over (SKIP, SMALL, BIG) for a soft mixture (a router in training).
 
         Returns the FFN's contribution to the residual stream, (B, T, C); zero where the choice is SKIP.
         """
+        if choice.is_floating_point():  # soft: both modules run on every token, outputs weighted
+            w = choice.to(u.dtype)
+            return w[..., Choice.BIG, None] * self.big(u) + w[..., Choice.SMALL, None] * self.small(u)
         if choice.dim() == 0:  # one choice for every token: three readable branches, no gather
             c = int(choice)  # a static route lives on the host side of the model's forward
             if c == Choice.BIG:

@@ -9,6 +9,7 @@ is routed, through one pre-FFN RMSNorm shared by both modules (shared/paper/duo-
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,10 +109,12 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
         self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big)
 
-    def forward(self, x: Tensor, choice: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor) -> Tensor:
+        """`choice`: a route's column (0-d or (B, T)), or a function of the normalised state that returns one
+        (or soft weights (B, T, 3)): how a router decides, layer by layer."""
         x = x + self.attn(self.attn_norm(x), cos, sin)  # (B, T, C): always runs
-        x = x + self.ffn(self.ffn_norm(x), choice)  # (B, T, C): big, small, or nothing
-        return x
+        u = self.ffn_norm(x)  # (B, T, C): what both modules, and a router, see
+        return x + self.ffn(u, choice(u) if callable(choice) else choice)  # big, small, or nothing
 
 
 class DuoLM(nn.Module):
@@ -143,12 +146,20 @@ class DuoLM(nn.Module):
         """Final norm and the tied output projection: (B, T, C) → (B, T, V)."""
         return F.linear(self.norm(x), self.embed.weight)
 
-    def forward(self, input_ids: Tensor, route: Tensor | None = None, targets: Tensor | None = None) -> DuoOutput:
-        """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG; `targets` (B, T) or None."""
+    def forward(self, input_ids: Tensor, route: Tensor | None = None, targets: Tensor | None = None, router=None) -> DuoOutput:
+        """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG; `targets` (B, T) or None.
+
+        `router`, instead of a route: a callable `router(layer, u)` from the pre-FFN normalised state u (B, T, C)
+        to choices (B, T) uint8, or soft weights (B, T, 3); the realised route comes back in `DuoOutput.route`
+        (the argmax of soft weights)."""
         B, T = input_ids.shape
         L = self.cfg.n_layer
         if T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        if router is not None:
+            if route is not None:
+                raise ValueError("give a route or a router, not both")
+            return self._forward_routed(input_ids, router, targets)
         if route is None:
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
@@ -158,6 +169,28 @@ class DuoLM(nn.Module):
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
             x = block(x, route[..., l], cos, sin)  # route[..., l]: 0-d or (B, T)
+        return self._output(x, targets, route)
+
+    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None) -> DuoOutput:
+        """Forward where `router(layer, u)` decides each layer's choices from the state it sees."""
+        T = input_ids.shape[1]
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        realised = []  # (B, T) uint8 per layer
+
+        def decide(l: int) -> Callable[[Tensor], Tensor]:
+            def choose(u: Tensor) -> Tensor:
+                d = router(l, u)  # (B, T) uint8 or (B, T, 3) float
+                realised.append(d.argmax(-1).to(torch.uint8) if d.is_floating_point() else d)
+                return d
+
+            return choose
+
+        x = self.embed(input_ids)  # (B, T, C)
+        for l, block in enumerate(self.blocks):
+            x = block(x, decide(l), cos, sin)
+        return self._output(x, targets, torch.stack(realised, dim=-1))  # route (B, T, L)
+
+    def _output(self, x: Tensor, targets: Tensor | None, route: Tensor) -> DuoOutput:
         logits = self.head(x)  # (B, T, V)
         loss = None
         if targets is not None:

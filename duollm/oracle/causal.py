@@ -73,8 +73,11 @@ def _leaf_loss(model: DuoLM, x: Tensor, target: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule) -> SearchResult:
-    """Causal oracle for a Budget or a Schedule; returns loss (B, T-1) and route (B, T-1, L)."""
+def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bool = False) -> SearchResult:
+    """Causal oracle for a Budget or a Schedule; returns loss (B, T-1) and route (B, T-1, L).
+
+    `keep=True` (one Budget): also every candidate's loss, `candidates` (B, T-1, R) in route order — the loss
+    each route would give token t after the oracle's own choices for tokens < t (what a router learns from)."""
     L, cfg = model.cfg.n_layer, model.cfg
     budget.check(L)
     B, T = ids.shape
@@ -85,6 +88,9 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule) -> Searc
     k_cache = [torch.empty(B, cfg.n_kv_head, T - 1, hs, device=dev, dtype=model.embed.weight.dtype) for _ in range(L)]
     v_cache = [torch.empty_like(k) for k in k_cache]
     loss = torch.empty(B, T - 1, device=dev)
+    if keep and isinstance(budget, Schedule):
+        raise ValueError("candidate losses are kept for a single Budget, not a Schedule")
+    cand = torch.empty(B, T - 1, len(trees[per[0]].routes), device=dev) if keep else None
     route = torch.empty(B, T - 1, L, dtype=torch.uint8, device=dev)
     modules = {Choice.SMALL: "small", Choice.BIG: "big"}
     for t in range(T - 1):
@@ -108,6 +114,8 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule) -> Searc
         step = max(1, HEAD_CHUNK // (B * cfg.vocab_size))
         leaf = torch.cat([_leaf_loss(model, x[i : i + step], target) for i in range(0, len(x), step)])  # (R, B)
         best = leaf.argmin(0)  # (B,): first minimum = first route in order
+        if keep:
+            cand[:, t] = leaf.T
         loss[:, t] = leaf.gather(0, best[None]).squeeze(0)
         route[:, t] = tree.routes.to(dev)[best]
         bidx = torch.arange(B, device=dev)
@@ -116,7 +124,7 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule) -> Searc
             k_cache[j][:, :, t] = ks[j][node, bidx]
             v_cache[j][:, :, t] = vs[j][node, bidx]
     n = max(len(tr.routes) for tr in trees.values())
-    return SearchResult(loss, route, None, None, n)
+    return SearchResult(loss, route, None, None, n, candidates=cand)
 
 
 @torch.no_grad()

@@ -39,6 +39,7 @@ class SearchResult:
     n_routes: int  # size of the route set searched (per position, for a schedule: the largest)
     routes: Tensor | None = None  # (R, L) uint8: the route set, in Budget.routes order (shared mode, one budget)
     route_pos_totals: Tensor | None = None  # (R, T-1) float64: each route's token loss summed over the batch
+    candidates: Tensor | None = None  # (B, T-1, R): every route's loss for every token (causal: given the past), if kept
 
     @property
     def route_totals(self) -> Tensor:
@@ -100,12 +101,13 @@ def walk_flops(routes: Tensor, table: CostTable) -> tuple[float, float]:
 class _Best:
     """Running per-token minimum and argmin, and the running best mean route, for one budget."""
 
-    def __init__(self, B: int, T: int, L: int, device):
+    def __init__(self, B: int, T: int, L: int, device, keep: bool = False):
         self.loss = torch.full((B, T - 1), float("inf"), device=device)  # (B, T-1)
         self.route = torch.zeros(B, T - 1, L, dtype=torch.uint8, device=device)  # (B, T-1, L)
         self.fixed_total, self.fixed_route, self.fixed_loss = float("inf"), None, None
         self.routes: list[Tensor] = []  # visited routes, in walk order (= Budget.routes order)
         self.totals: list[Tensor] = []  # (T-1,) float64 per visited route
+        self.kept: list[Tensor] | None = [] if keep else None  # (B, T-1) per visited route
 
     def update(self, loss: Tensor, route: Tensor) -> None:
         better = loss < self.loss  # (B, T-1): strict, so the first route wins ties
@@ -117,6 +119,8 @@ class _Best:
             self.fixed_total, self.fixed_route, self.fixed_loss = total, route.clone(), loss
         self.routes.append(route.clone())
         self.totals.append(pos)
+        if self.kept is not None:
+            self.kept.append(loss)
 
     def result(self) -> SearchResult:
         n = len(self.routes)
@@ -128,19 +132,22 @@ class _Best:
             n,
             torch.stack(self.routes),
             torch.stack(self.totals).cpu(),
+            torch.stack(self.kept, dim=-1) if self.kept is not None else None,
         )
 
 
 @torch.no_grad()
-def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget]) -> list[SearchResult]:
-    """Shared-route oracle for several budgets in one tree walk; one SearchResult per budget."""
+def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget], keep: bool = False) -> list[SearchResult]:
+    """Shared-route oracle for several budgets in one tree walk; one SearchResult per budget.
+
+    `keep=True` also returns every route's per-token loss, `candidates` (B, T-1, R), in route order."""
     L = model.cfg.n_layer
     for b in budgets:
         b.check(L)
     B, T = ids.shape
     options = sorted({c for b in budgets for c in b.options})
     cos, sin = model.rope_cos[:T], model.rope_sin[:T]
-    best = [_Best(B, T, L, ids.device) for _ in budgets]
+    best = [_Best(B, T, L, ids.device, keep) for _ in budgets]
     route = torch.zeros(L, dtype=torch.uint8)  # (L,) the current prefix, on the host
     counts = torch.zeros(N_CHOICES, dtype=torch.long)  # (3,) choices used by the prefix
 

@@ -1,0 +1,81 @@
+"""The oracle-supervised router (ours): predict each route's loss for a token, take the lowest.
+
+From the causal oracle we know, for training tokens, the loss every route of the budget would give token t
+after the oracle's choices for tokens < t (`causal_search(..., keep=True).candidates`). A linear map from
+the token's layer-0 pre-FFN state u_0 (which no FFN choice has touched yet, so training and use see the same
+input) to those R losses is fitted by ridge regression; at use, each token takes
+argmin_r (u_0 · W + b)_r, a whole route inside the budget, so the budget is met exactly.
+
+With W = 0 the router is the `fixed` baseline (b = the mean loss of each route); what the features add is
+what it gains per token. The ridge strength, W = 0 included, is chosen on held-out label tokens by the loss
+of the routes it picks, so the router falls back to `fixed` where its features predict nothing. Causal: u_0 of token t depends on tokens ≤ t only. The plan made at layer 0 is returned column by
+column at the later layers of the same forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+class RouteRouter(nn.Module):
+    """Scores every route of a budget from the layer-0 state; each token takes its best-scoring route."""
+
+    def __init__(self, routes: Tensor, d_model: int):
+        super().__init__()
+        self.register_buffer("routes", routes.to(torch.uint8))  # (R, L)
+        self.register_buffer("weight", torch.zeros(d_model, len(routes)))  # (C, R)
+        self.register_buffer("bias", torch.zeros(len(routes)))  # (R,)
+        self.options = tuple(sorted({int(c) for c in routes.flatten().tolist()}))
+        self._plan: Tensor | None = None
+
+    def scores(self, u0: Tensor) -> Tensor:
+        """(B, T, C) layer-0 states → (B, T, R) predicted loss of each route."""
+        return u0.float() @ self.weight + self.bias
+
+    def forward(self, l: int, u: Tensor) -> Tensor:
+        if l == 0:  # decide the whole route of every token now; later layers read their column
+            self._plan = self.routes[self.scores(u).argmin(-1)]  # (B, T, L)
+        return self._plan[..., l]
+
+    def fit(self, feats: Tensor, losses: Tensor, lam: float) -> None:
+        """Ridge regression of losses (N, R) on features (N, C), the bias unpenalised."""
+        mu_x, mu_y = feats.mean(0), losses.mean(0)
+        if lam == float("inf"):  # no features: every token takes the route with the lowest mean loss
+            self.weight.zero_(), self.bias.copy_(mu_y)
+            return
+        X, Y = (feats - mu_x).double(), (losses - mu_y).double()
+        W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y)  # (C, R)
+        self.weight.copy_(W.float())
+        self.bias.copy_((mu_y.double() - mu_x.double() @ W).float())
+
+    def decision_loss(self, feats: Tensor, losses: Tensor) -> float:
+        """Mean loss of the routes the router would pick, for tokens with known losses (N, R)."""
+        pick = self.scores(feats).argmin(-1)  # (N,)
+        return float(losses.gather(1, pick[:, None]).mean())
+
+
+@torch.no_grad()
+def layer0_states(model, ids: Tensor) -> Tensor:
+    """u_0 = ffn_norm(h + attention) at layer 0, (B, T, C): what RouteRouter sees, before any FFN choice."""
+    T = ids.shape[1]
+    blk, h = model.blocks[0], model.embed(ids)
+    a = h + blk.attn(blk.attn_norm(h), model.rope_cos[:T], model.rope_sin[:T])
+    return blk.ffn_norm(a)
+
+
+RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0, the fixed route
+
+
+def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout: float = 0.25) -> dict:
+    """Choose the ridge strength on the last `holdout` of the samples by decision loss, refit on all."""
+    n = int(len(feats) * (1 - holdout))
+    scores = {}
+    for lam in RIDGE:
+        router.fit(feats[:n], losses[:n], lam)
+        scores[lam] = router.decision_loss(feats[n:], losses[n:])
+    best = min(scores, key=scores.get)
+    router.fit(feats, losses, best)
+    fixed = float(losses[n:, losses[:n].mean(0).argmin()].mean())  # the fixed route of the fit part, on the held-out part
+    return {"ridge": best, "holdout_loss": scores[best], "holdout_fixed_loss": fixed, "ridge_scores": {str(k): v for k, v in scores.items()}}

@@ -1,0 +1,347 @@
+"""`duollm router train` / `duollm router eval`: learned routers on a trained run (Duo-LLM stage 3, and beyond).
+
+    duollm router train --run RUN --kind paper --budget 0.5        # big fraction 0.5 (options big,small)
+    duollm router train --run RUN --kind supervised --budget 0.5   # on causal-oracle labels
+    duollm router eval --run RUN --kind supervised --budget 0.5    # → ppl, realised fractions, gap recovered
+    duollm eval --run RUN --policy router:supervised-0.5           # like any other policy
+
+Budgets: `--budget F` is the fraction of (token, layer) choices taking the counted choice — BIG for
+`--options big,small`, SKIP for `big,skip` — or `B,M,S` fractions for `big,small,skip`.
+
+- paper (shared/paper/duo-llm.md §5): the base model frozen (unless `--train-base`), the router's soft weights
+  softmax(β·logits) mix the modules' outputs, β grows geometrically from 1 to `--beta-max`, and the loss is
+  CE + α·Σ_c (mean P_c − target_c)² over the constrained choices.
+- supervised (ours, routers/route.py): the causal oracle (or the shared one, `--labels shared`) with exactly
+  F·L counted layers per token runs on `--label-seqs` training windows and keeps every route's loss for every
+  token; a ridge regression from the token's layer-0 state to those losses picks each token's route.
+The paper router is then calibrated (routers/calibrate.py) on `--calib-seqs` other training windows so that
+the hard router spends the budget (the supervised one meets it exactly by construction); both are saved to
+`RUN/routers/<name>/` (safetensors + JSON). `router eval` scores a
+router on the oracle's windows when `RUN/oracle/<options>/` exists (so that `gap_recovered` =
+(ppl_fixed − ppl_router) / (ppl_fixed − ppl_causal_oracle) compares like with like), and writes
+`eval-<split>.json` and `tokens-<split>.jsonl.gz` (per token: loss and route) beside the router.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from duollm.errors import DuoError
+from duollm.routers.linear import LinearRouter, budget_penalty, load_router, realised, save_router
+from duollm.routing.budget import Budget
+from duollm.routing.route import Choice, format_route
+
+OPTIONS = {"big,small": (Choice.SMALL, Choice.BIG), "big,skip": (Choice.SKIP, Choice.BIG), "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG)}
+
+
+@dataclass
+class RouterTrainCommand:
+    """Train a router (the paper's, or one supervised by the oracle) and calibrate it to the budget."""
+
+    run: str  # run directory (from duollm train)
+    kind: str = "paper"  # paper | supervised
+    budget: str = "0.5"  # fraction of BIG (big,small) or SKIP (big,skip) choices; B,M,S for big,small,skip
+    options: str = "big,small"  # big,small | big,skip | big,small,skip
+    name: str = ""  # saved as RUN/routers/NAME; default KIND-BUDGET (plus the options when not big,small)
+    steps: int = 300  # optimiser steps
+    lr: float = 1e-2  # router learning rate
+    batch_size: int = 16  # windows per step (paper)
+    alpha: float = 10.0  # weight of the budget penalty (paper)
+    beta_max: float = 20.0  # final inverse temperature (paper)
+    train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
+    labels: str = "causal"  # oracle that labels the supervised router: causal | shared
+    label_seqs: int = 64  # training windows labelled by the oracle (supervised)
+    calib_seqs: int = 16  # training windows for budget calibration
+    seq_len: int = 0  # window length; 0 = the run's train.seq_len
+    seed: int = 0
+    json: bool = False  # print one JSON object instead of a line
+
+
+@dataclass
+class RouterEvalCommand:
+    """Perplexity, realised budget and gap recovered of a trained router on held-out text."""
+
+    run: str  # run directory
+    name: str = ""  # router under RUN/routers/; or give --kind and --budget
+    kind: str = "paper"
+    budget: str = "0.5"
+    options: str = "big,small"
+    split: str = ""  # built-in split; default the oracle's (or the run's validation split) ...
+    data: str = ""  # ... or a user's text file, folder or .jsonl
+    seqs: int = 0  # windows; 0 = the oracle's count (or all)
+    seq_len: int = 0  # 0 = the oracle's (or the run's train.seq_len)
+    batch_size: int = 16
+    json: bool = False  # print one JSON object instead of a line
+
+
+def parse_target(budget: str, options: str) -> dict[int, float]:
+    """`0.5` (+ options) → {Choice: fraction} for every option; DuoError when malformed or infeasible."""
+    if options not in OPTIONS:
+        raise DuoError(f"--options must be one of {', '.join(OPTIONS)}, got {options!r}")
+    try:
+        vals = [float(v) for v in budget.split(",")]
+    except ValueError:
+        raise DuoError(f"bad --budget {budget!r}: expected a fraction such as 0.5 (or B,M,S for big,small,skip)") from None
+    if options == "big,small,skip":
+        if len(vals) != 3 or abs(sum(vals) - 1) > 1e-6:
+            raise DuoError(f"--budget for big,small,skip takes three fractions B,M,S summing to 1, got {budget!r}")
+        target = {Choice.BIG: vals[0], Choice.SMALL: vals[1], Choice.SKIP: vals[2]}
+    else:
+        if len(vals) != 1:
+            raise DuoError(f"--budget for {options} takes one fraction, got {budget!r}")
+        counted = Choice.BIG if options == "big,small" else Choice.SKIP
+        other = Choice.SMALL if options == "big,small" else Choice.BIG
+        target = {counted: vals[0], other: 1 - vals[0]}
+    if any(not 0 <= v <= 1 for v in target.values()):
+        raise DuoError(f"--budget fractions must lie in [0, 1], got {budget!r}")
+    return {int(c): v for c, v in target.items()}
+
+
+def exact_budget(target: dict[int, float], options: str, n_layer: int) -> Budget:
+    """The oracle budget with round(fraction · L) counted layers per token."""
+    if options == "big,small":
+        return Budget.exactly_big(round(target[Choice.BIG] * n_layer))
+    if options == "big,skip":
+        return Budget.exactly_skip(round(target[Choice.SKIP] * n_layer))
+    b, s = round(target[Choice.BIG] * n_layer), round(target[Choice.SKIP] * n_layer)
+    return Budget.counts(big=b, small=n_layer - b - s, skip=s)
+
+
+def router_name(kind: str, budget: str, options: str) -> str:
+    return f"{kind}-{budget}" + ("" if options == "big,small" else f"-{options.replace(',', '-')}")
+
+
+def _windows(tokens, n: int, T: int, seed: int) -> torch.Tensor:
+    from duollm.data.corpus import sample_batch
+
+    return sample_batch(tokens, n, T, torch.Generator().manual_seed(seed))  # (n, T)
+
+
+def train_paper(model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool) -> list[float]:
+    """Soft routing with an annealed inverse temperature, CE + α · budget penalty. Returns the logged losses."""
+    from tqdm import tqdm
+
+    from duollm.data.corpus import sample_batch
+
+    dev = next(model.parameters()).device
+    model.requires_grad_(cmd.train_base)
+    groups = [{"params": router.parameters(), "lr": cmd.lr}]
+    if cmd.train_base:
+        groups.append({"params": model.parameters(), "lr": cmd.lr / 10})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cmd.seed)
+    router.soft, losses = True, []
+    for step in tqdm(range(cmd.steps), desc="router", disable=not progress):
+        router.beta.fill_(cmd.beta_max ** (step / max(1, cmd.steps - 1)))  # 1 → beta_max, geometric
+        x = sample_batch(tokens, cmd.batch_size, T + 1, gen).to(dev)  # (B, T+1)
+        probs = []
+
+        def soft(l, u, probs=probs):
+            probs.append(router.probs(l, u))  # (B, T, K)
+            return router.spread(probs[-1])
+
+        out = model(x[:, :-1], router=soft, targets=x[:, 1:])
+        loss = out.loss + cmd.alpha * budget_penalty(probs, router.options, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    router.soft = False
+    model.requires_grad_(False)
+    return losses
+
+
+@torch.no_grad()
+def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer-0 states (N, C) of the predicted tokens and every route's loss for them (N, R), from the oracle."""
+    from duollm.oracle.causal import causal_search
+    from duollm.oracle.search import search_many
+    from duollm.routers.route import layer0_states
+
+    dev = next(model.parameters()).device
+    feats, losses = [], []
+    for i in range(0, len(windows), batch_size):
+        x = windows[i : i + batch_size].to(dev)
+        res = causal_search(model, x, budget, keep=True) if labels == "causal" else search_many(model, x, [budget], keep=True)[0]
+        feats.append(layer0_states(model, x)[:, :-1].flatten(0, 1).float().cpu())  # (b·(T-1), C)
+        losses.append(res.candidates.flatten(0, 1).float().cpu())  # (b·(T-1), R)
+    return torch.cat(feats), torch.cat(losses)
+
+
+def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
+    from duollm.data.corpus import token_array
+    from duollm.eval.evaluate import load_run
+    from duollm.routers.calibrate import calibrate, realised_on
+    from duollm.routers.route import RouteRouter, fit_route_router
+
+    if cmd.kind not in ("paper", "supervised"):
+        raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
+    if cmd.labels not in ("causal", "shared"):
+        raise DuoError(f"--labels must be causal or shared, got {cmd.labels!r}")
+    if cmd.steps < 1 or cmd.label_seqs < 1 or cmd.calib_seqs < 1 or cmd.batch_size < 1:
+        raise DuoError("--steps, --label-seqs, --calib-seqs and --batch-size must be >= 1")
+    target = parse_target(cmd.budget, cmd.options)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, model, tok = load_run(Path(cmd.run), device)
+    model.eval().requires_grad_(False)
+    L, T = cfg.model.n_layer, cmd.seq_len or cfg.train.seq_len
+    exact = exact_budget(target, cmd.options, L)
+    try:
+        exact.check(L)
+    except ValueError as e:
+        raise DuoError(str(e)) from None
+    torch.manual_seed(cmd.seed)
+    tokens = token_array(cfg.data.train, tok)
+    calib = _windows(tokens, cmd.calib_seqs, T, cmd.seed + 1)
+    t0 = time.perf_counter()
+    if cmd.kind == "paper":
+        router = LinearRouter(L, cfg.model.d_model, OPTIONS[cmd.options]).to(device)
+        losses = train_paper(model, router, tokens, target, cmd, T, progress)
+        real = calibrate(model, router, calib, target)
+        fit = {"offset": router.offset.tolist()}
+    else:
+        counted = exact.targets()
+        if any(abs(n / L - target[c]) > 1e-9 for c, n in counted.items()):
+            raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
+        router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
+        feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels)
+        fit = fit_route_router(router, feats.to(device), table.to(device))
+        losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
+        real = realised_on(model, router, calib)
+    name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
+    meta = {
+        "kind": cmd.kind,
+        "name": name,
+        "budget": cmd.budget,
+        "options_flag": cmd.options,
+        "target": {Choice(c).name.lower(): v for c, v in target.items()},
+        "calibration": {"seqs": cmd.calib_seqs, "realized": real, **fit},
+        "train": {"steps": cmd.steps, "first_loss": losses[0], "final_loss": losses[-1], "seconds": round(time.perf_counter() - t0, 1)},
+        "config": {k: v for k, v in vars(cmd).items() if k not in ("run", "json")},
+    }
+    if cmd.kind == "paper":  # a router trained with its base writes the base it needs beside it
+        meta["train_base"] = cmd.train_base
+    save_router(router, Path(cmd.run) / "routers" / name, meta)
+    if cmd.train_base:
+        from safetensors.torch import save_file
+
+        from duollm.train.checkpoint import FORMAT
+
+        folder = Path(cmd.run) / "routers" / name
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / ".model.safetensors.tmp", metadata={"format": FORMAT, "config": "{}"})
+        (folder / ".model.safetensors.tmp").replace(folder / "model.safetensors")
+    return meta
+
+
+def load_named(run: Path, name: str, device: str, model=None):
+    """(router on device, its JSON) from RUN/routers/NAME, with a clear error listing what exists.
+
+    A router trained with `--train-base` keeps the base weights it was trained with beside it (model.safetensors); they are
+    loaded into `model` when one is given."""
+    folder = Path(run) / "routers" / name
+    if not folder.exists():
+        have = sorted(p.name for p in (Path(run) / "routers").glob("*") if p.is_dir()) if (Path(run) / "routers").exists() else []
+        raise DuoError(f"no router {name!r} in {run}/routers (have: {', '.join(have) or 'none'}); train one with `duollm router train`")
+    router, info = load_router(folder)
+    if model is not None and (folder / "model.safetensors").exists():
+        from duollm.train.checkpoint import load_weights
+
+        load_weights(folder, model)
+    return router.to(device).eval(), info
+
+
+def eval_router(cmd: RouterEvalCommand) -> dict:
+    from duollm.data.corpus import eval_windows, token_array
+    from duollm.eval.evaluate import load_run
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, model, tok = load_run(Path(cmd.run), device)
+    name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
+    router, info = load_named(Path(cmd.run), name, device, model)
+    opts = info.get("options_flag", "big,small")
+    summary_file = Path(cmd.run) / "oracle" / opts.replace(",", "-") / "summary.json"
+    oracle = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    source = cmd.data or cmd.split or oracle.get("split") or cfg.data.val
+    same = source == oracle.get("split")
+    T = cmd.seq_len or (oracle["seq_len"] if same else cfg.train.seq_len)
+    n = cmd.seqs or (oracle["seqs"] if same else 0)
+    windows = eval_windows(token_array(source, tok), T)
+    windows = windows[:n] if n else windows
+    losses, routes = [], []
+    with torch.no_grad():
+        for i in range(0, len(windows), cmd.batch_size):
+            x = windows[i : i + cmd.batch_size].to(device)
+            out = model(x, router=router)
+            losses.append(F.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none").cpu())
+            routes.append(out.route[:, :-1].cpu())
+    loss, route = torch.cat(losses), torch.cat(routes)  # (N, T-1), (N, T-1, L)
+    ppl = math.exp(float(loss.double().mean()))
+    target = {k: v for k, v in info["target"].items()}
+    res = {"kind": info["kind"], "name": name, "target": target, "realized": realised(route), "ppl": ppl, "gap_recovered": None}
+    res.update({"split": source, "seqs": len(windows), "seq_len": T, "tokens": int(loss.numel())})
+    k = _budget_label(info, cfg.model.n_layer)
+    row = next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None) if same and windows.shape[1] == oracle.get("seq_len") else None
+    if row and "ppl_oracle_causal" in row:
+        res["k"], res["ppl_fixed"], res["ppl_causal_oracle"] = row["k"], row["ppl_fixed"], row["ppl_oracle_causal"]
+        gap = row["ppl_fixed"] - row["ppl_oracle_causal"]
+        res["gap_recovered"] = (row["ppl_fixed"] - ppl) / gap if gap > 0 else None
+    folder = Path(cmd.run) / "routers" / name
+    tag = Path(source).name
+    (folder / f".eval-{tag}.json.tmp").write_text(json.dumps(res, indent=1) + "\n")
+    (folder / f".eval-{tag}.json.tmp").replace(folder / f"eval-{tag}.json")
+    _write_tokens(folder / f"tokens-{tag}.jsonl.gz", windows, loss, route)
+    return res
+
+
+def _budget_label(info: dict, n_layer: int) -> str:
+    """The oracle budget label a router's target corresponds to (round(fraction · L) counted layers)."""
+    t = info["target"]
+    opts = info.get("options_flag", "big,small")
+    if opts == "big,small":
+        return str(round(t["big"] * n_layer))
+    if opts == "big,skip":
+        return str(round(t["skip"] * n_layer))
+    b, s = round(t["big"] * n_layer), round(t["skip"] * n_layer)
+    return f"{b}/{n_layer - b - s}/{s}"
+
+
+def _write_tokens(path: Path, windows, loss, route) -> None:
+    """Per predicted token: seq, pos, token, loss, route (B/S/- string); written to a temporary name first."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        for n in range(len(windows)):
+            ids = windows[n].tolist()
+            for t in range(loss.shape[1]):
+                f.write(json.dumps({"seq": n, "pos": t, "token": ids[t + 1], "loss": round(float(loss[n, t]), 5), "route": format_route(route[n, t])}) + "\n")
+    tmp.replace(path)
+
+
+def main_train(cmd: RouterTrainCommand) -> None:
+    meta = train_router(cmd, progress=not cmd.json)
+    if cmd.json:
+        print(json.dumps(meta))
+        return
+    r, t = meta["calibration"]["realized"], meta["train"]
+    print(
+        f"router {meta['name']}: loss {t['first_loss']:.4f} → {t['final_loss']:.4f} in {t['steps']} steps ({t['seconds']} s); "
+        f"calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
+    )
+
+
+def main_eval(cmd: RouterEvalCommand) -> None:
+    res = eval_router(cmd)
+    if cmd.json:
+        print(json.dumps(res))
+        return
+    r = res["realized"]
+    gap = f", gap recovered {res['gap_recovered']:.3f}" if res["gap_recovered"] is not None else ""
+    print(f"router {res['name']} on {res['split']} ({res['tokens']} tokens): ppl {res['ppl']:.2f}{gap}; realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}")
+
