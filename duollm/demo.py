@@ -5,7 +5,8 @@
 2. held-out perplexity of all-big, all-small and random routing, and a unigram floor;
 3. the oracle sweep on the first `--oracle-seqs` held-out windows: exactly k BIG layers for k = 0..L and
    unconstrained, shared and causal oracles, fixed and random best-of-N; and the big/skip sweep;
-4. token difficulty against the unconstrained shared oracle, and `RUN/report/report.html`.
+4. the paper router and the oracle-supervised router at half the layers BIG, scored beside the oracles;
+5. token difficulty against the unconstrained shared oracle, and `RUN/report/report.html`.
 Prints the ppl-vs-budget table. On a 2-core CPU it finishes in under five minutes (README records a run).
 """
 
@@ -26,7 +27,8 @@ class DemoCommand:
     out: str = ""  # run directory; default runs/demo-<date>-<time>
     steps: int = 0  # training steps; 0 = the tiny preset's
     oracle_seqs: int = 32  # held-out windows searched by the oracles
-    random: int = 20  # N of the random best-of-N baseline
+    random: int = 10  # N of the random best-of-N baseline
+    router_steps: int = 100  # optimiser steps of the paper router
     json: bool = False  # print one JSON object instead of the table
     overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "2"}
 
@@ -40,6 +42,7 @@ def run_demo(cmd: DemoCommand) -> dict:
     from duollm.eval.policy import parse_policy
     from duollm.oracle.command import OracleCommand, run_oracle
     from duollm.train.loop import TrainCommand, resolve, train
+    from duollm.train.router import RouterEvalCommand, RouterTrainCommand, eval_router, train_router
 
     t0 = time.perf_counter()
     out = Path(cmd.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
@@ -56,6 +59,11 @@ def run_demo(cmd: DemoCommand) -> dict:
         run_oracle(OracleCommand(run=str(out), options=opts, mode=mode, random=cmd.random, seqs=cmd.oracle_seqs), progress=not cmd.json)
         for opts, mode in (("big,small", "causal"), ("big,skip", "shared"))
     )
+    routers = {}
+    for kind in ("paper", "supervised"):
+        rc = RouterTrainCommand(run=str(out), kind=kind, budget="0.5", steps=cmd.router_steps, batch_size=8, label_seqs=32)
+        train_router(rc, progress=not cmd.json)
+        routers[kind] = eval_router(RouterEvalCommand(run=str(out), kind=kind, budget="0.5"))
     table = read_table(out, "big,small")
     write_summary(out, measure(table))
     report = build_report(str(out))
@@ -68,6 +76,7 @@ def run_demo(cmd: DemoCommand) -> dict:
         "train": trained,
         "oracle": oracle,
         "oracle_skip": skip,
+        "routers": routers,
         "report": report["report"],
     }
     (out / "demo.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -91,6 +100,11 @@ def main(cmd: DemoCommand) -> None:
         f"\noracles on the first {o['seqs']} windows ({o['tokens']:,} tokens) of a {o['n_layer']}-layer model (the paper's 12-layer study runs on a GPU):"
     )
     print(format_table(o))
+    print("\nrouters at half the layers BIG (gap recovered = (fixed - router) / (fixed - causal oracle)):")
+    print("| router | ppl | realised big | gap recovered |\n|---|---|---|---|")
+    for kind, r in res["routers"].items():
+        gap = f"{r['gap_recovered']:.3f}" if r["gap_recovered"] is not None else "-"
+        print(f"| {kind} | {r['ppl']:.2f} | {r['realized']['big']:.3f} | {gap} |")
     print(f"\nreport: {res['report']}")
     t = res["train"]
     print(f"\ntrained {t['steps']} steps at {t['tokens_per_s']:,.0f} tokens/s; total {res['seconds']:.0f} s; run in {res['run']}")

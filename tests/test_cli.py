@@ -59,12 +59,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         "--train.batch_size=4",
     ]
     demo = tmp_path / "demo"
-    code, out, err = run(capsys, "demo", "--out", str(demo), "--steps", "3", "--oracle-seqs", "3", "--random", "2", "--json", *small)
+    code, out, err = run(
+        capsys, "demo", "--out", str(demo), "--steps", "3", "--oracle-seqs", "3", "--random", "2", "--router-steps", "2", "--json", *small
+    )
     assert code == 0, err
     res = json.loads(out)
     assert set(res["ppl"]) == {"all-big", "all-small", "random:0.5", "unigram"} and res["seconds"] > 0
     assert [b["k"] for b in res["oracle"]["budgets"]] == [0, 1, 2, "free"] and res["oracle"]["modes"] == ["shared", "causal"]
     assert res["oracle_skip"]["options"] == "big,skip"
+    assert set(res["routers"]) == {"paper", "supervised"} and res["routers"]["supervised"]["gap_recovered"] is not None
     for f in ("oracle/big-small/tokens.jsonl.gz", "oracle/big-skip/summary.json", "difficulty/summary.json", "report/report.html"):
         assert (demo / f).exists(), f
 

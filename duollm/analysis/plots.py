@@ -12,6 +12,8 @@ from duollm.analysis.table import LETTERS
 
 CHOICE_COLORS = ("#d9d9d9", "#8ecae6", "#d95f02")  # skip, small, big
 CHOICE_NAMES = ("skip", "small", "big")
+# kind → (marker, color, filled); others a gray "P". Hollow diamonds leave a star at the same point visible
+ROUTER_MARKERS = {"paper": ("*", "#e7298a", True), "supervised": ("D", "#7570b3", False)}
 
 
 def tick_text(text: str, width: int = 10) -> str:
@@ -21,8 +23,9 @@ def tick_text(text: str, width: int = 10) -> str:
     return text.replace("$", r"\$")
 
 
-def plot_ppl(summary: dict, ax):
-    """Perplexity against integer budgets: the oracles, fixed, best-of-N random, and all-big/all-small lines."""
+def plot_ppl(summary: dict, ax, routers: list[dict] = ()):
+    """Perplexity against integer budgets: the oracles, fixed, best-of-N random, and all-big/all-small lines;
+    plus learned routers, `{"x": layers per token, "ppl", "kind"}` each, one marker style per kind."""
     rows = sorted((r for r in summary["budgets"] if isinstance(r["k"], int)), key=lambda r: r["k"])
     ks = [r["k"] for r in rows]
     for key, label, style in (
@@ -34,6 +37,11 @@ def plot_ppl(summary: dict, ax):
         pts = [(k, r[key]) for k, r in zip(ks, rows, strict=True) if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), style, label=label, markersize=4)
+    for kind in dict.fromkeys(r["kind"] for r in routers):  # kinds in order of appearance, one legend entry each
+        marker, color, filled = ROUTER_MARKERS.get(kind, ("P", "#666666", True))
+        pts = [(r["x"], r["ppl"]) for r in routers if r["kind"] == kind]
+        style = {"markersize": 11} if filled else {"markersize": 12, "markerfacecolor": "none", "markeredgewidth": 1.8}
+        ax.plot(*zip(*pts, strict=True), marker, color=color, ls="none", label=f"{kind} router", zorder=3, **style)
     ax.axhline(summary["ppl_all_big"], color="k", lw=1, label="all-big")
     ax.axhline(summary["ppl_all_small"], color="gray", lw=1, ls="--", label="all-small")
     ppls = [r[k] for r in rows for k in ("ppl_oracle_shared", "ppl_fixed") if r.get(k)] + [summary["ppl_all_big"]]

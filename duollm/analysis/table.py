@@ -92,7 +92,7 @@ def read_summary(run: str | Path, options: str = "big,small") -> dict:
     return s
 
 
-def _read_rows(path: Path, redo: str) -> list[dict]:
+def read_rows(path: Path, redo: str) -> list[dict]:
     if not path.is_file():
         raise DuoError(f"{path} not found: {redo} first")
     rows = []
@@ -110,6 +110,20 @@ def _read_rows(path: Path, redo: str) -> list[dict]:
     if not rows:
         raise DuoError(f"{path} holds no rows; {redo} again")
     return rows
+
+
+def grid(rows: list[dict], path: Path, redo: str) -> tuple[list[dict], int, int]:
+    """The rows in seq-major order and the grid's N windows x P positions; DuoError unless they fill it once."""
+    try:
+        seq = np.array([r["seq"] for r in rows], dtype=np.int64)  # (R,)
+        pos = np.array([r["pos"] for r in rows], dtype=np.int64)  # (R,)
+    except (KeyError, TypeError, ValueError):
+        raise DuoError(f"{path}: every row needs integer seq and pos; {redo} again") from None
+    N, P = int(seq.max()) + 1, int(pos.max()) + 1
+    slot = seq * P + pos  # (R,) flat index of each row in the (N, T-1) grid
+    if seq.min() < 0 or pos.min() < 0 or len(rows) != N * P or np.unique(slot).size != len(rows):
+        raise DuoError(f"{path}: rows do not form a full (seq, pos) grid of {N} x {P}; {redo} again")
+    return [rows[i] for i in np.argsort(slot)], N, P
 
 
 def parse_routes(strings: list[str], n_layer: int) -> np.ndarray:
@@ -135,18 +149,9 @@ def read_table(run: str | Path, options: str = "big,small") -> OracleTable:
     summary = read_summary(run, options)
     folder, redo = oracle_folder(run, options), _redo(run, options)
     path = folder / "tokens.jsonl.gz"
-    rows = _read_rows(path, redo)
+    rows = read_rows(path, redo)
     L = int(summary["n_layer"])
-    try:
-        seq = np.array([r["seq"] for r in rows], dtype=np.int64)  # (R,)
-        pos = np.array([r["pos"] for r in rows], dtype=np.int64)  # (R,)
-    except (KeyError, TypeError, ValueError):
-        raise DuoError(f"{path}: every row needs integer seq and pos; {redo} again") from None
-    N, P = int(seq.max()) + 1, int(pos.max()) + 1
-    slot = seq * P + pos  # (R,) flat index of each row in the (N, T-1) grid
-    if seq.min() < 0 or pos.min() < 0 or len(rows) != N * P or np.unique(slot).size != len(rows):
-        raise DuoError(f"{path}: rows do not form a full (seq, pos) grid of {N} x {P}; {redo} again")
-    rows = [rows[i] for i in np.argsort(slot)]  # seq-major order
+    rows, N, P = grid(rows, path, redo)
     loss_cols = [k for k in rows[0] if k.startswith("loss/")]
     route_cols = [k for k in rows[0] if k.startswith("route/")]
     try:

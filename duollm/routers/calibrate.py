@@ -27,7 +27,9 @@ def realised_on(model: DuoLM, router: LinearRouter, windows: Tensor, batch_size:
 
 
 @torch.no_grad()
-def calibrate(model: DuoLM, router: LinearRouter, windows: Tensor, target: dict[int, float], iters: int = 16, rounds: int = 3) -> dict[str, float]:
+def calibrate(
+    model: DuoLM, router: LinearRouter, windows: Tensor, target: dict[int, float], iters: int = 16, rounds: int = 3
+) -> dict[str, float]:
     """Set `router.offset` so that each constrained choice's realised fraction meets `target`; returns the fractions."""
     from duollm.routing.route import Choice
 

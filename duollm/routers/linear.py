@@ -62,6 +62,7 @@ class LinearRouter(nn.Module):
         """Option probabilities (B, T, K) → weights over all choices (B, T, 3), zero where not an option."""
         return p.new_zeros(*p.shape[:-1], N_CHOICES).index_copy(-1, self.choices.long(), p)
 
+
 def save_router(router: nn.Module, folder: Path, meta: dict) -> None:
     """`folder/router.safetensors` + `folder/router.json`, written to temporary names, then renamed."""
     from safetensors.torch import save_file

@@ -78,4 +78,9 @@ def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout
     best = min(scores, key=scores.get)
     router.fit(feats, losses, best)
     fixed = float(losses[n:, losses[:n].mean(0).argmin()].mean())  # the fixed route of the fit part, on the held-out part
-    return {"ridge": best, "holdout_loss": scores[best], "holdout_fixed_loss": fixed, "ridge_scores": {str(k): v for k, v in scores.items()}}
+    return {
+        "ridge": best,
+        "holdout_loss": scores[best],
+        "holdout_fixed_loss": fixed,
+        "ridge_scores": {str(k): v for k, v in scores.items()},
+    }

@@ -39,7 +39,11 @@ from duollm.routers.linear import LinearRouter, budget_penalty, load_router, rea
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice, format_route
 
-OPTIONS = {"big,small": (Choice.SMALL, Choice.BIG), "big,skip": (Choice.SKIP, Choice.BIG), "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG)}
+OPTIONS = {
+    "big,small": (Choice.SMALL, Choice.BIG),
+    "big,skip": (Choice.SKIP, Choice.BIG),
+    "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG),
+}
 
 
 @dataclass
@@ -125,7 +129,9 @@ def _windows(tokens, n: int, T: int, seed: int) -> torch.Tensor:
     return sample_batch(tokens, n, T, torch.Generator().manual_seed(seed))  # (n, T)
 
 
-def train_paper(model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool) -> list[float]:
+def train_paper(
+    model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool
+) -> list[float]:
     """Soft routing with an annealed inverse temperature, CE + α · budget penalty. Returns the logged losses."""
     from tqdm import tqdm
 
@@ -236,7 +242,11 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         from duollm.train.checkpoint import FORMAT
 
         folder = Path(cmd.run) / "routers" / name
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / ".model.safetensors.tmp", metadata={"format": FORMAT, "config": "{}"})
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            folder / ".model.safetensors.tmp",
+            metadata={"format": FORMAT, "config": "{}"},
+        )
         (folder / ".model.safetensors.tmp").replace(folder / "model.safetensors")
     return meta
 
@@ -288,7 +298,11 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     res = {"kind": info["kind"], "name": name, "target": target, "realized": realised(route), "ppl": ppl, "gap_recovered": None}
     res.update({"split": source, "seqs": len(windows), "seq_len": T, "tokens": int(loss.numel())})
     k = _budget_label(info, cfg.model.n_layer)
-    row = next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None) if same and windows.shape[1] == oracle.get("seq_len") else None
+    row = (
+        next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None)
+        if same and windows.shape[1] == oracle.get("seq_len")
+        else None
+    )
     if row and "ppl_oracle_causal" in row:
         res["k"], res["ppl_fixed"], res["ppl_causal_oracle"] = row["k"], row["ppl_fixed"], row["ppl_oracle_causal"]
         gap = row["ppl_fixed"] - row["ppl_oracle_causal"]
@@ -320,7 +334,12 @@ def _write_tokens(path: Path, windows, loss, route) -> None:
         for n in range(len(windows)):
             ids = windows[n].tolist()
             for t in range(loss.shape[1]):
-                f.write(json.dumps({"seq": n, "pos": t, "token": ids[t + 1], "loss": round(float(loss[n, t]), 5), "route": format_route(route[n, t])}) + "\n")
+                f.write(
+                    json.dumps(
+                        {"seq": n, "pos": t, "token": ids[t + 1], "loss": round(float(loss[n, t]), 5), "route": format_route(route[n, t])}
+                    )
+                    + "\n"
+                )
     tmp.replace(path)
 
 
@@ -343,5 +362,6 @@ def main_eval(cmd: RouterEvalCommand) -> None:
         return
     r = res["realized"]
     gap = f", gap recovered {res['gap_recovered']:.3f}" if res["gap_recovered"] is not None else ""
-    print(f"router {res['name']} on {res['split']} ({res['tokens']} tokens): ppl {res['ppl']:.2f}{gap}; realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}")
-
+    print(
+        f"router {res['name']} on {res['split']} ({res['tokens']} tokens): ppl {res['ppl']:.2f}{gap}; realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
+    )

@@ -1,5 +1,5 @@
-"""A hand-made run directory: the files `duollm oracle` writes, with known values, and no model.
-2 windows x 6 predicted positions, 4 layers. Run: pytest tests/analysis"""
+"""A hand-made run directory: the files `duollm oracle` and `duollm router train/eval` write, with known values,
+and no model. 2 windows x 6 predicted positions, 4 layers. Run: pytest tests/analysis"""
 
 import gzip
 import json
@@ -77,10 +77,75 @@ def write_oracle(run: Path, options: str, modes: tuple[str, ...] = ("shared", "c
     return folder
 
 
+PAPER_LOSS = SMALL - 0.3 * GAIN  # (2, 6) loss of the paper router: between fixed and the causal oracle at k = 2
+SUPERVISED_LOSS = SMALL - 0.4 * GAIN  # (2, 6) and of the supervised one
+PAPER_ROUTES = [["BBSS"] * 6, ["BSSS"] * 6]  # seq 0 takes 2 BIG layers, seq 1 one: realised big 0.375
+SUPERVISED_ROUTES = [[rotated(2, n, t, "B", "S") for t in range(6)] for n in range(2)]  # the shared oracle's k = 2 routes
+
+
+def realized(routes: list[list[str]]) -> dict[str, float]:
+    letters = "".join("".join(r) for r in routes)
+    return {name: letters.count(c) / len(letters) for name, c in (("big", "B"), ("small", "S"), ("skip", "-"))}
+
+
+def write_router(
+    run: Path,
+    name: str,
+    kind: str,
+    target: dict[str, float],
+    loss: np.ndarray | None = None,
+    routes: list[list[str]] | None = None,
+    options: str = "big,small",
+    split: str = "synthetic-val",
+    config: dict | None = None,
+) -> Path:
+    """RUN/routers/NAME/router.json as `duollm router train` writes it and, given a loss (2, 6) and routes [2][6],
+    eval-<split>.json and tokens-<split>.jsonl.gz as `duollm router eval` writes them (against the oracle's k row
+    when the split is the oracle's)."""
+    folder = run / "routers" / name
+    folder.mkdir(parents=True)
+    budget = str(target["skip" if options == "big,skip" else "big"])
+    info = {"class": "linear" if kind == "paper" else "route", "kind": kind, "name": name, "budget": budget, "options_flag": options}
+    info.update(
+        {
+            "target": target,
+            "calibration": {"seqs": 16, "realized": target},
+            "train": {"steps": 100, "first_loss": 4.0, "final_loss": 3.0, "seconds": 1.5},
+        }
+    )
+    info.update({"config": {"kind": kind, "budget": budget, "options": options, "name": "", "steps": 100, **(config or {})}})
+    info.update({"options": options.split(",")[::-1], "n_layer": L, "d_model": 8})
+    (folder / "router.json").write_text(json.dumps(info, indent=1))
+    if loss is None:
+        return folder
+    rows = [
+        {"seq": n, "pos": t, "token": 10 * n + t, "loss": round(float(loss[n, t]), 5), "route": routes[n][t]}
+        for n in range(2)
+        for t in range(6)
+    ]
+    with gzip.open(folder / f"tokens-{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    ppl = math.exp(float(np.mean([r["loss"] for r in rows])))
+    res = {"kind": kind, "name": name, "target": target, "realized": realized(routes), "ppl": ppl, "gap_recovered": None}
+    res.update({"split": split, "seqs": 2, "seq_len": 7, "tokens": 12})
+    summary = run / "oracle" / options.replace(",", "-") / "summary.json"
+    s = json.loads(summary.read_text()) if summary.is_file() else {}
+    k = str(round(target["skip" if options == "big,skip" else "big"] * L))
+    row = next((b for b in s.get("budgets", []) if str(b["k"]) == k), None) if split == s.get("split") else None
+    if row and "ppl_oracle_causal" in row:
+        res.update({"k": row["k"], "ppl_fixed": row["ppl_fixed"], "ppl_causal_oracle": row["ppl_oracle_causal"]})
+        res["gap_recovered"] = (row["ppl_fixed"] - ppl) / (row["ppl_fixed"] - row["ppl_oracle_causal"])
+    (folder / f"eval-{split}.json").write_text(json.dumps(res, indent=1))
+    return folder
+
+
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
-    """A run with big,small (shared and causal oracles) and big,skip (shared only) results."""
+    """A run with big,small (shared and causal oracles) and big,skip (shared only) results, and two big,small
+    routers at budget 0.5 (k = 2 of 4 BIG layers), both evaluated on the oracle's windows."""
     run = tmp_path / "run"
     write_oracle(run, "big,small")
     write_oracle(run, "big,skip", modes=("shared",))
+    write_router(run, "paper-0.5", "paper", {"big": 0.5, "small": 0.5}, PAPER_LOSS, PAPER_ROUTES)
+    write_router(run, "supervised-0.5", "supervised", {"big": 0.5, "small": 0.5}, SUPERVISED_LOSS, SUPERVISED_ROUTES)
     return run

@@ -12,7 +12,8 @@ from duollm.cli import main
 
 from .conftest import write_oracle
 
-ALL = ["ppl-big-small.png", "ppl-big-skip.png", "usage-big-small.png", "skip-map.png", "routes-seq0.png", "difficulty.png"]
+ORACLE = ["ppl-big-small.png", "ppl-big-skip.png", "usage-big-small.png", "skip-map.png", "routes-seq0.png"]
+ALL = [*ORACLE, "routers-usage.png", "routers-seq0.png", "difficulty.png"]
 
 
 def report(capsys, run):
@@ -35,9 +36,10 @@ def test_report_writes_page_and_figures(run_dir, capsys):
     assert "3&gt;1" in page and "&lt;ran&gt;" in page and "<ran>" not in page  # escaped labels and token text
     assert "duollm oracle --run" in page and "--budgets &#x27;0-4,free,3&gt;1&#x27;" in page
     assert "duollm difficulty --run" in page and "duollm report --run" in page
+    assert "duollm router train --run" in page and "duollm router eval --run" in page
     assert "synthetic-val" in page and 'class="note"' not in page
     report(capsys, run_dir)  # again: the new folder replaces the old one
-    assert sorted(p.name for p in run_dir.iterdir()) == ["oracle", "report"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["oracle", "report", "routers"]
 
 
 def test_missing_data_leaves_notes(tmp_path, capsys):
@@ -48,6 +50,16 @@ def test_missing_data_leaves_notes(tmp_path, capsys):
     page = Path(res["report"]).read_text()
     assert page.count("no big,small oracle: run `duollm oracle --run RUN --options big,small`") == 2
     assert "no difficulty:" in page
+
+
+def test_report_without_routers(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_oracle(run, "big,small")
+    res = report(capsys, run)
+    assert res["figures"] == [*ORACLE[:1], *ORACLE[2:3], *ORACLE[4:], "difficulty.png"]
+    page = Path(res["report"]).read_text()
+    assert "<h2>Learned routers</h2>" in page and "no routers: train one with `duollm router train --run RUN" in page
+    assert "routers: none" in page and "duollm router" not in page.split("<pre>")[1].split("</pre>")[0]
 
 
 def test_report_follows_difficulty_settings(run_dir, capsys):

@@ -37,7 +37,21 @@ def test_train_and_eval_both_kinds(run_dir, capsys):
         assert (run_dir / "routers" / meta["name"] / "eval-synthetic-val.json").exists()
     sup = json.loads((run_dir / "routers" / "supervised-0.5" / "eval-synthetic-val.json").read_text())
     assert sup["realized"]["big"] == 0.5  # exact budgets: one BIG layer of two, every token
-    code, out, err = cli(capsys, "eval", "--run", str(run_dir), "--policy", "router:supervised-0.5", "--split", "synthetic-val", "--seq-len", "12", "--max-tokens", "48", "--json")
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "--run",
+        str(run_dir),
+        "--policy",
+        "router:supervised-0.5",
+        "--split",
+        "synthetic-val",
+        "--seq-len",
+        "12",
+        "--max-tokens",
+        "48",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["ppl"] == pytest.approx(sup["ppl"], rel=1e-4)
 
@@ -55,5 +69,9 @@ def test_train_and_eval_both_kinds(run_dir, capsys):
     ],
 )
 def test_bad_input(run_dir, capsys, argv, match):
-    code, _, err = cli(capsys, *argv[:2], "--run", str(run_dir), *argv[2:]) if argv[0] == "router" else cli(capsys, argv[0], "--run", str(run_dir), *argv[1:])
+    code, _, err = (
+        cli(capsys, *argv[:2], "--run", str(run_dir), *argv[2:])
+        if argv[0] == "router"
+        else cli(capsys, argv[0], "--run", str(run_dir), *argv[1:])
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
