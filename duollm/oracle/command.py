@@ -60,6 +60,7 @@ class OracleCommand:
     max_routes: int = 5000  # refuse a search over more routes than this
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU)
     seed: int = 0  # random baseline
+    out: str = ""  # result folder; default RUN/oracle/<options> (e.g. RUN/oracle-code/big-small for another split)
     json: bool = False  # print one JSON object instead of a table
 
 
@@ -193,7 +194,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     )
     summary = _summary(cmd, res, budgets, modes, extra)
     if d.is_main:
-        save(Path(cmd.run) / "oracle" / cmd.options.replace(",", "-"), summary, res, windows, tok)
+        save(Path(cmd.out) if cmd.out else Path(cmd.run) / "oracle" / cmd.options.replace(",", "-"), summary, res, windows, tok)
     distributed.shutdown(d)
     return summary
 

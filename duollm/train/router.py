@@ -83,6 +83,7 @@ class RouterEvalCommand:
     seqs: int = 0  # windows; 0 = the oracle's count (or all)
     seq_len: int = 0  # 0 = the oracle's (or the run's train.seq_len)
     batch_size: int = 16
+    oracle: str = ""  # oracle folder to compare with; default RUN/oracle/<options>
     json: bool = False  # print one JSON object instead of a line
 
 
@@ -277,7 +278,9 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
     router, info = load_named(Path(cmd.run), name, device, model)
     opts = info.get("options_flag", "big,small")
-    summary_file = Path(cmd.run) / "oracle" / opts.replace(",", "-") / "summary.json"
+    summary_file = (Path(cmd.oracle) if cmd.oracle else Path(cmd.run) / "oracle" / opts.replace(",", "-")) / "summary.json"
+    if cmd.oracle and not summary_file.exists():
+        raise DuoError(f"--oracle {cmd.oracle} holds no summary.json; run `duollm oracle --out {cmd.oracle}` first")
     oracle = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     source = cmd.data or cmd.split or oracle.get("split") or cfg.data.val
     same = source == oracle.get("split")

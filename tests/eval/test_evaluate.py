@@ -26,7 +26,7 @@ def test_parse_policies():
         ("random:x", "bad policy"),
         ("random:0.5,0.6,0", "sum to 1"),
         ("fastest", "unknown policy"),
-        ("router:paper", "not available"),
+        ("router:paper", "names a router of a run"),
     ],
 )
 def test_bad_policies(text, match):

@@ -75,3 +75,40 @@ def test_bad_input(run_dir, capsys, argv, match):
         else cli(capsys, argv[0], "--run", str(run_dir), *argv[1:])
     )
     assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_other_split_through_out_and_oracle(run_dir, capsys, tmp_path):
+    """An oracle on another split goes to its own folder (--out), and router eval compares against it (--oracle)."""
+    other = tmp_path / "oracle-other"
+    code, _, err = cli(
+        capsys,
+        "oracle",
+        "--run",
+        str(run_dir),
+        "--split",
+        "synthetic",
+        "--mode",
+        "causal",
+        "--seqs",
+        "3",
+        "--seq-len",
+        "12",
+        "--random",
+        "0",
+        "--out",
+        str(other),
+    )
+    assert code == 0, err
+    assert (other / "summary.json").exists() and json.loads((run_dir / "oracle" / "big-small" / "summary.json").read_text())[
+        "split"
+    ] == "synthetic-val"
+    code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--name", "s", "--label-seqs", "2", *SMALL)
+    assert code == 0, err
+    code, out, err = cli(
+        capsys, "router", "eval", "--run", str(run_dir), "--name", "s", "--split", "synthetic", "--oracle", str(other), "--json"
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["split"] == "synthetic" and res["tokens"] == 3 * 11 and res["gap_recovered"] is not None
+    code, _, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "s", "--oracle", str(tmp_path / "none"))
+    assert code == 2 and "holds no summary.json" in err
