@@ -21,7 +21,7 @@ import torch
 
 from duollm.model.transformer import DuoLM
 from duollm.oracle.causal import causal_search
-from duollm.oracle.search import head_loss, search_many, walk_flops
+from duollm.oracle.search import route_loss, search_many, walk_flops
 from duollm.presets import model_config
 from duollm.routing.budget import Budget
 
@@ -55,14 +55,9 @@ def clock(fn):
     return time.perf_counter() - t0, out
 
 
-@torch.no_grad()
 def naive(x, route):
     """One plain forward with a static route, then the same head as the walk."""
-    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
-    h = model.embed(x)
-    for j, blk in enumerate(model.blocks):
-        h = blk(h, route[j], cos, sin)
-    return head_loss(model, h, x)
+    return route_loss(model, x, route)
 
 
 free = Budget.free().routes(L)  # (2^L, L)

@@ -37,6 +37,10 @@ def init(device: str = "auto") -> Dist:
         raise DuoError("train.device is cuda but no CUDA GPU is available; use auto or cpu")
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     dev = f"cuda:{local}" if use_cuda else "cpu"
+    if use_cuda and local >= torch.cuda.device_count():
+        raise DuoError(
+            f"process {local} of this machine needs a GPU, but only {torch.cuda.device_count()} are visible; start fewer processes"
+        )
     if use_cuda:
         torch.cuda.set_device(local)
     if world > 1 and not dist.is_initialized():

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM
-from duollm.oracle.search import token_loss
+from duollm.oracle.search import route_loss
 from duollm.routing.budget import Budget, Schedule, per_position
 
 
@@ -49,7 +49,7 @@ def random_best_of_n(model: DuoLM, ids: Tensor, budget: Budget | Schedule, n: in
     best, means = None, []
     for _ in range(n):
         route = draw_routes(budget, model.cfg.n_layer, B, T, gen)  # (B, T, L)
-        loss = token_loss(model(ids, route=route).logits, ids)  # (B, T-1)
+        loss = route_loss(model, ids, route)  # (B, T-1)
         means.append(float(loss.double().mean()))
         if best is None or means[-1] < best[0]:
             best = (means[-1], loss, route)

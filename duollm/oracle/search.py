@@ -25,7 +25,7 @@ from torch import Tensor
 from duollm.model.transformer import DuoLM
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.cost import CostTable, route_cost
-from duollm.routing.route import N_CHOICES
+from duollm.routing.route import N_CHOICES, check_route
 
 
 @dataclass
@@ -68,7 +68,9 @@ def _fused_nll(h: Tensor, norm_w: Tensor, eps: float, emb_w: Tensor, ids: Tensor
 
 @functools.cache
 def _compiled_nll():
-    return torch.compile(_fused_nll)
+    # static shapes: a search sees one or two chunk shapes; dynamic ones hit an inductor assertion on torch 2.11
+    # when the vocabulary is odd (257)
+    return torch.compile(_fused_nll, dynamic=False)
 
 
 def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
@@ -81,6 +83,20 @@ def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
         n, fn = model.norm, _compiled_nll()
         return torch.cat([fn(h[i : i + step], n.weight, n.eps, model.embed.weight, ids[i : i + step]) for i in range(0, B, step)])
     return torch.cat([token_loss(model.head(h[i : i + step]), ids[i : i + step]) for i in range(0, B, step)])
+
+
+@torch.no_grad()
+def route_loss(model: DuoLM, ids: Tensor, route: Tensor) -> Tensor:
+    """Next-token loss (B, T-1) of a plain forward with `route` ((L,) or (B, T, L)), through the same head as
+    the tree walk (`head_loss`), so that a route's loss here and at a leaf of the walk agree to the last bit."""
+    T, L = ids.shape[1], model.cfg.n_layer
+    check_route(route, L, tuple(ids.shape))
+    route = route.to(ids.device) if route.dim() == 3 else route.cpu()
+    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
+    h = model.embed(ids)
+    for j, blk in enumerate(model.blocks):
+        h = blk(h, route[..., j], cos, sin)
+    return head_loss(model, h, ids)
 
 
 def walk_flops(routes: Tensor, table: CostTable) -> tuple[float, float]:
@@ -205,7 +221,7 @@ def _shared_schedule(model: DuoLM, ids: Tensor, schedule: Schedule) -> SearchRes
         loss[:, at], route[:, at] = r.loss[:, at], r.route[:, at]
         fixed[at] = r.routes[r.route_pos_totals[:, at].sum(1).argmin()]
     full = torch.cat([fixed, fixed[-1:]]).expand(ids.shape[0], -1, -1)  # (B, T, L): the last token's route is unused
-    fixed_loss = token_loss(model(ids, route=full).logits, ids)
+    fixed_loss = route_loss(model, ids, full)
     return SearchResult(loss, route, fixed, fixed_loss, max(r.n_routes for r in res.values()))
 
 

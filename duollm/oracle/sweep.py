@@ -26,7 +26,7 @@ from torch import Tensor
 from duollm.model.transformer import DuoLM
 from duollm.oracle.baselines import draw_routes
 from duollm.oracle.causal import causal_search
-from duollm.oracle.search import search_many, token_loss
+from duollm.oracle.search import route_loss, search_many
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.route import Choice
 
@@ -85,7 +85,7 @@ def sweep(
         parts = []
         for i, x in enumerate(batches):
             x = x.to(dev)
-            parts.append(token_loss(model(x, route=route_of(i, x)).logits, x).cpu())
+            parts.append(route_loss(model, x, route_of(i, x)).cpu())
             tick(x[:, 1:].numel())
         return torch.cat(parts) if parts else torch.empty(0, T - 1)
 

@@ -46,7 +46,7 @@ class RouteRouter(nn.Module):
             self.weight.zero_(), self.bias.copy_(mu_y)
             return
         X, Y = (feats - mu_x).double(), (losses - mu_y).double()
-        W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y)  # (C, R)
+        W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype, device=X.device), X.T @ Y)  # (C, R)
         self.weight.copy_(W.float())
         self.bias.copy_((mu_y.double() - mu_x.double() @ W).float())
 

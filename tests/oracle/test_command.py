@@ -74,7 +74,7 @@ def test_bad_input(run_dir, capsys, argv, match):
 def test_torchrun_shards_match_one_process(run_dir, tmp_path):
     """2 gloo ranks, each with a block of the windows, write the same table as one process.
     (`--` keeps torchrun's own parser off `--run`, which it would take for an abbreviation of `--run-path`.)"""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on the CPU, also on a GPU machine
     args = ["-m", "duollm", "--", "oracle", "--run", str(run_dir), "--budgets", "1,free", "--mode", "causal", "--json", *SMALL]
     one = subprocess.run([sys.executable, *[a for a in args if a != "--"]], capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-2000:]
