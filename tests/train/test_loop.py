@@ -3,6 +3,7 @@ Run: pytest tests/train/test_loop.py"""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -67,7 +68,7 @@ def test_random_route_probabilities():
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun with gloo: 2 ranks × 4 sequences take the same steps as 1 process × 8 sequences."""
     common = ["--preset", "debug", "--steps", "4", "--json", "--train.log_every=1", "--train.device=cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     one = subprocess.run(
         [sys.executable, "-m", "duollm", "train", "--out", str(tmp_path / "one"), *common, "--train.batch_size=8"],
         capture_output=True,
@@ -75,7 +76,10 @@ def test_ddp_two_processes_match_one(tmp_path):
         env=env,
     )
     assert one.returncode == 0, one.stderr
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "duollm", "train"]
+    with socket.socket() as sock:  # a free port, so that concurrent runs do not collide
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "-m", "duollm", "train"]
     two = subprocess.run([*cmd, "--out", str(tmp_path / "two"), *common, "--train.batch_size=4"], capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-2000:]
     a = [m["loss"] for m in read_metrics(tmp_path / "one" / "metrics.jsonl")]
