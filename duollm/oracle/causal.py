@@ -55,13 +55,14 @@ def _attend(blk, x: Tensor, k_cache: Tensor, v_cache: Tensor, t: int, cos: Tenso
     q = apply_rope(at.q(x).view(N, B, at.nh, at.hs).permute(1, 2, 0, 3), cos, sin)  # (B, nh, N, hs)
     k = apply_rope(at.k(x).view(N, B, at.nkv, at.hs).permute(1, 2, 0, 3), cos, sin)  # (B, nkv, N, hs)
     v = at.v(x).view(N, B, at.nkv, at.hs).permute(1, 2, 0, 3)  # (B, nkv, N, hs)
-    kc = k_cache[:, :, :t].repeat_interleave(h, dim=1)  # (B, nh, t, hs)
-    vc = v_cache[:, :, :t].repeat_interleave(h, dim=1)
-    ks, vs = k.repeat_interleave(h, dim=1), v.repeat_interleave(h, dim=1)  # (B, nh, N, hs)
+    qg = q.view(B, at.nkv, h, N, at.hs)  # query heads grouped by the key/value head they share (no cache copy)
+    kc, vc = k_cache[:, :, :t], v_cache[:, :, :t]  # (B, nkv, t, hs) views of the cache
     scale = 1.0 / math.sqrt(at.hs)
-    s = torch.cat([q @ kc.transpose(-1, -2), (q * ks).sum(-1, keepdim=True)], dim=-1) * scale  # (B, nh, N, t+1)
-    p = s.float().softmax(-1).type_as(q)
-    y = p[..., :t] @ vc + p[..., t:] * vs  # (B, nh, N, hs)
+    s_cache = (qg.reshape(B, at.nkv, h * N, at.hs) @ kc.transpose(-1, -2)).view(B, at.nkv, h, N, t)
+    s_self = (qg * k[:, :, None]).sum(-1, keepdim=True)  # (B, nkv, h, N, 1): each candidate's own key
+    p = (torch.cat([s_cache, s_self], dim=-1) * scale).float().softmax(-1).type_as(q)  # (B, nkv, h, N, t+1)
+    y = (p[..., :t].reshape(B, at.nkv, h * N, t) @ vc).view(B, at.nkv, h, N, at.hs) + p[..., t:] * v[:, :, None]
+    y = y.reshape(B, at.nh, N, at.hs)  # (B, nh, N, hs)
     out = at.o(y.permute(2, 0, 1, 3).reshape(N, B, C))  # (N, B, C)
     return out, k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)
 
