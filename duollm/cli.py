@@ -27,6 +27,7 @@ COMMANDS = {
     "demo": ("duollm.demo", "DemoCommand", "main"),
     "train": ("duollm.train.loop", "TrainCommand", "main"),
     "eval": ("duollm.eval.evaluate", "EvalCommand", "main"),
+    "generate": ("duollm.eval.generate", "GenerateCommand", "main"),
     "oracle": ("duollm.oracle.command", "OracleCommand", "main"),
     "difficulty": ("duollm.analysis.difficulty", "DifficultyCommand", "main"),
     "report": ("duollm.analysis.report", "ReportCommand", "main"),

@@ -86,17 +86,48 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
         self.o = nn.Linear(self.nh * self.hs, cfg.d_model, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
+        """`kv`: this layer's cache (k (B, nkv, T_max, hs), v, pos): the new keys and values are written at
+        positions pos..pos+T-1 and the queries attend to everything up to there."""
         B, T, C = x.shape
         q = self.q(x).view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if self.nkv != self.nh:  # grouped-query: each key/value head serves nh/nkv query heads
-            k = k.repeat_interleave(self.nh // self.nkv, dim=1)  # (B, nh, T, hs)
-            v = v.repeat_interleave(self.nh // self.nkv, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        mask, causal = None, True
+        if kv is not None and kv[2] > 0:  # tokens already in the cache come first
+            k_buf, v_buf, pos = kv
+            k_buf[:, :, pos : pos + T], v_buf[:, :, pos : pos + T] = k, v
+            k, v = k_buf[:, :, : pos + T], v_buf[:, :, : pos + T]  # (B, nkv, pos+T, hs)
+            causal = False
+            if T > 1:  # query i sees keys 0..pos+i
+                mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
+        elif kv is not None:
+            kv[0][:, :, :T], kv[1][:, :, :T] = k, v
+        gqa = {"enable_gqa": True} if self.nkv != self.nh else {}  # each key/value head serves nh/nkv query heads
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **gqa)  # (B, nh, T, hs)
         return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for B sequences of up to T_max tokens; `pos` tokens are filled.
+
+    Attention runs for every token at every layer (only FFNs are routed), so the cache never has holes."""
+
+    k: Tensor  # (L, B, nkv, T_max, hs)
+    v: Tensor  # (L, B, nkv, T_max, hs)
+    pos: int = 0
+
+    @staticmethod
+    def empty(cfg: DuoConfig, batch: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
+        if max_len > cfg.max_seq_len:
+            raise ValueError(f"cache length {max_len} exceeds max_seq_len {cfg.max_seq_len}")
+        shape = (cfg.n_layer, batch, cfg.n_kv_head, max_len, cfg.d_model // cfg.n_head)
+        return KVCache(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+
+    def layer(self, l: int) -> tuple[Tensor, Tensor, int]:
+        return self.k[l], self.v[l], self.pos
 
 
 class Block(nn.Module):
@@ -109,10 +140,10 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
         self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big)
 
-    def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor) -> Tensor:
+    def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None) -> Tensor:
         """`choice`: a route's column (0-d or (B, T)), or a function of the normalised state that returns one
-        (or soft weights (B, T, 3)): how a router decides, layer by layer."""
-        x = x + self.attn(self.attn_norm(x), cos, sin)  # (B, T, C): always runs
+        (or soft weights (B, T, 3)): how a router decides, layer by layer. `kv`: this layer's cache, if any."""
+        x = x + self.attn(self.attn_norm(x), cos, sin, kv)  # (B, T, C): always runs
         u = self.ffn_norm(x)  # (B, T, C): what both modules, and a router, see
         return x + self.ffn(u, choice(u) if callable(choice) else choice)  # big, small, or nothing
 
@@ -146,35 +177,46 @@ class DuoLM(nn.Module):
         """Final norm and the tied output projection: (B, T, C) → (B, T, V)."""
         return F.linear(self.norm(x), self.embed.weight)
 
-    def forward(self, input_ids: Tensor, route: Tensor | None = None, targets: Tensor | None = None, router=None) -> DuoOutput:
+    def forward(
+        self, input_ids: Tensor, route: Tensor | None = None, targets: Tensor | None = None, router=None, cache: KVCache | None = None
+    ) -> DuoOutput:
         """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG; `targets` (B, T) or None.
 
         `router`, instead of a route: a callable `router(layer, u)` from the pre-FFN normalised state u (B, T, C)
         to choices (B, T) uint8, or soft weights (B, T, 3); the realised route comes back in `DuoOutput.route`
-        (the argmax of soft weights)."""
-        B, T = input_ids.shape
-        L = self.cfg.n_layer
-        if T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        (the argmax of soft weights). `cache`: the tokens continue the cached ones (positions cache.pos onward),
+        their keys and values are added to it, and cache.pos advances by T (model/generate.py)."""
+        T = input_ids.shape[1]
+        pos = cache.pos if cache is not None else 0
+        if pos + T > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
+        kv = (lambda l: cache.layer(l)) if cache is not None else (lambda l: None)
         if router is not None:
             if route is not None:
                 raise ValueError("give a route or a router, not both")
-            return self._forward_routed(input_ids, router, targets)
+            out = self._forward_routed(input_ids, router, targets, cos, sin, kv)
+        else:
+            out = self._forward_static(input_ids, route, targets, cos, sin, kv)
+        if cache is not None:
+            cache.pos += T
+        return out
+
+    def _forward_static(self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv) -> DuoOutput:
+        B, T = input_ids.shape
+        L = self.cfg.n_layer
         if route is None:
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
         # per-token routes are dispatched on the device; a static route is read on the host (one copy, not one per layer)
         route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, hs/2)
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
-            x = block(x, route[..., l], cos, sin)  # route[..., l]: 0-d or (B, T)
+            x = block(x, route[..., l], cos, sin, kv(l))  # route[..., l]: 0-d or (B, T)
         return self._output(x, targets, route)
 
-    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None) -> DuoOutput:
+    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None, cos, sin, kv) -> DuoOutput:
         """Forward where `router(layer, u)` decides each layer's choices from the state it sees."""
-        T = input_ids.shape[1]
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         realised = []  # (B, T) uint8 per layer
 
         def decide(l: int) -> Callable[[Tensor], Tensor]:
@@ -187,7 +229,7 @@ class DuoLM(nn.Module):
 
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
-            x = block(x, decide(l), cos, sin)
+            x = block(x, decide(l), cos, sin, kv(l))
         return self._output(x, targets, torch.stack(realised, dim=-1))  # route (B, T, L)
 
     def _output(self, x: Tensor, targets: Tensor | None, route: Tensor) -> DuoOutput:

@@ -1,0 +1,103 @@
+"""`duollm generate`: continue a prompt with a trained run under any routing policy.
+
+    duollm generate --run RUN --prompt "In the beginning" --policy router:paper-0.5 --max-new-tokens 40
+
+Prints the text and how much of each module the generated tokens used; `--json` gives the text, the token
+ids and one route string per generated token. Several prompts (`--prompt` lines separated by `\\n` in a
+file given with `--prompts FILE`) are generated together as one batch when they have the same length in
+tokens, else one after another.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from duollm.errors import DuoError
+from duollm.routing.route import Choice, format_route
+
+
+@dataclass
+class GenerateCommand:
+    """Continue a prompt under a routing policy (static route, random, or a trained router)."""
+
+    run: str  # run directory (from duollm train)
+    prompt: str = ""  # text to continue ...
+    prompts: str = ""  # ... or a file with one prompt per line
+    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BS-B, router:NAME
+    max_new_tokens: int = 40
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # sample from the k most likely tokens; 0 = all
+    seed: int = 0  # sampling and random policies
+    json: bool = False  # print one JSON object instead of text
+
+
+def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) -> dict:
+    """{"route": (L,)} or {"router": callable} for `generate`, from a policy string."""
+    from duollm.eval.policy import parse_policy
+    from duollm.model.generate import RandomRouter
+
+    if text.startswith("router:"):
+        from duollm.train.router import load_named
+
+        return {"router": load_named(run, text[len("router:") :], device, model)[0]}
+    pol = parse_policy(text, model.cfg.n_layer)
+    return {"route": pol.route} if pol.route is not None else {"router": RandomRouter(pol.p, gen)}
+
+
+def run_generate(cmd: GenerateCommand) -> list[dict]:
+    from duollm.eval.evaluate import load_run
+    from duollm.model.generate import generate
+
+    if cmd.max_new_tokens < 1:
+        raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")
+    if bool(cmd.prompt) == bool(cmd.prompts):
+        raise DuoError("give --prompt TEXT or --prompts FILE (one of them)")
+    texts = [cmd.prompt] if cmd.prompt else [t for t in Path(cmd.prompts).read_text().splitlines() if t.strip()]
+    if not texts:
+        raise DuoError(f"{cmd.prompts} holds no prompt")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, model, tok = load_run(Path(cmd.run), device)
+    gen = torch.Generator().manual_seed(cmd.seed)
+    pol = policy_args(cmd.policy, Path(cmd.run), model, device, gen)
+    encoded = tok.encode_batch(texts)
+    if any(len(e) == 0 for e in encoded):
+        raise DuoError("a prompt encodes to no tokens")
+    if max(len(e) for e in encoded) + cmd.max_new_tokens > cfg.model.max_seq_len:
+        raise DuoError(f"prompt + --max-new-tokens exceeds the model's max_seq_len {cfg.model.max_seq_len}")
+    results = []
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(encoded):  # prompts of one length go together as one batch
+        groups.setdefault(len(e), []).append(i)
+    for n, members in groups.items():
+        ids = torch.tensor([encoded[i] for i in members], device=device)  # (b, n)
+        out = generate(model, ids, cmd.max_new_tokens, temperature=cmd.temperature, top_k=cmd.top_k, gen=gen, **pol)
+        for row, i in enumerate(members):
+            new = out.ids[row, n:].tolist()
+            routes = out.route[row, n - 1 :].cpu()  # (max_new, L): routes of the tokens whose outputs were the new ones
+            results.append(
+                {
+                    "prompt": texts[i],
+                    "text": tok.decode(new),
+                    "tokens": new,
+                    "routes": [format_route(r) for r in routes],
+                    "realized": {c.name.lower(): float((routes == c).float().mean()) for c in Choice},
+                    "index": i,
+                }
+            )
+    return sorted(results, key=lambda r: r["index"])
+
+
+def main(cmd: GenerateCommand) -> None:
+    results = run_generate(cmd)
+    for r in results:
+        r.pop("index")
+    if cmd.json:
+        print(json.dumps({"policy": cmd.policy, "results": results} if len(results) > 1 else {"policy": cmd.policy, **results[0]}))
+        return
+    for r in results:
+        f = r["realized"]
+        print(f"{r['prompt']}{r['text']}\n  [{cmd.policy}: big {f['big']:.2f} small {f['small']:.2f} skip {f['skip']:.2f}]")

@@ -1,0 +1,56 @@
+"""`duollm generate` end to end on a tiny run. Run: pytest tests/eval/test_generate_cmd.py"""
+
+import json
+
+import pytest
+
+from duollm.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "run"
+    assert main(["train", "--out", str(out), "--preset", "debug", "--steps", "3", "--model.n_layer=3", "--json"]) == 0
+    return out
+
+
+def gen(capsys, *argv):
+    code = main(["generate", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("policy", ["all-big", "S-B", "random:0.5,0.3,0.2"])
+def test_generate_json(run_dir, capsys, policy):
+    code, out, err = gen(capsys, "--run", str(run_dir), "--prompt", "the cat", "--policy", policy, "--max-new-tokens", "6", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert len(res["tokens"]) == 6 and len(res["routes"]) == 6 and all(len(r) == 3 for r in res["routes"])
+    if policy == "S-B":
+        assert set(res["routes"]) == {"S-B"} and res["realized"]["skip"] == pytest.approx(1 / 3)
+
+
+def test_prompts_file_batches_and_keeps_order(run_dir, capsys, tmp_path):
+    f = tmp_path / "p.txt"
+    f.write_text("ab\nlonger prompt\ncd\n")
+    code, out, err = gen(capsys, "--run", str(run_dir), "--prompts", str(f), "--max-new-tokens", "4", "--json")
+    assert code == 0, err
+    res = json.loads(out)["results"]
+    assert [r["prompt"] for r in res] == ["ab", "longer prompt", "cd"]
+    code, out1, _ = gen(capsys, "--run", str(run_dir), "--prompt", "longer prompt", "--max-new-tokens", "4", "--json")
+    assert json.loads(out1)["tokens"] == res[1]["tokens"]  # batching does not change greedy output
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        ([], "give --prompt TEXT or --prompts FILE"),
+        (["--prompt", "x", "--max-new-tokens", "0"], "--max-new-tokens must be >= 1"),
+        (["--prompt", "x", "--max-new-tokens", "500"], "exceeds the model's max_seq_len"),
+        (["--prompt", "x", "--policy", "BB"], "has 2 layers, the model has 3"),
+        (["--prompt", "x", "--policy", "router:none"], "no router 'none'"),
+    ],
+)
+def test_bad_input(run_dir, capsys, argv, match):
+    code, _, err = gen(capsys, "--run", str(run_dir), *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err

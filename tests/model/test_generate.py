@@ -1,0 +1,100 @@
+"""Decoding with a KV cache equals recomputing the whole sequence, for static routes and routers.
+Run: pytest tests/model/test_generate.py"""
+
+import pytest
+import torch
+
+from duollm import Choice, DuoConfig, DuoLM
+from duollm.model.generate import RandomRouter, generate, sample
+from duollm.model.transformer import KVCache
+from duollm.routers import LinearRouter
+from duollm.routers.route import RouteRouter
+from duollm.routing.budget import Budget
+
+
+@pytest.fixture(params=[4, 2], ids=["mha", "gqa"])
+def model(request):
+    torch.manual_seed(0)
+    return DuoLM(
+        DuoConfig(n_layer=3, n_head=4, n_kv_head=request.param, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=32)
+    ).eval()
+
+
+def prompts():
+    return torch.randint(0, 32, (3, 5), generator=torch.Generator().manual_seed(1))
+
+
+def linear_router():
+    torch.manual_seed(2)
+    r = LinearRouter(3, 16, (Choice.SKIP, Choice.SMALL, Choice.BIG))
+    for lin in r.layers:
+        torch.nn.init.normal_(lin.weight, std=3.0)
+    return r.eval()
+
+
+def route_router():
+    torch.manual_seed(3)
+    r = RouteRouter(Budget.exactly_big(1).routes(3), 16)
+    r.weight.normal_()
+    return r.eval()
+
+
+@torch.no_grad()
+def recompute(model, ids, n, **policy):
+    """Greedy decoding without a cache: the whole sequence again at every step."""
+    for _ in range(n):
+        ids = torch.cat([ids, model(ids, **policy).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return ids, model(ids[:, :-1], **policy).route
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [{}, {"route": torch.tensor([2, 0, 1], dtype=torch.uint8)}, {"router": "linear"}, {"router": "route"}],
+    ids=["all-big", "static", "linear-router", "route-router"],
+)
+def test_cache_equals_recompute(model, policy):
+    if policy.get("router") == "linear":
+        policy = {"router": linear_router()}
+    elif policy.get("router") == "route":
+        policy = {"router": route_router()}
+    out = generate(model, prompts(), 8, **policy)
+    ref_ids, ref_route = recompute(model, prompts(), 8, **policy)
+    assert torch.equal(out.ids, ref_ids) and out.ids.shape == (3, 13)
+    route = ref_route if ref_route.dim() == 3 else ref_route.expand(3, 12, 3)
+    assert torch.equal(out.route, route)
+    if "router" in policy:
+        assert len(torch.unique(out.route)) > 1  # the router did route
+
+
+def test_chunked_prefill_equals_one_forward(model):
+    ids = torch.randint(0, 32, (2, 12), generator=torch.Generator().manual_seed(4))
+    route = torch.randint(0, 3, (2, 12, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    full = model(ids, route=route).logits
+    cache = KVCache.empty(model.cfg, 2, 12)
+    parts = [model(ids[:, a:b], route=route[:, a:b], cache=cache).logits for a, b in ((0, 5), (5, 9), (9, 10), (10, 12))]
+    assert cache.pos == 12
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+def test_sampling_is_seeded_and_top1_is_greedy(model):
+    a = generate(model, prompts(), 6, temperature=1.0, gen=torch.Generator().manual_seed(0))
+    b = generate(model, prompts(), 6, temperature=1.0, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(a.ids, b.ids)
+    top1 = generate(model, prompts(), 6, temperature=0.7, top_k=1, gen=torch.Generator().manual_seed(9))
+    assert torch.equal(top1.ids, generate(model, prompts(), 6).ids)
+    logits = torch.tensor([[0.0, 5.0, 1.0]])
+    assert int(sample(logits, 0.0, 0, None)) == 1
+
+
+def test_random_router_draws_its_mix(model):
+    r = RandomRouter((0.5, 0.3, 0.2), torch.Generator().manual_seed(0))
+    route = generate(model, torch.randint(0, 32, (16, 10)), 20, router=r).route
+    frac = [float((route == c).float().mean()) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)]
+    assert frac == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
+
+
+def test_bad_lengths(model):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, prompts(), 0)
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        generate(model, prompts(), 40)
