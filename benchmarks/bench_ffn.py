@@ -1,0 +1,91 @@
+"""One routed FFN layer against the dense big FFN and naive masked execution, in one process.
+
+    python3 -m benchmarks.bench_ffn --preset paper-1.4b --tokens 4096,16384,65536 --out ffn.jsonl
+
+For each token count and routing mix (all-big, all-small, all-skip, and k/12 of the choices BIG with the
+rest SMALL for k = 4, 6, 8, drawn per token): the time of
+  dense    the big module on every token (what a dense model runs),
+  naive    both modules on every token, then a per-token select (FLOPs = dense + small),
+  ref      duollm's reference `RoutedFFN` (gather each choice's rows, run, scatter back),
+and the ideal speedup over dense from the counted FLOPs (routing/cost.py), with the fraction of it reached.
+Forward only, bf16 on a GPU (fp32 on a CPU, where it only checks that it runs). Median of `--iters` timed
+runs after warm-up. The fast path of issue 5 joins this table as another row.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from duollm.model.ffn import RoutedFFN
+from duollm.presets import model_config
+from duollm.routing.route import Choice
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("--preset", default="paper-1.4b")
+p.add_argument("--tokens", default="4096,16384,65536")
+p.add_argument("--iters", type=int, default=20)
+p.add_argument("--out", default="bench_ffn.jsonl")
+args = p.parse_args()
+
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = torch.bfloat16 if dev == "cuda" else torch.float32
+cfg = model_config(args.preset)
+torch.manual_seed(0)
+ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big).to(dev, dtype)
+MIXES = {"all-big": (1.0, 0.0), "all-small": (0.0, 1.0), "all-skip": (0.0, 0.0), **{f"{k}/12 big": (k / 12, 1 - k / 12) for k in (4, 6, 8)}}
+flops = {Choice.BIG: 6 * cfg.d_model * cfg.d_big, Choice.SMALL: 6 * cfg.d_model * cfg.d_small, Choice.SKIP: 0}
+
+
+def clock(fn) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(args.iters):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def naive(u, choice):
+    big, small = ffn.big(u), ffn.small(u)
+    c = choice[..., None]
+    return torch.where(c == Choice.BIG, big, torch.where(c == Choice.SMALL, small, torch.zeros_like(big)))
+
+
+rows = []
+with torch.no_grad():
+    for N in (int(t) for t in args.tokens.split(",")):
+        u = torch.randn(1, N, cfg.d_model, device=dev, dtype=dtype)
+        t_dense = clock(lambda u=u: ffn.big(u))
+        for mix, (pb, ps) in MIXES.items():
+            probs = torch.tensor([1 - pb - ps, ps, pb])  # SKIP, SMALL, BIG
+            choice = (
+                torch.multinomial(probs, N, replacement=True, generator=torch.Generator().manual_seed(N)).to(torch.uint8).view(1, N).to(dev)
+            )
+            routed = sum(flops[c] * float((choice == c).sum()) for c in Choice)
+            ideal = flops[Choice.BIG] * N / routed if routed else float("inf")
+            for name, fn in (("naive", lambda u=u, c=choice: naive(u, c)), ("ref", lambda u=u, c=choice: ffn(u, c))):
+                t = clock(fn)
+                rec = {
+                    "preset": args.preset,
+                    "tokens": N,
+                    "mix": mix,
+                    "impl": name,
+                    "ms": round(t * 1e3, 3),
+                    "dense_ms": round(t_dense * 1e3, 3),
+                }
+                rec.update(speedup=round(t_dense / t, 3), ideal=round(ideal, 3) if ideal != float("inf") else None)
+                rec["of_ideal"] = round(rec["speedup"] / ideal, 3) if rec["ideal"] else None
+                rec.update(device=torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch=torch.__version__)
+                rows.append(rec)
+                print(json.dumps(rec), flush=True)
+with open(args.out, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
