@@ -20,6 +20,9 @@ EXAMPLES = """examples:
   duollm train --preset tiny --out runs/t --steps 200 --model.n_layer=2
   duollm eval --run runs/t --policy BSBS --split prose-val --json
   duollm oracle --run runs/t --budgets 0-4,free --mode causal --random 20
+  duollm router train --run runs/t --kind paper --budget 0.5
+  duollm generate --run runs/t --prompt "In the beginning" --policy router:paper-0.5
+  duollm report --run runs/t
 """
 
 # subcommand → (module, command dataclass, main function)

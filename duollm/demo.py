@@ -22,7 +22,7 @@ DEMO_POLICIES = ("all-big", "random:0.5", "all-small")
 
 @dataclass
 class DemoCommand:
-    """Train the tiny model on the built-in prose, then compare routing policies on held-out books."""
+    """The whole study, small: train the tiny model, then oracles, routers, difficulty and a report on held-out books."""
 
     out: str = ""  # run directory; default runs/demo-<date>-<time>
     steps: int = 0  # training steps; 0 = the tiny preset's
