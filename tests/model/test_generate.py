@@ -88,7 +88,7 @@ def test_sampling_is_seeded_and_top1_is_greedy(model):
 
 def test_random_router_draws_its_mix(model):
     r = RandomRouter((0.5, 0.3, 0.2), torch.Generator().manual_seed(0))
-    route = generate(model, torch.randint(0, 32, (16, 10)), 20, router=r).route
+    route = generate(model, torch.randint(0, 32, (16, 10), generator=torch.Generator().manual_seed(0)), 20, router=r).route
     frac = [float((route == c).float().mean()) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)]
     assert frac == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
 
