@@ -7,9 +7,10 @@ rest SMALL for k = 4, 6, 8, drawn per token): the time of
   dense    the big module on every token (what a dense model runs),
   naive    both modules on every token, then a per-token select (FLOPs = dense + small),
   ref      duollm's reference `RoutedFFN` (gather each choice's rows, run, scatter back),
+  grouped  kernels/grouped.py (sorted on the device, `torch._grouped_mm` with device offsets, no host sync),
 and the ideal speedup over dense from the counted FLOPs (routing/cost.py), with the fraction of it reached.
 Forward only, bf16 on a GPU (fp32 on a CPU, where it only checks that it runs). Median of `--iters` timed
-runs after warm-up. The fast path of issue 5 joins this table as another row.
+runs after warm-up. Faster paths (a fused Triton kernel) join this table as more rows.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import time
 
 import torch
 
+from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.model.ffn import RoutedFFN
 from duollm.presets import model_config
 from duollm.routing.route import Choice
@@ -72,7 +74,9 @@ with torch.no_grad():
             )
             routed = sum(flops[c] * float((choice == c).sum()) for c in Choice)
             ideal = flops[Choice.BIG] * N / routed if routed else float("inf")
-            for name, fn in (("naive", lambda u=u, c=choice: naive(u, c)), ("ref", lambda u=u, c=choice: ffn(u, c))):
+            impls = {"naive": lambda u=u, c=choice: naive(u, c), "ref": lambda u=u, c=choice: ffn(u, c)}
+            impls["grouped"] = lambda u=u, c=choice: routed_ffn_grouped(u, c, ffn.small, ffn.big)
+            for name, fn in impls.items():
                 t = clock(fn)
                 rec = {
                     "preset": args.preset,

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from duollm.kernels import grouped
 from duollm.routing.route import Choice
 
 
@@ -33,10 +34,11 @@ class SwiGLU(nn.Module):
 class RoutedFFN(nn.Module):
     """A layer's `small` and `big` modules and the per-token choice between them (or neither)."""
 
-    def __init__(self, d_model: int, d_small: int, d_big: int):
+    def __init__(self, d_model: int, d_small: int, d_big: int, kernel: str = "reference"):
         super().__init__()
         self.small = SwiGLU(d_model, d_small)
         self.big = SwiGLU(d_model, d_big)
+        self.kernel = kernel  # "grouped": per-token routes through kernels/grouped.py (same result, no host sync)
 
     def forward(self, u: Tensor, choice: Tensor) -> Tensor:
         """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8, or
@@ -54,6 +56,8 @@ class RoutedFFN(nn.Module):
             if c == Choice.SMALL:
                 return self.small(u)
             return torch.zeros_like(u)
+        if self.kernel == "grouped" and grouped.available():
+            return grouped.routed_ffn_grouped(u, choice, self.small, self.big)
         B, T, C = u.shape
         flat = u.reshape(B * T, C)  # (N, C)
         picks = choice.reshape(B * T)  # (N,)

@@ -38,7 +38,9 @@ class DuoConfig:
     rope_theta: float = 10000.0  # RoPE base
     norm_eps: float = 1e-5  # RMSNorm epsilon
     init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
-    kernel: Literal["reference"] = "reference"  # routed FFN implementation (fast paths come in issue 5)
+    kernel: Literal["reference", "grouped"] = (
+        "reference"  # routed FFN: reference (model/ffn.py) or grouped (kernels/grouped.py, no host sync)
+    )
 
     def __post_init__(self):
         if self.d_model % self.n_head or self.n_head % self.n_kv_head:
@@ -138,7 +140,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
-        self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big)
+        self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, cfg.kernel)
 
     def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None) -> Tensor:
         """`choice`: a route's column (0-d or (B, T)), or a function of the normalised state that returns one

@@ -1,0 +1,63 @@
+"""The sync-free grouped routed FFN equals the reference, forward and gradients. Run: pytest tests/kernels"""
+
+import pytest
+import torch
+
+from duollm import DuoConfig, DuoLM
+from duollm.kernels.grouped import available, routed_ffn_grouped
+from duollm.model.ffn import RoutedFFN
+
+pytestmark = pytest.mark.skipif(not available(), reason="torch._grouped_mm is missing from this torch")
+
+MIXES = {
+    "mixed": (0.3, 0.3, 0.4),
+    "all-big": (0.0, 0.0, 1.0),
+    "all-small": (0.0, 1.0, 0.0),
+    "all-skip": (1.0, 0.0, 0.0),
+    "no-small": (0.5, 0.0, 0.5),
+}
+
+
+def grads(out, g, params):
+    got = torch.autograd.grad((out * g).sum(), params, allow_unused=True) if out.requires_grad else [None] * len(params)
+    return [torch.zeros_like(p) if x is None else x for x, p in zip(got, params, strict=True)]
+
+
+@pytest.mark.parametrize("mix", MIXES.values(), ids=MIXES.keys())
+def test_equals_reference(mix):
+    torch.manual_seed(0)
+    ffn = RoutedFFN(16, 4, 64)
+    u = torch.randn(3, 7, 16, requires_grad=True)
+    choice = (
+        torch.multinomial(torch.tensor(mix), 21, replacement=True, generator=torch.Generator().manual_seed(1)).to(torch.uint8).view(3, 7)
+    )
+    params = [u, *ffn.parameters()]
+    ref, fast = ffn(u, choice), routed_ffn_grouped(u, choice, ffn.small, ffn.big)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    g = torch.randn_like(ref)
+    for a, b in zip(grads(ref, g, params), grads(fast, g, params), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_model_with_grouped_kernel_equals_reference():
+    torch.manual_seed(0)
+    ref = DuoLM(DuoConfig(n_layer=3, vocab_size=64))
+    fast = DuoLM(DuoConfig(n_layer=3, vocab_size=64, kernel="grouped"))
+    fast.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(2))
+    route = torch.randint(0, 3, (2, 10, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    a, b = ref(ids, route=route, targets=ids), fast(ids, route=route, targets=ids)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    a.loss.backward(), b.loss.backward()
+    for (n, p), q in zip(ref.named_parameters(), fast.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), n
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_bf16_on_gpu_equals_reference():
+    torch.manual_seed(0)
+    ffn = RoutedFFN(256, 64, 1024).cuda().bfloat16()
+    u = torch.randn(4, 512, 256, device="cuda", dtype=torch.bfloat16)
+    choice = torch.randint(0, 3, (4, 512), dtype=torch.uint8, device="cuda")
+    assert torch.allclose(routed_ffn_grouped(u, choice, ffn.small, ffn.big).float(), ffn(u, choice).float(), atol=2e-2, rtol=2e-2)
