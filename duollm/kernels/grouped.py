@@ -33,8 +33,20 @@ def available() -> bool:
     return hasattr(torch, "_grouped_mm")
 
 
+def usable(u: Tensor) -> bool:
+    """On a GPU `_grouped_mm` takes bf16 only: use this path for bf16 activations or under bf16 autocast (the
+    matmuls then run in bf16, as autocast would run them); fp32 on a GPU stays on the reference path."""
+    if not available():
+        return False
+    if not u.is_cuda:
+        return True
+    return u.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16)
+
+
 def _mm(x: Tensor, w: Tensor, end: Tensor) -> Tensor:
     """x (N, K) @ w.T for rows [0, end) (w: nn.Linear weight (M, K)); rows past `end` are undefined."""
+    if x.is_cuda:
+        x, w = x.to(torch.bfloat16), w.to(torch.bfloat16)
     return torch._grouped_mm(x, w.t().unsqueeze(0), offs=end.reshape(1))
 
 

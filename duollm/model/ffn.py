@@ -56,7 +56,7 @@ class RoutedFFN(nn.Module):
             if c == Choice.SMALL:
                 return self.small(u)
             return torch.zeros_like(u)
-        if self.kernel == "grouped" and grouped.available():
+        if self.kernel == "grouped" and grouped.usable(u):
             return grouped.routed_ffn_grouped(u, choice, self.small, self.big)
         B, T, C = u.shape
         flat = u.reshape(B * T, C)  # (N, C)

@@ -86,3 +86,18 @@ def test_training_with_grouped_kernel_takes_the_same_steps(tmp_path):
         assert main(args) == 0
         losses[kernel] = [m["loss"] for m in read_metrics(out / "metrics.jsonl")]
     assert len(losses["grouped"]) == 4 and losses["grouped"] == pytest.approx(losses["reference"], abs=1e-5)
+
+
+def test_compiles_whole_and_once():
+    """One graph (no host sync breaks it) that serves every route of the same shape without recompiling."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    ffn = RoutedFFN(16, 16, 64).bfloat16()  # the fake kernel of _grouped_mm takes bf16, as the GPU one does
+    fn = torch.compile(routed_ffn_grouped, fullgraph=True, dynamic=False, backend="eager")
+    u = torch.randn(2, 8, 16).bfloat16()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for seed in range(3):
+            c = torch.randint(0, 3, (2, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+            assert torch.allclose(fn(u, c, ffn.small, ffn.big).float(), ffn(u, c).float(), atol=1e-2)
