@@ -33,14 +33,8 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
-from duollm.routing.budget import Budget, Schedule
-from duollm.routing.route import Choice, format_route
-
-OPTIONS = {
-    "big,small": (Choice.SMALL, Choice.BIG),
-    "big,skip": (Choice.SKIP, Choice.BIG),
-    "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG),
-}
+from duollm.routing.budget import Budget, Schedule, parse_options
+from duollm.routing.route import format_route
 
 
 @dataclass
@@ -66,9 +60,10 @@ class OracleCommand:
 
 def parse_budgets(text: str, options: str, n_layer: int) -> dict[str, Budget | Schedule]:
     """`0-12,free,6>2` → {"0": Budget, …, "free": Budget, "6>2": Schedule}; DuoError naming a bad item."""
-    if options not in OPTIONS:
-        raise DuoError(f"--options must be one of {', '.join(OPTIONS)}, got {options!r}")
-    opts = OPTIONS[options]
+    try:
+        opts = parse_options(options)
+    except ValueError as e:
+        raise DuoError(str(e)) from None
     three = len(opts) == 3
     make = Budget.exactly_big if options == "big,small" else Budget.exactly_skip
     text = text or ("free" if three else f"0-{n_layer},free")

@@ -134,3 +134,17 @@ class Schedule:
 def per_position(budget: Budget | Schedule, n: int) -> list[Budget]:
     """The budget of each of `n` predicted positions: the same Budget everywhere, or a Schedule's."""
     return budget.budgets(n) if isinstance(budget, Schedule) else [budget] * n
+
+
+OPTIONS = {  # the `--options` flag of the oracle and router commands → the choices a route may use
+    "big,small": (Choice.SMALL, Choice.BIG),
+    "big,skip": (Choice.SKIP, Choice.BIG),
+    "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG),
+}
+
+
+def parse_options(flag: str) -> tuple[int, ...]:
+    """`big,small` → (SMALL, BIG); ValueError naming the flags there are."""
+    if flag not in OPTIONS:
+        raise ValueError(f"--options must be one of {', '.join(OPTIONS)}, got {flag!r}")
+    return OPTIONS[flag]

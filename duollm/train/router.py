@@ -36,14 +36,8 @@ import torch.nn.functional as F
 
 from duollm.errors import DuoError
 from duollm.routers.linear import LinearRouter, budget_penalty, load_router, realised, save_router
-from duollm.routing.budget import Budget
+from duollm.routing.budget import Budget, parse_options
 from duollm.routing.route import Choice, format_route
-
-OPTIONS = {
-    "big,small": (Choice.SMALL, Choice.BIG),
-    "big,skip": (Choice.SKIP, Choice.BIG),
-    "big,small,skip": (Choice.SKIP, Choice.SMALL, Choice.BIG),
-}
 
 
 @dataclass
@@ -89,8 +83,10 @@ class RouterEvalCommand:
 
 def parse_target(budget: str, options: str) -> dict[int, float]:
     """`0.5` (+ options) → {Choice: fraction} for every option; DuoError when malformed or infeasible."""
-    if options not in OPTIONS:
-        raise DuoError(f"--options must be one of {', '.join(OPTIONS)}, got {options!r}")
+    try:
+        parse_options(options)
+    except ValueError as e:
+        raise DuoError(str(e)) from None
     try:
         vals = [float(v) for v in budget.split(",")]
     except ValueError:
@@ -210,7 +206,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     calib = _windows(tokens, cmd.calib_seqs, T, cmd.seed + 1)
     t0 = time.perf_counter()
     if cmd.kind == "paper":
-        router = LinearRouter(L, cfg.model.d_model, OPTIONS[cmd.options]).to(device)
+        router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
         losses = train_paper(model, router, tokens, target, cmd, T, progress)
         real = calibrate(model, router, calib, target)
         fit = {"offset": router.offset.tolist()}
