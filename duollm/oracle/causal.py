@@ -28,21 +28,27 @@ from duollm.routing.route import Choice
 
 
 class _Tree:
-    """A budget's route set as a tree: per depth, each node's parent and the choice that led to it."""
+    """A budget's route set as a tree, built once on the host and kept on the search's device: per depth, each
+    node's parent, and for each module the children that take it (and their parents)."""
 
-    def __init__(self, routes: Tensor):
-        self.routes = routes  # (R, L) uint8, lexicographic
+    def __init__(self, routes: Tensor, device):
         R, L = routes.shape
+        self.routes = routes.to(device)  # (R, L) uint8, lexicographic
         inv = [torch.zeros(R, dtype=torch.long)]  # inv[j][r]: node of route r at depth j
-        self.parent, self.choice = [], []  # per depth j+1: (N_{j+1},) parent node at depth j; choice at layer j
+        self.parent, self.modules = [], []  # per depth j+1: (N_{j+1},) parent at depth j; [(module, children, parents)]
         for j in range(1, L + 1):
             uniq, idx = torch.unique(routes[:, :j], dim=0, return_inverse=True)  # sorted = lexicographic
             parent = torch.empty(len(uniq), dtype=torch.long)
             parent[idx] = inv[-1]
-            self.parent.append(parent)
-            self.choice.append(uniq[:, -1])
+            self.parent.append(parent.to(device))
+            mods = []
+            for c, name in ((Choice.SMALL, "small"), (Choice.BIG, "big")):  # SKIP children add nothing
+                rows = (uniq[:, -1] == c).nonzero().squeeze(1)
+                if len(rows):
+                    mods.append((name, rows.to(device), parent[rows].to(device)))
+            self.modules.append(mods)
             inv.append(idx)
-        self.inv = inv  # the leaves are inv[L] = 0..R-1 in route order
+        self.inv = [i.to(device) for i in inv]  # the leaves are inv[L] = 0..R-1 in route order
 
 
 def _attend(blk, x: Tensor, k_cache: Tensor, v_cache: Tensor, t: int, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -83,9 +89,9 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bo
     budget.check(L)
     B, T = ids.shape
     per = per_position(budget, T - 1)
-    trees = {b: _Tree(b.routes(L)) for b in set(per)}
-    hs = cfg.d_model // cfg.n_head
     dev = ids.device
+    trees = {b: _Tree(b.routes(L), dev) for b in set(per)}
+    hs = cfg.d_model // cfg.n_head
     k_cache = [torch.empty(B, cfg.n_kv_head, T - 1, hs, device=dev, dtype=model.embed.weight.dtype) for _ in range(L)]
     v_cache = [torch.empty_like(k) for k in k_cache]
     loss = torch.empty(B, T - 1, device=dev)
@@ -93,7 +99,7 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bo
         raise ValueError("candidate losses are kept for a single Budget, not a Schedule")
     cand = torch.empty(B, T - 1, len(trees[per[0]].routes), device=dev) if keep else None
     route = torch.empty(B, T - 1, L, dtype=torch.uint8, device=dev)
-    modules = {Choice.SMALL: "small", Choice.BIG: "big"}
+    bidx = torch.arange(B, device=dev)
     for t in range(T - 1):
         tree = trees[per[t]]
         cos, sin = model.rope_cos[t : t + 1], model.rope_sin[t : t + 1]  # (1, hs/2)
@@ -104,12 +110,9 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bo
             ks.append(k), vs.append(v)
             a = x + att  # (N_j, B, C)
             u = blk.ffn_norm(a)
-            parent = tree.parent[j].to(dev)
-            x = a[parent]  # (N_{j+1}, B, C): SKIP children add nothing
-            for c, name in modules.items():
-                rows = (tree.choice[j] == c).nonzero().squeeze(1).to(dev)  # children taking module c
-                if len(rows):
-                    x[rows] += getattr(blk.ffn, name)(u[parent[rows]])
+            x = a[tree.parent[j]]  # (N_{j+1}, B, C): SKIP children add nothing
+            for name, rows, parents in tree.modules[j]:  # the children taking each module
+                x[rows] += getattr(blk.ffn, name)(u[parents])
         # head at the leaves, in chunks of routes: (R, B) losses for predicting token t+1
         target = ids[:, t + 1]
         step = max(1, HEAD_CHUNK // (B * cfg.vocab_size))
@@ -118,10 +121,9 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bo
         if keep:
             cand[:, t] = leaf.T
         loss[:, t] = leaf.gather(0, best[None]).squeeze(0)
-        route[:, t] = tree.routes.to(dev)[best]
-        bidx = torch.arange(B, device=dev)
+        route[:, t] = tree.routes[best]
         for j in range(L):  # the winning path's keys and values join the cache
-            node = tree.inv[j].to(dev)[best]  # best's node at depth j
+            node = tree.inv[j][best]  # best's node at depth j
             k_cache[j][:, :, t] = ks[j][node, bidx]
             v_cache[j][:, :, t] = vs[j][node, bidx]
     n = max(len(tr.routes) for tr in trees.values())
