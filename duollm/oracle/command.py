@@ -146,7 +146,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     from duollm import distributed
     from duollm.data.corpus import eval_windows, token_array
     from duollm.eval.evaluate import load_run
-    from duollm.oracle.sweep import gather, sweep, work
+    from duollm.oracle.sweep import gather, sweep, walk_budgets, walk_leaves, work
 
     modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
     if modes is None:
@@ -164,8 +164,8 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
         raise DuoError(f"--seq-len must be in 2..{cfg.model.max_seq_len}, got {seq_len}")
     source = cmd.data or cmd.split or cfg.data.val
     windows = eval_windows(token_array(source, tok), seq_len)[: cmd.seqs]  # (N, T)
-    est = work(budgets, L, windows[:, 1:].numel(), modes, cmd.random)
-    walk = est["shared"] // windows[:, 1:].numel()
+    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random)
+    walk = walk_leaves(walk_budgets(budgets, seq_len - 1), L)
     if walk > cmd.max_routes:
         raise DuoError(f"the search covers {walk} routes, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
     total = sum(est.values())

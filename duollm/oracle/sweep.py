@@ -49,15 +49,25 @@ def _sum_ranks(x: Tensor) -> Tensor:
     return x
 
 
-def work(budgets: dict[str, Budget | Schedule], n_layer: int, n_tokens: int, modes: tuple[str, ...], n_random: int) -> dict[str, int]:
-    """How much a sweep will do, in route·tokens (one route applied to one token), per phase."""
-    shared = set()
-    for b in budgets.values():
-        shared.update(per_position(b, 2))
-    leaves = len({tuple(r.tolist()) for b in shared for r in b.routes(n_layer)})
-    out = {"shared": leaves * n_tokens, "baselines": (2 + len(budgets) * (n_random + 2)) * n_tokens}
+def walk_budgets(budgets: dict[str, Budget | Schedule], n_pos: int) -> list[Budget]:
+    """The distinct budgets one shared walk serves (a schedule contributes the budget of each of its positions)."""
+    return sorted({p for b in budgets.values() for p in per_position(b, n_pos)}, key=str)
+
+
+def walk_leaves(uniq: list[Budget], n_layer: int) -> int:
+    """Distinct routes (leaves) of a walk over the union of these budgets' route sets."""
+    return len(torch.unique(torch.cat([b.routes(n_layer) for b in uniq]), dim=0))
+
+
+def work(
+    budgets: dict[str, Budget | Schedule], n_layer: int, n_windows: int, n_pos: int, modes: tuple[str, ...], n_random: int
+) -> dict[str, int]:
+    """How much a sweep of `n_windows` × `n_pos` predicted tokens will do, in route·tokens, per phase."""
+    n_tokens = n_windows * n_pos
+    out = {"shared": walk_leaves(walk_budgets(budgets, n_pos), n_layer) * n_tokens}
+    out["baselines"] = (2 + len(budgets) * (n_random + 2)) * n_tokens
     if "causal" in modes:
-        out["causal"] = sum(max(len(p.routes(n_layer)) for p in per_position(b, 2)) for b in budgets.values()) * n_tokens
+        out["causal"] = sum(max(len(p.routes(n_layer)) for p in set(per_position(b, n_pos))) for b in budgets.values()) * n_tokens
     return out
 
 
@@ -94,7 +104,8 @@ def sweep(
 
     # 2. shared oracle: one walk per batch for the union of all budgets (a schedule contributes each of its budgets)
     per = {label: per_position(b, T - 1) for label, b in budgets.items()}
-    uniq = sorted({p for ps in per.values() for p in ps}, key=str)
+    uniq = walk_budgets(budgets, T - 1)
+    leaves = walk_leaves(uniq, L)
     best = {b: ([], []) for b in uniq}  # budget → (losses, routes) per batch
     totals = {b: None for b in uniq}  # budget → (R, T-1) summed loss of each route
     routes = {b: b.routes(L) for b in uniq}
@@ -103,7 +114,7 @@ def sweep(
         for b, r in zip(uniq, res, strict=True):
             best[b][0].append(r.loss.cpu()), best[b][1].append(r.route.cpu())
             totals[b] = r.route_pos_totals if totals[b] is None else totals[b] + r.route_pos_totals
-        tick(len({tuple(r.tolist()) for b in uniq for r in routes[b]}) * x[:, 1:].numel())
+        tick(leaves * x[:, 1:].numel())
     for b in uniq:
         totals[b] = _sum_ranks(totals[b]) if totals[b] is not None else torch.zeros(len(routes[b]), T - 1, dtype=torch.float64)
     for label, ps in per.items():

@@ -60,5 +60,5 @@ def test_random_keeps_the_best_trial_and_the_budget(setup):
 
 def test_work_estimate(setup):
     m, w, budgets = setup
-    est = work({"1": budgets["1"], "free": budgets["free"]}, 3, 70, ("shared", "causal"), 2)
+    est = work({"1": budgets["1"], "free": budgets["free"]}, 3, 10, 7, ("shared", "causal"), 2)  # 70 tokens
     assert est["shared"] == 8 * 70 and est["causal"] == (3 + 8) * 70 and est["baselines"] == (2 + 2 * 4) * 70
