@@ -88,13 +88,12 @@ def run_generate(cmd: GenerateCommand) -> list[dict]:
                     "index": i,
                 }
             )
-    return sorted(results, key=lambda r: r["index"])
+    results.sort(key=lambda r: r.pop("index"))
+    return results
 
 
 def main(cmd: GenerateCommand) -> None:
     results = run_generate(cmd)
-    for r in results:
-        r.pop("index")
     if cmd.json:
         print(json.dumps({"policy": cmd.policy, "results": results} if len(results) > 1 else {"policy": cmd.policy, **results[0]}))
         return

@@ -74,12 +74,16 @@ def generate(
     p = next(model.parameters())
     cache = KVCache.empty(model.cfg, B, T0 + max_new_tokens - 1, device=ids.device, dtype=p.dtype)
     out = model(ids, route=route, router=router, cache=cache)  # prefill
-    routes = [out.route.expand(B, T0, L) if out.route.dim() == 1 else out.route]
+
+    def per_token(r: Tensor, T: int) -> Tensor:  # a static route comes back (L,) on the host
+        return r.to(ids.device).expand(B, T, L)
+
+    routes = [per_token(out.route, T0)]
     for step in range(max_new_tokens):
         nxt = sample(out.logits[:, -1], temperature, top_k, gen)  # (B,)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         if step == max_new_tokens - 1:
             break
         out = model(nxt[:, None], route=route, router=router, cache=cache)  # one token per sequence
-        routes.append(out.route.expand(B, 1, L).to(routes[0].device) if out.route.dim() == 1 else out.route)
-    return Generation(ids, torch.cat([r.to(ids.device) for r in routes], dim=1))
+        routes.append(per_token(out.route, 1))
+    return Generation(ids, torch.cat(routes, dim=1))

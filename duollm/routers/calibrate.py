@@ -15,6 +15,7 @@ from torch import Tensor
 
 from duollm.model.transformer import DuoLM
 from duollm.routers.linear import LinearRouter, constrained, realised
+from duollm.routing.route import Choice
 
 
 @torch.no_grad()
@@ -31,8 +32,6 @@ def calibrate(
     model: DuoLM, router: LinearRouter, windows: Tensor, target: dict[int, float], iters: int = 16, rounds: int = 3
 ) -> dict[str, float]:
     """Set `router.offset` so that each constrained choice's realised fraction meets `target`; returns the fractions."""
-    from duollm.routing.route import Choice
-
     cons = constrained(router.options)
     for _ in range(rounds if len(cons) > 1 else 1):
         for c in cons:

@@ -293,8 +293,7 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
             routes.append(out.route[:, :-1].cpu())
     loss, route = torch.cat(losses), torch.cat(routes)  # (N, T-1), (N, T-1, L)
     ppl = math.exp(float(loss.double().mean()))
-    target = {k: v for k, v in info["target"].items()}
-    res = {"kind": info["kind"], "name": name, "target": target, "realized": realised(route), "ppl": ppl, "gap_recovered": None}
+    res = {"kind": info["kind"], "name": name, "target": info["target"], "realized": realised(route), "ppl": ppl, "gap_recovered": None}
     res.update({"split": source, "seqs": len(windows), "seq_len": T, "tokens": int(loss.numel())})
     k = _budget_label(info, cfg.model.n_layer)
     row = (
