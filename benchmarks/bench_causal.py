@@ -8,10 +8,10 @@ seconds per sequence as the batch grows, to plan full causal sweeps. bf16 autoca
 
 import argparse
 import json
-import time
 
 import torch
 
+from benchmarks.timing import DEVICE, timed
 from duollm.model.transformer import DuoLM
 from duollm.oracle.causal import causal_search
 from duollm.presets import model_config
@@ -24,7 +24,7 @@ p.add_argument("--batches", default="8,32,128")
 p.add_argument("--k", type=int, default=6)
 args = p.parse_args()
 
-dev = "cuda" if torch.cuda.is_available() else "cpu"
+dev = DEVICE
 cfg = model_config(args.preset)
 torch.manual_seed(0)
 model = DuoLM(cfg).to(dev).eval()
@@ -33,13 +33,7 @@ with torch.autocast("cuda", torch.bfloat16, enabled=dev == "cuda"):
     causal_search(model, torch.randint(0, cfg.vocab_size, (2, 8), device=dev), budget)  # warm-up
     for B in (int(b) for b in args.batches.split(",")):
         ids = torch.randint(0, cfg.vocab_size, (B, args.seq_len), generator=torch.Generator().manual_seed(B)).to(dev)
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        causal_search(model, ids, budget)
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        s = time.perf_counter() - t0
+        s, _ = timed(lambda ids=ids: causal_search(model, ids, budget))
         print(
             json.dumps(
                 {

@@ -11,10 +11,10 @@ CUDA graphs yet (issue 5), so small batches are launch-bound.
 
 import argparse
 import json
-import time
 
 import torch
 
+from benchmarks.timing import DEVICE, timed
 from duollm.model.generate import generate
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
@@ -29,7 +29,7 @@ p.add_argument("--ks", default="4,6,8")
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
-dev = "cuda" if torch.cuda.is_available() else "cpu"
+dev = DEVICE
 dtype = torch.bfloat16 if dev == "cuda" else torch.float32
 cfg = model_config(args.preset)
 torch.manual_seed(0)
@@ -46,18 +46,9 @@ for B in (int(b) for b in args.batches.split(",")):
     ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
     for name, route in policies.items():
         generate(model, ids[:, :8], 2, route=route)  # warm-up
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        generate(model, ids, 1, route=route)  # prefill alone, subtracted below
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t1 = time.perf_counter()
-        generate(model, ids, args.new, route=route)
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        tps = B * (args.new - 1) / max(1e-9, (t2 - t1) - (t1 - t0))
+        prefill, _ = timed(lambda ids=ids, route=route: generate(model, ids, 1, route=route))  # subtracted below
+        total, _ = timed(lambda ids=ids, route=route: generate(model, ids, args.new, route=route))
+        tps = B * (args.new - 1) / max(1e-9, total - prefill)
         rec = {"preset": args.preset, "batch": B, "policy": name, "tokens_per_s": round(tps, 1)}
         rec.update(ideal_bytes=round(weights["all-big"] / weights[name], 3), ideal_flops=round(flops["all-big"] / flops[name], 3))
         rec.update(device=torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch=torch.__version__)

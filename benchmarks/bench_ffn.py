@@ -16,10 +16,10 @@ runs after warm-up. Faster paths (a fused Triton kernel) join this table as more
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
+from benchmarks.timing import DEVICE, timed
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.model.ffn import RoutedFFN
 from duollm.presets import model_config
@@ -32,7 +32,7 @@ p.add_argument("--iters", type=int, default=20)
 p.add_argument("--out", default="bench_ffn.jsonl")
 args = p.parse_args()
 
-dev = "cuda" if torch.cuda.is_available() else "cpu"
+dev = DEVICE
 dtype = torch.bfloat16 if dev == "cuda" else torch.float32
 cfg = model_config(args.preset)
 torch.manual_seed(0)
@@ -44,16 +44,7 @@ flops = {Choice.BIG: 6 * cfg.d_model * cfg.d_big, Choice.SMALL: 6 * cfg.d_model 
 def clock(fn) -> float:
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(args.iters):
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(fn)[0] for _ in range(args.iters))
 
 
 def naive(u, choice):

@@ -15,10 +15,10 @@ Random weights: the speed of a search does not depend on them. Writes one JSON o
 import argparse
 import datetime
 import json
-import time
 
 import torch
 
+from benchmarks.timing import DEVICE, timed
 from duollm.model.transformer import DuoLM
 from duollm.oracle.causal import causal_search
 from duollm.oracle.search import route_loss, search_many, walk_flops
@@ -35,7 +35,7 @@ p.add_argument("--causal-seqs", type=int, default=8)
 p.add_argument("--out", default="bench_oracle.json")
 args = p.parse_args()
 
-dev = "cuda" if torch.cuda.is_available() else "cpu"
+dev = DEVICE
 cfg = model_config(args.preset)
 torch.manual_seed(0)
 model = DuoLM(cfg).to(dev).eval()
@@ -43,16 +43,6 @@ L, T = cfg.n_layer, args.seq_len
 ids = torch.randint(0, cfg.vocab_size, (args.seqs, T), generator=torch.Generator().manual_seed(0)).to(dev)
 table = cfg.cost(T)
 auto = torch.autocast("cuda", torch.bfloat16, enabled=dev == "cuda")
-
-
-def clock(fn):
-    if dev == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn()
-    if dev == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0, out
 
 
 def naive(x, route):
@@ -67,8 +57,8 @@ res = {"preset": args.preset, "seq_len": T, "device": torch.cuda.get_device_name
 with auto:
     search_many(model, ids[:2, :T], [Budget.exactly_big(L)])  # warm-up: compile the head
     naive(ids[:2], free[0])
-    t_tree, _ = clock(lambda: search_many(model, sub, [Budget.free()]))
-    t_naive, _ = clock(lambda: [naive(sub, free[i]) for i in pick])
+    t_tree, _ = timed(lambda: search_many(model, sub, [Budget.free()]))
+    t_naive, _ = timed(lambda: [naive(sub, free[i]) for i in pick])
     tree_f, naive_all_f = walk_flops(free, table)
     naive_pick_f = walk_flops(free[pick], table)[1]
     t_naive_all = t_naive * len(free) / len(pick)
@@ -88,7 +78,7 @@ with auto:
     }
     print(json.dumps(res["ratio"]), flush=True)
     sweep = [Budget.exactly_big(k) for k in range(L + 1)]
-    t_sweep, out = clock(lambda: search_many(model, ids, sweep))
+    t_sweep, out = timed(lambda: search_many(model, ids, sweep))
     tok = ids[:, 1:].numel()
     res["sweep"] = {
         "seqs": args.seqs,
@@ -100,7 +90,7 @@ with auto:
     print(json.dumps(res["sweep"]), flush=True)
     if args.causal_seqs:
         xs = ids[: args.causal_seqs]
-        t_c, _ = clock(lambda: causal_search(model, xs, Budget.exactly_big(L // 2)))
+        t_c, _ = timed(lambda: causal_search(model, xs, Budget.exactly_big(L // 2)))
         res["causal"] = {"seqs": len(xs), "k": L // 2, "routes": len(Budget.exactly_big(L // 2).routes(L)), "seconds": round(t_c, 1)}
         print(json.dumps(res["causal"]), flush=True)
 res["date"] = datetime.date.today().isoformat()
