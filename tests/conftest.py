@@ -20,3 +20,26 @@ def model(cfg) -> DuoLM:
 @pytest.fixture
 def ids(cfg) -> torch.Tensor:
     return torch.randint(0, cfg.vocab_size, (3, 16), generator=torch.Generator().manual_seed(1))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`duollm ARGV` in this process: (exit code, stdout, stderr)."""
+    from duollm.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train_debug_run(out, n_layer: int):
+    """A run directory trained for 3 steps of the `debug` preset with `n_layer` layers (seconds)."""
+    from duollm.cli import main
+
+    assert main(["train", "--out", str(out), "--preset", "debug", "--steps", "3", f"--model.n_layer={n_layer}", "--json"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    """A 3-layer debug run, one per test module."""
+    return train_debug_run(tmp_path_factory.mktemp("debug") / "run", 3)

@@ -7,15 +7,12 @@ import sys
 
 import pytest
 
-from duollm.cli import main
+from tests.conftest import run_cli
 
 DEBUG = ["--preset", "debug", "--steps", "3"]
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

@@ -4,20 +4,16 @@ import json
 
 import pytest
 
-from duollm.cli import main
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gen") / "run"
-    assert main(["train", "--out", str(out), "--preset", "debug", "--steps", "3", "--model.n_layer=3", "--json"]) == 0
-    return out
+def run_dir(debug_run):
+    return debug_run
 
 
 def gen(capsys, *argv):
-    code = main(["generate", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, "generate", *argv)
 
 
 @pytest.mark.parametrize("policy", ["all-big", "S-B", "random:0.5,0.3,0.2"])

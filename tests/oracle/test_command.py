@@ -10,22 +10,18 @@ import sys
 
 import pytest
 
-from duollm.cli import main
+from tests.conftest import run_cli
 
 SMALL = ["--seqs", "6", "--seq-len", "12", "--batch-size", "4", "--random", "3"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("oracle") / "run"
-    assert main(["train", "--out", str(out), "--preset", "debug", "--steps", "3", "--model.n_layer=3", "--json"]) == 0
-    return out
+def run_dir(debug_run):
+    return debug_run
 
 
 def oracle(capsys, *argv):
-    code = main(["oracle", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, "oracle", *argv)
 
 
 def test_contract_and_files(run_dir, capsys):

@@ -5,22 +5,19 @@ import json
 import pytest
 
 from duollm.cli import main
+from tests.conftest import run_cli, train_debug_run
 
 SMALL = ["--seq-len", "12", "--calib-seqs", "4"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("routers") / "run"
-    assert main(["train", "--out", str(out), "--preset", "debug", "--steps", "3", "--model.n_layer=2", "--json"]) == 0
+    out = train_debug_run(tmp_path_factory.mktemp("routers") / "run", 2)
     assert main(["oracle", "--run", str(out), "--mode", "causal", "--seqs", "4", "--seq-len", "12", "--random", "2", "--json"]) == 0
     return out
 
 
-def cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+cli = run_cli
 
 
 def test_train_and_eval_both_kinds(run_dir, capsys):
