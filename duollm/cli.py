@@ -37,6 +37,7 @@ COMMANDS = {
     "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
     "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
+    "data build": ("duollm.data.build", "BuildCommand", "main"),
 }
 TAKES_OVERRIDES = {"train", "demo"}
 

@@ -2,8 +2,9 @@
 
 A *source* names text: a built-in split (`prose`, `prose-val`, `code`, `code-val`, `mix` = prose + code,
 `synthetic`, `synthetic-val` = generated sentences for tests, no download) or a
-user's path: a text file (one document), a folder (every `.txt`, `.md`, `.py`, `.rst` file under it is a
-document) or a `.jsonl` file (one document per line, in its `"text"` field). Documents are joined with the
+user's path: a corpus folder made by `duollm data build` (its train splits, prose and code; its held-out
+splits are the `.jsonl` files in it), a text file (one document), a folder (every `.txt`, `.md`, `.py`, `.rst`
+file under it is a document) or a `.jsonl` file (one document per line, in its `"text"` field). Documents are joined with the
 tokenizer's end-of-document id and stored as a flat uint16/uint32 array in the cache, keyed by the hash of
 the text and the tokenizer, so each source is tokenized once.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from duollm.data import sources
+from duollm.data import build, sources
 from duollm.data.synthetic import synthetic_documents
 from duollm.data.tokenizer import Tokenizer
 from duollm.errors import DuoError
@@ -91,6 +92,8 @@ def documents(source: str) -> dict[str, str]:
         return synthetic_documents(n_docs=40 if source.endswith("-val") else 400, seed=1 if source.endswith("-val") else 0)
     if source == "mix":
         return documents("prose") | documents("code")
+    if build.is_built_corpus(Path(source)):
+        return {k: v for split in build.TRAIN_SPLITS for k, v in build.read_split(Path(source), split).items()}
     return user_documents(Path(source))
 
 

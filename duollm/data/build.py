@@ -1,0 +1,568 @@
+"""`duollm data build`: the offline training corpus (issue 6, part 1), its BPE, and the archive it travels in.
+
+Prose comes from seven Debian packages, each fetched with `apt-get download` at a pinned version, checked
+against a pinned sha256 and unpacked with `dpkg -x` into a temporary folder (nothing is installed); code is
+the Python standard library of the running interpreter, tests included. `extract.py` turns the package files
+into documents. Every source is split into `train` and `val` by whole documents (a document is a Bible
+book, a commentary chapter, a dictionary's two-letter section, a WordNet lexicographer file, an Info node,
+a kernel RST file or a Python file), so no held-out text is seen in training.
+
+Output folder (default `<repo>/.cache/corpus/`, git-ignored):
+
+    sources/<name>.jsonl         one document per line: {"doc", "split", "text"} (what each source gave)
+    prose-train.jsonl ... code-val.jsonl   the four splits: {"source", "doc", "text"} per line
+    tokenizer.json               byte-level BPE (HF tokenizers) trained on the train splits only
+    MANIFEST.json                packages, versions, sha256s, documents, bytes, tokens, every file's sha256
+
+and `<out>.tar.xz` beside it: the splits, the tokenizer and the manifest, under 50 MiB, the form in which
+the corpus travels to a machine without network (`duollm data build --from-archive FILE`). Every step is
+skipped when its recorded inputs and outputs still match (a rerun downloads nothing), and every file is
+written to a temporary name and renamed, so an interrupted build leaves no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sysconfig
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from duollm.data import extract
+from duollm.data.sources import cache_dir, sha256_file, verses_by_book
+from duollm.errors import DuoError
+
+VAL_FRACTION = 0.05  # of each source's bytes, in whole documents
+SPLITS = ("prose-train", "prose-val", "code-train", "code-val")
+TRAIN_SPLITS = ("prose-train", "code-train")
+ARCHIVE_LIMIT = 50 * 2**20  # what the archive should stay under to travel with the code
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source of documents: a pinned Debian package and the extractor for its files, or the stdlib."""
+
+    name: str  # file and document prefix
+    domain: str  # prose or code
+    package: str  # Debian package; "" = the running interpreter's standard library
+    version: str
+    sha256: str  # of the .deb
+    size: int  # bytes of the .deb
+    extractor: str  # key of EXTRACTORS
+
+
+# fmt: off
+SOURCES = (
+    Source("web", "prose", "sword-text-web", "426.0-1", "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1", 3956428, "bible"),
+    Source("mhcc", "prose", "sword-comm-mhcc", "2.0-1", "06f748215de78ff48fdfdee93e3ffc5af6318b976485f7aedf22309236967e35", 1782348, "mhcc"),
+    Source("tdavid", "prose", "sword-comm-tdavid", "2.1-1", "bcbfad701c5c4a061475b58309cebc42755a59e87478c8355227c5e046412b3f", 5148904, "tdavid"),
+    Source("gcide", "prose", "dict-gcide", "0.48.5+nmu2", "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f", 14800692, "gcide"),
+    Source("wordnet", "prose", "wordnet-base", "1:3.0-37", "61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752", 6467132, "wordnet"),
+    Source("pydoc", "prose", "python3.11-doc", "3.11.2-6+deb12u9", "5b3594189d6ef9a6963ce0347fd307a1cc67620ad697e144db366070e2e146be", 12644000, "info"),
+    Source("linux", "prose", "linux-doc-6.1", "6.1.192-3", "f18dfe28dcab7bdbf9185be16b9521f5841277a6a96c374a6683a648d5d5fa4f", 37346428, "rst"),
+    Source("stdlib", "code", "", "", "", 0, "stdlib"),
+)
+# fmt: on
+
+
+# ----------------------------------------------------------------------------- extractors (unpacked root → documents)
+
+
+def _bible(root: Path) -> dict[str, str]:
+    module = root / "usr/share/sword/modules/texts/ztext/engWEB2015eb"
+    books = verses_by_book(extract.read_zmodule(module, "ot")) | verses_by_book(extract.read_zmodule(module, "nt"))
+    return {b: "\n".join(v) for b, v in books.items()}
+
+
+def _commentary(name: str) -> Callable[[Path], dict[str, str]]:
+    def run(root: Path) -> dict[str, str]:
+        module = root / "usr/share/sword/modules/comments/zcom" / name
+        return extract.commentary_chapters(extract.read_zmodule(module, "ot") + extract.read_zmodule(module, "nt"))
+
+    return run
+
+
+def _gcide(root: Path) -> dict[str, str]:
+    d = root / "usr/share/dictd"
+    return extract.dictd_documents((d / "gcide.dict.dz").read_bytes(), (d / "gcide.index").read_text("utf-8", errors="replace"))
+
+
+def _wordnet(root: Path) -> dict[str, str]:
+    d = root / "usr/share/wordnet"
+    return extract.wordnet_documents(
+        {pos: (d / f"data.{pos}").read_text("utf-8", errors="replace") for pos in ("noun", "verb", "adj", "adv")}
+    )
+
+
+def _info(root: Path) -> dict[str, str]:
+    return extract.info_documents(
+        gzip.decompress((root / "usr/share/info/python3.11.info.gz").read_bytes()).decode("utf-8", errors="replace")
+    )
+
+
+def _rst(root: Path) -> dict[str, str]:
+    """The kernel's RST documentation, translations left out, one document per file."""
+    d = root / "usr/share/doc/linux-doc-6.1/Documentation"
+    docs = {}
+    for p in sorted(d.rglob("*.rst.gz")):
+        rel = p.relative_to(d).as_posix()
+        if rel.startswith("translations/"):
+            continue
+        if text := extract.normalise(gzip.decompress(p.read_bytes()).decode("utf-8", errors="replace")):
+            docs[rel[: -len(".gz")]] = text
+    return docs
+
+
+def _stdlib(root: Path) -> dict[str, str]:
+    return extract.python_documents(Path(sysconfig.get_paths()["stdlib"]))
+
+
+EXTRACTORS = {
+    "bible": _bible,
+    "mhcc": _commentary("mhcc"),
+    "tdavid": _commentary("tdavid"),
+    "gcide": _gcide,
+    "wordnet": _wordnet,
+    "info": _info,
+    "rst": _rst,
+    "stdlib": _stdlib,
+}
+
+
+# ----------------------------------------------------------------------------- fetching
+
+
+def source_version(s: Source) -> str:
+    """The pinned package version, or the interpreter's version for the standard library."""
+    return s.version if s.package else f"python {platform.python_version()}"
+
+
+def fetch_deb(s: Source, folder: Path, debs: Path | None = None) -> Path:
+    """The source's .deb in `folder`: taken from `debs` when given, else `apt-get download`; sha256 checked."""
+    if debs is not None:
+        found = sorted(debs.glob(f"{s.package}_*.deb"))
+        if not found:
+            raise DuoError(f"no {s.package}_*.deb in {debs}")
+        deb = found[-1]
+    else:
+        folder.chmod(0o755)  # apt's unprivileged download user writes here
+        cmd = ["apt-get", "download", f"{s.package}={s.version}"]
+        try:
+            r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise DuoError(f"apt-get not found: fetching {s.package} needs Debian's package tools (or --from-archive FILE)") from None
+        found = sorted(folder.glob("*.deb"))
+        if r.returncode or not found:
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DuoError(
+                f"could not download {s.package} {s.version} with apt-get ({last}); run 'apt-get update' and check the network, "
+                "or pass --debs DIR or --from-archive FILE"
+            )
+        deb = found[0]
+    digest = sha256_file(deb)
+    if digest != s.sha256:
+        raise DuoError(f"{deb.name} has sha256 {digest}, expected {s.sha256} (the pin of {s.package} {s.version})")
+    return deb
+
+
+def extract_source(s: Source, debs: Path | None = None) -> dict[str, str]:
+    """Fetch, check and unpack a source's package into a temporary folder and return its documents."""
+    if not s.package:
+        return EXTRACTORS[s.extractor](Path("/"))
+    with tempfile.TemporaryDirectory(prefix="duollm-build-") as tmp:
+        tmp = Path(tmp)
+        deb = fetch_deb(s, tmp, debs)
+        r = subprocess.run(["dpkg", "-x", str(deb), str(tmp / "x")], capture_output=True, text=True)
+        if r.returncode:
+            raise DuoError(f"dpkg -x failed on {deb.name}: {r.stderr.strip()}")
+        docs = EXTRACTORS[s.extractor](tmp / "x")
+    if not docs:
+        raise DuoError(f"{s.package} {s.version} gave no documents")
+    return docs
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def assign_splits(source: str, docs: dict[str, str], fraction: float = VAL_FRACTION) -> dict[str, str]:
+    """Document name → "train" or "val": documents in the order of the sha256 of `source/name` go to val
+    until val holds `fraction` of the source's bytes (at least one document when there are two or more).
+    Depends only on names and sizes, so it is the same on every machine and in every order."""
+    total = sum(len(t.encode()) for t in docs.values())
+    order = sorted(docs, key=lambda n: hashlib.sha256(f"{source}/{n}".encode()).hexdigest())
+    split, val = dict.fromkeys(docs, "train"), 0
+    for n in order:
+        if len(docs) < 2 or (val >= fraction * total and val > 0):
+            break
+        split[n], val = "val", val + len(docs[n].encode())
+    return split
+
+
+# ----------------------------------------------------------------------------- files
+
+
+class _Writer:
+    """A file written under a temporary name, hashed as it goes, renamed into place on `commit()`."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp{os.getpid()}")
+        self.f, self.h, self.n = open(self.tmp, "wb"), hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.h.update(data)
+        self.n += len(data)
+
+    def commit(self) -> dict:
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        return {"file_bytes": self.n, "sha256": self.h.hexdigest()}
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def read_split(folder: Path, split: str) -> dict[str, str]:
+    """`source/doc` → text of one split of a built corpus."""
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DuoError(f"{path} not found: build the corpus with 'duollm data build' or unpack it with --from-archive")
+    return {f"{r['source']}/{r['doc']}": r["text"] for r in read_jsonl(path)}
+
+
+def is_built_corpus(path: Path) -> bool:
+    """A folder that `duollm data build` made (its MANIFEST.json says so)."""
+    m = Path(path) / "MANIFEST.json"
+    if not (Path(path).is_dir() and m.is_file()):
+        return False
+    try:
+        return json.loads(m.read_text()).get("kind") == "duollm-corpus"
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def _file_ok(out: Path, rec: dict | None) -> bool:
+    """The file a manifest record names exists and still has the recorded sha256."""
+    return bool(rec) and (out / rec["file"]).is_file() and sha256_file(out / rec["file"]) == rec["sha256"]
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def source_done(out: Path, manifest: dict, s: Source) -> bool:
+    rec = manifest["sources"].get(s.name)
+    pin = {"package": s.package, "version": source_version(s), "deb_sha256": s.sha256, "val_fraction": VAL_FRACTION}
+    return bool(rec) and all(rec.get(k) == v for k, v in pin.items()) and _file_ok(out, rec)
+
+
+def write_source(out: Path, s: Source, docs: dict[str, str]) -> dict:
+    """`sources/<name>.jsonl` (one document per line with its split) and the source's manifest record."""
+    split = assign_splits(s.name, docs)
+    (out / "sources").mkdir(parents=True, exist_ok=True)
+    w = _Writer(out / "sources" / f"{s.name}.jsonl")
+    try:
+        for name, text in docs.items():
+            w.write((json.dumps({"doc": name, "split": split[name], "text": text}, ensure_ascii=False) + "\n").encode())
+        file = w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    count = {sp: {"documents": 0, "bytes": 0} for sp in ("train", "val")}
+    for name, text in docs.items():
+        count[split[name]]["documents"] += 1
+        count[split[name]]["bytes"] += len(text.encode())
+    return {
+        "domain": s.domain,
+        "package": s.package,
+        "version": source_version(s),
+        "deb_sha256": s.sha256,
+        "deb_bytes": s.size,
+        "val_fraction": VAL_FRACTION,
+        "documents": len(docs),
+        "bytes": count["train"]["bytes"] + count["val"]["bytes"],
+        "splits": {f"{s.domain}-{sp}": c for sp, c in count.items()},
+        "val_documents": sorted(n for n in docs if split[n] == "val"),
+        "file": f"sources/{s.name}.jsonl",
+        **file,
+    }
+
+
+def write_splits(out: Path, manifest: dict, sources: tuple[Source, ...]) -> None:
+    """The four split files, assembled from the source files in table order."""
+    ws = {sp: _Writer(out / f"{sp}.jsonl") for sp in SPLITS}
+    counts = {sp: {"documents": 0, "bytes": 0} for sp in SPLITS}
+    try:
+        for s in sources:
+            for r in read_jsonl(out / manifest["sources"][s.name]["file"]):
+                sp = f"{s.domain}-{r['split']}"
+                ws[sp].write((json.dumps({"source": s.name, "doc": r["doc"], "text": r["text"]}, ensure_ascii=False) + "\n").encode())
+                counts[sp]["documents"] += 1
+                counts[sp]["bytes"] += len(r["text"].encode())
+        files = {sp: w.commit() for sp, w in ws.items()}
+    except BaseException:
+        for w in ws.values():
+            w.abort()
+        raise
+    manifest["splits"] = {sp: {**counts[sp], "file": f"{sp}.jsonl", **files[sp]} for sp in SPLITS}
+
+
+def count_tokens(out: Path, manifest: dict, sources: tuple[Source, ...], log: Callable[[str], None]) -> None:
+    """Tokens of every source and split with the corpus's BPE, each document ended by `<|endoftext|>`."""
+    from duollm.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(str(out / "tokenizer.json"))
+    for sp in manifest["splits"].values():
+        sp["tokens"] = 0
+    for s in sources:
+        rec = manifest["sources"][s.name]
+        per: dict[str, int] = {}
+        batch: list[tuple[str, str]] = []
+
+        def flush(batch=batch, per=per):
+            for (sp, _), ids in zip(batch, tok.encode_batch([t for _, t in batch]), strict=True):
+                per[sp] = per.get(sp, 0) + len(ids) + 1
+            batch.clear()
+
+        for r in read_jsonl(out / rec["file"]):
+            batch.append((f"{s.domain}-{r['split']}", r["text"]))
+            if len(batch) >= 256:
+                flush()
+        flush()
+        for sp, n in per.items():
+            rec["splits"][sp]["tokens"] = n
+            manifest["splits"][sp]["tokens"] += n
+        rec["tokens"] = sum(per.values())
+        log(f"  {s.name}: {rec['tokens']:,} tokens")
+
+
+def write_archive(out: Path, archive: Path, manifest: dict) -> dict:
+    """The splits, the tokenizer and the manifest as one xz-compressed tar (preset 9)."""
+    names = [f"{sp}.jsonl" for sp in SPLITS] + ["tokenizer.json", "MANIFEST.json"]
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(f".{archive.name}.tmp{os.getpid()}")
+    try:
+        with tarfile.open(tmp, "w:xz", preset=9) as tar:
+            for n in names:
+                info = tar.gettarinfo(str(out / n), arcname=n)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = 0  # the same corpus gives the same archive
+                with open(out / n, "rb") as f:
+                    tar.addfile(info, f)
+        os.replace(tmp, archive)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"file": str(archive), "bytes": archive.stat().st_size, "sha256": sha256_file(archive), "members": names}
+
+
+def new_manifest() -> dict:
+    return {"kind": "duollm-corpus", "format": 1, "sources": {}, "splits": {}, "tokenizer": {}, "files": {}}
+
+
+def load_manifest(out: Path) -> dict:
+    m = out / "MANIFEST.json"
+    if not m.is_file():
+        return new_manifest()
+    try:
+        manifest = json.loads(m.read_text())
+    except json.JSONDecodeError:
+        return new_manifest()
+    return manifest if manifest.get("kind") == "duollm-corpus" else new_manifest()
+
+
+def build(
+    out: Path,
+    vocab: int = 16384,
+    archive: Path | None = None,
+    sources: tuple[Source, ...] = SOURCES,
+    extract_fn: Callable[[Source], dict[str, str]] = extract_source,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Build (or finish, or confirm) the corpus in `out`; return its manifest. See the module docstring."""
+    if not 1024 <= vocab <= 65536:
+        raise DuoError(f"--vocab {vocab} is out of range (1024 to 65536; 16384 to 32768 for the study)")
+    if out.exists() and not out.is_dir():
+        raise DuoError(f"--out {out} exists and is not a folder")
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = load_manifest(out)
+    manifest["sources"] = {k: v for k, v in manifest["sources"].items() if k in {s.name for s in sources}}
+    todo = [s for s in sources if not source_done(out, manifest, s)]
+    debs = [s for s in todo if s.package]
+    if debs:
+        mb = sum(s.size for s in debs) / 1e6
+        log(
+            f"downloading {len(debs)} Debian packages ({mb:.1f} MB) with apt-get download, checked by sha256, unpacked with dpkg -x into a temporary folder:"
+        )
+        for s in debs:
+            log(f"  {s.package} {s.version} ({s.size / 1e6:.1f} MB)")
+    for s in sources:
+        if s not in todo:
+            log(f"{s.name}: up to date ({manifest['sources'][s.name]['bytes'] / 1e6:.1f} MB)")
+            continue
+        t = time.perf_counter()
+        rec = write_source(out, s, extract_fn(s))
+        manifest["sources"][s.name] = rec
+        write_json_atomic(out / "MANIFEST.json", manifest)  # a later run resumes after this source
+        log(f"{s.name}: {rec['documents']:,} documents, {rec['bytes'] / 1e6:.1f} MB ({time.perf_counter() - t:.1f} s)")
+
+    src_key = _key([manifest["sources"][s.name]["sha256"] for s in sources], [s.name for s in sources])
+    if manifest.get("splits_key") != src_key or not all(_file_ok(out, r) for r in manifest["splits"].values()) or not manifest["splits"]:
+        write_splits(out, manifest, sources)
+        manifest["splits_key"] = src_key
+        log("splits: " + ", ".join(f"{sp} {r['documents']:,} docs {r['bytes'] / 1e6:.1f} MB" for sp, r in manifest["splits"].items()))
+
+    tok_key = _key(src_key, vocab)
+    tok_rec = manifest.get("tokenizer") or {}
+    if tok_rec.get("key") != tok_key or not _file_ok(out, tok_rec):
+        from duollm.data.tokenizer import train_bpe
+
+        log(f"training a byte-level BPE of {vocab:,} tokens on {', '.join(TRAIN_SPLITS)} ...")
+        t = time.perf_counter()
+        texts = [r["text"] for sp in TRAIN_SPLITS for r in read_jsonl(out / f"{sp}.jsonl")]
+        tmp = out / f".tokenizer.json.tmp{os.getpid()}"
+        train_bpe(texts, vocab, tmp)
+        os.replace(tmp, out / "tokenizer.json")
+        del texts
+        manifest["tokenizer"] = {"file": "tokenizer.json", "vocab_size": vocab, "trained_on": list(TRAIN_SPLITS), "key": tok_key}
+        manifest["tokenizer"]["sha256"] = sha256_file(out / "tokenizer.json")
+        log(f"tokenizer: {time.perf_counter() - t:.0f} s; counting tokens:")
+        count_tokens(out, manifest, sources, log)
+        manifest["totals"] = {
+            d: {k: sum(r[k] for sp, r in manifest["splits"].items() if sp.startswith(d)) for k in ("documents", "bytes", "tokens")}
+            for d in ("prose", "code")
+        }
+
+    files = [r["file"] for r in manifest["sources"].values()] + [r["file"] for r in manifest["splits"].values()] + ["tokenizer.json"]
+    manifest["files"] = {f: {"bytes": (out / f).stat().st_size, "sha256": sha256_file(out / f)} for f in files}
+    manifest["python"] = platform.python_version()
+    arc_rec = manifest.pop("archive", None)
+    if archive is not None:
+        arc_key = _key(manifest["files"])
+        if not (
+            arc_rec
+            and arc_rec.get("key") == arc_key
+            and arc_rec["file"] == str(archive)
+            and archive.is_file()
+            and sha256_file(archive) == arc_rec["sha256"]
+        ):
+            log(f"writing {archive} (xz -9) ...")
+            write_json_atomic(out / "MANIFEST.json", manifest)  # the copy inside the archive
+            arc_rec = {**write_archive(out, archive, manifest), "key": arc_key}
+        if arc_rec["bytes"] > ARCHIVE_LIMIT:
+            log(
+                f"warning: the archive is {arc_rec['bytes'] / 2**20:.1f} MiB, over the {ARCHIVE_LIMIT / 2**20:.0f} MiB it should stay under"
+            )
+        manifest["archive"] = arc_rec
+    write_json_atomic(out / "MANIFEST.json", manifest)
+    manifest["seconds"] = time.perf_counter() - t0  # of this call, not stored
+    return manifest
+
+
+# ----------------------------------------------------------------------------- unpacking on another machine
+
+
+def unpack_archive(archive: Path, out: Path) -> dict:
+    """Unpack a corpus archive into `out` and check every file against the manifest inside it."""
+    if not archive.is_file():
+        raise DuoError(f"corpus archive not found: {archive}")
+    allowed = {f"{sp}.jsonl" for sp in SPLITS} | {"tokenizer.json", "MANIFEST.json"}
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, "r:xz") as tar:
+            members = tar.getmembers()
+            bad = [m.name for m in members if m.name not in allowed or not m.isfile()]
+            if bad or "MANIFEST.json" not in {m.name for m in members}:
+                raise DuoError(f"{archive} is not a corpus archive (unexpected members {bad[:3]} or no MANIFEST.json)")
+            for m in members:
+                dst = out / m.name
+                tmp = dst.with_name(f".{m.name}.tmp{os.getpid()}")
+                with tar.extractfile(m) as src, open(tmp, "wb") as f:
+                    shutil.copyfileobj(src, f, 1 << 20)
+                os.replace(tmp, dst)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DuoError(f"cannot read corpus archive {archive}: {e}") from None
+    manifest = json.loads((out / "MANIFEST.json").read_text())
+    for name in allowed - {"MANIFEST.json"}:
+        want = manifest["files"].get(name, {}).get("sha256")
+        if want is None or sha256_file(out / name) != want:
+            raise DuoError(f"{out / name} does not match the sha256 in the archive's manifest: the archive is corrupt")
+    return manifest
+
+
+# ----------------------------------------------------------------------------- command
+
+
+@dataclass
+class BuildCommand:
+    """Build the offline training corpus: seven Debian packages (about 82 MB, downloaded once) and the stdlib."""
+
+    out: str = ""  # output folder; "" = <repo>/.cache/corpus (git-ignored)
+    vocab: int = 16384  # BPE vocabulary size (16384 to 32768 for the study)
+    archive: str = ""  # the xz archive to write; "" = <out>.tar.xz
+    from_archive: str = ""  # unpack this archive (from an earlier build) into --out instead of building; no network
+    debs: str = ""  # take the .deb files from this folder instead of apt-get download
+    json: bool = False  # print one JSON object instead of the summary
+
+
+def summary(manifest: dict) -> dict:
+    keep = ("documents", "bytes", "tokens")
+    return {
+        "sources": {n: {k: r.get(k) for k in ("package", "version", *keep)} for n, r in manifest["sources"].items()},
+        "splits": {n: {k: r.get(k) for k in keep} for n, r in manifest["splits"].items()},
+        "totals": manifest.get("totals", {}),
+        "vocab_size": manifest["tokenizer"].get("vocab_size"),
+        "archive": {k: manifest["archive"][k] for k in ("file", "bytes", "sha256")} if manifest.get("archive") else None,
+    }
+
+
+def main(cmd: BuildCommand) -> None:
+    out = Path(cmd.out) if cmd.out else cache_dir() / "corpus"
+    log = (lambda _: None) if cmd.json else print
+    if cmd.from_archive:
+        t0 = time.perf_counter()
+        manifest = unpack_archive(Path(cmd.from_archive), out)
+        res = {"out": str(out), **summary(manifest), "seconds": round(time.perf_counter() - t0, 1)}
+    else:
+        archive = Path(cmd.archive) if cmd.archive else out.with_name(out.name + ".tar.xz")
+        debs = Path(cmd.debs) if cmd.debs else None
+        manifest = build(out, cmd.vocab, archive, SOURCES, lambda s: extract_source(s, debs), log)
+        res = {"out": str(out), **summary(manifest), "seconds": round(manifest["seconds"], 1)}
+    if cmd.json:
+        print(json.dumps(res))
+        return
+    for d, t in res["totals"].items():
+        print(f"{d}: {t['documents']:,} documents, {t['bytes'] / 1e6:.1f} MB, {t['tokens']:,} tokens")
+    if res["archive"]:
+        print(f"archive: {res['archive']['file']} ({res['archive']['bytes'] / 2**20:.1f} MiB)")
+    print(f"corpus ready in {out} ({res['seconds']:.0f} s); train on it with")
+    print(
+        f"  duollm train --data {out} --data.val={out / 'prose-val.jsonl'} --data.tokenizer={out / 'tokenizer.json'} --model.vocab_size={res['vocab_size']} ..."
+    )
