@@ -1,12 +1,22 @@
-"""Decode throughput of `model/generate.py`: tokens/s per batch size, routed against all-big, in one process.
+"""Decode throughput: tokens/s per batch size, routed against all-big, CUDA graphs against eager, and the
+Hugging Face `LlamaForCausalLM` of the same dimensions, in one process.
 
     python3 -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64,256 --new 64 --out decode.jsonl
 
-Random weights, a prompt of `--prompt-len` random tokens per sequence, greedy decoding of `--new` tokens.
-Policies: all-big, and a static route with k of 12 layers BIG (the rest SMALL) for each k in `--ks`. Reports
-new tokens per second (prefill excluded) and the ideal ratio to all-big from the weight bytes each token's
-FFNs read (batch 1 is bound by them) and from FLOPs (large batches). This is the eager reference path: no
-CUDA graphs yet (issue 5), so small batches are launch-bound.
+Random weights (speed does not depend on them), bf16, a prompt of `--prompt-len` random tokens per sequence,
+greedy decoding of `--new` tokens; new tokens per second with the prefill subtracted (a run of 1 new token is
+timed and taken off). Implementations:
+  graphs  `model/generate.py` `Decoder`: every step one CUDA graph replay (one graph per batch bucket),
+  eager   `model/generate.py` `generate`, the readable reference (launch-bound at small batch),
+  hf      transformers' `generate` of a dense Llama with the all-big dimensions (tied head, SDPA, its default
+          dynamic cache), for the same batches.
+Policies: all-big; a static route with k of 12 layers BIG and the rest SMALL (the whole batch takes it, so a
+step reads k big and 12 − k small modules); `random k/12`, each token and layer BIG with probability k/12 and
+SMALL otherwise, decided on the device inside the graph (per-token routing through kernels/grouped.py).
+
+Ideals against all-big: `ideal_bytes`, the ratio of the weight bytes a step reads (attention, the modules the
+route takes, the head; what bounds batch 1), and `ideal_flops`, the ratio of counted FLOPs per token at the
+final length (routing/cost.py; what bounds large batches, where the KV-cache reads of attention also grow).
 """
 
 import argparse
@@ -15,10 +25,11 @@ import json
 import torch
 
 from benchmarks.timing import DEVICE, timed
-from duollm.model.generate import generate
+from duollm.model.generate import Decoder, RandomRouter, generate
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
 from duollm.routing.cost import route_cost
+from duollm.routing.route import Choice
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--preset", default="paper-1.4b")
@@ -26,33 +37,114 @@ p.add_argument("--batches", default="1,8,64,256")
 p.add_argument("--prompt-len", type=int, default=128)
 p.add_argument("--new", type=int, default=64)
 p.add_argument("--ks", default="4,6,8")
+p.add_argument("--eager-batches", default="1,64", help="batches at which the eager reference is also timed")
+p.add_argument("--hf-batches", default="1,64", help="batches at which HF generate is timed ('' = none)")
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
 dev = DEVICE
 dtype = torch.bfloat16 if dev == "cuda" else torch.float32
 cfg = model_config(args.preset)
+cfg.kernel = "grouped"  # per-token choices without host synchronisation (inside graphs it is used regardless)
 torch.manual_seed(0)
 model = DuoLM(cfg).to(dev, dtype).eval()
-L = cfg.n_layer
-table = cfg.cost(args.prompt_len + args.new)
-policies = {"all-big": torch.full((L,), 2, dtype=torch.uint8)}
-for k in (int(v) for v in args.ks.split(",")):
-    policies[f"{k}/{L} big"] = torch.tensor([2] * k + [1] * (L - k), dtype=torch.uint8)
-weights = {name: float(table.ffn_params[torch.arange(L), r.long()].sum()) for name, r in policies.items()}
-flops = {name: float(route_cost(r, table)) for name, r in policies.items()}
-rows = []
-for B in (int(b) for b in args.batches.split(",")):
+L, T_final = cfg.n_layer, args.prompt_len + args.new
+table = cfg.cost(T_final)
+batches = [int(b) for b in args.batches.split(",")]
+ks = [int(k) for k in args.ks.split(",")]
+
+static = {"all-big": torch.full((L,), Choice.BIG, dtype=torch.uint8)}
+static.update({f"{k}/{L} big": torch.tensor([Choice.BIG] * k + [Choice.SMALL] * (L - k), dtype=torch.uint8) for k in ks})
+policies = {name: {"route": r} for name, r in static.items()}
+policies.update({f"random {k}/{L}": {"router": RandomRouter((k / L, 1 - k / L, 0.0))} for k in ks})
+
+attn_params = sum(p.numel() for n, p in model.blocks[0].named_parameters() if not n.startswith("ffn."))
+module_params = {Choice.BIG: sum(p.numel() for p in model.blocks[0].ffn.big.parameters()), Choice.SKIP: 0}
+module_params[Choice.SMALL] = sum(p.numel() for p in model.blocks[0].ffn.small.parameters())
+head_params = model.embed.weight.numel()
+
+
+def step_bytes(name: str) -> float:
+    """Weight elements one step reads for one token (expected value for a random policy)."""
+    if name.startswith("random"):
+        f = int(name.split()[1].split("/")[0]) / L
+        return L * (attn_params + f * module_params[Choice.BIG] + (1 - f) * module_params[Choice.SMALL]) + head_params
+    return L * attn_params + sum(module_params[int(c)] for c in static[name]) + head_params
+
+
+def step_flops(name: str) -> float:
+    if name.startswith("random"):
+        f = int(name.split()[1].split("/")[0]) / L
+        return float(table.attn.sum() + table.head + f * table.ffn[:, Choice.BIG].sum() + (1 - f) * table.ffn[:, Choice.SMALL].sum())
+    return float(route_cost(static[name], table))
+
+
+def new_tokens_per_s(run, B: int) -> float:
+    run(1)  # warm-up (records the graphs of this bucket)
+    prefill, _ = timed(lambda: run(1))
+    total, _ = timed(lambda: run(args.new))
+    return B * (args.new - 1) / max(1e-9, total - prefill)
+
+
+def record(rec: dict) -> None:
+    rec.update(preset=args.preset, prompt_len=args.prompt_len, new=args.new, dtype=str(dtype).split(".")[-1])
+    rec.update(device=torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch=torch.__version__)
+    rows.append(rec)
+    print(json.dumps(rec), flush=True)
+
+
+rows: list[dict] = []
+for B in batches:
     ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
-    for name, route in policies.items():
-        generate(model, ids[:, :8], 2, route=route)  # warm-up
-        prefill, _ = timed(lambda ids=ids, route=route: generate(model, ids, 1, route=route))  # subtracted below
-        total, _ = timed(lambda ids=ids, route=route: generate(model, ids, args.new, route=route))
-        tps = B * (args.new - 1) / max(1e-9, total - prefill)
-        rec = {"preset": args.preset, "batch": B, "policy": name, "tokens_per_s": round(tps, 1)}
-        rec.update(ideal_bytes=round(weights["all-big"] / weights[name], 3), ideal_flops=round(flops["all-big"] / flops[name], 3))
-        rec.update(device=torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch=torch.__version__)
-        rows.append(rec)
-        print(json.dumps(rec), flush=True)
+    base = None
+    for name, policy in policies.items():
+        dec = Decoder(model, B, T_final, **policy)
+        tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
+        base = tps if name == "all-big" else base
+        rec = {"batch": B, "policy": name, "impl": "graphs" if dec.graphs else "eager-static", "tokens_per_s": round(tps, 1)}
+        rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big") / step_bytes(name), 3))
+        rec.update(ideal_flops=round(step_flops("all-big") / step_flops(name), 3))
+        record(rec)
+        del dec
+    if str(B) in args.eager_batches.split(","):
+        tps = new_tokens_per_s(lambda n, ids=ids: generate(model, ids, n), B)
+        record({"batch": B, "policy": "all-big", "impl": "eager", "tokens_per_s": round(tps, 1), "graphs_speedup": round(base / tps, 2)})
+
+hf_batches = [int(b) for b in args.hf_batches.split(",") if b]
+if hf_batches:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_cfg = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_big,
+        num_hidden_layers=L,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head,
+        max_position_embeddings=cfg.max_seq_len,
+        rope_theta=cfg.rope_theta,
+        rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    hf = LlamaForCausalLM(hf_cfg).to(dev, dtype).eval()
+    for B in hf_batches:
+        ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
+
+        def run(n, ids=ids):
+            with torch.no_grad():
+                return hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+
+        tps = new_tokens_per_s(run, B)
+        ours = next(r["tokens_per_s"] for r in rows if r["batch"] == B and r["policy"] == "all-big" and r["impl"] != "eager")
+        record(
+            {
+                "batch": B,
+                "policy": "all-big (dense Llama)",
+                "impl": "hf",
+                "tokens_per_s": round(tps, 1),
+                "duollm_over_hf": round(ours / tps, 2),
+            }
+        )
 with open(args.out, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -6,8 +6,11 @@ For each token count and routing mix (all-big, all-small, all-skip, and k/12 of 
 rest SMALL for k = 4, 6, 8, drawn per token): the time of
   dense    the big module on every token (what a dense model runs),
   naive    both modules on every token, then a per-token select (FLOPs = dense + small),
-  ref      duollm's reference `RoutedFFN` (gather each choice's rows, run, scatter back),
+  ref      duollm's reference `RoutedFFN` (per choice: nonzero, gather the rows, run, scatter back),
+  sorted   kernels/sorted.py (one device sort, one gather, exact-size matmuls, in-place scatter; one host read),
   grouped  kernels/grouped.py (sorted on the device, `torch._grouped_mm` with device offsets, no host sync),
+  bound    the modules alone on contiguous rows of the mix's counts (no routing work: what a perfect
+           gather/scatter would cost),
 and the ideal speedup over dense from the counted FLOPs (routing/cost.py), with the fraction of it reached.
 Forward only, bf16 on a GPU (fp32 on a CPU, where it only checks that it runs). Median of `--iters` timed
 runs after warm-up. Faster paths (a fused Triton kernel) join this table as more rows.
@@ -21,6 +24,7 @@ import torch
 
 from benchmarks.timing import DEVICE, timed
 from duollm.kernels.grouped import routed_ffn_grouped
+from duollm.kernels.sorted import routed_ffn_sorted
 from duollm.model.ffn import RoutedFFN
 from duollm.presets import model_config
 from duollm.routing.route import Choice
@@ -36,7 +40,7 @@ dev = DEVICE
 dtype = torch.bfloat16 if dev == "cuda" else torch.float32
 cfg = model_config(args.preset)
 torch.manual_seed(0)
-ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big).to(dev, dtype)
+ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, kernel="reference").to(dev, dtype)
 MIXES = {"all-big": (1.0, 0.0), "all-small": (0.0, 1.0), "all-skip": (0.0, 0.0), **{f"{k}/12 big": (k / 12, 1 - k / 12) for k in (4, 6, 8)}}
 flops = {Choice.BIG: 6 * cfg.d_model * cfg.d_big, Choice.SMALL: 6 * cfg.d_model * cfg.d_small, Choice.SKIP: 0}
 
@@ -66,7 +70,10 @@ with torch.no_grad():
             routed = sum(flops[c] * float((choice == c).sum()) for c in Choice)
             ideal = flops[Choice.BIG] * N / routed if routed else float("inf")
             impls = {"naive": lambda u=u, c=choice: naive(u, c), "ref": lambda u=u, c=choice: ffn(u, c)}
+            impls["sorted"] = lambda u=u, c=choice: routed_ffn_sorted(u, c, ffn.small, ffn.big)
             impls["grouped"] = lambda u=u, c=choice: routed_ffn_grouped(u, c, ffn.small, ffn.big)
+            nb, ns = int((choice == Choice.BIG).sum()), int((choice == Choice.SMALL).sum())
+            impls["bound"] = lambda u=u, nb=nb, ns=ns: (ffn.big(u[:, :nb]) if nb else None, ffn.small(u[:, :ns]) if ns else None)
             for name, fn in impls.items():
                 t = clock(fn)
                 rec = {

@@ -29,13 +29,21 @@ class Generation:
 
 
 class RandomRouter:
-    """Each (token, layer) draws BIG, SMALL or SKIP with probabilities p from `gen`: `random:P` as a router."""
+    """Each (token, layer) draws BIG, SMALL or SKIP with probabilities p: `random:P` as a router.
 
-    def __init__(self, p: tuple[float, float, float], gen: torch.Generator):
+    With a CPU generator `gen` the draws are made on the host (reproducible on any device); without one they
+    are made on the state's device from the global generator, with nothing read on the host, so the router
+    can run inside a CUDA graph (`Decoder`)."""
+
+    def __init__(self, p: tuple[float, float, float], gen: torch.Generator | None = None):
         self.p = torch.tensor([p[2], p[1], p[0]], dtype=torch.float64)  # indexed by Choice: SKIP, SMALL, BIG
         self.gen = gen
 
     def __call__(self, layer: int, u: Tensor) -> Tensor:
+        if self.gen is None:  # r < p_skip → SKIP; < p_skip + p_small → SMALL; else BIG
+            r = torch.rand(u.shape[:2], device=u.device, dtype=torch.float64)  # (B, T)
+            edges = self.p.cumsum(0)
+            return (r >= float(edges[0])).to(torch.uint8) + (r >= float(edges[1])).to(torch.uint8)
         draw = torch.multinomial(self.p, u.shape[0] * u.shape[1], replacement=True, generator=self.gen)
         return draw.view(u.shape[:2]).to(torch.uint8).to(u.device)  # (B, T)
 
@@ -87,3 +95,98 @@ def generate(
         out = model(nxt[:, None], route=route, router=router, cache=cache)  # one token per sequence
         routes.append(per_token(out.route, 1))
     return Generation(ids, torch.cat(routes, dim=1))
+
+
+class Decoder:
+    """Batched decoding with each step captured as a CUDA graph, one per batch-size bucket: the fast path of
+    `generate`, with the same tokens and routes (shared/notes/perf.md §2.3).
+
+    A decoder owns static buffers: the KV cache for up to `max_batch` sequences of `max_len` tokens, the step's
+    input tokens and the position, a 0-d tensor on the device. One step reads only those (attention reads the
+    whole cache buffer under a mask, model/transformer.py), so it can be recorded once and replayed: eager
+    decoding launches some 20 kernels per layer, each costing ~10 µs of host time, which at batch 1 is several
+    times the weight-reading time of the step. Graphs are recorded per bucket b (1, 2, 4, …, max_batch) on the
+    first b rows of the buffers; B sequences replay the smallest bucket ≥ B, and the rows past B compute values
+    nobody reads. The prompt runs eagerly (prefill), then one replay per new token.
+
+    The policy is fixed per decoder: a static route `(L,)`, or a router whose decisions stay on the device
+    (`LinearRouter`, `RouteRouter`, `RandomRouter` without a CPU generator). Inside a graph per-token choices
+    go through the sync-free routed FFN (kernels/grouped.py). Without CUDA (or with graphs=False) the same
+    static-shape step runs eagerly; the tests compare it with `generate` on the CPU.
+    """
+
+    def __init__(self, model: DuoLM, max_batch: int, max_len: int, route: Tensor | None = None, router=None, graphs: bool | None = None):
+        p = next(model.parameters())
+        self.model, self.router = model.eval(), router
+        L = model.cfg.n_layer
+        self.route = torch.full((L,), Choice.BIG, dtype=torch.uint8) if route is None and router is None else route
+        self.graphs = p.is_cuda if graphs is None else graphs
+        self.max_batch, self.max_len = max_batch, max_len
+        self.cache = KVCache.empty(model.cfg, max_batch, max_len, device=p.device, dtype=p.dtype)
+        self.tokens = torch.zeros(max_batch, 1, dtype=torch.long, device=p.device)  # the step's input
+        self.pos = torch.zeros((), dtype=torch.long, device=p.device)  # where the step's token goes
+        self._graphs: dict[int, tuple] = {}  # bucket → (graph, logits (b, V), route)
+        self._pool = None  # one memory pool shared by every bucket's graph
+
+    def bucket(self, B: int) -> int:
+        b = 1
+        while b < B:
+            b *= 2
+        return min(b, self.max_batch)
+
+    def _step(self, b: int) -> tuple[Tensor, Tensor]:
+        """One token for the first b sequences at position `self.pos` (advanced by one): last logits, route."""
+        cache = KVCache(self.cache.k[:, :b], self.cache.v[:, :b], self.pos)
+        out = self.model(self.tokens[:b], route=self.route if self.router is None else None, router=self.router, cache=cache)
+        return out.logits[:, -1], out.route
+
+    def _capture(self, b: int) -> None:
+        pos = self.pos.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation, cuBLAS workspaces
+            self._step(b)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            logits, route = self._step(b)
+        self._pool = graph.pool()
+        self.pos.copy_(pos)  # the warm-up advanced it (and wrote a slot the next real step overwrites)
+        self._graphs[b] = (graph, logits, route)
+
+    def step(self, b: int) -> tuple[Tensor, Tensor]:
+        if not self.graphs:
+            return self._step(b)
+        if b not in self._graphs:
+            self._capture(b)
+        graph, logits, route = self._graphs[b]
+        graph.replay()
+        return logits, route
+
+    @torch.no_grad()
+    def generate(
+        self, ids: Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int = 0, gen: torch.Generator | None = None
+    ) -> Generation:
+        """Like `generate(model, ids, max_new_tokens, route|router, ...)`, through the recorded steps."""
+        B, T0 = ids.shape
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if B > self.max_batch or T0 + max_new_tokens - 1 > self.max_len:
+            raise ValueError(f"{B} sequences of {T0 + max_new_tokens - 1} tokens exceed the decoder's {self.max_batch} × {self.max_len}")
+        L, b = self.model.cfg.n_layer, self.bucket(B)
+        static = self.route if self.router is None else None
+        prefill = KVCache(self.cache.k[:, :B], self.cache.v[:, :B], 0)
+        out = self.model(ids, route=static, router=self.router, cache=prefill)
+        routes = [out.route.to(ids.device).expand(B, T0, L)]
+        self.pos.fill_(T0)
+        new = ids.new_empty(B, max_new_tokens)
+        logits = out.logits[:, -1]
+        for step in range(max_new_tokens):
+            new[:, step] = sample(logits, temperature, top_k, gen)
+            if step == max_new_tokens - 1:
+                break
+            self.tokens[:B, 0] = new[:, step]
+            logits, route = self.step(b)
+            logits = logits[:B]
+            routes.append(route.to(ids.device).expand(B, 1, L) if route.dim() == 1 else route[:B].clone())
+        return Generation(torch.cat([ids, new], dim=1), torch.cat(routes, dim=1))

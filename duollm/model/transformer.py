@@ -38,8 +38,8 @@ class DuoConfig:
     rope_theta: float = 10000.0  # RoPE base
     norm_eps: float = 1e-5  # RMSNorm epsilon
     init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
-    kernel: Literal["reference", "grouped"] = (
-        "reference"  # routed FFN: reference (model/ffn.py) or grouped (kernels/grouped.py, no host sync)
+    kernel: Literal["auto", "reference", "sorted", "grouped"] = (
+        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted or grouped (kernels/); auto: RoutedFFN.dispatch
     )
 
     def __post_init__(self):
@@ -97,7 +97,13 @@ class Attention(nn.Module):
         v = self.v(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         mask, causal = None, True
-        if kv is not None and kv[2] > 0:  # tokens already in the cache come first
+        if kv is not None and isinstance(kv[2], Tensor):  # static shapes (a CUDA graph): pos lives on the device
+            k_buf, v_buf, pos = kv
+            at = pos + torch.arange(T, device=x.device)  # (T,) positions of the new tokens
+            k_buf.index_copy_(2, at, k), v_buf.index_copy_(2, at, v)
+            k, v, causal = k_buf, v_buf, False  # the whole buffer; slots past a query's position are masked
+            mask = torch.arange(k_buf.shape[2], device=x.device) <= at[:, None]  # (T, T_max)
+        elif kv is not None and kv[2] > 0:  # tokens already in the cache come first
             k_buf, v_buf, pos = kv
             k_buf[:, :, pos : pos + T], v_buf[:, :, pos : pos + T] = k, v
             k, v = k_buf[:, :, : pos + T], v_buf[:, :, : pos + T]  # (B, nkv, pos+T, hs)
@@ -119,7 +125,7 @@ class KVCache:
 
     k: Tensor  # (L, B, nkv, T_max, hs)
     v: Tensor  # (L, B, nkv, T_max, hs)
-    pos: int = 0
+    pos: int | Tensor = 0  # a 0-d int64 device tensor for static shapes: attention then reads the whole buffer, masked
 
     @staticmethod
     def empty(cfg: DuoConfig, batch: int, max_len: int, device=None, dtype=torch.float32) -> KVCache:
@@ -190,9 +196,13 @@ class DuoLM(nn.Module):
         their keys and values are added to it, and cache.pos advances by T (model/generate.py)."""
         T = input_ids.shape[1]
         pos = cache.pos if cache is not None else 0
-        if pos + T > self.cfg.max_seq_len:
+        if isinstance(pos, Tensor):  # device-side position (model/generate.py `Decoder`): nothing read on the host
+            at = pos + torch.arange(T, device=pos.device)  # (T,); the cache's length bounds it
+            cos, sin = self.rope_cos.index_select(0, at), self.rope_sin.index_select(0, at)
+        elif pos + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
-        cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
+        else:
+            cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
         kv = (lambda l: cache.layer(l)) if cache is not None else (lambda l: None)
         if router is not None:
             if route is not None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from duollm import Choice, DuoConfig, DuoLM
-from duollm.model.generate import RandomRouter, generate, sample
+from duollm.model.generate import Decoder, RandomRouter, generate, sample
 from duollm.model.transformer import KVCache
 from duollm.routers import LinearRouter
 from duollm.routers.route import RouteRouter
@@ -64,6 +64,65 @@ def test_cache_equals_recompute(model, policy):
     assert torch.equal(out.route, route)
     if "router" in policy:
         assert len(torch.unique(out.route)) > 1  # the router did route
+
+
+def policy_of(name):
+    return {
+        "all-big": {},
+        "static": {"route": torch.tensor([2, 0, 1], dtype=torch.uint8)},
+        "linear-router": {"router": linear_router()},
+        "route-router": {"router": route_router()},
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["all-big", "static", "linear-router", "route-router"])
+def test_decoder_equals_generate(model, name):
+    """The static-shape step (device-side position, the whole cache buffer under a mask) gives the tokens and
+    routes of the reference; run twice to check that a second call reuses the buffers cleanly, and with fewer
+    sequences than the bucket."""
+    policy = policy_of(name)
+    ref = generate(model, prompts(), 8, **policy)
+    dec = Decoder(model, max_batch=4, max_len=16, graphs=False, **policy)
+    for _ in range(2):
+        out = dec.generate(prompts(), 8)
+        assert torch.equal(out.ids, ref.ids) and torch.equal(out.route, ref.route)
+    assert torch.equal(dec.generate(prompts()[:1], 8).ids, ref.ids[:1])
+    with pytest.raises(ValueError, match="exceed the decoder"):
+        dec.generate(prompts(), 13)
+
+
+def test_device_random_router_draws_its_mix(model):
+    torch.manual_seed(0)
+    route = (
+        Decoder(model, 16, 30, router=RandomRouter((0.5, 0.3, 0.2)), graphs=False)
+        .generate(torch.randint(0, 32, (16, 10), generator=torch.Generator().manual_seed(0)), 20)
+        .route
+    )
+    frac = [float((route == c).float().mean()) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)]
+    assert frac == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["all-big", "static", "linear-router"])
+def test_cuda_graph_decoder_equals_eager(name):
+    """The recorded steps replay exactly what the eager static-shape step computes (bf16, per-token choices
+    through the grouped routed FFN in both)."""
+    torch.manual_seed(0)
+    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=16, vocab_size=128, max_seq_len=64, kernel="grouped")
+    m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
+    policy = policy_of(name)
+    if "router" in policy:
+        r = LinearRouter(3, 64, (Choice.SKIP, Choice.SMALL, Choice.BIG))
+        for lin in r.layers:
+            torch.nn.init.normal_(lin.weight, std=3.0)
+        policy = {"router": r.cuda().eval()}
+    ids = torch.randint(0, 128, (5, 9), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    eager = Decoder(m, 8, 40, graphs=False, **policy).generate(ids, 12)
+    dec = Decoder(m, 8, 40, graphs=True, **policy)
+    for _ in range(2):
+        out = dec.generate(ids, 12)
+        assert torch.equal(out.ids, eager.ids) and torch.equal(out.route, eager.route)
+    assert len(dec._graphs) == 1  # one bucket (8) recorded once
 
 
 def test_chunked_prefill_equals_one_forward(model):

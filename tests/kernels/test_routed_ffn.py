@@ -1,10 +1,12 @@
-"""The sync-free grouped routed FFN equals the reference, forward and gradients. Run: pytest tests/kernels"""
+"""The fast routed FFNs (sorted: one host read per layer; grouped: sync-free) equal the reference, forward and
+gradients. Run: pytest tests/kernels"""
 
 import pytest
 import torch
 
 from duollm import DuoConfig, DuoLM
 from duollm.kernels.grouped import available, routed_ffn_grouped
+from duollm.kernels.sorted import routed_ffn_sorted
 from duollm.model.ffn import RoutedFFN
 
 pytestmark = pytest.mark.skipif(not available(), reason="torch._grouped_mm is missing from this torch")
@@ -23,8 +25,12 @@ def grads(out, g, params):
     return [torch.zeros_like(p) if x is None else x for x, p in zip(got, params, strict=True)]
 
 
+KERNELS = {"grouped": routed_ffn_grouped, "sorted": routed_ffn_sorted}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("mix", MIXES.values(), ids=MIXES.keys())
-def test_equals_reference(mix):
+def test_equals_reference(mix, kernel):
     torch.manual_seed(0)
     ffn = RoutedFFN(16, 4, 64)
     u = torch.randn(3, 7, 16, requires_grad=True)
@@ -32,17 +38,18 @@ def test_equals_reference(mix):
         torch.multinomial(torch.tensor(mix), 21, replacement=True, generator=torch.Generator().manual_seed(1)).to(torch.uint8).view(3, 7)
     )
     params = [u, *ffn.parameters()]
-    ref, fast = ffn(u, choice), routed_ffn_grouped(u, choice, ffn.small, ffn.big)
+    ref, fast = ffn(u, choice), KERNELS[kernel](u, choice, ffn.small, ffn.big)
     assert torch.allclose(fast, ref, atol=1e-5)
     g = torch.randn_like(ref)
     for a, b in zip(grads(ref, g, params), grads(fast, g, params), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
 
 
-def test_model_with_grouped_kernel_equals_reference():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_model_with_fast_kernel_equals_reference(kernel):
     torch.manual_seed(0)
-    ref = DuoLM(DuoConfig(n_layer=3, vocab_size=64))
-    fast = DuoLM(DuoConfig(n_layer=3, vocab_size=64, kernel="grouped"))
+    ref = DuoLM(DuoConfig(n_layer=3, vocab_size=64, kernel="reference"))
+    fast = DuoLM(DuoConfig(n_layer=3, vocab_size=64, kernel=kernel))
     fast.load_state_dict(ref.state_dict())
     ids = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(2))
     route = torch.randint(0, 3, (2, 10, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
@@ -55,21 +62,27 @@ def test_model_with_grouped_kernel_equals_reference():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_bf16_on_gpu_equals_reference():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bf16_on_gpu_equals_reference(kernel):
     torch.manual_seed(0)
-    ffn = RoutedFFN(256, 64, 1024).cuda().bfloat16()
-    u = torch.randn(4, 512, 256, device="cuda", dtype=torch.bfloat16)
+    ffn = RoutedFFN(256, 64, 1024, kernel="reference").cuda().bfloat16()
+    u = torch.randn(4, 512, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     choice = torch.randint(0, 3, (4, 512), dtype=torch.uint8, device="cuda")
-    assert torch.allclose(routed_ffn_grouped(u, choice, ffn.small, ffn.big).float(), ffn(u, choice).float(), atol=2e-2, rtol=2e-2)
+    params = [u, *ffn.parameters()]
+    ref, fast = ffn(u, choice), KERNELS[kernel](u, choice, ffn.small, ffn.big)
+    assert torch.allclose(fast.float(), ref.float(), atol=2e-2, rtol=2e-2)
+    g = torch.randn_like(ref)
+    for a, b in zip(grads(ref, g, params), grads(fast, g, params), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=5e-2, rtol=5e-2)
 
 
-def test_training_with_grouped_kernel_takes_the_same_steps(tmp_path):
-    """Random per-token routing, forward and backward through the grouped path: the same losses as the reference."""
+def test_training_with_fast_kernels_takes_the_same_steps(tmp_path):
+    """Random per-token routing, forward and backward through the fast paths: the same losses as the reference."""
     from duollm.cli import main
     from duollm.train.loop import read_metrics
 
     losses = {}
-    for kernel in ("reference", "grouped"):
+    for kernel in ("reference", "grouped", "sorted"):
         out = tmp_path / kernel
         args = [
             "train",
@@ -86,6 +99,7 @@ def test_training_with_grouped_kernel_takes_the_same_steps(tmp_path):
         assert main(args) == 0
         losses[kernel] = [m["loss"] for m in read_metrics(out / "metrics.jsonl")]
     assert len(losses["grouped"]) == 4 and losses["grouped"] == pytest.approx(losses["reference"], abs=1e-5)
+    assert losses["sorted"] == pytest.approx(losses["reference"], abs=1e-5)
 
 
 def test_compiles_whole_and_once():
