@@ -23,6 +23,8 @@ EXAMPLES = """examples:
   duollm router train --run runs/t --kind paper --budget 0.5
   duollm generate --run runs/t --prompt "In the beginning" --policy router:paper-0.5
   duollm report --run runs/t
+  duollm export --run runs/t --hf hf/t --policy BSBS   # AutoModelForCausalLM.from_pretrained("hf/t") after import duollm
+  duollm mc --run runs/t --data arc.jsonl --policy all-small --json  # multiple-choice accuracy, offline
 """
 
 # subcommand → (module, command dataclass, main function)
@@ -37,6 +39,9 @@ COMMANDS = {
     "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
     "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
+    "export": ("duollm.hf.command", "ExportCommand", "main_export"),
+    "import": ("duollm.hf.command", "ImportCommand", "main_import"),
+    "mc": ("duollm.eval.mc", "MCCommand", "main"),
     "data build": ("duollm.data.build", "BuildCommand", "main"),
 }
 TAKES_OVERRIDES = {"train", "demo"}

@@ -8,8 +8,8 @@ finds them. Two fields are ours:
   string of `B`/`S`/`-`, or `router:NAME` (a router saved in the folder's `routers/NAME/`);
 - `seed`: the seed of the random draws of `random:` policies (every call starts from it again).
 
-`duollm_run` keeps the run's whole `config.json` (data, training) so that `duollm import` can restore the
-run; models made in Python leave it empty. The config is a dataclass in transformers 5's style: fields with
+`duollm_run` keeps the run's whole `config.json` (data, training) and `duollm_step` the training step of the
+weights, so that `duollm import` can restore the run; models made in Python leave them empty. The config is a dataclass in transformers 5's style: fields with
 defaults and a `__post_init__`, so `DuoLMConfig(n_layer=4)` and `from_pretrained(dir, n_layer=...)` work.
 """
 
@@ -34,23 +34,24 @@ class DuoLMConfig(PretrainedConfig):
         "max_position_embeddings": "max_seq_len",
     }
 
-    # DuoConfig's fields (model/transformer.py), same names and defaults; a test checks that none is missing
-    n_layer: int = 2
-    n_head: int = 4
-    n_kv_head: int = 4
-    d_model: int = 32
-    d_big: int = 128
-    d_small: int = 8
-    vocab_size: int = 64
-    max_seq_len: int = 64
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    init_std: float = 0.02
-    kernel: str = "reference"
+    # DuoConfig's fields (model/transformer.py), same names, defaults read from it; a test checks that none is missing
+    n_layer: int = DuoConfig.n_layer
+    n_head: int = DuoConfig.n_head
+    n_kv_head: int = DuoConfig.n_kv_head
+    d_model: int = DuoConfig.d_model
+    d_big: int = DuoConfig.d_big
+    d_small: int = DuoConfig.d_small
+    vocab_size: int = DuoConfig.vocab_size
+    max_seq_len: int = DuoConfig.max_seq_len
+    rope_theta: float = DuoConfig.rope_theta
+    norm_eps: float = DuoConfig.norm_eps
+    init_std: float = DuoConfig.init_std
+    kernel: str = DuoConfig.kernel
     # routing and provenance
     policy: str = "all-big"
     seed: int = 0
     duollm_run: dict | None = None
+    duollm_step: int = 0
     # transformers' own, with our values: the output head is the input embedding (one tensor in the file)
     tie_word_embeddings: bool = True
     use_cache: bool = True

@@ -1,0 +1,230 @@
+"""`duollm export` (a run → a Hugging Face folder) and `duollm import` (a Hugging Face folder → a run).
+
+    duollm export --run runs/t --hf hf/t [--policy BS-B]     # config.json, model.safetensors, tokenizer, routers/
+    duollm import --hf hf/t --out runs/t2                    # config.json, ckpt/ (weights only), routers/
+
+An exported folder holds what `save_pretrained` writes (config.json with model type `duollm`, the run's
+config and the default policy; model.safetensors, one tensor per parameter, the tied embedding once;
+generation_config.json), the tokenizer (tokenizer.json, tokenizer_config.json) and the run's routers
+(`routers/NAME/`) except those trained with `--train-base`, which carry their own base weights. Import reads
+the files directly (no transformers needed) and writes a run whose checkpoint holds the weights only: eval,
+oracle, router and generate work on it; `train --resume` does not (no optimizer state).
+
+Both write into a temporary folder beside the target and rename it into place at the end, so a failure
+leaves nothing behind; an existing non-empty target is refused, never overwritten. This module imports
+transformers only when a command runs, so `duollm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from duollm.errors import DuoError
+
+
+@dataclass
+class ExportCommand:
+    """Write a run as a Hugging Face folder (AutoModelForCausalLM / AutoTokenizer load it)."""
+
+    run: str  # run directory (from duollm train)
+    hf: str  # the folder to write (must not exist, or be empty)
+    policy: str = "all-big"  # the folder's default routing: all-big, all-small, random:P, a route string, router:NAME
+    json: bool = False  # print one JSON object instead of text
+
+
+@dataclass
+class ImportCommand:
+    """Turn a Hugging Face folder of a Duo model (from duollm export or save_pretrained) into a run."""
+
+    hf: str  # the Hugging Face folder
+    out: str  # the run directory to write (must not exist, or be empty)
+    json: bool = False  # print one JSON object instead of text
+
+
+def require_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise DuoError("this needs transformers: pip install 'duollm[hf]' (transformers>=5)") from None
+    return transformers
+
+
+@contextmanager
+def fresh_folder(target: Path):
+    """Yield a temporary folder beside `target`; on success it becomes `target`, on failure it is removed."""
+    target = Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise DuoError(f"{target} already exists and is not an empty folder; choose another or remove it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists():
+            target.rmdir()  # empty: checked above
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def exportable_routers(run: Path) -> tuple[list[Path], list[str]]:
+    """(router folders to export, names skipped because they carry their own base weights)."""
+    root = Path(run) / "routers"
+    folders = sorted(p for p in root.glob("*") if (p / "router.json").exists()) if root.is_dir() else []
+    return [p for p in folders if not (p / "model.safetensors").exists()], [p.name for p in folders if (p / "model.safetensors").exists()]
+
+
+def export(cmd: ExportCommand) -> dict:
+    """Write RUN as a Hugging Face folder; returns the summary."""
+    from duollm.config import to_dict
+    from duollm.eval.evaluate import load_run
+    from duollm.routers.linear import load_router
+    from duollm.train import checkpoint
+
+    require_transformers()
+    from transformers.utils import logging as hf_logging
+
+    from duollm.hf.config import DuoLMConfig
+    from duollm.hf.modeling import DuoForCausalLM
+    from duollm.hf.tokenizer import hf_tokenizer
+
+    run = Path(cmd.run)
+    target = Path(cmd.hf)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):  # before any work
+        raise DuoError(f"{target} already exists and is not an empty folder; choose another or remove it")
+    cfg, duo, tok = load_run(run)
+    step = checkpoint.latest(run)[0]
+    routers, skipped = exportable_routers(run)
+    config = DuoLMConfig.from_duo(
+        cfg.model,
+        policy=cmd.policy,
+        duollm_run=to_dict(cfg),
+        duollm_step=step,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.eos_id,
+    )
+    model = DuoForCausalLM(config)
+    model.model.load_state_dict(duo.state_dict())
+    for folder in routers:
+        router, info = load_router(folder)
+        model.routers[folder.name] = (router.eval(), info)
+    model.routing()  # checks the policy (a route string's length, a router's presence) before anything is written
+    hf_logging.disable_progress_bar()
+    with fresh_folder(target) as tmp:
+        model.save_pretrained(tmp)
+        hf_tokenizer(cfg.data.tokenizer, cfg.model.max_seq_len).save_pretrained(tmp)
+    n_params = sum(p.numel() for p in duo.parameters())
+    return {
+        "run": str(run),
+        "hf": str(target),
+        "step": step,
+        "policy": cmd.policy,
+        "params": n_params,
+        "routers": sorted(model.routers),
+        "skipped_routers": skipped,
+    }
+
+
+def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(config.json as a dict, weights by name without the `model.` prefix) of a Hugging Face folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise DuoError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise DuoError(f"{cfg_file} is not valid JSON ({e.msg})") from None
+    if config.get("model_type") != "duollm":
+        raise DuoError(f"{folder} holds a {config.get('model_type')!r} model, not a duollm one")
+    index = folder / "model.safetensors.index.json"  # large models are saved in shards
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    weights = {}
+    for name in files:
+        if not (folder / name).is_file():
+            raise DuoError(f"weights file missing: {folder / name}")
+        try:
+            weights.update(load_file(str(folder / name)))
+        except (SafetensorError, OSError) as e:
+            raise DuoError(f"{folder / name} is corrupt or truncated ({str(e).splitlines()[0]})") from None
+    return config, {k.removeprefix("model."): v for k, v in weights.items()}
+
+
+def import_folder(cmd: ImportCommand) -> dict:
+    """Write a run directory from a Hugging Face folder; returns the summary."""
+    from safetensors.torch import save_file
+
+    from duollm.config import RunConfig, from_dict, save_json
+    from duollm.data.corpus import DataConfig
+    from duollm.model.transformer import DuoConfig, DuoLM
+    from duollm.train import checkpoint
+
+    folder, out = Path(cmd.hf), Path(cmd.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DuoError(f"{out} already exists and is not an empty folder; choose another or remove it")
+    config, weights = read_folder(folder)
+    try:
+        duo = DuoConfig(**{k: config[k] for k in DuoConfig.__dataclass_fields__ if k in config})
+        if config.get("duollm_run"):  # exported by duollm: the run's own config
+            run_cfg = from_dict(RunConfig, config["duollm_run"])
+        else:  # saved from Python: the tokenizer is the folder's
+            run_cfg = RunConfig(preset="hf", data=DataConfig(tokenizer="tokenizer.json"))
+    except (TypeError, ValueError) as e:
+        raise DuoError(f"{folder}/config.json does not describe a Duo model ({e})") from None
+    run_cfg.model = duo
+    model = DuoLM(duo)
+    own = model.state_dict()
+    if set(own) != set(weights) or any(weights[k].shape != own[k].shape for k in own):
+        raise DuoError(f"the weights in {folder} do not match its config.json (names or shapes differ)")
+    model.load_state_dict(weights)
+    spec = run_cfg.data.tokenizer
+    keep_tokenizer = spec not in ("builtin", "bytes")  # any other tokenizer travels as a file in the run
+    if keep_tokenizer and not (folder / "tokenizer.json").is_file():
+        raise DuoError(f"{folder} has no tokenizer.json")
+    step = int(config.get("duollm_step", 0))
+    with fresh_folder(out) as tmp:
+        if keep_tokenizer:
+            shutil.copy(folder / "tokenizer.json", tmp / "tokenizer.json")
+            run_cfg.data = dataclasses.replace(run_cfg.data, tokenizer=str((out / "tokenizer.json").resolve()))
+        (tmp / "config.json").write_text(save_json(run_cfg))
+        ck = tmp / "ckpt" / f"step-{step:06d}"
+        ck.mkdir(parents=True)
+        meta = {"format": checkpoint.FORMAT, "step": str(step), "config": save_json(run_cfg)}
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, ck / "model.safetensors", metadata=meta)
+        checkpoint.write_json_atomic(tmp / "ckpt" / "latest.json", {"step": step, "dir": ck.name})
+        if (folder / "routers").is_dir():
+            shutil.copytree(folder / "routers", tmp / "routers")
+    routers = sorted(p.name for p in (out / "routers").glob("*")) if (out / "routers").is_dir() else []
+    return {"hf": str(folder), "run": str(out), "params": sum(p.numel() for p in model.parameters()), "routers": routers}
+
+
+def main_export(cmd: ExportCommand) -> None:
+    res = export(cmd)
+    if cmd.json:
+        print(json.dumps(res))
+        return
+    extra = f"; routers {', '.join(res['routers'])}" if res["routers"] else ""
+    skipped = f" (skipped, own base weights: {', '.join(res['skipped_routers'])})" if res["skipped_routers"] else ""
+    print(
+        f"exported {res['run']} (step {res['step']}, {res['params']:,} parameters) to {res['hf']}, policy {res['policy']}{extra}{skipped}"
+    )
+
+
+def main_import(cmd: ImportCommand) -> None:
+    res = import_folder(cmd)
+    if cmd.json:
+        print(json.dumps(res))
+        return
+    extra = f"; routers {', '.join(res['routers'])}" if res["routers"] else ""
+    print(f"imported {res['hf']} ({res['params']:,} parameters) as the run {res['run']}{extra}")
