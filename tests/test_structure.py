@@ -40,7 +40,7 @@ def test_dependencies_point_one_way(sub):
 
 
 def test_core_import_is_light():
-    code = "import sys, duollm, duollm.model; print(sorted(m for m in ('matplotlib', 'triton', 'wandb', 'tokenizers', 'pandas') if m in sys.modules))"
+    code = "import sys, duollm, duollm.model; print(sorted(m for m in ('matplotlib', 'triton', 'wandb', 'tokenizers', 'pandas', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

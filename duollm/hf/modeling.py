@@ -36,7 +36,7 @@ from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from duollm.hf.config import DuoLMConfig
-from duollm.model.transformer import DuoLM
+from duollm.model.transformer import DuoLM, rope_tables
 
 # the output's field for the cache: `cache` in newer transformers 5, `past_key_values` before
 CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -86,8 +86,6 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
         """DuoLM initialises its weights itself; only the RoPE tables (buffers not in the file) are rebuilt here,
         for the case where transformers built the model on the meta device before loading the weights."""
         if isinstance(module, DuoLM):
-            from duollm.model.transformer import rope_tables
-
             cfg = module.cfg
             cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
             module.rope_cos.copy_(cos), module.rope_sin.copy_(sin)
