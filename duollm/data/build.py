@@ -454,7 +454,9 @@ def build(
         manifest["tokenizer"] = {"file": "tokenizer.json", "vocab_size": vocab, "trained_on": list(TRAIN_SPLITS), "key": tok_key}
         manifest["tokenizer"]["sha256"] = sha256_file(out / "tokenizer.json")
         log(f"tokenizer: {time.perf_counter() - t:.0f} s; counting tokens:")
+        t = time.perf_counter()
         count_tokens(out, manifest, sources, log)
+        log(f"tokens counted ({time.perf_counter() - t:.0f} s)")
         manifest["totals"] = {
             d: {k: sum(r[k] for sp, r in manifest["splits"].items() if sp.startswith(d)) for k in ("documents", "bytes", "tokens")}
             for d in ("prose", "code")
@@ -475,7 +477,9 @@ def build(
         ):
             log(f"writing {archive} (xz -9) ...")
             write_json_atomic(out / "MANIFEST.json", manifest)  # the copy inside the archive
+            t = time.perf_counter()
             arc_rec = {**write_archive(out, archive, manifest), "key": arc_key}
+            log(f"archive: {arc_rec['bytes'] / 2**20:.1f} MiB ({time.perf_counter() - t:.0f} s)")
         if arc_rec["bytes"] > ARCHIVE_LIMIT:
             log(
                 f"warning: the archive is {arc_rec['bytes'] / 2**20:.1f} MiB, over the {ARCHIVE_LIMIT / 2**20:.0f} MiB it should stay under"
