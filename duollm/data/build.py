@@ -18,6 +18,11 @@ and `<out>.tar.xz` beside it: the splits, the tokenizer and the manifest, under 
 the corpus travels to a machine without network (`duollm data build --from-archive FILE`). Every step is
 skipped when its recorded inputs and outputs still match (a rerun downloads nothing), and every file is
 written to a temporary name and renamed, so an interrupted build leaves no half-written file behind.
+
+The pins of packages that Debian updates in place (`python3.11-doc`, `linux-doc-6.1` take security updates)
+go stale when the archive drops that version: `apt-get download` then fails with one line naming the
+package; update its version, sha256 and size in SOURCES (the splits change with it), or build from .deb files
+kept elsewhere (`--debs DIR`), or unpack an archive built earlier (`--from-archive FILE`).
 """
 
 from __future__ import annotations
