@@ -39,6 +39,7 @@ p.add_argument("--new", type=int, default=64)
 p.add_argument("--ks", default="4,6,8")
 p.add_argument("--eager-batches", default="1,64", help="batches at which the eager reference is also timed")
 p.add_argument("--hf-batches", default="1,64", help="batches at which HF generate is timed ('' = none)")
+p.add_argument("--profile", action="store_true", help="count the kernels of one step and their GPU time, batch 1")
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
@@ -80,7 +81,7 @@ def step_flops(name: str) -> float:
 
 
 def new_tokens_per_s(run, B: int) -> float:
-    run(1)  # warm-up (records the graphs of this bucket)
+    run(2)  # warm-up: the second token is the first decode step, which records the bucket's graph
     prefill, _ = timed(lambda: run(1))
     total, _ = timed(lambda: run(args.new))
     return B * (args.new - 1) / max(1e-9, total - prefill)
@@ -94,6 +95,24 @@ def record(rec: dict) -> None:
 
 
 rows: list[dict] = []
+if args.profile:  # what a step at batch 1 is made of: the same step as the graph, run eagerly and profiled
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_len), device=dev)
+    for name in ("all-big", f"{ks[0]}/{L} big"):
+        dec = Decoder(model, 1, T_final, route=static[name], graphs=False)
+        dec.generate(ids, 2)
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            dec.step(1)
+            torch.cuda.synchronize()
+        ops = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+        gemm = [e for e in ops if any(w in e.key.lower() for w in ("gemm", "gemv", "nvjet", "cutlass", "splitk"))]
+        rec = {"profile": name, "batch": 1, "kernels": sum(e.count for e in ops), "gemm_kernels": sum(e.count for e in gemm)}
+        rec.update(gpu_busy_ms=round(sum(e.self_device_time_total for e in ops) / 1e3, 3))
+        rec.update(
+            gemm_ms=round(sum(e.self_device_time_total for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e9, 3)
+        )
+        record(rec)
 for B in batches:
     ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
     base = None

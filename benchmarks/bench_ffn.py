@@ -22,8 +22,9 @@ import statistics
 
 import torch
 
-from benchmarks.timing import DEVICE, timed
+from benchmarks.timing import DEVICE, sync, timed
 from duollm.kernels.grouped import routed_ffn_grouped
+from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
 from duollm.model.ffn import RoutedFFN
 from duollm.presets import model_config
@@ -33,6 +34,7 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--preset", default="paper-1.4b")
 p.add_argument("--tokens", default="4096,16384,65536")
 p.add_argument("--iters", type=int, default=20)
+p.add_argument("--profile", action="store_true", help="print the GPU ops of the sorted path at the first size, 4/12 big")
 p.add_argument("--out", default="bench_ffn.jsonl")
 args = p.parse_args()
 
@@ -51,12 +53,6 @@ def clock(fn) -> float:
     return statistics.median(timed(fn)[0] for _ in range(args.iters))
 
 
-def naive(u, choice):
-    big, small = ffn.big(u), ffn.small(u)
-    c = choice[..., None]
-    return torch.where(c == Choice.BIG, big, torch.where(c == Choice.SMALL, small, torch.zeros_like(big)))
-
-
 rows = []
 with torch.no_grad():
     for N in (int(t) for t in args.tokens.split(",")):
@@ -69,7 +65,7 @@ with torch.no_grad():
             )
             routed = sum(flops[c] * float((choice == c).sum()) for c in Choice)
             ideal = flops[Choice.BIG] * N / routed if routed else float("inf")
-            impls = {"naive": lambda u=u, c=choice: naive(u, c), "ref": lambda u=u, c=choice: ffn(u, c)}
+            impls = {"naive": lambda u=u, c=choice: routed_ffn_masked(u, c, ffn.small, ffn.big), "ref": lambda u=u, c=choice: ffn(u, c)}
             impls["sorted"] = lambda u=u, c=choice: routed_ffn_sorted(u, c, ffn.small, ffn.big)
             impls["grouped"] = lambda u=u, c=choice: routed_ffn_grouped(u, c, ffn.small, ffn.big)
             nb, ns = int((choice == Choice.BIG).sum()), int((choice == Choice.SMALL).sum())
@@ -89,5 +85,19 @@ with torch.no_grad():
                 rec.update(device=torch.cuda.get_device_name() if dev == "cuda" else "cpu", torch=torch.__version__)
                 rows.append(rec)
                 print(json.dumps(rec), flush=True)
+if args.profile:
+    from torch.profiler import ProfilerActivity, profile
+
+    N = int(args.tokens.split(",")[0])
+    u = torch.randn(1, N, cfg.d_model, device=dev, dtype=dtype)
+    choice = torch.multinomial(torch.tensor([0.0, 8 / 12, 4 / 12]), N, replacement=True).to(torch.uint8).view(1, N).to(dev)
+    with torch.no_grad():
+        clock(lambda: routed_ffn_sorted(u, choice, ffn.small, ffn.big))
+        with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
+            routed_ffn_sorted(u, choice, ffn.small, ffn.big)
+            sync()
+    print(f"--- profile: sorted, {N} tokens, 4/12 big")
+    key = "self_cuda_time_total" if dev == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 with open(args.out, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -31,6 +31,7 @@ p.add_argument("--ks", default="4,6,8")
 p.add_argument("--kernels", default="sorted,grouped,reference")
 p.add_argument("--iters", type=int, default=10)
 p.add_argument("--hf", action=argparse.BooleanOptionalAction, default=True, help="time transformers' Llama too")
+p.add_argument("--profile", action="store_true", help="print the top CUDA ops of all-big and the first static route")
 p.add_argument("--out", default="bench_prefill.jsonl")
 args = p.parse_args()
 
@@ -65,6 +66,17 @@ def record(policy: str, impl: str, t: float, flops: float, base_t: float | None)
     print(json.dumps(rec), flush=True)
 
 
+if args.profile:
+    from torch.profiler import ProfilerActivity, profile
+
+    first = torch.tensor([Choice.BIG] * int(args.ks.split(",")[0]) + [Choice.SMALL] * L, dtype=torch.uint8)[:L]
+    for name, route in (("all-big", all_big), ("static", first)):
+        clock(lambda r=route: model(ids, route=r))
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(ids, route=route)
+            torch.cuda.synchronize()
+        print(f"--- profile: {name}")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
 t_big = clock(lambda: model(ids, route=all_big))
 record("all-big", "duollm", t_big, base_flops, t_big)
 for k in (int(v) for v in args.ks.split(",")):

@@ -1,0 +1,34 @@
+"""Fast paths behind the model's readable reference (DESIGN.md §5): each equals `model/ffn.py` `RoutedFFN`
+(or the model function it wraps), is parity-tested in tests/kernels, and is measured in benchmarks/.
+
+`choose` decides which routed-FFN path runs per-token choices; the model asks it, so that what depends on
+the device, on CUDA-graph capture and on compilation stays out of the model's code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from duollm.kernels import grouped
+from duollm.kernels.grouped import routed_ffn_grouped
+from duollm.kernels.masked import routed_ffn_masked
+from duollm.kernels.sorted import routed_ffn_sorted
+
+PATHS = {"grouped": routed_ffn_grouped, "sorted": routed_ffn_sorted, "masked": routed_ffn_masked}
+MASKED_ROWS = 1024  # inside a CUDA graph, per-token choices of at most this many rows run masked
+
+
+def choose(kernel: str, u: Tensor) -> str:
+    """The path for per-token choices over `u` (B, T, C): `kernel` ("reference", "sorted", "grouped",
+    "masked"), or for "auto" the reference on a CPU, and on a GPU the sorted path (one host read per layer),
+    or the sync-free grouped one under compilation, which cannot wait for the host. A CUDA graph being
+    recorded always gets a sync-free path: masked up to MASKED_ROWS rows (a decode step), grouped above."""
+    capturing = u.is_cuda and torch.cuda.is_current_stream_capturing()
+    if kernel == "auto":
+        kernel = "reference" if not u.is_cuda else "grouped" if capturing or torch.compiler.is_compiling() else "sorted"
+    if capturing and kernel not in ("grouped", "masked"):
+        kernel = "grouped"
+    if capturing and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:
+        kernel = "masked"  # a decode step: a few rows, where masking beats sorting (kernels/masked.py)
+    return kernel if kernel != "grouped" or grouped.usable(u) else "reference"

@@ -14,8 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from duollm.kernels import grouped
-from duollm.kernels.sorted import routed_ffn_sorted
+from duollm import kernels
 from duollm.routing.route import Choice
 
 
@@ -39,19 +38,7 @@ class RoutedFFN(nn.Module):
         super().__init__()
         self.small = SwiGLU(d_model, d_small)
         self.big = SwiGLU(d_model, d_big)
-        self.kernel = kernel  # per-token path: "reference" (below), "sorted" or "grouped" (kernels/), "auto" (see dispatch)
-
-    def dispatch(self, u: Tensor) -> str:
-        """Which path runs per-token choices: `kernel`, where "auto" means the reference on a CPU, and on a GPU
-        the sorted path (one host read per layer), or the sync-free grouped one inside a CUDA graph or under
-        `torch.compile`, which cannot wait for the host. A graph being recorded always gets the grouped path."""
-        capturing = u.is_cuda and torch.cuda.is_current_stream_capturing()
-        kernel = self.kernel
-        if kernel == "auto":
-            kernel = "reference" if not u.is_cuda else "grouped" if capturing or torch.compiler.is_compiling() else "sorted"
-        if capturing:
-            kernel = "grouped"
-        return kernel if kernel != "grouped" or grouped.usable(u) else "reference"
+        self.kernel = kernel  # per-token path: "reference" (below), "sorted", "grouped", "masked" (kernels/), "auto" (kernels.choose)
 
     def forward(self, u: Tensor, choice: Tensor) -> Tensor:
         """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8, or
@@ -69,11 +56,9 @@ class RoutedFFN(nn.Module):
             if c == Choice.SMALL:
                 return self.small(u)
             return torch.zeros_like(u)
-        kernel = self.dispatch(u)
-        if kernel == "grouped":
-            return grouped.routed_ffn_grouped(u, choice, self.small, self.big)
-        if kernel == "sorted":
-            return routed_ffn_sorted(u, choice, self.small, self.big)
+        kernel = kernels.choose(self.kernel, u)
+        if kernel != "reference":
+            return kernels.PATHS[kernel](u, choice, self.small, self.big)
         B, T, C = u.shape
         flat = u.reshape(B * T, C)  # (N, C)
         picks = choice.reshape(B * T)  # (N,)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from duollm.kernels import fused
 from duollm.model.ffn import RoutedFFN
 from duollm.routing.cost import CostTable, cost_table
 from duollm.routing.route import Choice, check_route
@@ -38,8 +39,8 @@ class DuoConfig:
     rope_theta: float = 10000.0  # RoPE base
     norm_eps: float = 1e-5  # RMSNorm epsilon
     init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
-    kernel: Literal["auto", "reference", "sorted", "grouped"] = (
-        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted or grouped (kernels/); auto: RoutedFFN.dispatch
+    kernel: Literal["auto", "reference", "sorted", "grouped", "masked"] = (
+        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped or masked (kernels/); auto: kernels.choose
     )
 
     def __post_init__(self):
@@ -77,6 +78,16 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.type_as(x)
 
 
+rope = fused.on_gpu(apply_rope)  # the same rotation, one fused kernel on a GPU (kernels/fused.py)
+
+
+class Slots(NamedTuple):
+    """Where a step's tokens go in a static-shape cache (model/generate.py `Decoder`), made once per forward."""
+
+    at: Tensor  # (T,) int64 positions of the new tokens
+    mask: Tensor  # (T, T_max) bool: query i sees cache slots 0..at[i]
+
+
 class Attention(nn.Module):
     """Causal multi-head (or grouped-query) self-attention with RoPE, through PyTorch SDPA."""
 
@@ -90,19 +101,18 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
         """`kv`: this layer's cache (k (B, nkv, T_max, hs), v, pos): the new keys and values are written at
-        positions pos..pos+T-1 and the queries attend to everything up to there."""
+        positions pos..pos+T-1 and the queries attend to everything up to there. With `Slots` in place of pos,
+        they are written at `Slots.at` and the queries read the whole buffer under `Slots.mask`."""
         B, T, C = x.shape
         q = self.q(x).view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
         mask, causal = None, True
-        if kv is not None and isinstance(kv[2], Tensor):  # static shapes (a CUDA graph): pos lives on the device
-            k_buf, v_buf, pos = kv
-            at = pos + torch.arange(T, device=x.device)  # (T,) positions of the new tokens
+        if kv is not None and isinstance(kv[2], Slots):  # static shapes (a CUDA graph): positions on the device
+            k_buf, v_buf, (at, mask) = kv
             k_buf.index_copy_(2, at, k), v_buf.index_copy_(2, at, v)
             k, v, causal = k_buf, v_buf, False  # the whole buffer; slots past a query's position are masked
-            mask = torch.arange(k_buf.shape[2], device=x.device) <= at[:, None]  # (T, T_max)
         elif kv is not None and kv[2] > 0:  # tokens already in the cache come first
             k_buf, v_buf, pos = kv
             k_buf[:, :, pos : pos + T], v_buf[:, :, pos : pos + T] = k, v
@@ -199,11 +209,13 @@ class DuoLM(nn.Module):
         if isinstance(pos, Tensor):  # device-side position (model/generate.py `Decoder`): nothing read on the host
             at = pos + torch.arange(T, device=pos.device)  # (T,); the cache's length bounds it
             cos, sin = self.rope_cos.index_select(0, at), self.rope_sin.index_select(0, at)
-        elif pos + T > self.cfg.max_seq_len:
-            raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
+            slots = Slots(at, torch.arange(cache.k.shape[3], device=pos.device) <= at[:, None])  # once, not per layer
+            kv = lambda l: (*cache.layer(l)[:2], slots)  # noqa: E731
         else:
+            if pos + T > self.cfg.max_seq_len:
+                raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
             cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
-        kv = (lambda l: cache.layer(l)) if cache is not None else (lambda l: None)
+            kv = (lambda l: cache.layer(l)) if cache is not None else (lambda l: None)
         if router is not None:
             if route is not None:
                 raise ValueError("give a route or a router, not both")

@@ -1,7 +1,8 @@
 """Stage-1 training with random routing (DESIGN.md §2; shared/paper/duo-llm.md §2).
 
 Every (token, layer) choice is drawn independently, afresh each step, from `p = {big, small, skip}`
-(default 0.5/0.5/0). AdamW with linear warmup and cosine decay, gradient clipping, gradient accumulation,
+(default 0.5/0.5/0); a mix with one choice at probability 1 (p_big = 1: the dense model) is a static route,
+so nothing is drawn and the modules run on every token without routing. AdamW with linear warmup and cosine decay, gradient clipping, gradient accumulation,
 bf16 autocast on a GPU. One `torch.Generator` draws both the batches and the routes; it is saved in every
 checkpoint, so a resumed run sees the same data and routes as an uninterrupted one and ends with the same
 loss. Under torchrun every rank draws the same global batch from the same generator and keeps its own slice.
@@ -25,6 +26,7 @@ from duollm import distributed
 from duollm.errors import DuoError
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
+from duollm.routing.route import Choice
 
 
 @dataclass
@@ -116,6 +118,8 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
     B, T, L = tc.batch_size, tc.seq_len, cfg.model.n_layer
     tokens_per_step = B * T * tc.grad_accum * d.world
     cost = cfg.model.cost(T)
+    mix = {Choice.BIG: tc.p_big, Choice.SMALL: tc.p_small, Choice.SKIP: tc.p_skip}
+    only = next((c for c, p in mix.items() if p == 1.0), None)
     bar = None
     if progress and d.is_main:
         from tqdm import tqdm
@@ -130,14 +134,18 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
         loss_sum, flops = torch.zeros((), device=d.device), 0.0
         for micro in range(tc.grad_accum):
             x = sample_batch(tokens, B * d.world, T + 1, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T+1)
-            route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
+            if only is not None:  # one choice with probability 1: a static route, so the model runs it densely
+                route = torch.full((L,), only, dtype=torch.uint8)
+            else:
+                route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
             x = x.to(d.device, non_blocking=True)
             sync = micro == tc.grad_accum - 1 or d.world == 1
             with nullcontext() if sync else dmodel.no_sync(), autocast:
                 res = dmodel(x[:, :-1], route=route, targets=x[:, 1:])
             (res.loss / tc.grad_accum).backward()
             loss_sum += res.loss.detach()
-            flops += 3 * float(route_cost(route, cost).sum())  # forward + backward FLOPs of this micro-batch
+            per_token = route_cost(route, cost)  # (B, T), or a scalar for a static route
+            flops += 3 * float(per_token.sum() if route.dim() == 3 else per_token * B * T)  # forward + backward FLOPs
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()

@@ -6,6 +6,7 @@ import torch
 
 from duollm import DuoConfig, DuoLM
 from duollm.kernels.grouped import available, routed_ffn_grouped
+from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
 from duollm.model.ffn import RoutedFFN
 
@@ -25,7 +26,7 @@ def grads(out, g, params):
     return [torch.zeros_like(p) if x is None else x for x, p in zip(got, params, strict=True)]
 
 
-KERNELS = {"grouped": routed_ffn_grouped, "sorted": routed_ffn_sorted}
+KERNELS = {"grouped": routed_ffn_grouped, "sorted": routed_ffn_sorted, "masked": routed_ffn_masked}
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

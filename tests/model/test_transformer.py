@@ -160,3 +160,14 @@ def test_presets_are_valid_configs(name):
     c = model_config(name)
     assert isinstance(c, DuoConfig) and c.d_model % c.n_head == 0
     assert model_config("gpt2-124m").d_small == model_config("gpt2-124m").d_big // 16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_fused_rope_equals_eager():
+    from duollm.model.transformer import apply_rope, rope, rope_tables
+
+    cos, sin = (t.cuda() for t in rope_tables(40, 16, 10000.0))
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 4, 40, 16, device="cuda", dtype=dtype).transpose(1, 2).transpose(1, 2)  # strided too
+        assert torch.allclose(rope(x, cos, sin).float(), apply_rope(x, cos, sin).float(), atol=1e-6 if dtype == torch.float32 else 1e-2)
