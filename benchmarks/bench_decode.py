@@ -15,8 +15,10 @@ step reads k big and 12 − k small modules); `random k/12`, each token and laye
 SMALL otherwise, decided on the device inside the graph (per-token routing through kernels/grouped.py).
 
 Ideals against all-big: `ideal_bytes`, the ratio of the weight bytes a step reads (attention, the modules the
-route takes, the head; what bounds batch 1), and `ideal_flops`, the ratio of counted FLOPs per token at the
-final length (routing/cost.py; what bounds large batches, where the KV-cache reads of attention also grow).
+route takes, the head; what bounds batch 1); `ideal_bytes_kv`, the same with the KV cache a step reads added
+(the whole buffer of `prompt_len + new` slots per sequence and layer, which the graph's masked attention
+reads; it is not routed, and at large batch it outweighs the weights); `ideal_flops`, the ratio of counted
+FLOPs per token at the final length (routing/cost.py).
 """
 
 import argparse
@@ -121,7 +123,9 @@ for B in batches:
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" else base
         rec = {"batch": B, "policy": name, "impl": "graphs" if dec.graphs else "eager-static", "tokens_per_s": round(tps, 1)}
+        kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
         rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big") / step_bytes(name), 3))
+        rec.update(ideal_bytes_kv=round((step_bytes("all-big") + kv) / (step_bytes(name) + kv), 3))
         rec.update(ideal_flops=round(step_flops("all-big") / step_flops(name), 3))
         record(rec)
         del dec

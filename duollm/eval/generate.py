@@ -5,7 +5,8 @@
 Prints the text and how much of each module the generated tokens used; `--json` gives the text, the token
 ids and one route string per generated token. Several prompts (`--prompt` lines separated by `\\n` in a
 file given with `--prompts FILE`) are generated together as one batch when they have the same length in
-tokens, else one after another.
+tokens, else one after another. On a GPU, static routes and the paper's router decode through CUDA graphs
+(`model/generate.py` `Decoder`); other policies through the readable reference, with the same tokens.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) 
 
 def run_generate(cmd: GenerateCommand) -> list[dict]:
     from duollm.eval.evaluate import load_run
-    from duollm.model.generate import generate
+    from duollm.model.generate import Decoder, generate
+    from duollm.routers import LinearRouter
 
     if cmd.max_new_tokens < 1:
         raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")
@@ -72,9 +74,14 @@ def run_generate(cmd: GenerateCommand) -> list[dict]:
     groups: dict[int, list[int]] = {}
     for i, e in enumerate(encoded):  # prompts of one length go together as one batch
         groups.setdefault(len(e), []).append(i)
+    decoder = None
+    if device == "cuda" and ("route" in pol or isinstance(pol["router"], LinearRouter)):  # policies tested in graphs
+        longest = max(groups) + cmd.max_new_tokens - 1
+        decoder = Decoder(model, max(len(m) for m in groups.values()), longest, **pol)  # CUDA graphs, reused by every group
     for n, members in groups.items():
         ids = torch.tensor([encoded[i] for i in members], device=device)  # (b, n)
-        out = generate(model, ids, cmd.max_new_tokens, temperature=cmd.temperature, top_k=cmd.top_k, gen=gen, **pol)
+        sampling = dict(temperature=cmd.temperature, top_k=cmd.top_k, gen=gen)
+        out = decoder.generate(ids, cmd.max_new_tokens, **sampling) if decoder else generate(model, ids, cmd.max_new_tokens, **sampling, **pol)
         for row, i in enumerate(members):
             new = out.ids[row, n:].tolist()
             routes = out.route[row, n - 1 :].cpu()  # (max_new, L): routes of the tokens whose outputs were the new ones
