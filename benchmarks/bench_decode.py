@@ -26,7 +26,7 @@ import json
 
 import torch
 
-from benchmarks.timing import DEVICE, timed
+from benchmarks.timing import DEVICE, hf_llama, timed
 from duollm.model.generate import Decoder, RandomRouter, generate
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
@@ -135,22 +135,7 @@ for B in batches:
 
 hf_batches = [int(b) for b in args.hf_batches.split(",") if b]
 if hf_batches:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    hf_cfg = LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.d_big,
-        num_hidden_layers=L,
-        num_attention_heads=cfg.n_head,
-        num_key_value_heads=cfg.n_kv_head,
-        max_position_embeddings=cfg.max_seq_len,
-        rope_theta=cfg.rope_theta,
-        rms_norm_eps=cfg.norm_eps,
-        tie_word_embeddings=True,
-        attn_implementation="sdpa",
-    )
-    hf = LlamaForCausalLM(hf_cfg).to(dev, dtype).eval()
+    hf = hf_llama(cfg, dtype)
     for B in hf_batches:
         ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
 

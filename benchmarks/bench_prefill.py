@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from benchmarks.timing import DEVICE, timed
+from benchmarks.timing import DEVICE, hf_llama, timed
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
 from duollm.routing.budget import Budget
@@ -94,23 +94,7 @@ for k in (int(v) for v in args.ks.split(",")):
         block.ffn.kernel = cfg.kernel
 
 if args.hf:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    hf_cfg = LlamaConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.d_model,
-        intermediate_size=cfg.d_big,
-        num_hidden_layers=L,
-        num_attention_heads=cfg.n_head,
-        num_key_value_heads=cfg.n_kv_head,
-        max_position_embeddings=cfg.max_seq_len,
-        rope_theta=cfg.rope_theta,
-        rms_norm_eps=cfg.norm_eps,
-        tie_word_embeddings=True,
-        attn_implementation="sdpa",
-    )
-    del model
-    hf = LlamaForCausalLM(hf_cfg).to(dev, dtype).eval()
+    hf = hf_llama(cfg, dtype)
     record("all-big (dense Llama)", "hf", clock(lambda: hf(ids, use_cache=False).logits), base_flops, t_big)
 with open(args.out, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)

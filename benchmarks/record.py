@@ -27,6 +27,12 @@ for line in open(args.raw):
     ideal = next((row[k] for k in IDEALS if row.get(k) is not None), None)
     for metric in MEASURED:
         if metric in row:
-            rec = {"bench": args.bench, "case": case, "metric": metric, "value": row[metric], "ideal": ideal if metric == "speedup" else None}
+            rec = {
+                "bench": args.bench,
+                "case": case,
+                "metric": metric,
+                "value": row[metric],
+                "ideal": ideal if metric == "speedup" else None,
+            }
             rec.update(device=row["device"], torch=row["torch"], commit=args.commit, date=args.date)
             sys.stdout.write(json.dumps(rec) + "\n")

@@ -1,4 +1,5 @@
-"""The one way the benchmarks time work: wall clock around a call, the GPU drained before and after."""
+"""What the benchmarks share: the one way they time work (wall clock around a call, the GPU drained before and
+after), and the dense transformers model they compare against."""
 
 import time
 
@@ -19,3 +20,24 @@ def timed(fn):
     out = fn()
     sync()
     return time.perf_counter() - t0, out
+
+
+def hf_llama(cfg, dtype):
+    """transformers' `LlamaForCausalLM` with the dimensions of a DuoConfig at all-big (FFN width d_big, tied
+    head, SDPA), random weights, on DEVICE: the dense model a user would otherwise run."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_cfg = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_big,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head,
+        max_position_embeddings=cfg.max_seq_len,
+        rope_theta=cfg.rope_theta,
+        rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(hf_cfg).to(DEVICE, dtype).eval()

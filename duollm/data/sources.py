@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sysconfig
 import tempfile
@@ -32,6 +31,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from duollm.data import extract
 from duollm.errors import DuoError
 
 PROSE_PACKAGE = "sword-text-web"
@@ -56,27 +56,9 @@ def cache_dir() -> Path:
 
 
 def read_ztext(module_dir: Path, testament: str) -> list[str]:
-    """Every entry of one testament (`"ot"` or `"nt"`) of a zText module, as raw OSIS strings."""
-    d = Path(module_dir)
-    try:
-        bzs, bzz, bzv = ((d / f"{testament}.{ext}").read_bytes() for ext in ("bzs", "bzz", "bzv"))
-    except FileNotFoundError as e:
-        raise DuoError(f"SWORD module file missing: {e.filename}") from None
-    if len(bzs) % 12 or len(bzv) % 10:
-        raise DuoError(f"SWORD index files in {d} are truncated ({testament}.bzs or {testament}.bzv)")
-    blocks = [struct.unpack_from("<III", bzs, i) for i in range(0, len(bzs), 12)]  # (offset, csize, size)
-    cache: dict[int, bytes] = {}
-    entries = []
-    for i in range(0, len(bzv), 10):
-        b, off, size = struct.unpack_from("<IIH", bzv, i)
-        if size == 0:
-            entries.append("")
-            continue
-        if b not in cache:
-            o, cs, _ = blocks[b]
-            cache[b] = zlib.decompress(bzz[o : o + cs])
-        entries.append(cache[b][off : off + size].decode("utf-8"))
-    return entries
+    """Every entry of one testament (`"ot"` or `"nt"`) of a zText module, as raw OSIS strings (the reader
+    of zText and zCom modules in data/extract.py)."""
+    return extract.read_zmodule(module_dir, testament)
 
 
 _CHAPTER = re.compile(r'<chapter\b[^>]*\bosisID="([A-Za-z0-9]+)\.(\d+)"')

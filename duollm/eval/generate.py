@@ -81,7 +81,11 @@ def run_generate(cmd: GenerateCommand) -> list[dict]:
     for n, members in groups.items():
         ids = torch.tensor([encoded[i] for i in members], device=device)  # (b, n)
         sampling = dict(temperature=cmd.temperature, top_k=cmd.top_k, gen=gen)
-        out = decoder.generate(ids, cmd.max_new_tokens, **sampling) if decoder else generate(model, ids, cmd.max_new_tokens, **sampling, **pol)
+        out = (
+            decoder.generate(ids, cmd.max_new_tokens, **sampling)
+            if decoder
+            else generate(model, ids, cmd.max_new_tokens, **sampling, **pol)
+        )
         for row, i in enumerate(members):
             new = out.ids[row, n:].tolist()
             routes = out.route[row, n - 1 :].cpu()  # (max_new, L): routes of the tokens whose outputs were the new ones
