@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   duollm report --run runs/t
   duollm export --run runs/t --hf hf/t --policy BSBS   # AutoModelForCausalLM.from_pretrained("hf/t") after import duollm
   duollm mc --run runs/t --data arc.jsonl --policy all-small --json  # multiple-choice accuracy, offline
+  duollm bench ffn --preset gpt2-124m --tokens 16384   # a speed benchmark of the checkout (GPU); bench list
 """
 
 # subcommand → (module, command dataclass, main function)
@@ -39,12 +40,14 @@ COMMANDS = {
     "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
     "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
+    "bench": ("duollm.bench", "BenchCommand", "main"),
     "export": ("duollm.hf.command", "ExportCommand", "main_export"),
     "import": ("duollm.hf.command", "ImportCommand", "main_import"),
     "mc": ("duollm.eval.mc", "MCCommand", "main"),
     "data build": ("duollm.data.build", "BuildCommand", "main"),
 }
 TAKES_OVERRIDES = {"train", "demo"}
+PASSES_ON = {"bench"}  # commands whose unknown flags go, unchanged, to what they run (their `args` field)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +67,10 @@ def _field_help(cls: type) -> dict[str, str]:
 def _add_fields(p: argparse.ArgumentParser, cls: type) -> None:
     helps, hints = _field_help(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "overrides":  # dotted --a.b=value flags, parsed separately
+        if f.name in ("overrides", "args"):  # dotted --a.b=value flags, or flags passed on: parsed separately
+            continue
+        if f.name in getattr(cls, "POSITIONAL", ()):
+            p.add_argument(f.name, metavar=f.name.upper(), help=helps.get(f.name, ""))
             continue
         tp, flag = hints[f.name], "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -130,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         mod, cls_name, fn = COMMANDS[name]
         cls = getattr(importlib.import_module(mod), cls_name)
         overrides = _parse_overrides(rest, f"duollm {name}") if name in TAKES_OVERRIDES else {}
-        if rest and name not in TAKES_OVERRIDES:
+        if rest and name not in TAKES_OVERRIDES | PASSES_ON:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != "overrides"}
-        cmd = cls(**values, **({"overrides": overrides} if name in TAKES_OVERRIDES else {}))
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in ("overrides", "args")}
+        extra = {"overrides": overrides} if name in TAKES_OVERRIDES else {"args": rest} if name in PASSES_ON else {}
+        cmd = cls(**values, **extra)
         getattr(importlib.import_module(mod), fn)(cmd)
     except SystemExit as e:
         if isinstance(e.code, str):  # our one-line messages

@@ -141,3 +141,16 @@ def test_module_entry_point_and_help():
     assert r.returncode == 0 and "examples:" in r.stdout and "train" in r.stdout
     r = subprocess.run([sys.executable, "-m", "duollm", "train", "--help"], capture_output=True, text=True)
     assert "--ckpt-every" in r.stdout and "run directory" in r.stdout
+
+
+def test_bench_lists_runs_and_rejects(capsys, tmp_path):
+    """`duollm bench` runs a benchmark of the checkout with its own flags passed on; unknown names exit 2."""
+    code, out, _ = run_cli(capsys, "bench", "list")
+    assert code == 0 and {"ffn", "prefill", "decode", "train"} <= set(out.split())
+    code, _, err = run_cli(capsys, "bench", "nope")
+    assert code == 2 and "unknown benchmark 'nope'" in err and "ffn" in err
+    rows = tmp_path / "ffn.jsonl"
+    code, _, _ = run_cli(capsys, "bench", "ffn", "--preset", "debug", "--tokens", "32", "--iters", "1", "--out", str(rows))
+    assert code == 0
+    impls = {json.loads(line)["impl"] for line in rows.read_text().splitlines()}
+    assert impls == {"naive", "ref", "sorted", "grouped", "bound"}

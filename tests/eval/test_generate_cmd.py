@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from tests.conftest import run_cli
 
@@ -50,3 +51,19 @@ def test_prompts_file_batches_and_keeps_order(run_dir, capsys, tmp_path):
 def test_bad_input(run_dir, capsys, argv, match):
     code, _, err = gen(capsys, "--run", str(run_dir), *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_gpu_the_graph_decoder_gives_the_reference_tokens(run_dir, capsys):
+    """On a GPU `duollm generate` decodes a static route through CUDA graphs: the reference's tokens."""
+    from duollm.eval.evaluate import load_run
+    from duollm.model.generate import generate
+    from duollm.routing.route import parse_route
+
+    code, out, err = gen(capsys, "--run", str(run_dir), "--prompt", "the cat", "--policy", "S-B", "--max-new-tokens", "8", "--json")
+    assert code == 0, err
+    _, model, tok = load_run(run_dir, "cuda")
+    ids = torch.tensor(tok.encode_batch(["the cat"]), device="cuda")
+    ref = generate(model, ids, 8, route=parse_route("S-B", 3))
+    assert json.loads(out)["tokens"] == ref.ids[0, ids.shape[1] :].tolist()
