@@ -39,8 +39,8 @@ class DuoConfig:
     rope_theta: float = 10000.0  # RoPE base
     norm_eps: float = 1e-5  # RMSNorm epsilon
     init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
-    kernel: Literal["auto", "reference", "sorted", "grouped", "masked"] = (
-        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped or masked (kernels/); auto: kernels.choose
+    kernel: Literal["auto", "reference", "sorted", "grouped", "masked", "fused"] = (
+        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped, masked or fused (kernels/); auto: kernels.choose
     )
 
     def __post_init__(self):
