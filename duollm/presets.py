@@ -6,6 +6,7 @@
 - `gpt2-124m`: 12 layers, d=768, big 3072, small 192 (= big/16), GPT-2-small sized.
 - `paper-1.4b`: the Duo-LLM paper's model: 12 layers, d=2560, big 10240, small 640, vocab 32000, tied:
   1.399B parameters (shared/paper/duo-llm.md §1).
+- `study-124m`: gpt2-124m's shape on the built corpus (`duollm data build`) with its 16k BPE: the GPU study.
 `model_config(name)` returns just the DuoConfig (DESIGN.md §4).
 """
 
@@ -51,7 +52,20 @@ def paper_1_4b() -> RunConfig:
     return RunConfig(preset="paper-1.4b", model=model, data=DataConfig(train="mix"), train=train)
 
 
-PRESETS = {"debug": debug, "tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b}
+def study_124m() -> RunConfig:
+    """The GPU study's model (issue 6, scripts/study.sh): gpt2-124m's shape (small = big/16) on the corpus of
+    `duollm data build` (default folder `.cache/corpus`, its 16k BPE), compiled. 4000 steps of 32 × 1024 tokens
+    (131M tokens) take about six minutes on one H200 at the random-routing rate of docs/benchmarks.md."""
+    from duollm.data import sources
+
+    corpus = sources.cache_dir() / "corpus"
+    model = DuoConfig(n_layer=12, n_head=12, n_kv_head=12, d_model=768, d_big=3072, d_small=192, vocab_size=16384, max_seq_len=1024)
+    data = DataConfig(train=str(corpus), val=str(corpus / "prose-val.jsonl"), tokenizer=str(corpus / "tokenizer.json"))
+    train = TrainConfig(steps=4000, batch_size=32, seq_len=1024, lr=1e-3, warmup_steps=200, log_every=50, compile=True)
+    return RunConfig(preset="study-124m", model=model, data=data, train=train)
+
+
+PRESETS = {"debug": debug, "tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b, "study-124m": study_124m}
 
 
 def run_config(name: str) -> RunConfig:

@@ -306,7 +306,7 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
         gap = row["ppl_fixed"] - row["ppl_oracle_causal"]
         res["gap_recovered"] = (row["ppl_fixed"] - ppl) / gap if gap > 0 else None
     folder = Path(cmd.run) / "routers" / name
-    tag = Path(source).name
+    tag = Path(source).stem  # prose-val, or a file name without its suffix
     (folder / f".eval-{tag}.json.tmp").write_text(json.dumps(res, indent=1) + "\n")
     (folder / f".eval-{tag}.json.tmp").replace(folder / f"eval-{tag}.json")
     _write_tokens(folder / f"tokens-{tag}.jsonl.gz", windows, loss, route)
