@@ -5,6 +5,7 @@
 #   bash scripts/study.sh oracle-prose   # k = 0..12, free, the 6>2 schedule: shared + causal, fixed, best-of-N; big/skip
 #   bash scripts/study.sh oracle-code    # the same on code-val
 #   bash scripts/study.sh routers        # paper router at 4/12, 6/12, 8/12 BIG; supervised at 6/12; scored on prose-val
+#   bash scripts/study.sh freeze         # claim 7 on a smaller model: from scratch vs dense-then-small, equal tokens
 #   bash scripts/study.sh report         # difficulty, report.html, and everything small packed into $OUT
 #
 # The run directory ($RUN, default runs/study, git-ignored) stays on the machine between commands of one lease;
@@ -13,13 +14,13 @@
 # JSON, JSONL, HTML and PNG files into $OUT/study.tar.gz. Each stage prints its own wall time.
 #
 # Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256), SEQ_LEN (512), RANDOM_N (100),
-# TRAIN_ARGS (extra flags for `duollm train`, e.g. --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for
+# EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), TRAIN_ARGS (extra flags for `duollm train`, e.g. --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for
 # `duollm oracle` / `duollm router train`). `bash scripts/study.sh smoke` runs every stage with a tiny model on
 # a CPU: a check of the commands, not a study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STAGE=${1:?usage: scripts/study.sh train|oracle-prose|oracle-code|routers|report|smoke}
+STAGE=${1:?usage: scripts/study.sh train|oracle-prose|oracle-code|routers|freeze|report|smoke}
 RUN=${RUN:-runs/study}
 OUT=${OUT:-$RUN-out}
 SEQS=${SEQS:-256}
@@ -58,6 +59,22 @@ case $STAGE in
     timed $DUOLLM router train --run "$RUN" --kind supervised --budget 0.5 --seq-len "$SEQ_LEN" --json ${ROUTER_ARGS:-}
     timed $DUOLLM router eval --run "$RUN" --kind supervised --budget 0.5 --json
     ;;
+  freeze)  # from scratch (random routing, N steps) against dense for 2N/3 steps, then only the small modules for N/3
+    N=${FREEZE_STEPS:-1500}
+    SMALLER=${FREEZE_ARGS:---model.d_model=512 --model.n_head=8 --model.n_kv_head=8 --model.d_big=2048 --model.d_small=128}
+    timed $DUOLLM train --preset study-124m --out "$RUN-scratch" --steps "$N" --json $SMALLER ${TRAIN_ARGS:-}
+    timed $DUOLLM train --preset study-124m --out "$RUN-dense" --steps $((2 * N / 3)) --json $SMALLER ${TRAIN_ARGS:-} \
+      --train.p_big=1 --train.p_small=0
+    timed $DUOLLM train --preset study-124m --out "$RUN-frozen" --steps $((N - 2 * N / 3)) --json $SMALLER ${TRAIN_ARGS:-} \
+      --train.init="$RUN-dense" --train.train_only=small --train.warmup_steps=0
+    for r in scratch frozen; do
+      for pol in all-big random:0.5 all-small; do
+        $DUOLLM eval --run "$RUN-$r" --policy "$pol" --data "$CORPUS/prose-val.jsonl" --seq-len "$SEQ_LEN" --json \
+          --max-tokens "${EVAL_TOKENS:-0}"
+      done > "$OUT/freeze-$r.jsonl"
+    done
+    cat "$OUT"/freeze-*.jsonl
+    ;;
   report)
     timed $DUOLLM difficulty --run "$RUN" --json > "$RUN/difficulty-summary.json"
     timed $DUOLLM report --run "$RUN"
@@ -70,8 +87,9 @@ case $STAGE in
     export TRAIN_ARGS="--train.steps=2 --train.batch_size=2 --train.seq_len=32 --train.compile=false --train.log_every=1 \
       --model.n_layer=4 --model.d_model=32 --model.n_head=2 --model.n_kv_head=2 --model.d_big=64 --model.d_small=8 --model.max_seq_len=64"
     export ORACLE_ARGS="--batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --label-seqs 2 --calib-seqs 2"
-    rm -rf "$RUN" "$OUT"
-    for s in train oracle-prose oracle-code routers report; do bash "$0" $s; done
+    rm -rf "$RUN" "$RUN"-scratch "$RUN"-dense "$RUN"-frozen "$OUT"
+    export FREEZE_STEPS=3 FREEZE_ARGS="--model.d_model=16" EVAL_TOKENS=2048
+    for s in train oracle-prose oracle-code routers freeze report; do bash "$0" $s; done
     ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac

@@ -2,7 +2,9 @@
 
 Every (token, layer) choice is drawn independently, afresh each step, from `p = {big, small, skip}`
 (default 0.5/0.5/0); a mix with one choice at probability 1 (p_big = 1: the dense model) is a static route,
-so nothing is drawn and the modules run on every token without routing. AdamW with linear warmup and cosine decay, gradient clipping, gradient accumulation,
+so nothing is drawn and the modules run on every token without routing. `init` starts from another run's
+weights and `train_only` lets only the small (or big) modules learn: the paper's freeze-big-then-train-small
+ablation is a dense run, then `--train.init=DENSE --train.train_only=small`. AdamW with linear warmup and cosine decay, gradient clipping, gradient accumulation,
 bf16 autocast on a GPU. One `torch.Generator` draws both the batches and the routes; it is saved in every
 checkpoint, so a resumed run sees the same data and routes as an uninterrupted one and ends with the same
 loss. Under torchrun every rank draws the same global batch from the same generator and keeps its own slice.
@@ -53,6 +55,8 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile the model
+    init: str = ""  # a run directory whose latest weights start this run (not its optimizer, data order or step)
+    train_only: Literal["", "small", "big"] = ""  # only these modules learn (every `.small.`/`.big.` parameter); "" = all
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -74,8 +78,9 @@ def random_route(shape: tuple[int, int, int], p_big: float, p_small: float, p_sk
 
 def make_optimizer(model: DuoLM, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices, none on norm gains."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen ones (train_only) are left out
+    decay = [p for p in params if p.dim() >= 2]
+    other = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
     fused = next(model.parameters()).is_cuda
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
@@ -95,6 +100,9 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
     tok = load_tokenizer(cfg.data.tokenizer)  # check the inputs before the run directory is touched
     if tok.vocab_size > cfg.model.vocab_size:
         raise DuoError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size is {cfg.model.vocab_size}")
+    start = None
+    if tc.init and (start := checkpoint.latest(Path(tc.init))) is None:
+        raise DuoError(f"train.init: {tc.init} has no checkpoint to start from")
     tokens = token_array(cfg.data.train, tok)
     d = distributed.init(tc.device)
     if d.is_main:
@@ -103,6 +111,11 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
 
     torch.manual_seed(tc.seed)  # model init
     model = DuoLM(cfg.model).to(d.device)
+    if start is not None:  # e.g. a dense run, before the small modules learn (the paper's freeze ablation)
+        checkpoint.load_weights(start[1], model)
+    if tc.train_only:
+        for name, p in model.named_parameters():
+            p.requires_grad_(f".{tc.train_only}." in name)
     opt = make_optimizer(model, tc)
     gen = torch.Generator().manual_seed(tc.seed)  # batches and routes, on the host
     step = 0

@@ -40,6 +40,33 @@ def test_resume_ends_with_the_same_loss(tmp_path):
     assert [m["loss"] for m in a] == [m["loss"] for m in b]
 
 
+def test_freeze_big_then_train_small(tmp_path):
+    """The paper's ablation: a dense run, then a run that starts from its weights and trains only the small
+    modules; everything else stays exactly as the dense run left it, and a resumed second phase matches."""
+    from safetensors.torch import load_file
+
+    from duollm.train import checkpoint
+
+    train(debug_cfg(**{"train.steps": 3, "train.p_big": 1.0, "train.p_small": 0.0}), tmp_path / "dense", progress=False)
+    small = debug_cfg(**{"train.steps": 4, "train.init": str(tmp_path / "dense"), "train.train_only": "small", "train.ckpt_every": 2})
+    res = train(small, tmp_path / "small", progress=False)
+    train(apply_overrides(small, {"train.steps": 2}), tmp_path / "again", progress=False)
+    assert train(small, tmp_path / "again", resume=True, progress=False)["final_loss"] == res["final_loss"]
+
+    def weights(run):
+        return load_file(checkpoint.latest(run)[1] / "model.safetensors")
+
+    before, after = weights(tmp_path / "dense"), weights(tmp_path / "small")
+    assert before.keys() == after.keys()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        assert same != (".small." in name), name  # only the small modules moved
+    with pytest.raises(DuoError, match="no checkpoint"):
+        train(debug_cfg(**{"train.init": str(tmp_path / "nothing")}), tmp_path / "x", progress=False)
+    with pytest.raises(DuoError, match="train.train_only must be one of"):
+        debug_cfg(**{"train.train_only": "medium"})
+
+
 def test_run_directory_is_protected(tmp_path):
     cfg = debug_cfg(**{"train.steps": 2})
     train(cfg, tmp_path / "r", progress=False)
