@@ -37,6 +37,7 @@ COMMANDS = {
     "oracle": ("duollm.oracle.command", "OracleCommand", "main"),
     "difficulty": ("duollm.analysis.difficulty", "DifficultyCommand", "main"),
     "report": ("duollm.analysis.report", "ReportCommand", "main"),
+    "claims": ("duollm.analysis.claims", "ClaimsCommand", "main"),
     "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
     "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),

@@ -6,7 +6,7 @@
 #   bash scripts/study.sh oracle-code    # the same on code-val
 #   bash scripts/study.sh routers        # paper router at 4/12, 6/12, 8/12 BIG; supervised at 6/12; scored on prose-val
 #   bash scripts/study.sh freeze         # claim 7 on a smaller model: from scratch vs dense-then-small, equal tokens
-#   bash scripts/study.sh report         # difficulty, report.html, and everything small packed into $OUT
+#   bash scripts/study.sh report         # difficulty, report.html, the seven claims; everything small packed into $OUT
 #
 # The run directory ($RUN, default runs/study, git-ignored) stays on the machine between commands of one lease;
 # checkpoints never leave it (too large to copy back), so the stages of one study run back to back. Results
@@ -78,6 +78,7 @@ case $STAGE in
   report)
     timed $DUOLLM difficulty --run "$RUN" --json > "$RUN/difficulty-summary.json"
     timed $DUOLLM report --run "$RUN"
+    timed $DUOLLM claims --run "$RUN" --freeze "$OUT"  # the seven verdicts, also in $RUN/claims.json
     (cd "$RUN" && find . -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.jsonl.gz' \
       -o -name '*.html' -o -name '*.png' \) ! -path './ckpt/*' -print | tar czf - -T -) > "$OUT/study.tar.gz"
     say "packed $(du -h "$OUT/study.tar.gz" | cut -f1) into $OUT/study.tar.gz"

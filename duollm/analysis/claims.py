@@ -1,0 +1,223 @@
+"""`duollm claims`: the paper's seven claims (shared/paper/duo-llm.md §8, issue 6), each as numbers and a verdict,
+from a run's saved files: its oracle folders, its routers' evaluations and, for claim 7, the evaluations the
+`freeze` stage of scripts/study.sh writes. Files in, never the model (like the rest of analysis/).
+
+The rules, so that every verdict can be checked by hand (L layers; "the oracle" is the shared one, the paper's;
+the causal oracle's numbers stand beside it):
+1. The oracle with one BIG layer per token beats all-big: holds when ppl_oracle(k=1) < ppl(all-big).
+2. Oracle ppl is U-shaped in k with its minimum near L/2: holds when the minimum over k = 0..L is interior (both
+   ends higher) and within one layer of L/2; partly when it is interior elsewhere; else it does not hold.
+3. BIG layers move from later to uniform to earlier as k grows: the mean depth of the oracle's BIG choices
+   (0 = first layer, 1 = last) at k = L/3, L/2, 2L/3; holds when it falls strictly across the three and starts
+   above 0.5 and ends below; partly when it falls without crossing 0.5; else it does not hold.
+4. The paper router is about as good as the best of N random routes, and far from the oracle: for every paper
+   router evaluated on the oracle's windows, "about" = within 5% of the random best's ppl and "far" = the
+   causal oracle at least 10% below both; holds when true at every budget, partly at some.
+5. A constant budget beats a schedule with the same mean: ppl_oracle(k) < ppl_oracle(a>b) for each schedule
+   a>b in the folder with (a + b) / 2 = k; holds when true for all of them.
+6. With big/skip there is no clean early-exit pattern: at s = L/2 skipped layers, the share of tokens whose
+   skipped layers are exactly the last s; holds when it is below one half.
+7. Training from scratch beats freeze-big-then-train-small at equal tokens: ppl under random:0.5 (and all-small)
+   of the two runs; holds when scratch is lower under random:0.5.
+A claim whose files are missing is "not measured", with the command that would make them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from duollm.analysis.routers import read_routers
+from duollm.analysis.table import BIG, SKIP, read_summary, read_table
+from duollm.errors import DuoError
+
+HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
+
+
+@dataclass
+class ClaimsCommand:
+    """The paper's seven claims as numbers and verdicts, from a run's oracle, router and freeze-ablation files."""
+
+    run: str  # run directory with oracle results (from duollm oracle, scripts/study.sh)
+    freeze: str = ""  # folder with freeze-scratch.jsonl and freeze-frozen.jsonl (scripts/study.sh freeze)
+    json: bool = False  # print one JSON object instead of a table
+
+
+def oracle_ppl(summary: dict, row: dict, mode: str) -> float | None:
+    """A budget row's oracle ppl for `mode`: its `ppl_oracle_<mode>`, or `ppl_oracle` in a folder of that mode."""
+    if f"ppl_oracle_{mode}" in row:
+        return row[f"ppl_oracle_{mode}"]
+    return row.get("ppl_oracle") if summary.get("mode") == mode else None
+
+
+def by_k(summary: dict, mode: str = "shared") -> dict[str, float]:
+    """Budget label (str) → oracle ppl, for the rows that have it."""
+    out = {}
+    for row in summary["budgets"]:
+        p = oracle_ppl(summary, row, mode)
+        if p is not None:
+            out[str(row["k"])] = float(p)
+    return out
+
+
+def claim_1(summary: dict) -> dict:
+    ppl, big = by_k(summary), float(summary["ppl_all_big"])
+    if "1" not in ppl:
+        return {"verdict": MISSING, "why": "no oracle at k = 1"}
+    causal = by_k(summary, "causal").get("1")
+    return {"verdict": HOLDS if ppl["1"] < big else FAILS, "ppl_oracle_k1": ppl["1"], "ppl_causal_k1": causal, "ppl_all_big": big}
+
+
+def claim_2(summary: dict, n_layer: int) -> dict:
+    ppl = by_k(summary)
+    ks = [k for k in range(n_layer + 1) if str(k) in ppl]
+    if ks != list(range(n_layer + 1)):
+        return {"verdict": MISSING, "why": f"the oracle needs every k = 0..{n_layer}"}
+    curve = [ppl[str(k)] for k in ks]
+    k_min = int(np.argmin(curve))
+    interior = 0 < k_min < n_layer
+    verdict = HOLDS if interior and abs(k_min - n_layer / 2) <= 1 else PARTLY if interior else FAILS
+    causal = by_k(summary, "causal")
+    k_causal = int(np.argmin([causal[str(k)] for k in ks])) if all(str(k) in causal for k in ks) else None
+    return {"verdict": verdict, "k_min": k_min, "k_min_causal": k_causal, "ppl": dict(zip(map(str, ks), curve, strict=True))}
+
+
+def mean_depth(route: np.ndarray, choice: int) -> float:
+    """Mean layer position (0 = first, 1 = last) of `choice` over routes (..., L)."""
+    L = route.shape[-1]
+    mask = route == choice
+    return float((mask * np.linspace(0.0, 1.0, L)).sum() / max(1, mask.sum()))
+
+
+def claim_3(routes: dict[int, np.ndarray]) -> dict:
+    """`routes`: k → the oracle's routes (N, T-1, L) at k = L/3, L/2, 2L/3."""
+    depth = {k: mean_depth(r, BIG) for k, r in sorted(routes.items())}
+    d = list(depth.values())
+    falls = all(a > b for a, b in zip(d, d[1:], strict=False))
+    verdict = HOLDS if falls and d[0] > 0.5 > d[-1] else PARTLY if falls else FAILS
+    return {"verdict": verdict, "mean_big_depth": {str(k): v for k, v in depth.items()}}
+
+
+def claim_4(rows: list[dict]) -> dict:
+    """`rows`: per budget {k, router, random_best, causal_oracle} ppl."""
+    if not rows:
+        return {"verdict": MISSING, "why": "no paper router evaluated on the oracle's windows"}
+    ok = [abs(r["router"] / r["random_best"] - 1) <= 0.05 and r["causal_oracle"] <= 0.9 * min(r["router"], r["random_best"]) for r in rows]
+    return {"verdict": HOLDS if all(ok) else PARTLY if any(ok) else FAILS, "budgets": rows}
+
+
+def claim_5(ppl: dict[str, float]) -> dict:
+    pairs = []
+    for label in ppl:
+        if ">" in label:
+            a, b = (int(v) for v in label.split(">"))
+            if (a + b) % 2 == 0 and str((a + b) // 2) in ppl:
+                pairs.append(
+                    {"schedule": label, "constant": (a + b) // 2, "ppl_schedule": ppl[label], "ppl_constant": ppl[str((a + b) // 2)]}
+                )
+    if not pairs:
+        return {"verdict": MISSING, "why": "no schedule a>b with its constant mean in the oracle (e.g. --budgets 4,6>2)"}
+    return {"verdict": HOLDS if all(p["ppl_constant"] < p["ppl_schedule"] for p in pairs) else FAILS, "pairs": pairs}
+
+
+def early_exit_share(route: np.ndarray, s: int) -> float:
+    """Share of routes (..., L) whose SKIP layers are exactly the last s."""
+    L = route.shape[-1]
+    suffix = np.array([False] * (L - s) + [True] * s)
+    return float(((route == SKIP) == suffix).all(-1).mean())
+
+
+def claim_6(route: np.ndarray, s: int) -> dict:
+    share = early_exit_share(route, s)
+    return {"verdict": HOLDS if share < 0.5 else FAILS, "skipped": s, "early_exit_share": share, "mean_skip_depth": mean_depth(route, SKIP)}
+
+
+def claim_7(scratch: dict[str, float], frozen: dict[str, float]) -> dict:
+    """Policy → ppl of each run."""
+    if "random:0.5" not in scratch or "random:0.5" not in frozen:
+        return {"verdict": MISSING, "why": "no random:0.5 evaluation of both runs"}
+    return {"verdict": HOLDS if scratch["random:0.5"] < frozen["random:0.5"] else FAILS, "scratch": scratch, "frozen": frozen}
+
+
+TEXT = {
+    1: "oracle with 1 BIG layer per token beats all-big",
+    2: "oracle ppl U-shaped in k, minimum near L/2",
+    3: "BIG placement later → uniform → earlier for k = L/3, L/2, 2L/3",
+    4: "paper router ≈ best-of-N random ≪ oracle",
+    5: "a constant budget beats a schedule with the same mean",
+    6: "big/skip: no clean early-exit pattern",
+    7: "from scratch beats freeze-big-then-train-small at equal tokens",
+}
+
+
+def _freeze_ppl(path: Path) -> dict[str, float]:
+    return {r["policy"]: float(r["ppl"]) for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())}
+
+
+def claims(run: str | Path, freeze: str | Path = "") -> list[dict]:
+    run = Path(run)
+    out: dict[int, dict] = {}
+    try:
+        summary = read_summary(run, "big,small")
+    except DuoError as e:
+        summary = None
+        for n in (1, 2, 3, 4, 5):
+            out[n] = {"verdict": MISSING, "why": str(e)}
+    if summary is not None:
+        L = int(summary["n_layer"])
+        out[1], out[2], out[5] = claim_1(summary), claim_2(summary, L), claim_5(by_k(summary))
+        ks = sorted({round(L / 3), round(L / 2), round(2 * L / 3)})
+        table = read_table(run, "big,small")
+        have = [k for k in ks if f"shared/{k}" in table.route]
+        out[3] = (
+            claim_3({k: table.route[f"shared/{k}"] for k in have})
+            if len(have) == 3
+            else {"verdict": MISSING, "why": f"needs the oracle at k = {ks}"}
+        )
+        rows = []
+        for r in read_routers(run):
+            ev = r.matching_eval(summary)
+            row = next((b for b in summary["budgets"] if str(b["k"]) == r.budget_label()), None)
+            if r.kind == "paper" and r.options == "big,small" and ev is not None and row is not None and "ppl_oracle_causal" in row:
+                rows.append(
+                    {"k": row["k"], "router": ev.ppl, "random_best": row["ppl_random_best"], "causal_oracle": row["ppl_oracle_causal"]}
+                )
+        out[4] = claim_4(rows)
+    try:
+        skip = read_table(run, "big,skip")
+        s = int(skip.n_layer) // 2
+        out[6] = (
+            claim_6(skip.route[f"shared/{s}"], s)
+            if f"shared/{s}" in skip.route
+            else {"verdict": MISSING, "why": f"no big/skip oracle at s = {s}"}
+        )
+    except DuoError as e:
+        out[6] = {"verdict": MISSING, "why": str(e)}
+    files = [Path(freeze) / f"freeze-{name}.jsonl" for name in ("scratch", "frozen")] if freeze else []
+    if files and all(f.is_file() for f in files):
+        out[7] = claim_7(*(_freeze_ppl(f) for f in files))
+    else:
+        out[7] = {"verdict": MISSING, "why": "run `bash scripts/study.sh freeze` and pass --freeze OUT"}
+    return [{"claim": n, "text": TEXT[n], **out[n]} for n in sorted(out)]
+
+
+def _numbers(c: dict) -> str:
+    keep = {k: v for k, v in c.items() if k not in ("claim", "text", "verdict")}
+    return json.dumps(keep, ensure_ascii=False, default=float)[:300]
+
+
+def main(cmd: ClaimsCommand) -> None:
+    res = claims(cmd.run, cmd.freeze)
+    path = Path(cmd.run) / "claims.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    if cmd.json:
+        print(json.dumps(res, ensure_ascii=False))
+        return
+    print("| # | claim | verdict | numbers |\n|---|---|---|---|")
+    for c in res:
+        print(f"| {c['claim']} | {c['text']} | {c['verdict']} | {_numbers(c)} |")
