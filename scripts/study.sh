@@ -15,8 +15,8 @@
 #
 # Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256), SEQ_LEN (512), RANDOM_N (100),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), TRAIN_ARGS (extra flags for `duollm train`, e.g. --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for
-# `duollm oracle` / `duollm router train`). `bash scripts/study.sh smoke` runs every stage with a tiny model on
-# a CPU: a check of the commands, not a study.
+# `duollm oracle` / `duollm router train`), NPROC (GPUs, default 1). `bash scripts/study.sh smoke` runs every
+# stage with a tiny model on a CPU (NPROC=2 works there too, over gloo): a check of the commands, not a study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,23 +30,25 @@ BUDGETS=${BUDGETS:-0-12,free,6>2}  # big/small: exactly k BIG (claims 1, 2, 3), 
 SKIP_BUDGETS=${SKIP_BUDGETS:-0-12}  # big/skip: exactly s SKIP (claim 6)
 CORPUS=.cache/corpus
 DUOLLM=${DUOLLM:-duollm}
+NPROC=${NPROC:-1}  # GPUs: with 2 or more, training and the oracles run under torchrun (data-parallel, sharded windows)
+if [ "$NPROC" -gt 1 ]; then PAR="torchrun --standalone --nproc_per_node=$NPROC -m duollm --"; else PAR=$DUOLLM; fi
 mkdir -p "$OUT"
 
 say() { echo "[study $STAGE] $*"; }
-timed() { local t0=$SECONDS; "$@"; say "$(basename "$1") $2: $((SECONDS - t0)) s"; }
+timed() { local t0=$SECONDS; "$@"; say "$(echo "${@/#*torchrun*/}" | cut -c1-100) … $((SECONDS - t0)) s"; }
 
 oracle() {  # split name, output folder suffix
   local split=$1 tag=$2
-  timed $DUOLLM oracle --run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" --dtype bf16 \
+  timed $PAR oracle --run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" --dtype bf16 \
     --options big,small --mode causal --budgets "$BUDGETS" --random "$RANDOM_N" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
-  timed $DUOLLM oracle --run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" --dtype bf16 \
+  timed $PAR oracle --run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" --dtype bf16 \
     --options big,skip --mode shared --budgets "$SKIP_BUDGETS" --random "$RANDOM_N" --out "$RUN/oracle$tag/big-skip" ${ORACLE_ARGS:-}
 }
 
 case $STAGE in
   train)
     [ -f "$CORPUS/MANIFEST.json" ] || timed $DUOLLM data build --from-archive .cache/corpus.tar.xz
-    timed $DUOLLM train --preset study-124m --out "$RUN" --json ${TRAIN_ARGS:-}
+    timed $PAR train --preset study-124m --out "$RUN" --json ${TRAIN_ARGS:-}
     cp "$RUN/config.json" "$RUN/metrics.jsonl" "$OUT/"
     ;;
   oracle-prose) oracle prose-val "" ;;
