@@ -18,7 +18,9 @@ transformers `DynamicCache` that way: for layer l it appends zeros for the new t
 (`cache.update`, the public API), which returns the cache's own tensors, and hands them to the attention,
 which then writes the real keys and values over the zeros in place. So the HF path runs exactly DuoLM's
 code with exactly DuoLM's cache layout, and beam search, cropping and cache reuse are transformers' own.
-Padding is not supported (the model has no attention mask): prompts of one batch must have equal length.
+Padding: a batch padded on the left (transformers' `attention_mask` with zeros, as `generate` passes it for
+prompts of different lengths) runs through DuoLM's own `attention_mask` (`model.transformer.padding`): each
+sequence gets the positions and the attention it would have alone.
 
 transformers renamed `past_key_values` to `cache` in 5.2x; `forward` accepts both names, and its output uses
 the one the installed version has.
@@ -139,13 +141,12 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
         """`input_ids` (B, T); `labels` (B, T) as in transformers (shifted here, -100 ignored); `cache` (or
         `past_key_values`): a DynamicCache the tokens continue; `policy`: this call's routing (module doc).
         Other transformers arguments (position_ids, return_dict, ...) are accepted and ignored."""
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("Duo models have no padding mask: give prompts of equal length (attention_mask all ones)")
+        pad = attention_mask if attention_mask is not None and not bool(attention_mask.all()) else None  # left padding
         cache = cache if cache is not None else past_key_values
         if cache is None and (self.config.use_cache if use_cache is None else use_cache):
             cache = DynamicCache()
         view = CacheView(cache, input_ids, self.model) if cache is not None else None
-        out = self.model(input_ids, cache=view, **self.routing(policy))  # logits (B, T, V)
+        out = self.model(input_ids, cache=view, attention_mask=pad, **self.routing(policy))  # logits (B, T, V)
         loss = None
         if labels is not None:
             logits = out.logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1

@@ -99,16 +99,19 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
         self.o = nn.Linear(self.nh * self.hs, cfg.d_model, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor, int] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor, int] | None = None, mask: Tensor | None = None
+    ) -> Tensor:
         """`kv`: this layer's cache (k (B, nkv, T_max, hs), v, pos): the new keys and values are written at
         positions pos..pos+T-1 and the queries attend to everything up to there. With `Slots` in place of pos,
-        they are written at `Slots.at` and the queries read the whole buffer under `Slots.mask`."""
+        they are written at `Slots.at` and the queries read the whole buffer under `Slots.mask`. `mask`
+        (B, 1, T, pos+T) bool, from `padding`: where each query may look, in place of the causal rule."""
         B, T, C = x.shape
         q = self.q(x).view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = self.v(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
-        mask, causal = None, True
+        given, mask, causal = mask, None, True
         if kv is not None and isinstance(kv[2], Slots):  # static shapes (a CUDA graph): positions on the device
             k_buf, v_buf, (at, mask) = kv
             k_buf.index_copy_(2, at, k), v_buf.index_copy_(2, at, v)
@@ -122,6 +125,8 @@ class Attention(nn.Module):
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
         elif kv is not None:
             kv[0][:, :, :T], kv[1][:, :, :T] = k, v
+        if given is not None:  # a padded batch: causal and no padding keys, made once per forward
+            mask, causal = given, False
         gqa = {"enable_gqa": True} if self.nkv != self.nh else {}  # each key/value head serves nh/nkv query heads
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **gqa)  # (B, nh, T, hs)
         return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
@@ -148,6 +153,23 @@ class KVCache:
         return self.k[l], self.v[l], self.pos
 
 
+def padding(attention_mask: Tensor, pos: int, T: int) -> tuple[Tensor, Tensor]:
+    """For a batch padded on the left: the attention mask (B, 1, T, pos+T) and the positions (B, T) of T new
+    tokens after `pos` cached ones, from `attention_mask` (B, pos+T), 1 for a token and 0 for padding.
+
+    A token's position counts the real tokens before it, so a padded sequence sees the positions it would see
+    alone; no query attends to padding, and every query attends to itself (a padding row is never empty, which
+    would make SDPA return NaN and spread it through the padding's keys and values)."""
+    keep = attention_mask.bool()
+    if keep.dim() != 2 or keep.shape[1] != pos + T:
+        raise ValueError(f"attention_mask must be (batch, {pos + T}) for {pos} cached and {T} new tokens, got {tuple(keep.shape)}")
+    positions = (keep.long().cumsum(1) - 1).clamp(min=0)[:, pos:]  # (B, T)
+    allowed = torch.ones(T, pos + T, dtype=torch.bool, device=keep.device).tril(pos)[None] & keep[:, None, :]  # (B, T, pos+T)
+    i = torch.arange(T, device=keep.device)
+    allowed[:, i, pos + i] = True
+    return allowed[:, None], positions
+
+
 class Block(nn.Module):
     """Attention for every token, then the routed FFN: the residual stream in two lines."""
 
@@ -158,10 +180,10 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
         self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, cfg.kernel)
 
-    def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None) -> Tensor:
+    def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None, mask=None) -> Tensor:
         """`choice`: a route's column (0-d or (B, T)), or a function of the normalised state that returns one
         (or soft weights (B, T, 3)): how a router decides, layer by layer. `kv`: this layer's cache, if any."""
-        x = x + self.attn(self.attn_norm(x), cos, sin, kv)  # (B, T, C): always runs
+        x = x + self.attn(self.attn_norm(x), cos, sin, kv, mask)  # (B, T, C): always runs
         u = self.ffn_norm(x)  # (B, T, C): what both modules, and a router, see
         return x + self.ffn(u, choice(u) if callable(choice) else choice)  # big, small, or nothing
 
@@ -196,14 +218,21 @@ class DuoLM(nn.Module):
         return F.linear(self.norm(x), self.embed.weight)
 
     def forward(
-        self, input_ids: Tensor, route: Tensor | None = None, targets: Tensor | None = None, router=None, cache: KVCache | None = None
+        self,
+        input_ids: Tensor,
+        route: Tensor | None = None,
+        targets: Tensor | None = None,
+        router=None,
+        cache: KVCache | None = None,
+        attention_mask: Tensor | None = None,
     ) -> DuoOutput:
         """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG; `targets` (B, T) or None.
 
         `router`, instead of a route: a callable `router(layer, u)` from the pre-FFN normalised state u (B, T, C)
         to choices (B, T) uint8, or soft weights (B, T, 3); the realised route comes back in `DuoOutput.route`
         (the argmax of soft weights). `cache`: the tokens continue the cached ones (positions cache.pos onward),
-        their keys and values are added to it, and cache.pos advances by T (model/generate.py)."""
+        their keys and values are added to it, and cache.pos advances by T (model/generate.py).
+        `attention_mask` (B, cache.pos + T): 1 for tokens, 0 for padding on the left of shorter sequences (`padding`)."""
         T = input_ids.shape[1]
         pos = cache.pos if cache is not None else 0
         if isinstance(pos, Tensor):  # device-side position (model/generate.py `Decoder`): nothing read on the host
@@ -216,17 +245,23 @@ class DuoLM(nn.Module):
                 raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
             cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
             kv = (lambda l: cache.layer(l)) if cache is not None else (lambda l: None)
+        mask = None
+        if attention_mask is not None:
+            if isinstance(pos, Tensor):
+                raise ValueError("attention_mask is not supported with a device-side cache position (Decoder)")
+            mask, at = padding(attention_mask.to(input_ids.device), pos, T)
+            cos, sin = self.rope_cos[at].unsqueeze(1), self.rope_sin[at].unsqueeze(1)  # (B, 1, T, hs/2): each its own
         if router is not None:
             if route is not None:
                 raise ValueError("give a route or a router, not both")
-            out = self._forward_routed(input_ids, router, targets, cos, sin, kv)
+            out = self._forward_routed(input_ids, router, targets, cos, sin, kv, mask)
         else:
-            out = self._forward_static(input_ids, route, targets, cos, sin, kv)
+            out = self._forward_static(input_ids, route, targets, cos, sin, kv, mask)
         if cache is not None:
             cache.pos += T
         return out
 
-    def _forward_static(self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv) -> DuoOutput:
+    def _forward_static(self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv, mask=None) -> DuoOutput:
         B, T = input_ids.shape
         L = self.cfg.n_layer
         if route is None:
@@ -236,10 +271,10 @@ class DuoLM(nn.Module):
         route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
-            x = block(x, route[..., l], cos, sin, kv(l))  # route[..., l]: 0-d or (B, T)
+            x = block(x, route[..., l], cos, sin, kv(l), mask)  # route[..., l]: 0-d or (B, T)
         return self._output(x, targets, route)
 
-    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None, cos, sin, kv) -> DuoOutput:
+    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None, cos, sin, kv, mask=None) -> DuoOutput:
         """Forward where `router(layer, u)` decides each layer's choices from the state it sees."""
         realised = []  # (B, T) uint8 per layer
 
@@ -253,7 +288,7 @@ class DuoLM(nn.Module):
 
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
-            x = block(x, decide(l), cos, sin, kv(l))
+            x = block(x, decide(l), cos, sin, kv(l), mask)
         return self._output(x, targets, torch.stack(realised, dim=-1))  # route (B, T, L)
 
     def _output(self, x: Tensor, targets: Tensor | None, route: Tensor) -> DuoOutput:

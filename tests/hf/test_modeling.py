@@ -104,13 +104,23 @@ def test_beam_search_and_sampling_shapes(hf_model, prompt):
     assert a.shape == (2, 11) and torch.equal(a, b)
 
 
-def test_bad_policy_and_padding_are_errors(hf_model, prompt):
+def test_bad_policy_is_an_error(hf_model, prompt):
     with pytest.raises(ValueError, match="no router 'nope'.*lin"):
         hf_model(prompt, policy="router:nope")
     with pytest.raises(ValueError, match="the model has 3"):
         hf_model(prompt, policy="BS")
-    with pytest.raises(ValueError, match="padding"):
-        hf_model(prompt, attention_mask=torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]))
+
+
+@pytest.mark.parametrize("policy", ["BS-", "router:lin"])
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(hf_model, policy):
+    """Prompts of 5 and 3 tokens in one batch, the shorter padded on the left: the same greedy tokens as each
+    prompt generated alone (positions and attention of a padded sequence are those it has alone)."""
+    long, short = torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(3)), torch.tensor([[7, 8, 9]])
+    batch = torch.cat([long, torch.cat([torch.zeros(1, 2, dtype=torch.long), short], 1)])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    got = hf_model.generate(batch, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0, policy=policy)
+    alone = [hf_model.generate(p, max_new_tokens=8, do_sample=False, policy=policy) for p in (long, short)]
+    assert torch.equal(got[0], alone[0][0]) and torch.equal(got[1, 2:], alone[1][0])
 
 
 def test_auto_classes_know_duollm_after_import_duollm(hf_model, prompt, tmp_path):

@@ -171,3 +171,26 @@ def test_fused_rope_equals_eager():
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(2, 4, 40, 16, device="cuda", dtype=dtype).transpose(1, 2).transpose(1, 2)  # strided too
         assert torch.allclose(rope(x, cos, sin).float(), apply_rope(x, cos, sin).float(), atol=1e-6 if dtype == torch.float32 else 1e-2)
+
+
+def test_left_padding_gives_each_sequence_what_it_gets_alone():
+    """attention_mask: a sequence padded on the left has the logits it has alone, in one forward and through a
+    KV cache fed in pieces; a mask of the wrong length is a ValueError."""
+    from duollm.model.transformer import KVCache
+
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=32)).eval()
+    a, b = torch.randint(0, 32, (1, 7)), torch.randint(0, 32, (1, 4))
+    batch = torch.cat([a, torch.cat([torch.zeros(1, 3, dtype=torch.long), b], 1)])
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :3] = 0
+    route = torch.randint(0, 3, (2, 7, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = m(batch, route=route, attention_mask=mask).logits
+        assert torch.allclose(out[0], m(a, route=route[:1]).logits[0], atol=1e-5)
+        assert torch.allclose(out[1, 3:], m(b, route=route[1:, 3:]).logits[0], atol=1e-5)
+        cache = KVCache.empty(m.cfg, 2, 7)
+        parts = [m(batch[:, i:j], route=route[:, i:j], cache=cache, attention_mask=mask[:, :j]).logits for i, j in ((0, 5), (5, 6), (6, 7))]
+        assert torch.allclose(torch.cat(parts, 1), out, atol=1e-5) and not torch.isnan(out).any()
+        with pytest.raises(ValueError, match="attention_mask must be"):
+            m(batch, attention_mask=mask[:, :5])
