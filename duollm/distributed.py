@@ -29,6 +29,11 @@ class Dist:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun, or the only process: the one that prints a command's result."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 def init(device: str = "auto") -> Dist:
     """Read RANK/WORLD_SIZE/LOCAL_RANK; start the process group (NCCL on GPUs, gloo on CPUs) if world > 1."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -209,7 +209,11 @@ def save(folder: Path, summary: dict, res, windows, tok) -> None:
 
 
 def main(cmd: OracleCommand) -> None:
+    from duollm import distributed
+
     s = run_oracle(cmd, progress=not cmd.json)
+    if not distributed.is_main_process():  # every rank holds the summary; one prints it (two would interleave)
+        return
     if cmd.json:
         print(json.dumps(s))
         return

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -263,10 +262,10 @@ def main(cmd: TrainCommand) -> None:
     from duollm.config import to_dict
 
     cfg = resolve(cmd)
-    if not cmd.json and int(os.environ.get("RANK", 0)) == 0:
+    if not cmd.json and distributed.is_main_process():
         print("config:", json.dumps(to_dict(cfg)))
     res = train(cfg, Path(cmd.out), cmd.resume, progress=not cmd.json)
-    if int(os.environ.get("RANK", 0)) != 0:
+    if not distributed.is_main_process():
         return
     if cmd.json:
         print(json.dumps(res))
