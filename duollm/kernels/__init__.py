@@ -22,9 +22,10 @@ MASKED_ROWS = 1024  # inside a CUDA graph, per-token choices of at most this man
 
 def choose(kernel: str, u: Tensor) -> str:
     """The path for per-token choices over `u` (B, T, C): `kernel` ("reference", "sorted", "grouped",
-    "masked", "fused": Triton, forward only, chosen explicitly until it is measured), or for "auto" the reference on a CPU, and on a GPU the sorted path (one host read per layer),
-    or the sync-free grouped one under compilation, which cannot wait for the host. A CUDA graph being
-    recorded always gets a sync-free path: masked up to MASKED_ROWS rows (a decode step), grouped above."""
+    "masked", or "fused": Triton, forward only, opt-in since it measured slower than sorted), or for "auto"
+    the reference on a CPU, and on a GPU the sorted path (one host read per layer), or the sync-free grouped
+    one under compilation, which cannot wait for the host. A CUDA graph being recorded always gets a sync-free
+    path: masked up to MASKED_ROWS rows (a decode step), grouped above."""
     capturing = u.is_cuda and torch.cuda.is_current_stream_capturing()
     if kernel == "auto":
         kernel = "reference" if not u.is_cuda else "grouped" if capturing or torch.compiler.is_compiling() else "sorted"

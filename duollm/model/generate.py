@@ -6,7 +6,7 @@ choices` that decides from each new token's state (a trained router, or `RandomR
 once (prefill), then one token per step for all sequences together; greedy (temperature 0) or sampling with
 temperature and top-k from an explicit generator. Returns the tokens and the route every token took.
 
-This is the readable reference; the fast decode path (CUDA graphs per batch bucket, issue 5) must match it.
+`generate` is the readable reference; `Decoder` below, the fast path (CUDA graphs per batch bucket), matches it.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ class Decoder:
 
     The policy is fixed per decoder: a static route `(L,)`, or a router whose decisions stay on the device
     (`LinearRouter`, `RouteRouter`, `RandomRouter` without a CPU generator). Inside a graph per-token choices
-    go through the sync-free routed FFN (kernels/grouped.py). Without CUDA (or with graphs=False) the same
+    go through a sync-free routed FFN (`kernels.choose`: masked for a decode step's few rows, grouped above).
+    Without CUDA (or with graphs=False) the same
     static-shape step runs eagerly; the tests compare it with `generate` on the CPU.
     """
 

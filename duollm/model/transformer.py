@@ -121,7 +121,7 @@ class Attention(nn.Module):
             k_buf[:, :, pos : pos + T], v_buf[:, :, pos : pos + T] = k, v
             k, v = k_buf[:, :, : pos + T], v_buf[:, :, : pos + T]  # (B, nkv, pos+T, hs)
             causal = False
-            if T > 1:  # query i sees keys 0..pos+i
+            if T > 1 and given is None:  # query i sees keys 0..pos+i (a padded batch brings its own mask)
                 mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(pos)
         elif kv is not None:
             kv[0][:, :, :T], kv[1][:, :, :T] = k, v
