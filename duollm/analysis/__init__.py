@@ -1,6 +1,7 @@
 """Analysis of run directories: oracle tables, trained routers' evaluations, token difficulty, figures and the HTML report.
 
-Reads files only (never the model, never torch); matplotlib is imported inside the plotting functions.
+Reads files only: no module here imports the model or torch itself (the package `duollm` does, on import), so
+the analysis keeps no tie to the model's code; matplotlib is imported inside the plotting functions.
 """
 
 from duollm.analysis.routers import Router, RouterEval, read_routers

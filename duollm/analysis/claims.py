@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from duollm.analysis.routers import read_routers
-from duollm.analysis.table import BIG, SKIP, read_summary, read_table
+from duollm.analysis.table import BIG, SKIP, read_summary, read_table, usage_ks
 from duollm.errors import DuoError
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
@@ -169,12 +169,12 @@ def claims(run: str | Path, freeze: str | Path = "") -> list[dict]:
     if summary is not None:
         L = int(summary["n_layer"])
         out[1], out[2], out[5] = claim_1(summary), claim_2(summary, L), claim_5(by_k(summary))
-        ks = sorted({round(L / 3), round(L / 2), round(2 * L / 3)})
+        ks = usage_ks(L)  # the k of the report's usage figures
         table = read_table(run, "big,small")
         have = [k for k in ks if f"shared/{k}" in table.route]
         out[3] = (
             claim_3({k: table.route[f"shared/{k}"] for k in have})
-            if len(have) == 3
+            if len(ks) == 3 and have == ks
             else {"verdict": MISSING, "why": f"needs the oracle at k = {ks}"}
         )
         rows = []

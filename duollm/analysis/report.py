@@ -35,7 +35,7 @@ import numpy as np
 from duollm.analysis import difficulty as diff
 from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_usage
 from duollm.analysis.routers import COUNTED, KINDS, WINDOW_KEYS, Router, RouterEval, read_routers
-from duollm.analysis.table import BIG, OPTIONS, SKIP, OracleTable, options_present, oracle_folder, read_summary, read_table, usage
+from duollm.analysis.table import BIG, OPTIONS, SKIP, OracleTable, options_present, oracle_folder, read_summary, read_table, usage, usage_ks
 from duollm.errors import DuoError
 
 esc = html.escape
@@ -75,12 +75,6 @@ class Page:
             fig.savefig(self.out / name, dpi=100, bbox_inches="tight")
         self.figures.append(name)
         self.parts.append(f'<figure><img src="{esc(name)}" alt="{esc(name)}"><figcaption>{esc(caption)}</figcaption></figure>')
-
-
-def usage_ks(n_layer: int) -> list[int]:
-    """k ≈ L/3, L/2, 2L/3 (rounded half up), distinct and within 1..L-1: 12 layers → [4, 6, 8]."""
-    ks = {(2 * n_layer + 3) // 6, (n_layer + 1) // 2, (4 * n_layer + 3) // 6}
-    return sorted(k for k in ks if 1 <= k <= n_layer - 1)
 
 
 def budget_list(labels: list[str]) -> str:

@@ -4,7 +4,8 @@
 grids: per column a loss array `(N, T-1)` (float64, nats) and, where the column has routes, a route array
 `(N, T-1, L)` (uint8), with N the windows and T-1 the predicted positions of each. Route letters map to the
 values of `Choice` (duollm/routing/route.py): `-` = SKIP = 0, `S` = SMALL = 1, `B` = BIG = 2. Analysis reads
-files only; it imports neither the model nor torch, so the values are repeated here.
+files only; no analysis module imports the model or torch itself (tests/analysis checks), so the values are
+repeated here.
 """
 
 from __future__ import annotations
@@ -168,6 +169,12 @@ def read_table(run: str | Path, options: str = "big,small") -> OracleTable:
             raise DuoError(f"{path} has no loss/{need} column; {redo} again")
     text = [texts[n * P : (n + 1) * P] for n in range(N)]
     return OracleTable(folder=folder, summary=summary, token=token, text=text, loss=loss, route=route)
+
+
+def usage_ks(n_layer: int) -> list[int]:
+    """k ≈ L/3, L/2, 2L/3 (rounded half up), distinct and within 1..L-1: 12 layers → [4, 6, 8]."""
+    ks = {(2 * n_layer + 3) // 6, (n_layer + 1) // 2, (4 * n_layer + 3) // 6}
+    return sorted(k for k in ks if 1 <= k <= n_layer - 1)
 
 
 def usage(route: np.ndarray, choice: int = BIG) -> np.ndarray:

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from duollm.analysis.report import budget_list, usage_ks
+from duollm.analysis.report import budget_list
+from duollm.analysis.table import usage_ks
 from duollm.cli import main
 
 from .conftest import write_oracle
