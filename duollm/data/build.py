@@ -415,6 +415,8 @@ def build(
         raise DuoError(f"--vocab {vocab} is out of range (1024 to 65536; 16384 to 32768 for the study)")
     if out.exists() and not out.is_dir():
         raise DuoError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_built_corpus(out):
+        raise DuoError(f"--out {out} holds files but no corpus MANIFEST.json: nothing there is overwritten; empty it or choose another")
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(out)
@@ -499,30 +501,37 @@ def build(
 
 
 def unpack_archive(archive: Path, out: Path) -> dict:
-    """Unpack a corpus archive into `out` and check every file against the manifest inside it."""
+    """Unpack a corpus archive into `out`: into a temporary folder beside it first, every file checked against the
+    manifest inside the archive, and only then moved into place (the manifest last), so a corrupt archive leaves
+    `out` as it was."""
     if not archive.is_file():
         raise DuoError(f"corpus archive not found: {archive}")
-    allowed = {f"{sp}.jsonl" for sp in SPLITS} | {"tokenizer.json", "MANIFEST.json"}
+    if out.is_dir() and any(out.iterdir()) and not is_built_corpus(out):
+        raise DuoError(f"{out} holds files but no corpus MANIFEST.json: nothing there is overwritten; choose a new folder")
+    names = [f"{sp}.jsonl" for sp in SPLITS] + ["tokenizer.json", "MANIFEST.json"]  # the manifest moves last
     out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.unpack-", dir=out.parent))
     try:
-        with tarfile.open(archive, "r:xz") as tar:
-            members = tar.getmembers()
-            bad = [m.name for m in members if m.name not in allowed or not m.isfile()]
-            if bad or "MANIFEST.json" not in {m.name for m in members}:
-                raise DuoError(f"{archive} is not a corpus archive (unexpected members {bad[:3]} or no MANIFEST.json)")
-            for m in members:
-                dst = out / m.name
-                tmp = dst.with_name(f".{m.name}.tmp{os.getpid()}")
-                with tar.extractfile(m) as src, open(tmp, "wb") as f:
-                    shutil.copyfileobj(src, f, 1 << 20)
-                os.replace(tmp, dst)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise DuoError(f"cannot read corpus archive {archive}: {e}") from None
-    manifest = json.loads((out / "MANIFEST.json").read_text())
-    for name in allowed - {"MANIFEST.json"}:
-        want = manifest["files"].get(name, {}).get("sha256")
-        if want is None or sha256_file(out / name) != want:
-            raise DuoError(f"{out / name} does not match the sha256 in the archive's manifest: the archive is corrupt")
+        try:
+            with tarfile.open(archive, "r:xz") as tar:
+                members = tar.getmembers()
+                bad = [m.name for m in members if m.name not in names or not m.isfile()]
+                if bad or "MANIFEST.json" not in {m.name for m in members}:
+                    raise DuoError(f"{archive} is not a corpus archive (unexpected members {bad[:3]} or no MANIFEST.json)")
+                for m in members:
+                    with tar.extractfile(m) as src, open(tmp / m.name, "wb") as f:
+                        shutil.copyfileobj(src, f, 1 << 20)
+            manifest = json.loads((tmp / "MANIFEST.json").read_text())
+        except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as e:
+            raise DuoError(f"cannot read corpus archive {archive}: {e}") from None
+        for name in names[:-1]:
+            want = manifest.get("files", {}).get(name, {}).get("sha256")
+            if want is None or not (tmp / name).is_file() or sha256_file(tmp / name) != want:
+                raise DuoError(f"{name} in {archive} does not match the sha256 in the archive's manifest: the archive is corrupt")
+        for name in names:
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

@@ -137,3 +137,30 @@ def test_pinned_sha256_is_checked(tmp_path):
         build.fetch_deb(build.SOURCES[0], tmp_path, debs=tmp_path)
     with pytest.raises(DuoError, match="out of range"):
         build.build(tmp_path / "c", 100, None, FAKE, Extract())
+
+
+def test_a_foreign_folder_is_never_overwritten(tmp_path, capsys):
+    """--out on a user's folder, and an archive whose files fail their sha256, leave every file as it was."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tokenizer.json").write_text("my own")
+    code, _, err = run_cli(capsys, "data", "build", "--out", str(mine))
+    assert code == 2 and "no corpus MANIFEST.json" in err and (mine / "tokenizer.json").read_text() == "my own"
+    code, _, err = run_cli(capsys, "data", "build", "--from-archive", str(tmp_path / "none.tar.xz"), "--out", str(mine))
+    assert code == 2 and (mine / "tokenizer.json").read_text() == "my own"
+
+
+def test_a_corrupt_archive_leaves_the_corpus_as_it_was(tmp_path, capsys):
+    m, out = make(tmp_path)
+    gpu = tmp_path / "gpu"
+    assert run_cli(capsys, "data", "build", "--from-archive", str(tmp_path / "corpus.tar.xz"), "--out", str(gpu))[0] == 0
+    before = {p.name: p.read_bytes() for p in gpu.iterdir()}
+    (tmp_path / "tokenizer.json").write_text("{}")  # a tokenizer whose sha256 is not the manifest's
+    bad = tmp_path / "bad.tar.xz"
+    with tarfile.open(bad, "w:xz") as tar:
+        for name in [f"{sp}.jsonl" for sp in build.SPLITS] + ["MANIFEST.json"]:
+            tar.add(out / name, arcname=name)
+        tar.add(tmp_path / "tokenizer.json", arcname="tokenizer.json")
+    code, _, err = run_cli(capsys, "data", "build", "--from-archive", str(bad), "--out", str(gpu))
+    assert code == 2 and "corrupt" in err
+    assert {p.name: p.read_bytes() for p in gpu.iterdir()} == before
