@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from duollm.eval.policy import Policy, parse_policy
+from duollm.eval.policy import Policy, run_policy
 from duollm.model.transformer import DuoLM
 
 
@@ -101,12 +101,7 @@ def evaluate(cmd: EvalCommand) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
-    if cmd.policy.startswith("router:"):
-        from duollm.train.router import load_named
-
-        policy = Policy(cmd.policy, router=load_named(Path(cmd.run), cmd.policy[len("router:") :], device, model)[0])
-    else:
-        policy = parse_policy(cmd.policy, cfg.model.n_layer)
+    policy = run_policy(Path(cmd.run), cmd.policy, model, device)
     source = cmd.data or cmd.split
     windows = eval_windows(token_array(source, tok), cmd.seq_len or cfg.train.seq_len, cmd.max_tokens or None)
     losses, routes = token_losses(model, windows, policy, cmd.batch_size, cmd.seed)

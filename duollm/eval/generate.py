@@ -38,15 +38,9 @@ class GenerateCommand:
 
 def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) -> dict:
     """{"route": (L,)} or {"router": callable} for `generate`, from a policy string."""
-    from duollm.eval.policy import parse_policy
-    from duollm.model.generate import RandomRouter
+    from duollm.eval.policy import run_policy
 
-    if text.startswith("router:"):
-        from duollm.train.router import load_named
-
-        return {"router": load_named(run, text[len("router:") :], device, model)[0]}
-    pol = parse_policy(text, model.cfg.n_layer)
-    return {"route": pol.route} if pol.route is not None else {"router": RandomRouter(pol.p, gen)}
+    return run_policy(run, text, model, device).decode_args(gen)
 
 
 def run_generate(cmd: GenerateCommand) -> list[dict]:

@@ -39,20 +39,13 @@ class DuoHarnessLM(LM):
     def __init__(self, run: str, policy: str = "all-big", seed: int = 0, device: str | None = None, **_harness_options):
         super().__init__()
         from duollm.eval.evaluate import load_run
-        from duollm.eval.mc import run_policy
+        from duollm.eval.policy import run_policy
 
         self.device_name = device or ("cuda" if torch.cuda.is_available() else "cpu")
         _, self.model, self.tok = load_run(Path(run), self.device_name)
         self.policy = run_policy(Path(run), policy, self.model, self.device_name)
         self.gen = torch.Generator().manual_seed(int(seed))  # random policies draw from here, request after request
-        if self.policy.router is not None:  # how `generate` takes the policy: a router, a static route, or random draws
-            self.decode_args = {"router": self.policy.router}
-        elif self.policy.route is not None:
-            self.decode_args = {"route": self.policy.route}
-        else:
-            from duollm.model.generate import RandomRouter
-
-            self.decode_args = {"router": RandomRouter(self.policy.p, self.gen)}
+        self.decode_args = self.policy.decode_args(self.gen)  # how `generate` takes it
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
         from duollm.eval.mc import encode_pair, score_continuations

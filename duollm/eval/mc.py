@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from duollm.errors import DuoError
-from duollm.eval.policy import Policy
+from duollm.eval.policy import Policy, run_policy
 
 
 @dataclass
@@ -142,17 +142,6 @@ def accuracy(rows: list[dict]) -> dict:
         "acc": round(sum(r["pred"] == r["label"] for r in rows) / n, 5),
         "acc_norm": round(sum(r["pred_norm"] == r["label"] for r in rows) / n, 5),
     }
-
-
-def run_policy(run: Path, text: str, model, device: str) -> Policy:
-    """A policy string of `duollm eval`, including `router:NAME` (a router trained on the run)."""
-    from duollm.eval.policy import parse_policy
-
-    if text.startswith("router:"):
-        from duollm.train.router import load_named
-
-        return Policy(text, router=load_named(run, text[len("router:") :], device, model)[0])
-    return parse_policy(text, model.cfg.n_layer)
 
 
 def evaluate_mc(cmd: MCCommand) -> dict:

@@ -26,6 +26,17 @@ class Policy:
     p: tuple[float, float, float] | None = None  # (big, small, skip) for random policies
     router: object | None = None  # a router, router(layer, u) → choices: decides inside the forward
 
+    def decode_args(self, gen: torch.Generator) -> dict:
+        """How decoding (`model.generate`) takes the policy: {"router": ...} or {"route": (L,)}; random draws
+        come from `gen` through a `RandomRouter`."""
+        if self.router is not None:
+            return {"router": self.router}
+        if self.route is not None:
+            return {"route": self.route}
+        from duollm.model.generate import RandomRouter
+
+        return {"router": RandomRouter(self.p, gen)}
+
     def routes(self, B: int, T: int, n_layer: int, gen: torch.Generator) -> Tensor:
         """The route for a (B, T) batch: (L,) when static, (B, T, L) when random."""
         if self.route is not None:
@@ -55,3 +66,12 @@ def parse_policy(text: str, n_layer: int) -> Policy:
     if set(text) <= set("BS-"):
         return Policy(text, route=parse_route(text, n_layer))
     raise ValueError(f"unknown policy {text!r}: use all-big, all-small, random:P, or a route string of B/S/- ({n_layer} letters)")
+
+
+def run_policy(run, text: str, model, device: str) -> Policy:
+    """A policy string of `duollm eval`, including `router:NAME` (a router trained on the run `run`)."""
+    if text.startswith("router:"):
+        from duollm.train.router import load_named
+
+        return Policy(text, router=load_named(run, text[len("router:") :], device, model)[0])
+    return parse_policy(text, model.cfg.n_layer)
