@@ -50,10 +50,14 @@ class RouteRouter(nn.Module):
         self.weight.copy_(W.float())
         self.bias.copy_((mu_y.double() - mu_x.double() @ W).float())
 
+    def decision_losses(self, feats: Tensor, losses: Tensor) -> Tensor:
+        """Loss of the route the router would pick, per token with known losses (N, R): (N,)."""
+        pick = self.scores(feats).argmin(-1)  # (N,)
+        return losses.gather(1, pick[:, None]).squeeze(1)
+
     def decision_loss(self, feats: Tensor, losses: Tensor) -> float:
         """Mean loss of the routes the router would pick, for tokens with known losses (N, R)."""
-        pick = self.scores(feats).argmin(-1)  # (N,)
-        return float(losses.gather(1, pick[:, None]).mean())
+        return float(self.decision_losses(feats, losses).mean())
 
 
 @torch.no_grad()
@@ -69,13 +73,24 @@ RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (×
 
 
 def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout: float = 0.25) -> dict:
-    """Choose the ridge strength on the last `holdout` of the samples by decision loss, refit on all."""
+    """Choose the ridge strength on the last `holdout` of the samples by decision loss, refit on all.
+
+    A fitted W is kept only when its held-out gain over the fixed route (W = 0) is more than two standard errors
+    of the per-token gain: with features that predict nothing, a fit that merely chased noise in the fit part
+    would otherwise win the held-out comparison about half the time."""
     n = int(len(feats) * (1 - holdout))
-    scores = {}
+    scores, per_token = {}, {}
     for lam in RIDGE:
         router.fit(feats[:n], losses[:n], lam)
-        scores[lam] = router.decision_loss(feats[n:], losses[n:])
-    best = min(scores, key=scores.get)
+        per_token[lam] = router.decision_losses(feats[n:], losses[n:]).double()
+        scores[lam] = float(per_token[lam].mean())
+    fixed_lam = float("inf")
+
+    def clear_gain(lam: float) -> bool:
+        gain = per_token[fixed_lam] - per_token[lam]  # (n_holdout,)
+        return lam == fixed_lam or float(gain.mean()) > 2 * float(gain.std()) / len(gain) ** 0.5
+
+    best = min((lam for lam in RIDGE if clear_gain(lam)), key=scores.get)
     router.fit(feats, losses, best)
     fixed = float(losses[n:, losses[:n].mean(0).argmin()].mean())  # the fixed route of the fit part, on the held-out part
     return {

@@ -129,7 +129,8 @@ def test_route_router_learns_a_predictable_route(model):
     r = RouteRouter(Budget.exactly_big(2).routes(4), 16)
     fit = fit_route_router(r, feats, losses)
     assert fit["holdout_loss"] < fit["holdout_fixed_loss"] - 0.1 and fit["ridge"] != float("inf")
-    # with no signal, the fit falls back to the fixed route
-    flat = torch.ones(len(feats), R) + torch.arange(R) * 0.1
-    fit = fit_route_router(r, feats, flat + 0.01 * torch.randn(len(feats), R, generator=torch.Generator().manual_seed(0)))
-    assert bool((r.scores(feats).argmin(-1) == 0).all())
+    # with no signal (route gaps far below the per-token noise), the fit falls back to the fixed route: W = 0
+    flat = torch.ones(len(feats), R) + torch.arange(R) * 1e-3
+    fit = fit_route_router(r, feats, flat + 0.05 * torch.randn(len(feats), R, generator=torch.Generator().manual_seed(0)))
+    assert fit["ridge"] == float("inf")
+    assert len(torch.unique(r.scores(feats).argmin(-1))) == 1  # every token takes one route
