@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# The GPU study (issue 6), one stage per command, each meant to stay under the GPU machine's 10 minutes:
+# The GPU study (issue 6). One stage per command, or all of them:
 #
 #   bash scripts/study.sh train          # the corpus from its archive, stage-1 training (preset study-124m)
 #   bash scripts/study.sh oracle-prose   # k = 0..12, free, the 6>2 schedule: shared + causal, fixed, best-of-N; big/skip
 #   bash scripts/study.sh oracle-code    # the same on code-val
-#   bash scripts/study.sh routers        # paper router at 4/12, 6/12, 8/12 BIG; supervised at 6/12; scored on prose-val
+#   bash scripts/study.sh routers        # paper routers (4/12, 6/12, 8/12 BIG, 6/12 SKIP, 3-way) and supervised ones
+#                                        # (4/12, 6/12, 8/12), each scored on prose-val and code-val
 #   bash scripts/study.sh freeze         # claim 7 on a smaller model: from scratch vs dense-then-small, equal tokens
 #   bash scripts/study.sh report         # difficulty, report.html, the seven claims; everything small packed into $OUT
+#   bash scripts/study.sh all            # every stage; with two GPUs, two at a time (train | freeze, prose | code, ...)
 #
 # The run directory ($RUN, default runs/study, git-ignored) stays on the machine between commands of one lease;
-# checkpoints never leave it (too large to copy back), so the stages of one study run back to back. Results
-# worth keeping land in $OUT (the device tool's folder; default $RUN-out): the `report` stage packs the run's
-# JSON, JSONL, HTML and PNG files into $OUT/study.tar.gz. Each stage prints its own wall time.
+# checkpoints never leave it (too large to copy back), so the stages of one study run back to back, and the whole
+# study must fit one lease of the GPU machine. On that machine, where one command may run 10 minutes,
+# `launch` starts `all` in its own process session (it outlives the command) and `wait` follows it:
 #
-# Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256), SEQ_LEN (512), RANDOM_N (100),
-# EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), TRAIN_ARGS (extra flags for `duollm train`, e.g. --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for
-# `duollm oracle` / `duollm router train`), NPROC (GPUs, default 1). `bash scripts/study.sh smoke` runs every
-# stage with a tiny model on a CPU (NPROC=2 works there too, over gloo): a check of the commands, not a study.
+#   bash scripts/study.sh launch         # → $RUN.log; returns at once
+#   DEST=$OUT bash scripts/study.sh wait # prints progress until `all` ends or WAIT seconds (560) pass, then packs
+#                                        # the results so far and copies them ($RUN-out) into DEST
+#
+# `all` keeps its state beside the run, in $RUN.state: each stage's log, `.done` (its exit status) and the
+# `skip-STAGE` files: `touch $RUN.state/skip-STAGE` before a stage starts makes `all` leave it out (to stay inside
+# a lease).
+# Results worth keeping land in $OUT (default $RUN-out): the `report` stage packs the run's JSON, JSONL, HTML, PNG
+# and log files (not the per-token tables) into $OUT/study.tar.gz. Each stage prints its own wall time.
+#
+# Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256, spread evenly over the split),
+# SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2),
+# PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS (label windows),
+# EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), TRAIN_ARGS (extra flags for `duollm train`, e.g.
+# --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for `duollm oracle` / `duollm router train`), NPROC (GPUs
+# for the train and oracle stages, under torchrun; default 1). `bash scripts/study.sh smoke` runs every stage with a
+# tiny model on a CPU (NPROC=2 works there too, over gloo): a check of the commands, not a study.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${STUDY_ROOT:-$(dirname "$0")/..}"
+export STUDY_ROOT=$PWD PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
-STAGE=${1:?usage: scripts/study.sh train|oracle-prose|oracle-code|routers|freeze|report|smoke}
+STAGE=${1:?usage: scripts/study.sh train|oracle-prose|oracle-code|routers|freeze|report|all|launch|wait|smoke}
 RUN=${RUN:-runs/study}
 OUT=${OUT:-$RUN-out}
 SEQS=${SEQS:-256}
@@ -28,8 +44,9 @@ SEQ_LEN=${SEQ_LEN:-512}
 RANDOM_N=${RANDOM_N:-100}
 BUDGETS=${BUDGETS:-0-12,free,6>2}  # big/small: exactly k BIG (claims 1, 2, 3), free, and the schedule of claim 5
 SKIP_BUDGETS=${SKIP_BUDGETS:-0-12}  # big/skip: exactly s SKIP (claim 6)
+CAUSAL_BUDGETS=${CAUSAL_BUDGETS:-0-12,6>2}  # the causal oracle: every count and the schedule (free costs as much as all counts)
 CORPUS=.cache/corpus
-DUOLLM=${DUOLLM:-duollm}
+if command -v duollm >/dev/null; then DUOLLM=${DUOLLM:-duollm}; else DUOLLM=${DUOLLM:-python3 -m duollm}; fi
 NPROC=${NPROC:-1}  # GPUs: with 2 or more, training and the oracles run under torchrun (data-parallel, sharded windows)
 if [ "$NPROC" -gt 1 ]; then PAR="torchrun --standalone --nproc_per_node=$NPROC -m duollm --"; else PAR=$DUOLLM; fi
 mkdir -p "$OUT"
@@ -39,10 +56,37 @@ timed() { local t0=$SECONDS; "$@"; say "$(echo "${@/#*torchrun*/}" | cut -c1-100
 
 oracle() {  # split name, output folder suffix
   local split=$1 tag=$2
-  timed $PAR oracle --run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" --dtype bf16 \
-    --options big,small --mode causal --budgets "$BUDGETS" --random "$RANDOM_N" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
-  timed $PAR oracle --run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" --dtype bf16 \
-    --options big,skip --mode shared --budgets "$SKIP_BUDGETS" --random "$RANDOM_N" --out "$RUN/oracle$tag/big-skip" ${ORACLE_ARGS:-}
+  local common=(--run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --pick spread --seq-len "$SEQ_LEN" --dtype bf16
+    --batch-size "${ORACLE_BATCH:-64}" --causal-batch-size "${CAUSAL_BATCH:-256}")
+  timed $PAR oracle "${common[@]}" --options big,small --mode causal --budgets "$BUDGETS" --causal-budgets "$CAUSAL_BUDGETS" \
+    --random "$RANDOM_N" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
+  timed $PAR oracle "${common[@]}" --options big,skip --mode shared --budgets "$SKIP_BUDGETS" --random 0 \
+    --out "$RUN/oracle$tag/big-skip" ${ORACLE_ARGS:-}
+}
+
+router() {  # kind, budget, options, extra flags: train, then score on the oracles' windows of both splits
+  local kind=$1 budget=$2 options=$3
+  shift 3
+  timed $DUOLLM router train --run "$RUN" --kind "$kind" --budget "$budget" --options "$options" --seq-len "$SEQ_LEN" \
+    --json "$@" ${ROUTER_ARGS:-}
+  local opt=${options//,/-}
+  local ev=(router eval --run "$RUN" --kind "$kind" --budget "$budget" --options "$options" --seqs "$SEQS" --pick spread --json)
+  timed $DUOLLM "${ev[@]}"  # prose-val: the oracle's windows
+  if [ -f "$RUN/oracle-code/$opt/summary.json" ]; then
+    timed $DUOLLM "${ev[@]}" --data "$CORPUS/code-val.jsonl" --oracle "$RUN/oracle-code/$opt"
+  fi
+}
+
+STATE=$RUN.state
+stage() {  # run one stage unless $STATE/skip-STAGE exists; on a GPU when given one; its output to $STATE/STAGE.log
+  local name=$1 gpu=${2:-} t0=$SECONDS
+  if [ -e "$STATE/skip-$name" ]; then say "skipping $name ($STATE/skip-$name)"; return 0; fi
+  say "$name starts${gpu:+ on GPU $gpu}"
+  if CUDA_VISIBLE_DEVICES=${gpu:-${CUDA_VISIBLE_DEVICES:-}} bash "$0" "$name" > "$STATE/$name.log" 2>&1; then
+    say "$name done in $((SECONDS - t0)) s"
+  else
+    say "$name FAILED; the end of $STATE/$name.log:"; tail -n 20 "$STATE/$name.log"; return 1
+  fi
 }
 
 case $STAGE in
@@ -53,13 +97,15 @@ case $STAGE in
     ;;
   oracle-prose) oracle prose-val "" ;;
   oracle-code) oracle code-val "-code" ;;
-  routers)
-    for b in 0.333 0.5 0.667; do
-      timed $DUOLLM router train --run "$RUN" --kind paper --budget $b --seq-len "$SEQ_LEN" --json ${ROUTER_ARGS:-}
-      timed $DUOLLM router eval --run "$RUN" --kind paper --budget $b --json
-    done
-    timed $DUOLLM router train --run "$RUN" --kind supervised --budget 0.5 --seq-len "$SEQ_LEN" --json ${ROUTER_ARGS:-}
-    timed $DUOLLM router eval --run "$RUN" --kind supervised --budget 0.5 --json
+  routers)  # ROUTER_KINDS: paper, supervised or both
+    if [[ ${ROUTER_KINDS:-paper supervised} == *paper* ]]; then
+      for b in ${PAPER_BUDGETS:-0.333 0.5 0.667}; do router paper $b big,small; done
+      router paper 0.5 big,skip
+      router paper 0.5,0.3,0.2 big,small,skip
+    fi
+    if [[ ${ROUTER_KINDS:-paper supervised} == *supervised* ]]; then
+      for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do router supervised $b big,small ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}; done
+    fi
     ;;
   freeze)  # from scratch (random routing, N steps) against dense for 2N/3 steps, then only the small modules for N/3
     N=${FREEZE_STEPS:-1500}
@@ -81,18 +127,55 @@ case $STAGE in
     timed $DUOLLM difficulty --run "$RUN" --json > "$RUN/difficulty-summary.json"
     timed $DUOLLM report --run "$RUN"
     timed $DUOLLM claims --run "$RUN" --freeze "$OUT"  # the seven verdicts, also in $RUN/claims.json
-    (cd "$RUN" && find . -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.jsonl.gz' \
-      -o -name '*.html' -o -name '*.png' \) ! -path './ckpt/*' -print | tar czf - -T -) > "$OUT/study.tar.gz"
+    bash "$0" pack
+    ;;
+  pack)  # the run's results, the stage logs, and the freeze runs' configs and metrics; no checkpoints or per-token tables
+    dirs=$(cd "$(dirname "$RUN")" && for d in "$(basename "$RUN")"{,.state,-scratch,-dense,-frozen}; do [ -d "$d" ] && echo "$d"; done)
+    [ -n "$dirs" ] || exit 0
+    (cd "$(dirname "$RUN")" && find $dirs -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.html' -o -name '*.png' \
+      -o -name '*.log' \) ! -path '*/ckpt/*' -print | tar czf - -T -) > "$OUT/study.tar.gz"
     say "packed $(du -h "$OUT/study.tar.gz" | cut -f1) into $OUT/study.tar.gz"
     ;;
+  all)  # every stage: with two GPUs or more, two stages at a time; the end is marked by $STATE/.done (its exit status)
+    mkdir -p "$STATE" && rm -f "$STATE/.done"
+    trap 'echo $? > "$STATE/.done"' EXIT
+    [ -f "$CORPUS/MANIFEST.json" ] || timed $DUOLLM data build --from-archive .cache/corpus.tar.xz
+    GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+    say "$GPUS GPU(s)"
+    if [ "$GPUS" -ge 2 ]; then
+      stage train 0 & a=$!; stage freeze 1 & b=$!; wait $a; wait $b
+      stage oracle-prose 0 & a=$!; stage oracle-code 1 & b=$!; wait $a; wait $b
+      ROUTER_KINDS=paper stage routers 0 & a=$!; ROUTER_KINDS=supervised stage routers-supervised 1 & b=$!; wait $a; wait $b
+    else
+      for s in train oracle-prose oracle-code routers freeze; do stage $s; done
+    fi
+    stage report
+    ;;
+  routers-supervised) ROUTER_KINDS=supervised bash "$0" routers ;;
+  launch)  # `all` in its own process session, so that it outlives the command that starts it
+    mkdir -p "$(dirname "$RUN")"
+    cp "$0" "$RUN.sh"  # the running copy: a resent working tree cannot change the script under it
+    setsid nohup bash "$RUN.sh" all > "$RUN.log" 2>&1 < /dev/null &
+    say "launched: $RUN.log"
+    ;;
+  wait)  # until `all` ends or WAIT seconds pass: progress, then (once ended) the results into DEST
+    until [ -e "$STATE/.done" ] || [ $SECONDS -ge "${WAIT:-560}" ]; do sleep 5; done
+    cat "$RUN.log"
+    for f in "$STATE"/*.log; do [ -e "$f" ] && { echo "--- $f"; tail -n 4 "$f" | tr '\r' '\n' | tail -n 4 | cut -c1-300; }; done
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
+    if [ -e "$STATE/.done" ]; then say "ended with status $(cat "$STATE/.done")"; else bash "$0" pack || true; fi  # so far
+    if [ -n "${DEST:-}" ]; then cp "$OUT"/* "$RUN.log" "$DEST"/ 2>/dev/null || true; fi
+    ;;
   smoke)  # every stage, a tiny model, a few windows: the commands work end to end (CPU, minutes)
-    export RUN=${RUN%/}-smoke OUT=${RUN%/}-smoke-out SEQS=2 SEQ_LEN=32 RANDOM_N=2 BUDGETS="0-4,free,3>1" SKIP_BUDGETS=0-4
+    export RUN=${RUN%/}-smoke OUT=${RUN%/}-smoke-out SEQS=2 SEQ_LEN=32 RANDOM_N=2 BUDGETS="0-4,free,3>1" SKIP_BUDGETS=0-4 \
+      CAUSAL_BUDGETS="1,2,3>1" SUPERVISED_BUDGETS="0.5 0.25" SUPERVISED_ARGS="--label-seqs 2 --label-batch-size 2"
     export TRAIN_ARGS="--train.steps=2 --train.batch_size=2 --train.seq_len=32 --train.compile=false --train.log_every=1 \
       --model.n_layer=4 --model.d_model=32 --model.n_head=2 --model.n_kv_head=2 --model.d_big=64 --model.d_small=8 --model.max_seq_len=64"
-    export ORACLE_ARGS="--batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --label-seqs 2 --calib-seqs 2"
+    export ORACLE_ARGS="--batch-size 2 --causal-batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --calib-seqs 2"
     rm -rf "$RUN" "$RUN"-scratch "$RUN"-dense "$RUN"-frozen "$OUT"
     export FREEZE_STEPS=3 FREEZE_ARGS="--model.d_model=16" EVAL_TOKENS=2048
     for s in train oracle-prose oracle-code routers freeze report; do bash "$0" $s; done
+    rm -rf "$RUN-all" "$RUN-all"-* "$RUN-all.state" && RUN=$RUN-all OUT=$RUN-out bash "$0" all  # the same through `all`
     ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac

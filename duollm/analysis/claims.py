@@ -50,6 +50,8 @@ def oracle_ppl(summary: dict, row: dict, mode: str) -> float | None:
     """A budget row's oracle ppl for `mode`: its `ppl_oracle_<mode>`, or `ppl_oracle` in a folder of that mode."""
     if f"ppl_oracle_{mode}" in row:
         return row[f"ppl_oracle_{mode}"]
+    if any(k.startswith("ppl_oracle_") for k in row):  # per-mode keys, and this mode did not run for this budget
+        return None
     return row.get("ppl_oracle") if summary.get("mode") == mode else None
 
 

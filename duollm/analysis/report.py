@@ -34,7 +34,7 @@ import numpy as np
 
 from duollm.analysis import difficulty as diff
 from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_usage
-from duollm.analysis.routers import COUNTED, KINDS, WINDOW_KEYS, Router, RouterEval, read_routers
+from duollm.analysis.routers import COUNTED, KINDS, Router, RouterEval, read_routers, window_key
 from duollm.analysis.table import BIG, OPTIONS, SKIP, OracleTable, options_present, oracle_folder, read_summary, read_table, usage, usage_ks
 from duollm.errors import DuoError
 
@@ -98,9 +98,14 @@ def oracle_command(run: str, s: dict) -> str:
     q = shlex.quote
     cmd = f"duollm oracle --run {q(run)} --options {s['options']} --budgets {q(budget_list([str(r['k']) for r in s['budgets']]))}"
     cmd += f" --mode {s.get('mode', 'shared')}"
+    causal = [str(r["k"]) for r in s["budgets"] if "ppl_oracle_causal" in r]
+    if s.get("mode") == "causal" and len(causal) < len(s["budgets"]):
+        cmd += f" --causal-budgets {q(budget_list(causal))}"
     for key in ("random", "seqs", "seq_len"):
         if key in s:
             cmd += f" --{key.replace('_', '-')} {s[key]}"
+    if s.get("pick", "first") != "first":
+        cmd += f" --pick {s['pick']}"
     split = str(s.get("split", ""))
     if split:
         cmd += source_flag(split)
@@ -126,6 +131,7 @@ TRAIN_DEFAULTS = {
     "train_base": False,
     "labels": "causal",
     "label_seqs": 64,
+    "label_batch_size": 64,
     "calib_seqs": 16,
     "seq_len": 0,
     "seed": 0,
@@ -156,6 +162,7 @@ def router_commands(run: str, r: Router, summary: dict | None) -> list[str]:
         line = f"duollm router eval --run {q(run)} --name {q(r.name)}"
         if not ev.same_windows(summary):  # `router eval` takes the oracle's windows unless told otherwise
             line += source_flag(ev.split) + f" --seqs {ev.result['seqs']} --seq-len {ev.result['seq_len']}"
+            line += f" --pick {ev.result['pick']}" if ev.result.get("pick", "first") != "first" else ""
         cmds.append(line)
     return cmds
 
@@ -356,8 +363,8 @@ def _router_tables(page: Page, summaries: dict[str, dict], routers: list[Router]
     for o in OPTIONS:
         s = summaries.get(o)
         evals = [(r, e) for r in routers if r.options == o for e in r.evals.values()]
-        for r, e in sorted(evals, key=lambda x: (not x[1].same_windows(s), str([x[1].result[k] for k in WINDOW_KEYS]))):
-            groups.setdefault((o, *(e.result[k] for k in WINDOW_KEYS)), []).append((r, e))
+        for r, e in sorted(evals, key=lambda x: (not x[1].same_windows(s), str(window_key(x[1].result)))):
+            groups.setdefault((o, *window_key(e.result)), []).append((r, e))
     for (o, *_), evals in groups.items():
         s = summaries.get(o)
         same = evals[0][1].same_windows(s)

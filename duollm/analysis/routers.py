@@ -25,7 +25,14 @@ from duollm.errors import DuoError
 KINDS = ("paper", "supervised")  # the kinds `duollm router train --kind` takes, in the report's order
 ROUTER_KEYS = ("kind", "name", "options_flag", "target", "n_layer")
 EVAL_KEYS = ("name", "target", "realized", "ppl", "split", "seqs", "seq_len")
-WINDOW_KEYS = ("split", "seqs", "seq_len")  # equal in an eval and an oracle summary: the same windows
+WINDOW_KEYS = ("split", "seqs", "seq_len", "pick")  # equal in an eval and an oracle summary: the same windows
+
+
+def window_key(result: dict) -> tuple:
+    """An eval's or an oracle summary's WINDOW_KEYS values (files from before --pick took the first windows)."""
+    return tuple(result.get(k, "first" if k == "pick" else None) for k in WINDOW_KEYS)
+
+
 COUNTED = {"big,small": ("big",), "big,skip": ("skip",), "big,small,skip": ("big", "small", "skip")}  # choices a budget counts
 
 
@@ -49,7 +56,7 @@ class RouterEval:
 
     def same_windows(self, summary: dict | None) -> bool:
         """Whether it ran on the windows of the oracle summarised by `summary` (same split, count and length)."""
-        return summary is not None and all(self.result.get(k) == summary.get(k) for k in WINDOW_KEYS)
+        return summary is not None and window_key(self.result) == window_key(summary)
 
 
 @dataclass

@@ -140,3 +140,15 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None
     if N == 0:
         raise DuoError(f"the evaluation data holds {len(tokens)} tokens, fewer than one sequence of {seq_len}")
     return torch.from_numpy(tokens[: N * seq_len].astype(np.int64)).view(N, seq_len)  # (N, T)
+
+
+PICKS = ("first", "spread")
+
+
+def pick_windows(windows: Tensor, n: int, how: str = "first") -> Tensor:
+    """`n` of the windows (N, T): the first n, or n spread evenly over all of them ("spread": in a split whose
+    documents come grouped by source, the first windows are one source's, the spread ones every source's)."""
+    if how not in PICKS:
+        raise DuoError(f"--pick must be one of {', '.join(PICKS)}, got {how!r}")
+    n = min(n, len(windows))
+    return windows[:n] if how == "first" else windows[torch.arange(n) * len(windows) // n]

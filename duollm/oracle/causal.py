@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM, apply_rope
-from duollm.oracle.search import HEAD_CHUNK, SearchResult
+from duollm.oracle.search import SearchResult, rows_loss
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.route import Choice
 
@@ -73,12 +73,6 @@ def _attend(blk, x: Tensor, k_cache: Tensor, v_cache: Tensor, t: int, cos: Tenso
     return out, k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)
 
 
-def _leaf_loss(model: DuoLM, x: Tensor, target: Tensor) -> Tensor:
-    """Loss of predicting target (B,) from leaf states x (n, B, C) → (n, B)."""
-    logits = model.head(x).float()  # (n, B, V)
-    return F.cross_entropy(logits.transpose(1, 2), target.expand(len(x), -1), reduction="none")
-
-
 @torch.no_grad()
 def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bool = False) -> SearchResult:
     """Causal oracle for a Budget or a Schedule; returns loss (B, T-1) and route (B, T-1, L).
@@ -113,10 +107,8 @@ def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bo
             x = a[tree.parent[j]]  # (N_{j+1}, B, C): SKIP children add nothing
             for name, rows, parents in tree.modules[j]:  # the children taking each module
                 x[rows] += getattr(blk.ffn, name)(u[parents])
-        # head at the leaves, in chunks of routes: (R, B) losses for predicting token t+1
-        target = ids[:, t + 1]
-        step = max(1, HEAD_CHUNK // (B * cfg.vocab_size))
-        leaf = torch.cat([_leaf_loss(model, x[i : i + step], target) for i in range(0, len(x), step)])  # (R, B)
+        # head at the leaves: (R, B) losses for predicting token t+1
+        leaf = rows_loss(model, x.reshape(-1, x.shape[-1]), ids[:, t + 1].repeat(len(x))).view(len(x), B)
         best = leaf.argmin(0)  # (B,): first minimum = first route in order
         if keep:
             cand[:, t] = leaf.T

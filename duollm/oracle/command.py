@@ -48,9 +48,12 @@ class OracleCommand:
     random: int = 100  # N of random best-of-N; 0 = none
     split: str = ""  # built-in split; default: the run's validation split ...
     data: str = ""  # ... or a user's text file, folder or .jsonl
-    seqs: int = 64  # evaluate this many windows (the first ones)
+    seqs: int = 64  # evaluate this many windows of the split ...
+    pick: str = "first"  # ... the first ones, or spread evenly over it (spread: every source of a mixed split)
     seq_len: int = 0  # window length; 0 = the run's train.seq_len
     batch_size: int = 16  # windows per forward
+    causal_budgets: str = ""  # with --mode causal: the budgets the causal oracle runs for (a subset of --budgets); default all
+    causal_batch_size: int = 0  # windows per causal search (it steps position by position: give it many); 0 = --batch-size
     max_routes: int = 5000  # refuse a search over more routes than this
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU)
     seed: int = 0  # random baseline
@@ -101,10 +104,11 @@ def _summary(cmd: OracleCommand, res, budgets, modes, extra: dict) -> dict:
 
     rows = []
     for label in budgets:
-        row = {"k": int(label) if label.isdigit() else label, "ppl_oracle": ppl(res.loss[f"{modes[-1]}/{label}"])}
+        ran = [m for m in modes if f"{m}/{label}" in res.loss]  # the causal oracle may run for some budgets only
+        row = {"k": int(label) if label.isdigit() else label, "ppl_oracle": ppl(res.loss[f"{ran[-1]}/{label}"])}
         row["ppl_fixed"] = ppl(res.loss[f"fixed/{label}"])
         row["ppl_random_best"] = ppl(res.loss[f"random/{label}"]) if f"random/{label}" in res.loss else None
-        for m in modes:
+        for m in ran:
             row[f"ppl_oracle_{m}"] = ppl(res.loss[f"{m}/{label}"])
         f = res.fixed[label]
         row["fixed_route"] = format_route(f) if f.dim() == 1 else [format_route(r) for r in f]
@@ -144,7 +148,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     from tqdm import tqdm
 
     from duollm import distributed
-    from duollm.data.corpus import eval_windows, token_array
+    from duollm.data.corpus import eval_windows, pick_windows, token_array
     from duollm.eval.evaluate import load_run
     from duollm.oracle.sweep import gather, sweep, walk_budgets, walk_leaves, work
 
@@ -153,18 +157,25 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
         raise DuoError(f"--mode must be shared or causal, got {cmd.mode!r}")
     if cmd.dtype not in ("fp32", "bf16"):
         raise DuoError(f"--dtype must be fp32 or bf16, got {cmd.dtype!r}")
-    if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1:
-        raise DuoError("--random must be >= 0, and --seqs and --batch-size >= 1")
+    if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1 or cmd.causal_batch_size < 0:
+        raise DuoError("--random and --causal-batch-size must be >= 0, and --seqs and --batch-size >= 1")
     d = distributed.init("auto")
     cfg, model, tok = load_run(Path(cmd.run), d.device)
     L = cfg.model.n_layer
     budgets = parse_budgets(cmd.budgets, cmd.options, L)
+    causal = None
+    if cmd.causal_budgets:
+        if cmd.mode != "causal":
+            raise DuoError("--causal-budgets needs --mode causal")
+        causal = set(parse_budgets(cmd.causal_budgets, cmd.options, L))
+        if causal - set(budgets):
+            raise DuoError(f"--causal-budgets {', '.join(sorted(causal - set(budgets)))} not in --budgets {cmd.budgets or 'default'}")
     seq_len = cmd.seq_len or cfg.train.seq_len
     if seq_len < 2 or seq_len > cfg.model.max_seq_len:
         raise DuoError(f"--seq-len must be in 2..{cfg.model.max_seq_len}, got {seq_len}")
     source = cmd.data or cmd.split or cfg.data.val
-    windows = eval_windows(token_array(source, tok), seq_len)[: cmd.seqs]  # (N, T)
-    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random)
+    windows = pick_windows(eval_windows(token_array(source, tok), seq_len), cmd.seqs, cmd.pick)  # (N, T)
+    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random, causal)
     walk = walk_leaves(walk_budgets(budgets, seq_len - 1), L)
     if walk > cmd.max_routes:
         raise DuoError(f"the search covers {walk} routes, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
@@ -180,10 +191,27 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
         auto = torch.autocast("cuda", torch.bfloat16, enabled=cmd.dtype == "bf16" and d.device.startswith("cuda"))
         with auto:
             res = sweep(
-                model, windows[lo:hi], budgets, modes, cmd.random, cmd.seed, cmd.batch_size, d.rank, lambda n: bar.update(n * d.world)
+                model,
+                windows[lo:hi],
+                budgets,
+                modes,
+                cmd.random,
+                cmd.seed,
+                cmd.batch_size,
+                d.rank,
+                lambda n: bar.update(n * d.world),
+                causal,
+                cmd.causal_batch_size,
             )
     res = gather(res)
-    extra = {"split": source, "seqs": len(windows), "seq_len": seq_len, "tokens": int(windows[:, 1:].numel()), "n_layer": L}
+    extra = {
+        "split": source,
+        "seqs": len(windows),
+        "pick": cmd.pick,
+        "seq_len": seq_len,
+        "tokens": int(windows[:, 1:].numel()),
+        "n_layer": L,
+    }
     extra.update(
         {"random": cmd.random, "seed": cmd.seed, "dtype": cmd.dtype, "ranks": d.world, "seconds": round(time.perf_counter() - t0, 2)}
     )
@@ -229,6 +257,6 @@ def format_table(s: dict) -> str:
     ]
     lines.append(f"{what:>6} " + " ".join(f"{c:>14}" for c in cols))
     for r in s["budgets"]:
-        vals = [r[f"ppl_oracle_{m}"] for m in s["modes"]] + [r["ppl_fixed"], r["ppl_random_best"]]
+        vals = [r.get(f"ppl_oracle_{m}") for m in s["modes"]] + [r["ppl_fixed"], r["ppl_random_best"]]
         lines.append(f"{r['k']!s:>6} " + " ".join(f"{v:>14.2f}" if v is not None else f"{'-':>14}" for v in vals))
     return "\n".join(lines)

@@ -55,22 +55,26 @@ def token_loss(logits: Tensor, ids: Tensor) -> Tensor:
 HEAD_CHUNK = 2**28  # logits elements per head call: bounds the (B, T, V) tensor at leaves (1 GiB in fp32)
 
 
+def _nll(x: Tensor, norm_w: Tensor, eps: float, emb_w: Tensor, target: Tensor) -> Tensor:
+    """Final norm, head and the loss of predicting `target`: states x (..., C), target (...) → (...) float32."""
+    logits = F.linear(F.rms_norm(x, (x.shape[-1],), norm_w, eps), emb_w)  # (..., V)
+    picked = logits.gather(-1, target[..., None]).squeeze(-1)
+    return torch.logsumexp(logits.float(), -1) - picked.float()
+
+
 def _fused_nll(h: Tensor, norm_w: Tensor, eps: float, emb_w: Tensor, ids: Tensor) -> Tensor:
     """Final norm, head and next-token loss in one expression, for torch.compile: (b, T, C) → (b, T-1).
 
     Compiled, the logits are written once in the matmul's dtype and read once by a fused logsumexp, instead
     of also being copied to fp32 and read again by cross_entropy (the head is most of a tree walk's work)."""
-    x = F.rms_norm(h[:, :-1], (h.shape[-1],), norm_w, eps)
-    logits = F.linear(x, emb_w)  # (b, T-1, V)
-    target = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (b, T-1)
-    return torch.logsumexp(logits.float(), -1) - target.float()
+    return _nll(h[:, :-1], norm_w, eps, emb_w, ids[:, 1:])
 
 
 @functools.cache
-def _compiled_nll():
+def _compiled(fn):
     # static shapes: a search sees one or two chunk shapes; dynamic ones hit an inductor assertion on torch 2.11
     # when the vocabulary is odd (257)
-    return torch.compile(_fused_nll, dynamic=False)
+    return torch.compile(fn, dynamic=False)
 
 
 def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
@@ -80,9 +84,31 @@ def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
     B, T, _ = h.shape
     step = max(1, HEAD_CHUNK // (T * model.cfg.vocab_size))
     if h.is_cuda:
-        n, fn = model.norm, _compiled_nll()
+        n, fn = model.norm, _compiled(_fused_nll)
         return torch.cat([fn(h[i : i + step], n.weight, n.eps, model.embed.weight, ids[i : i + step]) for i in range(0, B, step)])
     return torch.cat([token_loss(model.head(h[i : i + step]), ids[i : i + step]) for i in range(0, B, step)])
+
+
+def rows_loss(model: DuoLM, x: Tensor, target: Tensor) -> Tensor:
+    """Loss of predicting target (n,) from states x (n, C) → (n,) float32, in chunks of ≤ HEAD_CHUNK logits.
+
+    On a GPU through the compiled `_nll`, every chunk padded to the same number of rows, so that one compiled
+    shape serves any n (the causal oracle's leaf count changes with the budget); elsewhere the plain head."""
+    n, C = x.shape
+    rows = max(1, HEAD_CHUNK // model.cfg.vocab_size)
+    if not x.is_cuda:
+        return torch.cat(
+            [F.cross_entropy(model.head(x[i : i + rows]).float(), target[i : i + rows], reduction="none") for i in range(0, n, rows)]
+        )
+    fn, w = _compiled(_nll), model.norm
+    out = []
+    for i in range(0, n, rows):
+        xi, ti = x[i : i + rows], target[i : i + rows]
+        if len(xi) < rows:  # pad the last chunk: one compiled shape
+            xi = torch.cat([xi, xi.new_zeros(rows - len(xi), C)])
+            ti = torch.cat([ti, ti.new_zeros(rows - len(ti))])
+        out.append(fn(xi, w.weight, w.eps, model.embed.weight, ti)[: n - i])
+    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -60,14 +60,21 @@ def walk_leaves(uniq: list[Budget], n_layer: int) -> int:
 
 
 def work(
-    budgets: dict[str, Budget | Schedule], n_layer: int, n_windows: int, n_pos: int, modes: tuple[str, ...], n_random: int
+    budgets: dict[str, Budget | Schedule],
+    n_layer: int,
+    n_windows: int,
+    n_pos: int,
+    modes: tuple[str, ...],
+    n_random: int,
+    causal_labels: Collection[str] | None = None,
 ) -> dict[str, int]:
     """How much a sweep of `n_windows` × `n_pos` predicted tokens will do, in route·tokens, per phase."""
     n_tokens = n_windows * n_pos
     out = {"shared": walk_leaves(walk_budgets(budgets, n_pos), n_layer) * n_tokens}
     out["baselines"] = (2 + len(budgets) * (n_random + 2)) * n_tokens
     if "causal" in modes:
-        out["causal"] = sum(max(len(p.routes(n_layer)) for p in set(per_position(b, n_pos))) for b in budgets.values()) * n_tokens
+        causal = [b for label, b in budgets.items() if causal_labels is None or label in causal_labels]
+        out["causal"] = sum(max(len(p.routes(n_layer)) for p in set(per_position(b, n_pos))) for b in causal) * n_tokens
     return out
 
 
@@ -82,8 +89,14 @@ def sweep(
     batch_size: int = 16,
     rank: int = 0,
     tick: Callable[[int], None] = lambda n: None,
+    causal_labels: Collection[str] | None = None,
+    causal_batch: int = 0,
 ) -> SweepResult:
-    """Run the study on this rank's windows (N, T) int64; `tick(route·tokens)` reports progress."""
+    """Run the study on this rank's windows (N, T) int64; `tick(route·tokens)` reports progress.
+
+    The causal oracle (mode "causal") runs for the budgets named in `causal_labels` (None = all), on batches of
+    `causal_batch` windows (0 = batch_size): it steps through positions one at a time, so it wants far more
+    windows per step than a forward does before the GPU is busy."""
     model.eval()
     L = model.cfg.n_layer
     dev = next(model.parameters()).device
@@ -135,9 +148,12 @@ def sweep(
 
     # 4. causal oracle
     if "causal" in modes:
+        cb = causal_batch or batch_size
         for label, b in budgets.items():
+            if causal_labels is not None and label not in causal_labels:
+                continue
             losses, rts = [], []
-            for x in batches:
+            for x in (windows[i : i + cb] for i in range(0, N, cb)):
                 r = causal_search(model, x.to(dev), b)
                 losses.append(r.loss.cpu()), rts.append(r.route.cpu())
                 tick(out.n_routes[label] * x[:, 1:].numel())

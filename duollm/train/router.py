@@ -56,7 +56,8 @@ class RouterTrainCommand:
     beta_max: float = 20.0  # final inverse temperature (paper)
     train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
-    label_seqs: int = 64  # training windows labelled by the oracle (supervised)
+    label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
+    label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
     seq_len: int = 0  # window length; 0 = the run's train.seq_len
     seed: int = 0
@@ -74,7 +75,8 @@ class RouterEvalCommand:
     options: str = "big,small"
     split: str = ""  # built-in split; default the oracle's (or the run's validation split) ...
     data: str = ""  # ... or a user's text file, folder or .jsonl
-    seqs: int = 0  # windows; 0 = the oracle's count (or all)
+    seqs: int = 0  # windows; 0 = the oracle's count (or all) ...
+    pick: str = ""  # ... the first ones or spread evenly over the split: first | spread; default the oracle's (or first)
     seq_len: int = 0  # 0 = the oracle's (or the run's train.seq_len)
     batch_size: int = 16
     oracle: str = ""  # oracle folder to compare with; default RUN/oracle/<options>
@@ -189,8 +191,8 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
     if cmd.labels not in ("causal", "shared"):
         raise DuoError(f"--labels must be causal or shared, got {cmd.labels!r}")
-    if cmd.steps < 1 or cmd.label_seqs < 1 or cmd.calib_seqs < 1 or cmd.batch_size < 1:
-        raise DuoError("--steps, --label-seqs, --calib-seqs and --batch-size must be >= 1")
+    if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
+        raise DuoError("--steps, --label-seqs, --calib-seqs, --batch-size and --label-batch-size must be >= 1")
     target = parse_target(cmd.budget, cmd.options)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
@@ -215,7 +217,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         if any(abs(n / L - target[c]) > 1e-9 for c, n in counted.items()):
             raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
         router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
-        feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels)
+        feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels, cmd.label_batch_size)
         fit = fit_route_router(router, feats.to(device), table.to(device))
         losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
         real = realised_on(model, router, calib)
@@ -266,7 +268,7 @@ def load_named(run: Path, name: str, device: str, model=None):
 
 
 def eval_router(cmd: RouterEvalCommand) -> dict:
-    from duollm.data.corpus import eval_windows, token_array
+    from duollm.data.corpus import eval_windows, pick_windows, token_array
     from duollm.eval.evaluate import load_run
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -283,7 +285,8 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     T = cmd.seq_len or (oracle["seq_len"] if same else cfg.train.seq_len)
     n = cmd.seqs or (oracle["seqs"] if same else 0)
     windows = eval_windows(token_array(source, tok), T)
-    windows = windows[:n] if n else windows
+    pick = cmd.pick or (oracle.get("pick", "first") if same else "first")  # by default the oracle's windows
+    windows = pick_windows(windows, n, pick) if n else windows
     losses, routes = [], []
     with torch.no_grad():
         for i in range(0, len(windows), cmd.batch_size):
@@ -294,11 +297,11 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     loss, route = torch.cat(losses), torch.cat(routes)  # (N, T-1), (N, T-1, L)
     ppl = math.exp(float(loss.double().mean()))
     res = {"kind": info["kind"], "name": name, "target": info["target"], "realized": realised(route), "ppl": ppl, "gap_recovered": None}
-    res.update({"split": source, "seqs": len(windows), "seq_len": T, "tokens": int(loss.numel())})
+    res.update({"split": source, "seqs": len(windows), "pick": pick, "seq_len": T, "tokens": int(loss.numel())})
     k = _budget_label(info, cfg.model.n_layer)
     row = (
         next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None)
-        if same and windows.shape[1] == oracle.get("seq_len")
+        if same and windows.shape[1] == oracle.get("seq_len") and len(windows) == oracle.get("seqs") and pick == oracle.get("pick", "first")
         else None
     )
     if row and "ppl_oracle_causal" in row:

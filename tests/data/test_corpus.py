@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from duollm.data.corpus import documents, eval_windows, sample_batch, token_array
+from duollm.data.corpus import documents, eval_windows, pick_windows, sample_batch, token_array
 from duollm.data.tokenizer import ByteTokenizer, load_tokenizer
 from duollm.errors import DuoError
 
@@ -75,6 +75,16 @@ def test_batches_follow_the_generator():
 def test_eval_windows_cover_the_data_in_order():
     w = eval_windows(np.arange(25, dtype=np.uint16), 8)
     assert w.shape == (3, 8) and w[2, 7] == 23
+
+
+def test_pick_windows_first_or_spread():
+    w = torch.arange(10).view(10, 1)
+    assert pick_windows(w, 3).flatten().tolist() == [0, 1, 2]
+    assert pick_windows(w, 3, "spread").flatten().tolist() == [0, 3, 6]  # one from each third
+    assert pick_windows(w, 10, "spread").flatten().tolist() == list(range(10))
+    assert len(pick_windows(w, 99, "spread")) == 10
+    with pytest.raises(DuoError, match="--pick must be one of first, spread"):
+        pick_windows(w, 3, "random")
 
 
 def test_tokenizers():

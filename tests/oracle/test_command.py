@@ -44,11 +44,25 @@ def test_contract_and_files(run_dir, capsys):
     assert all(r["route/shared/2"].count("B") == 2 for r in rows)
 
 
+def test_causal_for_some_budgets(run_dir, capsys, tmp_path):
+    out_dir = tmp_path / "o"
+    argv = ["--run", str(run_dir), "--mode", "causal", "--budgets", "0-3", "--causal-budgets", "1,2", "--causal-batch-size", "6"]
+    code, out, _ = oracle(capsys, *argv, "--out", str(out_dir), "--json", *SMALL)
+    assert code == 0
+    rows = {b["k"]: b for b in json.loads(out)["budgets"]}
+    assert {k for k, b in rows.items() if "ppl_oracle_causal" in b} == {1, 2}
+    assert json.loads(out)["pick"] == "first"
+    assert rows[0]["ppl_oracle"] == rows[0]["ppl_oracle_shared"] and rows[1]["ppl_oracle"] == rows[1]["ppl_oracle_causal"]
+    row = json.loads(gzip.open(out_dir / "tokens.jsonl.gz", "rt").readline())
+    assert "loss/causal/1" in row and "loss/causal/3" not in row
+
+
 def test_big_skip_schedule_and_table(run_dir, capsys):
-    code, out, _ = oracle(capsys, "--run", str(run_dir), "--options", "big,skip", "--budgets", "1,2>0", *SMALL)
+    code, out, _ = oracle(capsys, "--run", str(run_dir), "--options", "big,skip", "--budgets", "1,2>0", "--pick", "spread", *SMALL)
     assert code == 0 and "SKIP" in out and "2>0" in out
     s = json.loads((run_dir / "oracle" / "big-skip" / "summary.json").read_text())
     assert [b["k"] for b in s["budgets"]] == [1, "2>0"] and isinstance(s["budgets"][1]["fixed_route"], list)
+    assert s["pick"] == "spread" and s["seqs"] == 6
 
 
 @pytest.mark.parametrize(
@@ -60,6 +74,9 @@ def test_big_skip_schedule_and_table(run_dir, capsys):
         (["--mode", "greedy"], "--mode must be shared or causal"),
         (["--max-routes", "4"], "more than --max-routes 4"),
         (["--seq-len", "999"], "--seq-len must be in"),
+        (["--mode", "causal", "--budgets", "1", "--causal-budgets", "2"], "--causal-budgets 2 not in --budgets 1"),
+        (["--causal-budgets", "1"], "--causal-budgets needs --mode causal"),
+        (["--pick", "last"], "--pick must be one of first, spread"),
     ],
 )
 def test_bad_input(run_dir, capsys, argv, match):
