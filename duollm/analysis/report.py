@@ -101,6 +101,9 @@ def oracle_command(run: str, s: dict) -> str:
     causal = [str(r["k"]) for r in s["budgets"] if "ppl_oracle_causal" in r]
     if s.get("mode") == "causal" and len(causal) < len(s["budgets"]):
         cmd += f" --causal-budgets {q(budget_list(causal))}"
+    rand = [str(r["k"]) for r in s["budgets"] if r.get("ppl_random_best") is not None]
+    if s.get("random") and len(rand) < len(s["budgets"]):
+        cmd += f" --random-budgets {q(budget_list(rand))}"
     for key in ("random", "seqs", "seq_len"):
         if key in s:
             cmd += f" --{key.replace('_', '-')} {s[key]}"

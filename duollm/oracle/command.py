@@ -46,6 +46,7 @@ class OracleCommand:
     options: str = "big,small"  # big,small (k = BIG layers) | big,skip (k = SKIP layers) | big,small,skip (b/m/s)
     mode: str = "shared"  # shared (the paper's oracle) | causal (ours; the shared one runs too, for fixed)
     random: int = 100  # N of random best-of-N; 0 = none
+    random_budgets: str = ""  # the budgets random best-of-N runs for (a subset of --budgets); default all
     split: str = ""  # built-in split; default: the run's validation split ...
     data: str = ""  # ... or a user's text file, folder or .jsonl
     seqs: int = 64  # evaluate this many windows of the split ...
@@ -144,6 +145,16 @@ def write_table(path: Path, res, windows: torch.Tensor, tok) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
+def _subset(flag: str, text: str, budgets: dict, cmd: OracleCommand, n_layer: int) -> set[str] | None:
+    """The budget labels of --causal-budgets / --random-budgets (None = all); DuoError if one is not in --budgets."""
+    if not text:
+        return None
+    labels = set(parse_budgets(text, cmd.options, n_layer))
+    if labels - set(budgets):
+        raise DuoError(f"--{flag}-budgets {', '.join(sorted(labels - set(budgets)))} not in --budgets {cmd.budgets or 'default'}")
+    return labels
+
+
 def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     from tqdm import tqdm
 
@@ -163,19 +174,15 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     cfg, model, tok = load_run(Path(cmd.run), d.device)
     L = cfg.model.n_layer
     budgets = parse_budgets(cmd.budgets, cmd.options, L)
-    causal = None
-    if cmd.causal_budgets:
-        if cmd.mode != "causal":
-            raise DuoError("--causal-budgets needs --mode causal")
-        causal = set(parse_budgets(cmd.causal_budgets, cmd.options, L))
-        if causal - set(budgets):
-            raise DuoError(f"--causal-budgets {', '.join(sorted(causal - set(budgets)))} not in --budgets {cmd.budgets or 'default'}")
+    if cmd.causal_budgets and cmd.mode != "causal":
+        raise DuoError("--causal-budgets needs --mode causal")
+    causal, rand = (_subset(flag, text, budgets, cmd, L) for flag, text in (("causal", cmd.causal_budgets), ("random", cmd.random_budgets)))
     seq_len = cmd.seq_len or cfg.train.seq_len
     if seq_len < 2 or seq_len > cfg.model.max_seq_len:
         raise DuoError(f"--seq-len must be in 2..{cfg.model.max_seq_len}, got {seq_len}")
     source = cmd.data or cmd.split or cfg.data.val
     windows = pick_windows(eval_windows(token_array(source, tok), seq_len), cmd.seqs, cmd.pick)  # (N, T)
-    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random, causal)
+    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random, causal, rand)
     walk = walk_leaves(walk_budgets(budgets, seq_len - 1), L)
     if walk > cmd.max_routes:
         raise DuoError(f"the search covers {walk} routes, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
@@ -202,6 +209,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
                 lambda n: bar.update(n * d.world),
                 causal,
                 cmd.causal_batch_size,
+                rand,
             )
     res = gather(res)
     extra = {

@@ -67,11 +67,13 @@ def work(
     modes: tuple[str, ...],
     n_random: int,
     causal_labels: Collection[str] | None = None,
+    random_labels: Collection[str] | None = None,
 ) -> dict[str, int]:
     """How much a sweep of `n_windows` × `n_pos` predicted tokens will do, in route·tokens, per phase."""
     n_tokens = n_windows * n_pos
     out = {"shared": walk_leaves(walk_budgets(budgets, n_pos), n_layer) * n_tokens}
-    out["baselines"] = (2 + len(budgets) * (n_random + 2)) * n_tokens
+    n_rand = sum(1 for label in budgets if random_labels is None or label in random_labels)
+    out["baselines"] = (2 + len(budgets) + n_rand * (n_random + 1)) * n_tokens
     if "causal" in modes:
         causal = [b for label, b in budgets.items() if causal_labels is None or label in causal_labels]
         out["causal"] = sum(max(len(p.routes(n_layer)) for p in set(per_position(b, n_pos))) for b in causal) * n_tokens
@@ -91,10 +93,12 @@ def sweep(
     tick: Callable[[int], None] = lambda n: None,
     causal_labels: Collection[str] | None = None,
     causal_batch: int = 0,
+    random_labels: Collection[str] | None = None,
 ) -> SweepResult:
     """Run the study on this rank's windows (N, T) int64; `tick(route·tokens)` reports progress.
 
-    The causal oracle (mode "causal") runs for the budgets named in `causal_labels` (None = all), on batches of
+    Random best-of-N runs for the budgets named in `random_labels` (None = all), and the causal oracle (mode
+    "causal") for those named in `causal_labels` (None = all), on batches of
     `causal_batch` windows (0 = batch_size): it steps through positions one at a time, so it wants far more
     windows per step than a forward does before the GPU is busy."""
     model.eval()
@@ -163,6 +167,8 @@ def sweep(
     # 5. random best-of-N
     if n_random:
         for label, b in budgets.items():
+            if random_labels is not None and label not in random_labels:
+                continue
 
             def draw(trial: int, i: int, x: Tensor, b=b, label=label) -> Tensor:
                 key = zlib.crc32(f"{seed}/{label}/{trial}/{rank}/{i}".encode())

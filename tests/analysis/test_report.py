@@ -101,3 +101,22 @@ def test_analysis_reads_files_only():
 def test_exit_code_is_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "duollm", "difficulty", "--run", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and "duollm oracle --run" in r.stderr
+
+
+def test_oracle_command_rebuilds_the_flags_of_a_summary():
+    """The command shown beside an oracle's results names the budgets that had the causal oracle and random
+    best-of-N when those were a subset, and the windows' pick."""
+    from duollm.analysis.report import oracle_command
+
+    rows = [{"k": k, "ppl_oracle_shared": 1.0, "ppl_random_best": 2.0 if k in (4, 6) else None} for k in range(13)]
+    for r in rows[1:4]:
+        r["ppl_oracle_causal"] = 1.0
+    s = {"options": "big,small", "mode": "causal", "budgets": rows, "random": 100, "seqs": 256, "pick": "spread", "split": "prose-val"}
+    cmd = oracle_command("runs/r", s)
+    assert "--budgets 0-12 --mode causal --causal-budgets 1-3 --random-budgets 4,6" in cmd
+    assert "--random 100 --seqs 256 --pick spread --split prose-val" in cmd
+    for r in rows:
+        r.update(ppl_oracle_causal=1.0, ppl_random_best=2.0)
+    s["pick"] = "first"
+    cmd = oracle_command("runs/r", s)
+    assert "--causal-budgets" not in cmd and "--random-budgets" not in cmd and "--pick" not in cmd

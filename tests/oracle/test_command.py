@@ -47,11 +47,13 @@ def test_contract_and_files(run_dir, capsys):
 def test_causal_for_some_budgets(run_dir, capsys, tmp_path):
     out_dir = tmp_path / "o"
     argv = ["--run", str(run_dir), "--mode", "causal", "--budgets", "0-3", "--causal-budgets", "1,2", "--causal-batch-size", "6"]
+    argv += ["--random-budgets", "2"]
     code, out, _ = oracle(capsys, *argv, "--out", str(out_dir), "--json", *SMALL)
     assert code == 0
     rows = {b["k"]: b for b in json.loads(out)["budgets"]}
     assert {k for k, b in rows.items() if "ppl_oracle_causal" in b} == {1, 2}
     assert json.loads(out)["pick"] == "first"
+    assert [k for k, b in rows.items() if b["ppl_random_best"] is not None] == [2] and "random_trials" in rows[2]
     assert rows[0]["ppl_oracle"] == rows[0]["ppl_oracle_shared"] and rows[1]["ppl_oracle"] == rows[1]["ppl_oracle_causal"]
     row = json.loads(gzip.open(out_dir / "tokens.jsonl.gz", "rt").readline())
     assert "loss/causal/1" in row and "loss/causal/3" not in row
@@ -76,6 +78,7 @@ def test_big_skip_schedule_and_table(run_dir, capsys):
         (["--seq-len", "999"], "--seq-len must be in"),
         (["--mode", "causal", "--budgets", "1", "--causal-budgets", "2"], "--causal-budgets 2 not in --budgets 1"),
         (["--causal-budgets", "1"], "--causal-budgets needs --mode causal"),
+        (["--budgets", "1", "--random-budgets", "0-1"], "--random-budgets 0 not in --budgets 1"),
         (["--pick", "last"], "--pick must be one of first, spread"),
     ],
 )

@@ -62,13 +62,16 @@ def test_work_estimate(setup):
     m, w, budgets = setup
     est = work({"1": budgets["1"], "free": budgets["free"]}, 3, 10, 7, ("shared", "causal"), 2)  # 70 tokens
     assert est["shared"] == 8 * 70 and est["causal"] == (3 + 8) * 70 and est["baselines"] == (2 + 2 * 4) * 70
-    assert work({"1": budgets["1"], "free": budgets["free"]}, 3, 10, 7, ("shared", "causal"), 2, {"1"})["causal"] == 3 * 70
+    est = work({"1": budgets["1"], "free": budgets["free"]}, 3, 10, 7, ("shared", "causal"), 2, {"1"}, {"free"})
+    assert est["causal"] == 3 * 70 and est["baselines"] == (2 + 2 + 1 * 3) * 70
 
 
-def test_causal_for_some_budgets_in_its_own_batches(setup):
-    """The causal oracle runs only for the budgets asked for, and its batch size does not change its result."""
+def test_causal_and_random_for_some_budgets(setup):
+    """The causal oracle and random best-of-N run only for the budgets asked for; the causal oracle's batch size
+    does not change its result."""
     m, w, budgets = setup
-    res = sweep(m, w, budgets, modes=("shared", "causal"), batch_size=2, causal_labels={"1", "2>0"}, causal_batch=5)
+    res = sweep(m, w, budgets, ("shared", "causal"), 2, batch_size=2, causal_labels={"1", "2>0"}, causal_batch=5, random_labels={"3"})
     assert {k for k in res.loss if k.startswith("causal/")} == {"causal/1", "causal/2>0"}
+    assert {k for k in res.loss if k.startswith("random/")} == {"random/3"} and set(res.trials) == {"3"}
     for label in ("1", "2>0"):
         assert torch.allclose(res.loss[f"causal/{label}"], search(m, w, budgets[label], mode="causal").loss, atol=1e-5)
