@@ -5,10 +5,12 @@
 #   bash scripts/study.sh oracle-prose   # k = 0..12, free, the 6>2 schedule: shared + causal, fixed, best-of-N; big/skip
 #   bash scripts/study.sh oracle-code    # the same on code-val
 #   bash scripts/study.sh routers        # paper routers (4/12, 6/12, 8/12 BIG, 6/12 SKIP, 3-way) and supervised ones
-#                                        # (4/12, 6/12, 8/12), each scored on prose-val and code-val
+#                                        # (4/12, 6/12, 8/12), each scored on prose-val and code-val (the parts:
+#                                        # routers-paper, routers-supervised, router-evals)
 #   bash scripts/study.sh freeze         # claim 7 on a smaller model: from scratch vs dense-then-small, equal tokens
 #   bash scripts/study.sh report         # difficulty, report.html, the seven claims; everything small packed into $OUT
-#   bash scripts/study.sh all            # every stage; with two GPUs, two at a time (train | freeze, prose | code, ...)
+#   bash scripts/study.sh all            # every stage; with G GPUs, G at a time (the oracle stages split per split and
+#                                        # options: oracle-prose-big-small, oracle-code-big-skip, ...)
 #
 # The run directory ($RUN, default runs/study, git-ignored) stays on the machine between commands of one lease;
 # checkpoints never leave it (too large to copy back), so the stages of one study run back to back, and the whole
@@ -30,8 +32,10 @@
 # PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS (label windows),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), TRAIN_ARGS (extra flags for `duollm train`, e.g.
 # --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for `duollm oracle` / `duollm router train`), NPROC (GPUs
-# for the train and oracle stages, under torchrun; default 1). `bash scripts/study.sh smoke` runs every stage with a
-# tiny model on a CPU (NPROC=2 works there too, over gloo): a check of the commands, not a study.
+# for the train and oracle stages, under torchrun; default 1), TRAIN_NPROC (GPUs for the train stage alone; in `all`,
+# training then takes them all and the freeze ablation moves after it), LANES (stages at a time in `all`).
+# `bash scripts/study.sh smoke` runs every stage with a tiny model on a CPU (NPROC=2 works there too, over gloo):
+# a check of the commands, not a study.
 set -euo pipefail
 cd "${STUDY_ROOT:-$(dirname "$0")/..}"
 export STUDY_ROOT=$PWD PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -39,12 +43,14 @@ export STUDY_ROOT=$PWD PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFER
 STAGE=${1:?usage: scripts/study.sh train|oracle-prose|oracle-code|routers|freeze|report|all|launch|wait|smoke}
 RUN=${RUN:-runs/study}
 OUT=${OUT:-$RUN-out}
+STATE=$RUN.state  # `all`: stage logs, .done, skip-STAGE
 SEQS=${SEQS:-256}
 SEQ_LEN=${SEQ_LEN:-512}
 RANDOM_N=${RANDOM_N:-100}
 BUDGETS=${BUDGETS:-0-12,free,6>2}  # big/small: exactly k BIG (claims 1, 2, 3), free, and the schedule of claim 5
 SKIP_BUDGETS=${SKIP_BUDGETS:-0-12}  # big/skip: exactly s SKIP (claim 6)
 CAUSAL_BUDGETS=${CAUSAL_BUDGETS:-0-12,6>2}  # the causal oracle: every count and the schedule (free costs as much as all counts)
+RANDOM_BUDGETS=${RANDOM_BUDGETS:-4,6,8}  # random best-of-N: the routers' budgets (claim 4); 100 trials cost ~30 s a budget
 CORPUS=.cache/corpus
 if command -v duollm >/dev/null; then DUOLLM=${DUOLLM:-duollm}; else DUOLLM=${DUOLLM:-python3 -m duollm}; fi
 NPROC=${NPROC:-1}  # GPUs: with 2 or more, training and the oracles run under torchrun (data-parallel, sharded windows)
@@ -54,30 +60,57 @@ mkdir -p "$OUT"
 say() { echo "[study $STAGE] $*"; }
 timed() { local t0=$SECONDS; "$@"; say "$(echo "${@/#*torchrun*/}" | cut -c1-100) … $((SECONDS - t0)) s"; }
 
-oracle() {  # split name, output folder suffix
-  local split=$1 tag=$2
+oracle() {  # split name (prose-val, code-val), options (big,small or big,skip; default both)
+  local split=$1 tag options=${2:-big,small big,skip}
+  tag=$([ "$split" = prose-val ] && echo "" || echo "-${split%-val}")
   local common=(--run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --pick spread --seq-len "$SEQ_LEN" --dtype bf16
     --batch-size "${ORACLE_BATCH:-64}" --causal-batch-size "${CAUSAL_BATCH:-256}")
-  timed $PAR oracle "${common[@]}" --options big,small --mode causal --budgets "$BUDGETS" --causal-budgets "$CAUSAL_BUDGETS" \
-    --random "$RANDOM_N" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
-  timed $PAR oracle "${common[@]}" --options big,skip --mode shared --budgets "$SKIP_BUDGETS" --random 0 \
-    --out "$RUN/oracle$tag/big-skip" ${ORACLE_ARGS:-}
+  if [[ $options == *big,small* ]]; then
+    timed $PAR oracle "${common[@]}" --options big,small --mode causal --budgets "$BUDGETS" --causal-budgets "$CAUSAL_BUDGETS" \
+      --random "$RANDOM_N" --random-budgets "$RANDOM_BUDGETS" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
+  fi
+  if [[ $options == *big,skip* ]]; then
+    timed $PAR oracle "${common[@]}" --options big,skip --mode shared --budgets "$SKIP_BUDGETS" --random 0 \
+      --out "$RUN/oracle$tag/big-skip" ${ORACLE_ARGS:-}
+  fi
 }
 
-router() {  # kind, budget, options, extra flags: train, then score on the oracles' windows of both splits
+router_train() {  # kind, budget, options, extra flags
   local kind=$1 budget=$2 options=$3
   shift 3
   timed $DUOLLM router train --run "$RUN" --kind "$kind" --budget "$budget" --options "$options" --seq-len "$SEQ_LEN" \
     --json "$@" ${ROUTER_ARGS:-}
-  local opt=${options//,/-}
-  local ev=(router eval --run "$RUN" --kind "$kind" --budget "$budget" --options "$options" --seqs "$SEQS" --pick spread --json)
-  timed $DUOLLM "${ev[@]}"  # prose-val: the oracle's windows
+}
+
+router_eval() {  # router name: scored on the oracles' windows of prose-val, and of code-val where its oracle ran
+  local name=$1 opt
+  opt=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("options_flag", "big,small").replace(",", "-"))' \
+    "$RUN/routers/$name/router.json")
+  local ev=(router eval --run "$RUN" --name "$name" --seqs "$SEQS" --pick spread --json)
+  timed $DUOLLM "${ev[@]}"
   if [ -f "$RUN/oracle-code/$opt/summary.json" ]; then
     timed $DUOLLM "${ev[@]}" --data "$CORPUS/code-val.jsonl" --oracle "$RUN/oracle-code/$opt"
   fi
 }
 
-STATE=$RUN.state
+lanes() {  # jobs NAME:SECONDS, longest first onto the least-loaded of $LANES GPUs, each lane in order; waits for all
+  local -a load=() jobs=() pids=()
+  local g best job rc=0
+  for ((g = 0; g < LANES; g++)); do load[g]=0; jobs[g]=""; done
+  for job in $(printf '%s\n' "$@" | sort -t: -k2 -nr); do
+    best=0
+    for ((g = 1; g < LANES; g++)); do if ((load[g] < load[best])); then best=$g; fi; done
+    load[best]=$((load[best] + ${job##*:})); jobs[best]+=" ${job%%:*}"
+  done
+  for ((g = 0; g < LANES; g++)); do
+    [ -n "${jobs[g]}" ] || continue
+    (for name in ${jobs[g]}; do stage "$name" "$([ "$GPUS" -gt 0 ] && echo $g)" || exit 1; done) &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+
 stage() {  # run one stage unless $STATE/skip-STAGE exists; on a GPU when given one; its output to $STATE/STAGE.log
   local name=$1 gpu=${2:-} t0=$SECONDS
   if [ -e "$STATE/skip-$name" ]; then say "skipping $name ($STATE/skip-$name)"; return 0; fi
@@ -92,21 +125,26 @@ stage() {  # run one stage unless $STATE/skip-STAGE exists; on a GPU when given 
 case $STAGE in
   train)
     [ -f "$CORPUS/MANIFEST.json" ] || timed $DUOLLM data build --from-archive .cache/corpus.tar.xz
-    timed $PAR train --preset study-124m --out "$RUN" --json ${TRAIN_ARGS:-}
+    if [ "${TRAIN_NPROC:-$NPROC}" -gt 1 ]; then par="torchrun --standalone --nproc_per_node=${TRAIN_NPROC:-$NPROC} -m duollm --"; else par=$DUOLLM; fi
+    timed $par train --preset study-124m --out "$RUN" --json ${TRAIN_ARGS:-}
     cp "$RUN/config.json" "$RUN/metrics.jsonl" "$OUT/"
     ;;
-  oracle-prose) oracle prose-val "" ;;
-  oracle-code) oracle code-val "-code" ;;
-  routers)  # ROUTER_KINDS: paper, supervised or both
-    if [[ ${ROUTER_KINDS:-paper supervised} == *paper* ]]; then
-      for b in ${PAPER_BUDGETS:-0.333 0.5 0.667}; do router paper $b big,small; done
-      router paper 0.5 big,skip
-      router paper 0.5,0.3,0.2 big,small,skip
-    fi
-    if [[ ${ROUTER_KINDS:-paper supervised} == *supervised* ]]; then
-      for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do router supervised $b big,small ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}; done
-    fi
+  oracle-prose) oracle prose-val ;;
+  oracle-code) oracle code-val ;;
+  oracle-prose-big-small | oracle-prose-big-skip | oracle-code-big-small | oracle-code-big-skip)
+    split=${STAGE#oracle-}; opt=${split#*-}; oracle "${split%%-*}-val" "${opt/-/,}" ;;
+  routers) bash "$0" routers-paper && bash "$0" routers-supervised && bash "$0" router-evals ;;
+  routers-paper)  # BIG fractions 4/12, 6/12, 8/12; 6/12 SKIP; 3-way 50/30/20
+    for b in ${PAPER_BUDGETS:-0.333 0.5 0.667}; do router_train paper $b big,small; done
+    router_train paper 0.5 big,skip
+    router_train paper 0.5,0.3,0.2 big,small,skip
     ;;
+  routers-supervised)  # oracle-labelled (causal), exact budgets: whole layers
+    for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do
+      router_train supervised $b big,small ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}
+    done
+    ;;
+  router-evals) for r in "$RUN"/routers/*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;
   freeze)  # from scratch (random routing, N steps) against dense for 2N/3 steps, then only the small modules for N/3
     N=${FREEZE_STEPS:-1500}
     SMALLER=${FREEZE_ARGS:---model.d_model=512 --model.n_head=8 --model.n_kv_head=8 --model.d_big=2048 --model.d_small=128}
@@ -130,7 +168,7 @@ case $STAGE in
     bash "$0" pack
     ;;
   pack)  # the run's results, the stage logs, and the freeze runs' configs and metrics; no checkpoints or per-token tables
-    dirs=$(cd "$(dirname "$RUN")" && for d in "$(basename "$RUN")"{,.state,-scratch,-dense,-frozen}; do [ -d "$d" ] && echo "$d"; done)
+    dirs=$(cd "$(dirname "$RUN")" && for d in "$(basename "$RUN")"{,.state,-scratch,-dense,-frozen}; do if [ -d "$d" ]; then echo "$d"; fi; done)
     [ -n "$dirs" ] || exit 0
     (cd "$(dirname "$RUN")" && find $dirs -type f \( -name '*.json' -o -name '*.jsonl' -o -name '*.html' -o -name '*.png' \
       -o -name '*.log' \) ! -path '*/ckpt/*' -print | tar czf - -T -) > "$OUT/study.tar.gz"
@@ -141,17 +179,20 @@ case $STAGE in
     trap 'echo $? > "$STATE/.done"' EXIT
     [ -f "$CORPUS/MANIFEST.json" ] || timed $DUOLLM data build --from-archive .cache/corpus.tar.xz
     GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+    LANES=${LANES:-$((GPUS > 0 ? GPUS : 1))}  # stages at a time (on a CPU, LANES=2 checks the scheduling)
     say "$GPUS GPU(s)"
-    if [ "$GPUS" -ge 2 ]; then
-      stage train 0 & a=$!; stage freeze 1 & b=$!; wait $a; wait $b
-      stage oracle-prose 0 & a=$!; stage oracle-code 1 & b=$!; wait $a; wait $b
-      ROUTER_KINDS=paper stage routers 0 & a=$!; ROUTER_KINDS=supervised stage routers-supervised 1 & b=$!; wait $a; wait $b
-    else
-      for s in train oracle-prose oracle-code routers freeze; do stage $s; done
-    fi
-    stage report
+    rc=0
+    # 1. the model: on one GPU beside the freeze ablation (which needs no model), or data-parallel on TRAIN_NPROC
+    # GPUs; 2. everything that reads the model, longest first (seconds measured on an H200, or estimated)
+    later=()
+    if [ "${TRAIN_NPROC:-1}" -gt 1 ]; then stage train || rc=1; later=(freeze:760); else lanes train:700 freeze:760 || rc=1; fi
+    [ -f "$RUN/ckpt/latest.json" ] || { say "no model in $RUN: stopping"; exit 1; }
+    lanes oracle-prose-big-small:620 oracle-code-big-small:620 routers-supervised:200 routers-paper:150 \
+      oracle-prose-big-skip:120 oracle-code-big-skip:120 "${later[@]}" || rc=1
+    stage router-evals "$([ "$GPUS" -gt 0 ] && echo 0)" || rc=1
+    stage report || rc=1
+    exit $rc
     ;;
-  routers-supervised) ROUTER_KINDS=supervised bash "$0" routers ;;
   launch)  # `all` in its own process session, so that it outlives the command that starts it
     mkdir -p "$(dirname "$RUN")"
     cp "$0" "$RUN.sh"  # the running copy: a resent working tree cannot change the script under it
@@ -168,14 +209,15 @@ case $STAGE in
     ;;
   smoke)  # every stage, a tiny model, a few windows: the commands work end to end (CPU, minutes)
     export RUN=${RUN%/}-smoke OUT=${RUN%/}-smoke-out SEQS=2 SEQ_LEN=32 RANDOM_N=2 BUDGETS="0-4,free,3>1" SKIP_BUDGETS=0-4 \
-      CAUSAL_BUDGETS="1,2,3>1" SUPERVISED_BUDGETS="0.5 0.25" SUPERVISED_ARGS="--label-seqs 2 --label-batch-size 2"
+      CAUSAL_BUDGETS="1,2,3>1" RANDOM_BUDGETS=2 SUPERVISED_BUDGETS="0.5 0.25" \
+      SUPERVISED_ARGS="--label-seqs 2 --label-batch-size 2"
     export TRAIN_ARGS="--train.steps=2 --train.batch_size=2 --train.seq_len=32 --train.compile=false --train.log_every=1 \
       --model.n_layer=4 --model.d_model=32 --model.n_head=2 --model.n_kv_head=2 --model.d_big=64 --model.d_small=8 --model.max_seq_len=64"
     export ORACLE_ARGS="--batch-size 2 --causal-batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --calib-seqs 2"
     rm -rf "$RUN" "$RUN"-scratch "$RUN"-dense "$RUN"-frozen "$OUT"
     export FREEZE_STEPS=3 FREEZE_ARGS="--model.d_model=16" EVAL_TOKENS=2048
     for s in train oracle-prose oracle-code routers freeze report; do bash "$0" $s; done
-    rm -rf "$RUN-all" "$RUN-all"-* "$RUN-all.state" && RUN=$RUN-all OUT=$RUN-out bash "$0" all  # the same through `all`
+    rm -rf "$RUN-all" "$RUN-all"-* "$RUN-all.state" && RUN=$RUN-all OUT=$RUN-out LANES=2 bash "$0" all  # `all`, 2 at a time
     ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
