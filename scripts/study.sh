@@ -125,8 +125,11 @@ stage() {  # run one stage unless $STATE/skip-STAGE exists; on a GPU when given 
 case $STAGE in
   train)
     [ -f "$CORPUS/MANIFEST.json" ] || timed $DUOLLM data build --from-archive .cache/corpus.tar.xz
-    if [ "${TRAIN_NPROC:-$NPROC}" -gt 1 ]; then par="torchrun --standalone --nproc_per_node=${TRAIN_NPROC:-$NPROC} -m duollm --"; else par=$DUOLLM; fi
-    timed $par train --preset study-124m --out "$RUN" --json ${TRAIN_ARGS:-}
+    n=${TRAIN_NPROC:-$NPROC} par=$DUOLLM split=()
+    if [ "$n" -gt 1 ]; then  # the preset's batch of 32 sequences, split over the ranks: the same batches, the same run
+      par="torchrun --standalone --nproc_per_node=$n -m duollm --" split=(--train.batch_size=$((32 / n)))
+    fi
+    timed $par train --preset study-124m --out "$RUN" --json "${split[@]}" ${TRAIN_ARGS:-}
     cp "$RUN/config.json" "$RUN/metrics.jsonl" "$OUT/"
     ;;
   oracle-prose) oracle prose-val ;;
@@ -205,7 +208,12 @@ case $STAGE in
     for f in "$STATE"/*.log; do [ -e "$f" ] && { echo "--- $f"; tail -n 4 "$f" | tr '\r' '\n' | tail -n 4 | cut -c1-300; }; done
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -e "$STATE/.done" ]; then say "ended with status $(cat "$STATE/.done")"; else bash "$0" pack || true; fi  # so far
-    if [ -n "${DEST:-}" ]; then cp "$OUT"/* "$RUN.log" "$DEST"/ 2>/dev/null || true; fi
+    if [ -n "${DEST:-}" ]; then
+      cp "$OUT"/* "$RUN.log" "$DEST"/ 2>/dev/null || true
+      if [ "$(stat -c %s "$DEST/study.tar.gz" 2>/dev/null || echo 0)" -gt 15000000 ]; then  # files come back up to 16 MiB
+        split -b 15000000 -d "$DEST/study.tar.gz" "$DEST/study.tar.gz.part" && rm "$DEST/study.tar.gz"  # cat parts | tar xz
+      fi
+    fi
     ;;
   smoke)  # every stage, a tiny model, a few windows: the commands work end to end (CPU, minutes)
     export RUN=${RUN%/}-smoke OUT=${RUN%/}-smoke-out SEQS=2 SEQ_LEN=32 RANDOM_N=2 BUDGETS="0-4,free,3>1" SKIP_BUDGETS=0-4 \
