@@ -50,7 +50,8 @@ RANDOM_N=${RANDOM_N:-100}
 BUDGETS=${BUDGETS:-0-12,free,6>2}  # big/small: exactly k BIG (claims 1, 2, 3), free, and the schedule of claim 5
 SKIP_BUDGETS=${SKIP_BUDGETS:-0-12}  # big/skip: exactly s SKIP (claim 6)
 CAUSAL_BUDGETS=${CAUSAL_BUDGETS:-0-12,6>2}  # the causal oracle: every count and the schedule (free costs as much as all counts)
-RANDOM_BUDGETS=${RANDOM_BUDGETS:-4,6,8}  # random best-of-N: the routers' budgets (claim 4); 100 trials cost ~30 s a budget
+RANDOM_BUDGETS=${RANDOM_BUDGETS:-4,6,8}  # random best-of-N: the routers' budgets (claim 4); 100 trials cost ~40 s a budget
+# (ORACLE_BATCH, windows per forward, default 128: the random trials kept the GPU 27% busy at 64; CAUSAL_BATCH 256)
 CORPUS=.cache/corpus
 if command -v duollm >/dev/null; then DUOLLM=${DUOLLM:-duollm}; else DUOLLM=${DUOLLM:-python3 -m duollm}; fi
 NPROC=${NPROC:-1}  # GPUs: with 2 or more, training and the oracles run under torchrun (data-parallel, sharded windows)
@@ -64,7 +65,7 @@ oracle() {  # split name (prose-val, code-val), options (big,small or big,skip; 
   local split=$1 tag options=${2:-big,small big,skip}
   tag=$([ "$split" = prose-val ] && echo "" || echo "-${split%-val}")
   local common=(--run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --pick spread --seq-len "$SEQ_LEN" --dtype bf16
-    --batch-size "${ORACLE_BATCH:-64}" --causal-batch-size "${CAUSAL_BATCH:-256}")
+    --batch-size "${ORACLE_BATCH:-128}" --causal-batch-size "${CAUSAL_BATCH:-256}")
   if [[ $options == *big,small* ]]; then
     timed $PAR oracle "${common[@]}" --options big,small --mode causal --budgets "$BUDGETS" --causal-budgets "$CAUSAL_BUDGETS" \
       --random "$RANDOM_N" --random-budgets "$RANDOM_BUDGETS" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
@@ -183,6 +184,9 @@ case $STAGE in
     [ -f "$CORPUS/MANIFEST.json" ] || timed $DUOLLM data build --from-archive .cache/corpus.tar.xz
     GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
     LANES=${LANES:-$((GPUS > 0 ? GPUS : 1))}  # stages at a time (on a CPU, LANES=2 checks the scheduling)
+    # stages side by side share the cores: the first lease ran two trainings side by side at 236k and 226k tokens/s
+    # a GPU, far below the 366k of one alone in docs/benchmarks.md; a thread per core in each is one suspect (unmeasured)
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(($(nproc) / LANES > 0 ? $(nproc) / LANES : 1))}
     say "$GPUS GPU(s)"
     rc=0
     # 1. the model: on one GPU beside the freeze ablation (which needs no model), or data-parallel on TRAIN_NPROC
