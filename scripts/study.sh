@@ -30,7 +30,8 @@
 # Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256, spread evenly over the split),
 # SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2),
 # PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS (label windows),
-# EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), TRAIN_ARGS (extra flags for `duollm train`, e.g.
+# EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), FREEZE_DIR (where `report` finds the freeze
+# results; default $OUT; docs/study/freeze holds the first lease's), TRAIN_ARGS (extra flags for `duollm train`, e.g.
 # --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for `duollm oracle` / `duollm router train`), NPROC (GPUs
 # for the train and oracle stages, under torchrun; default 1), TRAIN_NPROC (GPUs for the train stage alone; in `all`,
 # training then takes them all and the freeze ablation moves after it), LANES (stages at a time in `all`).
@@ -168,7 +169,7 @@ case $STAGE in
   report)
     timed $DUOLLM difficulty --run "$RUN" --json > "$RUN/difficulty-summary.json"
     timed $DUOLLM report --run "$RUN"
-    timed $DUOLLM claims --run "$RUN" --freeze "$OUT"  # the seven verdicts, also in $RUN/claims.json
+    timed $DUOLLM claims --run "$RUN" --freeze "${FREEZE_DIR:-$OUT}"  # the seven verdicts, also in $RUN/claims.json
     bash "$0" pack
     ;;
   pack)  # the run's results, the stage logs, and the freeze runs' configs and metrics; no checkpoints or per-token tables
