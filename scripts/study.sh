@@ -21,6 +21,11 @@
 #   DEST=$OUT bash scripts/study.sh wait # prints progress until `all` ends or WAIT seconds (560) pass, then packs
 #                                        # the results so far and copies them ($RUN-out) into DEST
 #
+# The lease after the first (which trained on one GPU and ran the freeze ablation, kept in docs/study/freeze):
+#
+#   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
+#   TRAIN_NPROC=2 FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch   # then `wait` until it ends
+#
 # `all` keeps its state beside the run, in $RUN.state: each stage's log, `.done` (its exit status) and the
 # `skip-STAGE` files: `touch $RUN.state/skip-STAGE` before a stage starts makes `all` leave it out (to stay inside
 # a lease).
@@ -150,6 +155,8 @@ case $STAGE in
     done
     ;;
   router-evals) for r in "$RUN"/routers/*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;
+  router-evals-paper | router-evals-supervised)
+    for r in "$RUN"/routers/"${STAGE#router-evals-}"-*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;
   freeze)  # from scratch (random routing, N steps) against dense for 2N/3 steps, then only the small modules for N/3
     N=${FREEZE_STEPS:-1500}
     SMALLER=${FREEZE_ARGS:---model.d_model=512 --model.n_head=8 --model.n_kv_head=8 --model.d_big=2048 --model.d_small=128}
@@ -197,7 +204,7 @@ case $STAGE in
     [ -f "$RUN/ckpt/latest.json" ] || { say "no model in $RUN: stopping"; exit 1; }
     lanes oracle-prose-big-small:620 oracle-code-big-small:620 routers-supervised:200 routers-paper:150 \
       oracle-prose-big-skip:120 oracle-code-big-skip:120 "${later[@]}" || rc=1
-    stage router-evals "$([ "$GPUS" -gt 0 ] && echo 0)" || rc=1
+    lanes router-evals-paper:100 router-evals-supervised:60 || rc=1
     stage report || rc=1
     exit $rc
     ;;
