@@ -151,4 +151,4 @@ def pick_windows(windows: Tensor, n: int, how: str = "first") -> Tensor:
     if how not in PICKS:
         raise DuoError(f"--pick must be one of {', '.join(PICKS)}, got {how!r}")
     n = min(n, len(windows))
-    return windows[:n] if how == "first" else windows[torch.arange(n) * len(windows) // n]
+    return windows[:n] if how == "first" or n == 0 else windows[torch.arange(n) * len(windows) // n]

@@ -163,8 +163,6 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def import_folder(cmd: ImportCommand) -> dict:
     """Write a run directory from a Hugging Face folder; returns the summary."""
-    from safetensors.torch import save_file
-
     from duollm.config import RunConfig, from_dict, save_json
     from duollm.data.corpus import DataConfig
     from duollm.model.transformer import DuoConfig, DuoLM
@@ -200,8 +198,7 @@ def import_folder(cmd: ImportCommand) -> dict:
         (tmp / "config.json").write_text(save_json(run_cfg))
         ck = tmp / "ckpt" / f"step-{step:06d}"
         ck.mkdir(parents=True)
-        meta = {"format": checkpoint.FORMAT, "step": str(step), "config": save_json(run_cfg)}
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, ck / "model.safetensors", metadata=meta)
+        checkpoint.save_weights(ck / "model.safetensors", model, step=str(step), config=save_json(run_cfg))
         checkpoint.write_json_atomic(tmp / "ckpt" / "latest.json", {"step": step, "dir": ck.name})
         if (folder / "routers").is_dir():
             shutil.copytree(folder / "routers", tmp / "routers")

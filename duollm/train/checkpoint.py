@@ -33,6 +33,15 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def save_weights(path: Path, model: nn.Module, **meta: str) -> None:
+    """`model`'s state dict as safetensors at `path` (metadata: the format, then `meta`), written to a temporary
+    name and renamed, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, tmp, metadata={"format": FORMAT, **meta})
+    os.replace(tmp, path)
+
+
 def save_checkpoint(run: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, config: dict) -> Path:
     """Write the step folder, then point `latest.json` at it, then drop older step folders."""
     root = Path(run) / "ckpt"
@@ -41,9 +50,7 @@ def save_checkpoint(run: Path, model: nn.Module, opt: torch.optim.Optimizer, gen
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    meta = {"format": FORMAT, "step": str(step), "config": json.dumps(config)}
-    weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, folder / "model.safetensors", metadata=meta)
+    save_weights(folder / "model.safetensors", model, step=str(step), config=json.dumps(config))
     names = {p: n for n, p in model.named_parameters()}
     state = {"rng": gen.get_state()}
     for p, s in opt.state.items():

@@ -236,17 +236,9 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         meta["train_base"] = cmd.train_base
     save_router(router, Path(cmd.run) / "routers" / name, meta)
     if cmd.train_base:
-        from safetensors.torch import save_file
+        from duollm.train.checkpoint import save_weights
 
-        from duollm.train.checkpoint import FORMAT
-
-        folder = Path(cmd.run) / "routers" / name
-        save_file(
-            {k: v.contiguous() for k, v in model.state_dict().items()},
-            folder / ".model.safetensors.tmp",
-            metadata={"format": FORMAT, "config": "{}"},
-        )
-        (folder / ".model.safetensors.tmp").replace(folder / "model.safetensors")
+        save_weights(Path(cmd.run) / "routers" / name / "model.safetensors", model, config="{}")
     return meta
 
 

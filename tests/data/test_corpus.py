@@ -82,7 +82,7 @@ def test_pick_windows_first_or_spread():
     assert pick_windows(w, 3).flatten().tolist() == [0, 1, 2]
     assert pick_windows(w, 3, "spread").flatten().tolist() == [0, 3, 6]  # one from each third
     assert pick_windows(w, 10, "spread").flatten().tolist() == list(range(10))
-    assert len(pick_windows(w, 99, "spread")) == 10
+    assert len(pick_windows(w, 99, "spread")) == 10 and len(pick_windows(w, 0, "spread")) == 0
     with pytest.raises(DuoError, match="--pick must be one of first, spread"):
         pick_windows(w, 3, "random")
 
