@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from duollm.errors import DuoError
 from duollm.routers.linear import LinearRouter, budget_penalty, load_router, realised, save_router
@@ -261,7 +260,8 @@ def load_named(run: Path, name: str, device: str, model=None):
 
 def eval_router(cmd: RouterEvalCommand) -> dict:
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import load_run
+    from duollm.eval.evaluate import load_run, token_losses
+    from duollm.eval.policy import Policy
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
@@ -279,14 +279,9 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     windows = eval_windows(token_array(source, tok), T)
     pick = cmd.pick or (oracle.get("pick", "first") if same else "first")  # by default the oracle's windows
     windows = pick_windows(windows, n, pick) if n else windows
-    losses, routes = [], []
     with torch.no_grad():
-        for i in range(0, len(windows), cmd.batch_size):
-            x = windows[i : i + cmd.batch_size].to(device)
-            out = model(x, router=router)
-            losses.append(F.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none").cpu())
-            routes.append(out.route[:, :-1].cpu())
-    loss, route = torch.cat(losses), torch.cat(routes)  # (N, T-1), (N, T-1, L)
+        loss, route = token_losses(model, windows, Policy(f"router:{name}", router=router), cmd.batch_size)
+    route = route[:, :-1]  # (N, T-1, L): the routes of the predicting tokens, beside loss (N, T-1)
     ppl = math.exp(float(loss.double().mean()))
     res = {"kind": info["kind"], "name": name, "target": info["target"], "realized": realised(route), "ppl": ppl, "gap_recovered": None}
     res.update({"split": source, "seqs": len(windows), "pick": pick, "seq_len": T, "tokens": int(loss.numel())})
