@@ -33,6 +33,15 @@ def window_key(result: dict) -> tuple:
     return tuple(result.get(k, "first" if k == "pick" else None) for k in WINDOW_KEYS)
 
 
+WHOLE = 0.05  # a budget this close to a whole number of layers is that number: 0.333 of 12 layers is 4 (3.996)
+
+
+def whole_layers(layers: float) -> int | None:
+    """`layers` (fraction × L) as a whole count of layers, or None when it is not one (1.2)."""
+    n = round(layers)
+    return n if abs(layers - n) < WHOLE else None
+
+
 COUNTED = {"big,small": ("big",), "big,skip": ("skip",), "big,small,skip": ("big", "small", "skip")}  # choices a budget counts
 
 
@@ -88,10 +97,11 @@ class Router:
         return tuple(float(self.info["target"].get(c, 0.0)) * self.n_layer for c in COUNTED[self.options])
 
     def budget_label(self) -> str:
-        """The oracle's label of the same budget (`2`, `2/1/1`) when the target is whole layers, else the counts (`1.5`)."""
+        """The oracle's label of the same budget (`2`, `2/1/1`) when the target is whole layers (`whole_layers`),
+        else the counts (`1.5`)."""
         counts = self.counts()
-        if all(abs(c - round(c)) < 1e-9 for c in counts):
-            n = [round(c) for c in counts]
+        if all(whole_layers(c) is not None for c in counts):
+            n = [whole_layers(c) for c in counts]
             return str(n[0]) if len(n) == 1 else f"{n[0]}/{self.n_layer - n[0] - n[2]}/{n[2]}"
         return "/".join(f"{c:g}" for c in counts)
 

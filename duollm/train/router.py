@@ -181,6 +181,7 @@ def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, bat
 
 
 def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
+    from duollm.analysis.routers import whole_layers
     from duollm.data.corpus import token_array
     from duollm.eval.evaluate import load_run
     from duollm.routers.calibrate import calibrate, realised_on
@@ -212,8 +213,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         real = calibrate(model, router, calib, target)
         fit = {"offset": router.offset.tolist()}
     else:
-        counted = exact.targets()
-        if any(abs(n / L - target[c]) > 1e-9 for c, n in counted.items()):
+        if any(whole_layers(target[c] * L) is None for c in exact.targets()):
             raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
         router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
         feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels, cmd.label_batch_size)

@@ -229,3 +229,15 @@ def test_train_defaults_agree_with_the_command():
     router = pytest.importorskip("duollm.train.router")  # imports torch; analysis itself does not
     fields = {f.name: f.default for f in dataclasses.fields(router.RouterTrainCommand) if f.name not in ("run", "json")}
     assert TRAIN_DEFAULTS == fields
+
+
+def test_a_budget_a_hair_from_whole_layers_is_those_layers(tmp_path):
+    """0.333 of 12 layers is the oracle's k = 4 (3.996 layers), not a budget of its own; 1.2 layers stays 1.2."""
+    from duollm.analysis.routers import whole_layers
+
+    assert whole_layers(0.333 * 12) == 4 and whole_layers(0.667 * 12) == 8 and whole_layers(6.0) == 6
+    assert whole_layers(1.2) is None and whole_layers(0.3 * 12) is None  # 3.6
+    write_router(tmp_path, "third", "paper", {"big": 0.333, "small": 0.667})
+    (r,) = read_routers(tmp_path)
+    r.info["n_layer"] = 12
+    assert r.budget_label() == "4"
