@@ -98,3 +98,15 @@ def test_cli_writes_claims_json(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "claims", "--run", str(tmp_path), "--json")
     assert code == 0 and len(json.loads(out)) == 7
     assert len(json.loads((tmp_path / "claims.json").read_text())) == 7
+
+
+def test_claim_4_wants_random_best_of_n_at_the_routers_budget(run_dir):
+    """An oracle run with --random-budgets that leave out the paper router's budget: claim 4 is unmeasured there,
+    not a crash."""
+    assert C.claims(run_dir)[3]["verdict"] != C.MISSING  # claim 4
+    path = run_dir / "oracle" / "big-small" / "summary.json"
+    s = json.loads(path.read_text())
+    for b in s["budgets"]:
+        b["ppl_random_best"] = None
+    path.write_text(json.dumps(s))
+    assert C.claims(run_dir)[3]["verdict"] == C.MISSING
