@@ -26,6 +26,12 @@
 #   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
 #   TRAIN_NPROC=2 FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch   # then `wait` until it ends
 #
+# On one GPU (the second lease): 3000 training steps, three lanes sharing the GPU, and the causal oracle on code-val
+# for the counts the claims and routers read:
+#
+#   LANES=3 TRAIN_ARGS=--train.steps=3000 CODE_CAUSAL_BUDGETS=0,1,2,4,6,8,10,12,6\>2 \
+#     SUPERVISED_ARGS="--label-seqs 128 --label-batch-size 128" FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch
+#
 # `all` keeps its state beside the run, in $RUN.state: each stage's log, `.done` (its exit status) and the
 # `skip-STAGE` files: `touch $RUN.state/skip-STAGE` before a stage starts makes `all` leave it out (to stay inside
 # a lease).
@@ -33,7 +39,8 @@
 # and log files (not the per-token tables) into $OUT/study.tar.gz. Each stage prints its own wall time.
 #
 # Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256, spread evenly over the split),
-# SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2),
+# SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2; on code-val
+# CODE_CAUSAL_BUDGETS, default the same),
 # PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS (label windows),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), FREEZE_DIR (where `report` finds the freeze
 # results; default $OUT; docs/study/freeze holds the first lease's), TRAIN_ARGS (extra flags for `duollm train`, e.g.
@@ -56,6 +63,7 @@ RANDOM_N=${RANDOM_N:-100}
 BUDGETS=${BUDGETS:-0-12,free,6>2}  # big/small: exactly k BIG (claims 1, 2, 3), free, and the schedule of claim 5
 SKIP_BUDGETS=${SKIP_BUDGETS:-0-12}  # big/skip: exactly s SKIP (claim 6)
 CAUSAL_BUDGETS=${CAUSAL_BUDGETS:-0-12,6>2}  # the causal oracle: every count and the schedule (free costs as much as all counts)
+CODE_CAUSAL_BUDGETS=${CODE_CAUSAL_BUDGETS:-$CAUSAL_BUDGETS}  # on code-val (its cost grows with the routes: C(12, k) at k)
 RANDOM_BUDGETS=${RANDOM_BUDGETS:-4,6,8}  # random best-of-N: the routers' budgets (claim 4); 100 trials cost ~40 s a budget
 # (ORACLE_BATCH, windows per forward, default 128: the random trials kept the GPU 27% busy at 64; CAUSAL_BATCH 256)
 CORPUS=.cache/corpus
@@ -68,12 +76,13 @@ say() { echo "[study $STAGE] $*"; }
 timed() { local t0=$SECONDS; "$@"; say "$(echo "${@/#*torchrun*/}" | cut -c1-100) … $((SECONDS - t0)) s"; }
 
 oracle() {  # split name (prose-val, code-val), options (big,small or big,skip; default both)
-  local split=$1 tag options=${2:-big,small big,skip}
+  local split=$1 tag options=${2:-big,small big,skip} causal=$CAUSAL_BUDGETS
   tag=$([ "$split" = prose-val ] && echo "" || echo "-${split%-val}")
+  [ "$split" = prose-val ] || causal=$CODE_CAUSAL_BUDGETS
   local common=(--run "$RUN" --data "$CORPUS/$split.jsonl" --seqs "$SEQS" --pick spread --seq-len "$SEQ_LEN" --dtype bf16
     --batch-size "${ORACLE_BATCH:-128}" --causal-batch-size "${CAUSAL_BATCH:-256}")
   if [[ $options == *big,small* ]]; then
-    timed $PAR oracle "${common[@]}" --options big,small --mode causal --budgets "$BUDGETS" --causal-budgets "$CAUSAL_BUDGETS" \
+    timed $PAR oracle "${common[@]}" --options big,small --mode causal --budgets "$BUDGETS" --causal-budgets "$causal" \
       --random "$RANDOM_N" --random-budgets "$RANDOM_BUDGETS" --out "$RUN/oracle$tag/big-small" ${ORACLE_ARGS:-}
   fi
   if [[ $options == *big,skip* ]]; then
@@ -100,7 +109,8 @@ router_eval() {  # router name: scored on the oracles' windows of prose-val, and
   fi
 }
 
-lanes() {  # jobs NAME:SECONDS, longest first onto the least-loaded of $LANES GPUs, each lane in order; waits for all
+lanes() {  # jobs NAME:SECONDS, longest first onto the least-loaded of $LANES lanes (lane g on GPU g mod GPUS: more
+  # lanes than GPUs share them, which overlaps the host-bound phases), each lane in order; waits for all
   local -a load=() jobs=() pids=()
   local g best job rc=0
   for ((g = 0; g < LANES; g++)); do load[g]=0; jobs[g]=""; done
@@ -111,7 +121,7 @@ lanes() {  # jobs NAME:SECONDS, longest first onto the least-loaded of $LANES GP
   done
   for ((g = 0; g < LANES; g++)); do
     [ -n "${jobs[g]}" ] || continue
-    (for name in ${jobs[g]}; do stage "$name" "$([ "$GPUS" -gt 0 ] && echo $g)" || exit 1; done) &
+    (for name in ${jobs[g]}; do stage "$name" "$([ "$GPUS" -gt 0 ] && echo $((g % GPUS)))" || exit 1; done) &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
