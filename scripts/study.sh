@@ -225,7 +225,9 @@ case $STAGE in
     say "launched: $RUN.log"
     ;;
   wait)  # until `all` ends or WAIT seconds pass: progress, then (once ended) the results into DEST
-    until [ -e "$STATE/.done" ] || [ $SECONDS -ge "${WAIT:-560}" ]; do sleep 5; done
+    # a machine that was given back comes back bare: with no study running there, say so at once (and waste no time)
+    [ -e "$STATE/.done" ] || pgrep -f "$RUN.sh all" > /dev/null || { say "no study is running here (no $RUN.sh all)"; exit 1; }
+    until [ -e "$STATE/.done" ] || [ $SECONDS -ge "${WAIT:-560}" ] || ! pgrep -f "$RUN.sh all" > /dev/null; do sleep 5; done
     cat "$RUN.log"
     for f in "$STATE"/*.log; do [ -e "$f" ] && { echo "--- $f"; tail -n 4 "$f" | tr '\r' '\n' | tail -n 4 | cut -c1-300; }; done
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
