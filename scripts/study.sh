@@ -95,7 +95,7 @@ router_train() {  # kind, budget, options, extra flags
   local kind=$1 budget=$2 options=$3
   shift 3
   timed $DUOLLM router train --run "$RUN" --kind "$kind" --budget "$budget" --options "$options" --seq-len "$SEQ_LEN" \
-    --json "$@" ${ROUTER_ARGS:-}
+    --dtype bf16 --json "$@" ${ROUTER_ARGS:-}  # `router eval` follows the oracle's --dtype (bf16)
 }
 
 router_eval() {  # router name: scored on the oracles' windows of prose-val, and of code-val where its oracle ran

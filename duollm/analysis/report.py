@@ -137,6 +137,7 @@ TRAIN_DEFAULTS = {
     "label_batch_size": 64,
     "calib_seqs": 16,
     "seq_len": 0,
+    "dtype": "fp32",
     "seed": 0,
 }
 
@@ -166,6 +167,8 @@ def router_commands(run: str, r: Router, summary: dict | None) -> list[str]:
         if not ev.same_windows(summary):  # `router eval` takes the oracle's windows unless told otherwise
             line += source_flag(ev.split) + f" --seqs {ev.result['seqs']} --seq-len {ev.result['seq_len']}"
             line += f" --pick {ev.result['pick']}" if ev.result.get("pick", "first") != "first" else ""
+        default = (summary or {}).get("dtype", "fp32") if ev.same_windows(summary) else "fp32"  # `router eval` follows the oracle's
+        line += f" --dtype {ev.result['dtype']}" if ev.result.get("dtype", default) != default else ""
         cmds.append(line)
     return cmds
 

@@ -106,8 +106,9 @@ class Router:
         return "/".join(f"{c:g}" for c in counts)
 
     def matching_eval(self, summary: dict | None) -> RouterEval | None:
-        """The evaluation on the windows of the oracle summarised by `summary`, if any."""
-        return next((e for e in self.evals.values() if e.same_windows(summary)), None)
+        """The evaluation on the windows, and at the precision, of the oracle summarised by `summary`, if any."""
+        dtype = (summary or {}).get("dtype", "fp32")
+        return next((e for e in self.evals.values() if e.same_windows(summary) and e.result.get("dtype", "fp32") == dtype), None)
 
 
 def _load_json(path: Path, redo: str, keys: tuple[str, ...]) -> dict:

@@ -70,6 +70,16 @@ class EvalCommand:
     json: bool = False  # print one JSON object instead of a table
 
 
+def autocast(dtype: str, device: str):
+    """The precision of an oracle, router or evaluation run: fp32 (exact) or bf16 (autocast, on a GPU only; a CPU
+    stays fp32). DuoError for any other name."""
+    from duollm.errors import DuoError
+
+    if dtype not in ("fp32", "bf16"):
+        raise DuoError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    return torch.autocast("cuda", torch.bfloat16, enabled=dtype == "bf16" and str(device).startswith("cuda"))
+
+
 def load_run(run: Path, device: str = "cpu"):
     """(RunConfig, model with the latest weights, tokenizer) of a run directory; DuoError when unusable."""
     from duollm.config import RunConfig, from_dict

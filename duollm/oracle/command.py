@@ -160,16 +160,15 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
 
     from duollm import distributed
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import load_run
+    from duollm.eval.evaluate import autocast, load_run
     from duollm.oracle.sweep import gather, sweep, walk_budgets, walk_leaves, work
 
     modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
     if modes is None:
         raise DuoError(f"--mode must be shared or causal, got {cmd.mode!r}")
-    if cmd.dtype not in ("fp32", "bf16"):
-        raise DuoError(f"--dtype must be fp32 or bf16, got {cmd.dtype!r}")
     if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1 or cmd.causal_batch_size < 0:
         raise DuoError("--random and --causal-batch-size must be >= 0, and --seqs and --batch-size >= 1")
+    autocast(cmd.dtype, "cpu")  # checks the name before any work
     d = distributed.init("auto")
     cfg, model, tok = load_run(Path(cmd.run), d.device)
     L = cfg.model.n_layer
@@ -195,8 +194,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     lo, hi = len(windows) * d.rank // d.world, len(windows) * (d.rank + 1) // d.world
     t0 = time.perf_counter()
     with tqdm(total=total, unit="rt", unit_scale=True, disable=not (progress and d.is_main), file=sys.stderr) as bar:
-        auto = torch.autocast("cuda", torch.bfloat16, enabled=cmd.dtype == "bf16" and d.device.startswith("cuda"))
-        with auto:
+        with autocast(cmd.dtype, d.device):
             res = sweep(
                 model,
                 windows[lo:hi],

@@ -59,6 +59,7 @@ class RouterTrainCommand:
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
     seq_len: int = 0  # window length; 0 = the run's train.seq_len
+    dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU): training, labels and calibration
     seed: int = 0
     json: bool = False  # print one JSON object instead of a line
 
@@ -79,6 +80,7 @@ class RouterEvalCommand:
     seq_len: int = 0  # 0 = the oracle's (or the run's train.seq_len)
     batch_size: int = 16
     oracle: str = ""  # oracle folder to compare with; default RUN/oracle/<options>
+    dtype: str = ""  # fp32 | bf16 (autocast on a GPU); default the oracle's, so the gap compares like with like (or fp32)
     json: bool = False  # print one JSON object instead of a line
 
 
@@ -134,6 +136,7 @@ def train_paper(
     from tqdm import tqdm
 
     from duollm.data.corpus import sample_batch
+    from duollm.eval.evaluate import autocast
 
     dev = next(model.parameters()).device
     model.requires_grad_(cmd.train_base)
@@ -152,8 +155,9 @@ def train_paper(
             probs.append(router.probs(l, u))  # (B, T, K)
             return router.spread(probs[-1])
 
-        out = model(x[:, :-1], router=soft, targets=x[:, 1:])
-        loss = out.loss + cmd.alpha * budget_penalty(probs, router.options, target)
+        with autocast(cmd.dtype, str(dev)):  # the forward only; backward runs in the forward's dtypes
+            out = model(x[:, :-1], router=soft, targets=x[:, 1:])
+            loss = out.loss + cmd.alpha * budget_penalty(probs, router.options, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -183,7 +187,7 @@ def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, bat
 def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     from duollm.analysis.routers import whole_layers
     from duollm.data.corpus import token_array
-    from duollm.eval.evaluate import load_run
+    from duollm.eval.evaluate import autocast, load_run
     from duollm.routers.calibrate import calibrate, realised_on
     from duollm.routers.route import RouteRouter, fit_route_router
 
@@ -195,6 +199,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError("--steps, --label-seqs, --calib-seqs, --batch-size and --label-batch-size must be >= 1")
     target = parse_target(cmd.budget, cmd.options)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = autocast(cmd.dtype, device)
     cfg, model, tok = load_run(Path(cmd.run), device)
     model.eval().requires_grad_(False)
     L, T = cfg.model.n_layer, cmd.seq_len or cfg.train.seq_len
@@ -210,16 +215,19 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     if cmd.kind == "paper":
         router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
         losses = train_paper(model, router, tokens, target, cmd, T, progress)
-        real = calibrate(model, router, calib, target)
+        with amp:
+            real = calibrate(model, router, calib, target)
         fit = {"offset": router.offset.tolist()}
     else:
         if any(whole_layers(target[c] * L) is None for c in exact.targets()):
             raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
         router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
-        feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels, cmd.label_batch_size)
+        with amp:
+            feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels, cmd.label_batch_size)
         fit = fit_route_router(router, feats.to(device), table.to(device))
         losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
-        real = realised_on(model, router, calib)
+        with amp:
+            real = realised_on(model, router, calib)
     name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
     meta = {
         "kind": cmd.kind,
@@ -260,9 +268,11 @@ def load_named(run: Path, name: str, device: str, model=None):
 
 def eval_router(cmd: RouterEvalCommand) -> dict:
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import load_run, token_losses
+    from duollm.eval.evaluate import autocast, load_run, token_losses
     from duollm.eval.policy import Policy
 
+    if cmd.dtype:
+        autocast(cmd.dtype, "cpu")  # checks the name before any work
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
     name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
@@ -279,16 +289,21 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     windows = eval_windows(token_array(source, tok), T)
     pick = cmd.pick or (oracle.get("pick", "first") if same else "first")  # by default the oracle's windows
     windows = pick_windows(windows, n, pick) if n else windows
-    with torch.no_grad():
+    dtype = cmd.dtype or (oracle.get("dtype", "fp32") if same else "fp32")  # by default the oracle's precision
+    with torch.no_grad(), autocast(dtype, device):
         loss, route = token_losses(model, windows, Policy(f"router:{name}", router=router), cmd.batch_size)
     route = route[:, :-1]  # (N, T-1, L): the routes of the predicting tokens, beside loss (N, T-1)
     ppl = math.exp(float(loss.double().mean()))
     res = {"kind": info["kind"], "name": name, "target": info["target"], "realized": realised(route), "ppl": ppl, "gap_recovered": None}
-    res.update({"split": source, "seqs": len(windows), "pick": pick, "seq_len": T, "tokens": int(loss.numel())})
+    res.update({"split": source, "seqs": len(windows), "pick": pick, "seq_len": T, "tokens": int(loss.numel()), "dtype": dtype})
     k = _budget_label(info, cfg.model.n_layer)
     row = (
         next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None)
-        if same and windows.shape[1] == oracle.get("seq_len") and len(windows) == oracle.get("seqs") and pick == oracle.get("pick", "first")
+        if same
+        and windows.shape[1] == oracle.get("seq_len")
+        and len(windows) == oracle.get("seqs")
+        and pick == oracle.get("pick", "first")
+        and dtype == oracle.get("dtype", "fp32")
         else None
     )
     if row and "ppl_oracle_causal" in row:

@@ -241,3 +241,17 @@ def test_a_budget_a_hair_from_whole_layers_is_those_layers(tmp_path):
     (r,) = read_routers(tmp_path)
     r.info["n_layer"] = 12
     assert r.budget_label() == "4"
+
+
+def test_an_eval_at_another_precision_is_no_match(run_dir):
+    """A router scored at bf16 is not compared with an fp32 oracle, and its report line says --dtype."""
+    summary = read_summary(run_dir, "big,small")
+    paper = read_routers(run_dir)[0]
+    assert (
+        paper.matching_eval(summary) is not None
+        and router_commands("R", paper, summary)[1] == "duollm router eval --run R --name paper-0.5"
+    )
+    ev = next(iter(paper.evals.values()))
+    ev.result["dtype"] = "bf16"
+    assert paper.matching_eval(summary) is None and router_commands("R", paper, summary)[1].endswith(" --dtype bf16")
+    assert paper.matching_eval({**summary, "dtype": "bf16"}) is ev

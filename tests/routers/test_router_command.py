@@ -61,7 +61,9 @@ def test_train_and_eval_both_kinds(run_dir, capsys):
         (["router", "train", "--budget", "1.5"], "must lie in [0, 1]"),
         (["router", "train", "--kind", "supervised", "--budget", "0.3"], "must be whole layers"),
         (["router", "train", "--options", "big,small,skip", "--budget", "0.5"], "three fractions"),
+        (["router", "train", "--dtype", "fp16"], "--dtype must be fp32 or bf16"),
         (["router", "eval", "--name", "nope"], "no router 'nope'"),
+        (["router", "eval", "--name", "nope", "--dtype", "half"], "--dtype must be fp32 or bf16"),
         (["eval", "--policy", "router:nope"], "no router 'nope'"),
     ],
 )
@@ -109,3 +111,17 @@ def test_other_split_through_out_and_oracle(run_dir, capsys, tmp_path):
     assert res["split"] == "synthetic" and res["tokens"] == 3 * 11 and res["gap_recovered"] is not None
     code, _, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "s", "--oracle", str(tmp_path / "none"))
     assert code == 2 and "holds no summary.json" in err
+
+
+def test_eval_follows_the_oracles_precision(run_dir, capsys):
+    """`router eval` runs at the oracle's --dtype unless told otherwise, and gives no gap against an oracle run at another."""
+    code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--name", "p", "--label-seqs", "2", *SMALL)
+    assert code == 0, err
+    code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "p", "--json")
+    assert code == 0, err
+    same = json.loads(out)
+    assert same["dtype"] == "fp32" and same["gap_recovered"] is not None  # the oracle ran at fp32 (its default)
+    code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "p", "--dtype", "bf16", "--json")
+    assert code == 0, err
+    other = json.loads(out)
+    assert other["dtype"] == "bf16" and other["gap_recovered"] is None and "ppl_causal_oracle" not in other
