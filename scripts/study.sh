@@ -21,16 +21,18 @@
 #   DEST=$OUT bash scripts/study.sh wait # prints progress until `all` ends or WAIT seconds (560) pass, then packs
 #                                        # the results so far and copies them ($RUN-out) into DEST
 #
-# The lease after the first (which trained on one GPU and ran the freeze ablation, kept in docs/study/freeze):
+# On two GPUs (after the first lease, which trained on one GPU and ran the freeze ablation, kept in docs/study/freeze):
 #
 #   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
 #   TRAIN_NPROC=2 FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch   # then `wait` until it ends
 #
-# On one GPU (the second lease): 3000 training steps, three lanes sharing the GPU, and the causal oracle on code-val
-# for the counts the claims and routers read:
+# On one GPU (the leases after the second; estimated 24 of the 30 minutes, docs/results.md says how): 3000 training
+# steps, two lanes sharing the GPU, windows of 256 tokens, and the causal oracle on code-val for the counts the
+# claims and routers read:
 #
-#   LANES=3 TRAIN_ARGS=--train.steps=3000 CODE_CAUSAL_BUDGETS=0,1,2,4,6,8,10,12,6\>2 \
-#     SUPERVISED_ARGS="--label-seqs 128 --label-batch-size 128" FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch
+#   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
+#   LANES=2 SEQ_LEN=256 TRAIN_ARGS=--train.steps=3000 CODE_CAUSAL_BUDGETS=0,1,2,4,6,8,10,12,6\>2 \
+#     FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch
 #
 # `all` keeps its state beside the run, in $RUN.state: each stage's log, `.done` (its exit status) and the
 # `skip-STAGE` files: `touch $RUN.state/skip-STAGE` before a stage starts makes `all` leave it out (to stay inside
