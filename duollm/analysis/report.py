@@ -133,6 +133,7 @@ TRAIN_DEFAULTS = {
     "beta_max": 20.0,
     "train_base": False,
     "labels": "causal",
+    "head": "route",
     "label_seqs": 64,
     "label_batch_size": 64,
     "calib_seqs": 16,

@@ -14,6 +14,8 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
 - supervised (ours, routers/route.py): the causal oracle (or the shared one, `--labels shared`) with exactly
   F·L counted layers per token runs on `--label-seqs` training windows and keeps every route's loss for every
   token; a ridge regression from the token's layer-0 state to those losses picks each token's route.
+  `--head layer` (routers/layerwise.py) instead fits the paper router's shape, one score per layer from the
+  state that layer sees, to the value of the counted choice there, and is calibrated like the paper router.
 The paper router is then calibrated (routers/calibrate.py) on `--calib-seqs` other training windows so that
 the hard router spends the budget (the supervised one meets it exactly by construction); both are saved to
 `RUN/routers/<name>/` (safetensors + JSON). `router eval` scores a
@@ -55,6 +57,7 @@ class RouterTrainCommand:
     beta_max: float = 20.0  # final inverse temperature (paper)
     train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
+    head: str = "route"  # supervised: route (a whole route from the layer-0 state) | layer (per layer, calibrated)
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
@@ -167,21 +170,40 @@ def train_paper(
     return losses
 
 
+def _labelled(model, windows: torch.Tensor, budget: Budget, labels: str, batch_size: int):
+    """(batch on the device, oracle result with every route's loss kept) for each batch of label windows."""
+    from duollm.oracle.causal import causal_search
+    from duollm.oracle.search import search_many
+
+    dev = next(model.parameters()).device
+    for i in range(0, len(windows), batch_size):
+        x = windows[i : i + batch_size].to(dev)
+        yield x, causal_search(model, x, budget, keep=True) if labels == "causal" else search_many(model, x, [budget], keep=True)[0]
+
+
 @torch.no_grad()
 def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer-0 states (N, C) of the predicted tokens and every route's loss for them (N, R), from the oracle."""
-    from duollm.oracle.causal import causal_search
-    from duollm.oracle.search import search_many
     from duollm.routers.route import layer0_states
 
-    dev = next(model.parameters()).device
     feats, losses = [], []
-    for i in range(0, len(windows), batch_size):
-        x = windows[i : i + batch_size].to(dev)
-        res = causal_search(model, x, budget, keep=True) if labels == "causal" else search_many(model, x, [budget], keep=True)[0]
+    for x, res in _labelled(model, windows, budget, labels, batch_size):
         feats.append(layer0_states(model, x)[:, :-1].flatten(0, 1).float().cpu())  # (b·(T-1), C)
         losses.append(res.candidates.flatten(0, 1).float().cpu())  # (b·(T-1), R)
     return torch.cat(feats), torch.cat(losses)
+
+
+@torch.no_grad()
+def layer_tables(model, windows: torch.Tensor, budget: Budget, counted: int, labels: str, batch_size: int = 16):
+    """Per layer the states (N, C) under the oracle's routes, and the value (N, L) of `counted` at each layer."""
+    from duollm.routers.layerwise import layer_values, teacher_states
+
+    routes = budget.routes(model.cfg.n_layer)
+    feats, values = [], []
+    for x, res in _labelled(model, windows, budget, labels, batch_size):
+        feats.append(teacher_states(model, x, res.route))
+        values.append(layer_values(res.candidates.flatten(0, 1).float(), routes, counted).cpu())
+    return [torch.cat(f) for f in zip(*feats, strict=True)], torch.cat(values)
 
 
 def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
@@ -189,12 +211,18 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     from duollm.data.corpus import token_array
     from duollm.eval.evaluate import autocast, load_run
     from duollm.routers.calibrate import calibrate, realised_on
+    from duollm.routers.layerwise import fit_layer_router
+    from duollm.routers.linear import constrained
     from duollm.routers.route import RouteRouter, fit_route_router
 
     if cmd.kind not in ("paper", "supervised"):
         raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
     if cmd.labels not in ("causal", "shared"):
         raise DuoError(f"--labels must be causal or shared, got {cmd.labels!r}")
+    if cmd.head not in ("route", "layer"):
+        raise DuoError(f"--head must be route or layer, got {cmd.head!r}")
+    if cmd.head == "layer" and len(parse_options(cmd.options)) != 2:
+        raise DuoError(f"--head layer decides one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
     if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
         raise DuoError("--steps, --label-seqs, --calib-seqs, --batch-size and --label-batch-size must be >= 1")
     target = parse_target(cmd.budget, cmd.options)
@@ -221,14 +249,30 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     else:
         if any(whole_layers(target[c] * L) is None for c in exact.targets()):
             raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
-        router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
-        with amp:
-            feats, table = oracle_tables(model, _windows(tokens, cmd.label_seqs, T, cmd.seed), exact, cmd.labels, cmd.label_batch_size)
-        fit = fit_route_router(router, feats.to(device), table.to(device))
-        losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
-        with amp:
-            real = realised_on(model, router, calib)
-    name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
+        label_windows = _windows(tokens, cmd.label_seqs, T, cmd.seed)
+        if cmd.head == "layer":
+            router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
+            counted = constrained(router.options)[0]
+            with amp:
+                feats, values = layer_tables(model, label_windows, exact, counted, cmd.labels, cmd.label_batch_size)
+            with torch.no_grad():
+                fit = fit_layer_router(router.cpu(), feats, values, counted)
+            router.to(device)
+            losses = [sum(fit["holdout_mse_constant"]) / L, sum(fit["holdout_mse"]) / L]  # mean squared error: constant, fit
+            with amp:
+                real = calibrate(model, router, calib, target)
+            fit["offset"] = router.offset.tolist()
+        else:
+            router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
+            with amp:
+                feats, table = oracle_tables(model, label_windows, exact, cmd.labels, cmd.label_batch_size)
+            fit = fit_route_router(router, feats.to(device), table.to(device))
+            losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
+            with amp:
+                real = realised_on(model, router, calib)
+    name = cmd.name or router_name(
+        cmd.kind + ("-layer" if cmd.kind == "supervised" and cmd.head == "layer" else ""), cmd.budget, cmd.options
+    )
     meta = {
         "kind": cmd.kind,
         "name": name,

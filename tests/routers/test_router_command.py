@@ -125,3 +125,23 @@ def test_eval_follows_the_oracles_precision(run_dir, capsys):
     assert code == 0, err
     other = json.loads(out)
     assert other["dtype"] == "bf16" and other["gap_recovered"] is None and "ppl_causal_oracle" not in other
+
+
+def test_layer_head(run_dir, capsys):
+    """--head layer: the paper router's shape fitted to the oracle, calibrated to the budget, scored like any router."""
+    code, out, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--label-seqs", "4", "--json", *SMALL
+    )
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "supervised-layer-0.5" and len(meta["calibration"]["ridge"]) == 2  # one strength per layer
+    assert abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.1  # 4 windows × 12 tokens × 2 layers: coarse steps
+    code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "supervised-layer-0.5", "--json")
+    assert code == 0, err
+    assert json.loads(out)["gap_recovered"] is not None
+    code, _, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--options", "big,small,skip"
+    )
+    assert code == 2 and "give two options" in err
+    code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "tree")
+    assert code == 2 and "--head must be route or layer" in err

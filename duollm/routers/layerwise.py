@@ -1,0 +1,99 @@
+"""The layer-wise oracle-supervised router (ours): the paper router's shape, fitted to the causal oracle.
+
+`routers/route.py` plans a token's whole route from its layer-0 state. This one decides layer by layer from the
+state u_l the layer sees, as the paper's router does (a `LinearRouter`), but learns from the oracle instead of
+through the language-model loss:
+
+- targets: for each label token and layer l, the value of the counted choice c (BIG of big/small, SKIP of
+  big/skip) there: the lowest loss among the budget's routes that do not take c at l, minus the lowest among
+  those that do, from the causal oracle's loss of every route for the token (`candidates`). Positive: c at l
+  is worth taking.
+- features: u_l under the oracle's own routes (a teacher-forced forward), so each layer sees the states that
+  the oracle's earlier choices made.
+- fit: per layer, ridge regression of the target on u_l; the ridge strength is chosen per layer on held-out
+  label tokens by squared error, and a fit is kept only where it beats a constant score (W = 0) there by more
+  than two standard errors.
+
+At use, c's score at layer l is w_l · u_l + b_l + offset and the token takes c where it is positive; the
+offset is calibrated (routers/calibrate.py) so that the realised fraction of c meets the budget on average,
+as the paper router's does. Causal: u_l of token t depends on tokens ≤ t only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from duollm.routers.linear import LinearRouter
+
+RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0
+
+
+def layer_values(candidates: Tensor, routes: Tensor, counted: int) -> Tensor:
+    """Value (N, L) of taking `counted` at each layer: min loss over routes without it there − min over routes with it.
+
+    candidates: (N, R) every route's loss for each token; routes: (R, L). A layer where every route (or none)
+    takes the choice has value 0: there is nothing to decide."""
+    took = routes.to(candidates.device) == counted  # (R, L)
+    c = candidates[:, :, None]  # (N, R, 1)
+    inf = torch.tensor(float("inf"), device=candidates.device)
+    with_c = torch.where(took, c, inf).amin(1)  # (N, L)
+    without = torch.where(~took, c, inf).amin(1)
+    value = without - with_c
+    return torch.where(value.isfinite(), value, torch.zeros_like(value))
+
+
+@torch.no_grad()
+def teacher_states(model, ids: Tensor, route: Tensor) -> list[Tensor]:
+    """u_l (B·(T-1), C) float32 of the predicting tokens at every layer, the forward following `route` (B, T-1, L)."""
+    full = torch.cat([route, route[:, -1:]], 1).to(ids.device)  # the last token predicts nothing: repeat a route
+    states = []
+
+    def follow(l: int, u: Tensor) -> Tensor:
+        states.append(u[:, :-1].flatten(0, 1).float().cpu())
+        return full[..., l]
+
+    model(ids, router=follow)
+    return states
+
+
+def _ridge(X: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """(w (C,), b) of ridge regression of y (N,) on X (N, C), the bias unpenalised."""
+    mu_x, mu_y = X.mean(0), y.mean()
+    if lam == float("inf"):
+        return torch.zeros(X.shape[1], dtype=X.dtype), mu_y
+    Xc = X - mu_x
+    w = torch.linalg.solve(Xc.T @ Xc + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype), Xc.T @ (y - mu_y))
+    return w, mu_y - mu_x @ w
+
+
+def _clear_gain(gain: Tensor) -> bool:
+    """Whether a fit beats the constant on held-out tokens by more than two standard errors of the per-token gain
+    (as routers/route.py decides): otherwise a fit that chased noise would win half the time."""
+    return len(gain) > 1 and float(gain.mean()) > 2 * float(gain.std()) / len(gain) ** 0.5
+
+
+def fit_layer_router(router: LinearRouter, feats: list[Tensor], values: Tensor, counted: int, holdout: float = 0.25) -> dict:
+    """Fit `router`'s score for `counted` at each layer to `values` (N, L) from `feats` (one (N, C) per layer).
+
+    The other option's score stays 0, so the router takes `counted` where the fitted value (plus the calibrated
+    offset) is positive. Returns per layer the chosen ridge strength and the held-out squared error of the fit
+    and of a constant."""
+    k = router.options.index(counted)
+    n = int(len(values) * (1 - holdout))
+    chosen, err, const = [], [], []
+    for l, X in enumerate(feats):
+        X, y = X.double(), values[:, l].double()
+        sq = {}  # per held-out token squared error of each strength
+        for lam in RIDGE:
+            w, b = _ridge(X[:n], y[:n], lam)
+            sq[lam] = (X[n:] @ w + b - y[n:]) ** 2
+        scores = {lam: float(e.mean()) for lam, e in sq.items()}
+        best = min((lam for lam in RIDGE if _clear_gain(sq[float("inf")] - sq[lam])), key=scores.get, default=float("inf"))
+        w, b = _ridge(X, y, best)
+        lin = router.layers[l]
+        lin.weight.zero_(), lin.bias.zero_()
+        lin.weight[k] = w.float()
+        lin.bias[k] = float(b)
+        chosen.append(best), err.append(scores[best]), const.append(scores[float("inf")])
+    return {"ridge": chosen, "holdout_mse": err, "holdout_mse_constant": const}
