@@ -43,7 +43,8 @@
 # Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256, spread evenly over the split),
 # SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2; on code-val
 # CODE_CAUSAL_BUDGETS, default the same),
-# PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS (label windows),
+# PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS / LAYER_ARGS (label
+# windows of the supervised routers, route and layer heads),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), FREEZE_DIR (where `report` finds the freeze
 # results; default $OUT; docs/study/freeze holds the first lease's), TRAIN_ARGS (extra flags for `duollm train`, e.g.
 # --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for `duollm oracle` / `duollm router train`), NPROC (GPUs
@@ -161,10 +162,11 @@ case $STAGE in
     router_train paper 0.5 big,skip
     router_train paper 0.5,0.3,0.2 big,small,skip
     ;;
-  routers-supervised)  # oracle-labelled (causal), exact budgets: whole layers
+  routers-supervised)  # oracle-labelled (causal), exact budgets: whole layers; and the layer-wise head at 6/12
     for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do
       router_train supervised $b big,small ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}
     done
+    router_train supervised 0.5 big,small --head layer ${LAYER_ARGS:---label-seqs 64 --label-batch-size 64}  # free oracle: 2^L routes
     ;;
   router-evals) for r in "$RUN"/routers/*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;
   router-evals-paper | router-evals-supervised)
@@ -244,7 +246,7 @@ case $STAGE in
   smoke)  # every stage, a tiny model, a few windows: the commands work end to end (CPU, minutes)
     export RUN=${RUN%/}-smoke OUT=${RUN%/}-smoke-out SEQS=2 SEQ_LEN=32 RANDOM_N=2 BUDGETS="0-4,free,3>1" SKIP_BUDGETS=0-4 \
       CAUSAL_BUDGETS="1,2,3>1" RANDOM_BUDGETS=2 SUPERVISED_BUDGETS="0.5 0.25" \
-      SUPERVISED_ARGS="--label-seqs 2 --label-batch-size 2"
+      SUPERVISED_ARGS="--label-seqs 2 --label-batch-size 2" LAYER_ARGS="--label-seqs 2 --label-batch-size 2"
     export TRAIN_ARGS="--train.steps=2 --train.batch_size=2 --train.seq_len=32 --train.compile=false --train.log_every=1 \
       --model.n_layer=4 --model.d_model=32 --model.n_head=2 --model.n_kv_head=2 --model.d_big=64 --model.d_small=8 --model.max_seq_len=64"
     export ORACLE_ARGS="--batch-size 2 --causal-batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --calib-seqs 2"

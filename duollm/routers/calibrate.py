@@ -29,17 +29,22 @@ def realised_on(model: DuoLM, router: LinearRouter, windows: Tensor, batch_size:
 
 @torch.no_grad()
 def calibrate(
-    model: DuoLM, router: LinearRouter, windows: Tensor, target: dict[int, float], iters: int = 16, rounds: int = 3
+    model: DuoLM, router: LinearRouter, windows: Tensor, target: dict[int, float], iters: int = 20, rounds: int = 3
 ) -> dict[str, float]:
-    """Set `router.offset` so that each constrained choice's realised fraction meets `target`; returns the fractions."""
+    """Set `router.offset` so that each constrained choice's realised fraction meets `target`; returns the fractions.
+
+    The bisection ends on whichever end of its last bracket realises the fraction nearer the target: where scores
+    tie (a layer of constant scores) the fraction jumps, and the midpoint could land on the far side of the jump."""
     cons = constrained(router.options)
     for _ in range(rounds if len(cons) > 1 else 1):
         for c in cons:
-            k = router.options.index(c)
+            k, name = router.options.index(c), Choice(c).name.lower()
             lo, hi = -40.0, 40.0  # logit units; the fraction of c grows with its offset
+            frac = {lo: 0.0, hi: 1.0}  # realised fraction at each end (assumed at ±40 until measured)
             for _ in range(iters):
-                router.offset[k] = (lo + hi) / 2
-                frac = realised_on(model, router, windows)[Choice(c).name.lower()]
-                lo, hi = (router.offset[k].item(), hi) if frac < target[c] else (lo, router.offset[k].item())
-            router.offset[k] = (lo + hi) / 2
+                mid = (lo + hi) / 2
+                router.offset[k] = mid
+                frac[mid] = realised_on(model, router, windows)[name]
+                lo, hi = (mid, hi) if frac[mid] < target[c] else (lo, mid)
+            router.offset[k] = min((lo, hi), key=lambda o: abs(frac[o] - target[c]))
     return realised_on(model, router, windows)

@@ -4,10 +4,10 @@
 state u_l the layer sees, as the paper's router does (a `LinearRouter`), but learns from the oracle instead of
 through the language-model loss:
 
-- targets: for each label token and layer l, the value of the counted choice c (BIG of big/small, SKIP of
-  big/skip) there: the lowest loss among the budget's routes that do not take c at l, minus the lowest among
-  those that do, from the causal oracle's loss of every route for the token (`candidates`). Positive: c at l
-  is worth taking.
+- targets: the causal oracle without a budget (`Budget.free`: every route over the two options) picks each
+  label token's route and keeps every route's loss for it. The value of the counted choice c (BIG of
+  big/small, SKIP of big/skip) at layer l is the token's loss with the other option at l minus its loss with
+  c at l, its other layers kept at the oracle's route. Positive: c at l is worth taking.
 - features: u_l under the oracle's own routes (a teacher-forced forward), so each layer sees the states that
   the oracle's earlier choices made.
 - fit: per layer, ridge regression of the target on u_l; the ridge strength is chosen per layer on held-out
@@ -29,18 +29,20 @@ from duollm.routers.linear import LinearRouter
 RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0
 
 
-def layer_values(candidates: Tensor, routes: Tensor, counted: int) -> Tensor:
-    """Value (N, L) of taking `counted` at each layer: min loss over routes without it there − min over routes with it.
+def flip_values(candidates: Tensor, route: Tensor, options: tuple[int, ...], counted: int) -> Tensor:
+    """Value (N, L) of `counted` at each layer, the token's other layers kept at its oracle route: its loss with the
+    other option at that layer minus its loss with `counted` there (one of the two routes is the oracle's own).
 
-    candidates: (N, R) every route's loss for each token; routes: (R, L). A layer where every route (or none)
-    takes the choice has value 0: there is nothing to decide."""
-    took = routes.to(candidates.device) == counted  # (R, L)
-    c = candidates[:, :, None]  # (N, R, 1)
-    inf = torch.tensor(float("inf"), device=candidates.device)
-    with_c = torch.where(took, c, inf).amin(1)  # (N, L)
-    without = torch.where(~took, c, inf).amin(1)
-    value = without - with_c
-    return torch.where(value.isfinite(), value, torch.zeros_like(value))
+    candidates: (N, R) every token's loss under each route of `Budget.free(options)` (two options, so R = 2^L,
+    lexicographic); route: (N, L) the oracle's route of each token."""
+    L = route.shape[1]
+    hi = (route == options[1]).long()  # (N, L): digit 1 where the route takes the larger option (options ascending)
+    place = 2 ** torch.arange(L - 1, -1, -1, device=route.device)  # (L,) a layer's weight in the route index
+    idx = (hi * place).sum(1, keepdim=True)  # (N, 1)
+    d = options.index(counted)
+    with_c = idx + (d - hi) * place  # (N, L): the route with `counted` at layer l
+    without = idx + (1 - d - hi) * place
+    return candidates.gather(1, without) - candidates.gather(1, with_c)
 
 
 @torch.no_grad()

@@ -15,7 +15,8 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
   F·L counted layers per token runs on `--label-seqs` training windows and keeps every route's loss for every
   token; a ridge regression from the token's layer-0 state to those losses picks each token's route.
   `--head layer` (routers/layerwise.py) instead fits the paper router's shape, one score per layer from the
-  state that layer sees, to the value of the counted choice there, and is calibrated like the paper router.
+  state that layer sees, to the value of the counted choice there under the causal oracle without a budget,
+  and is calibrated like the paper router (any fraction, met on average).
 The paper router is then calibrated (routers/calibrate.py) on `--calib-seqs` other training windows so that
 the hard router spends the budget (the supervised one meets it exactly by construction); both are saved to
 `RUN/routers/<name>/` (safetensors + JSON). `router eval` scores a
@@ -194,15 +195,14 @@ def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, bat
 
 
 @torch.no_grad()
-def layer_tables(model, windows: torch.Tensor, budget: Budget, counted: int, labels: str, batch_size: int = 16):
-    """Per layer the states (N, C) under the oracle's routes, and the value (N, L) of `counted` at each layer."""
-    from duollm.routers.layerwise import layer_values, teacher_states
+def layer_tables(model, windows: torch.Tensor, options: tuple[int, ...], counted: int, labels: str, batch_size: int = 16):
+    """Per layer the states (N, C) under the free oracle's routes, and the value (N, L) of `counted` at each layer."""
+    from duollm.routers.layerwise import flip_values, teacher_states
 
-    routes = budget.routes(model.cfg.n_layer)
     feats, values = [], []
-    for x, res in _labelled(model, windows, budget, labels, batch_size):
+    for x, res in _labelled(model, windows, Budget.free(options), labels, batch_size):
         feats.append(teacher_states(model, x, res.route))
-        values.append(layer_values(res.candidates.flatten(0, 1).float(), routes, counted).cpu())
+        values.append(flip_values(res.candidates.flatten(0, 1).float(), res.route.flatten(0, 1), options, counted).cpu())
     return [torch.cat(f) for f in zip(*feats, strict=True)], torch.cat(values)
 
 
@@ -247,14 +247,12 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             real = calibrate(model, router, calib, target)
         fit = {"offset": router.offset.tolist()}
     else:
-        if any(whole_layers(target[c] * L) is None for c in exact.targets()):
-            raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
         label_windows = _windows(tokens, cmd.label_seqs, T, cmd.seed)
         if cmd.head == "layer":
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
             counted = constrained(router.options)[0]
             with amp:
-                feats, values = layer_tables(model, label_windows, exact, counted, cmd.labels, cmd.label_batch_size)
+                feats, values = layer_tables(model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size)
             with torch.no_grad():
                 fit = fit_layer_router(router.cpu(), feats, values, counted)
             router.to(device)
@@ -263,6 +261,8 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
                 real = calibrate(model, router, calib, target)
             fit["offset"] = router.offset.tolist()
         else:
+            if any(whole_layers(target[c] * L) is None for c in exact.targets()):
+                raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
             router = RouteRouter(exact.routes(L), cfg.model.d_model).to(device)
             with amp:
                 feats, table = oracle_tables(model, label_windows, exact, cmd.labels, cmd.label_batch_size)

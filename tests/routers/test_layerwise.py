@@ -3,21 +3,23 @@
 import torch
 
 from duollm.model.transformer import DuoConfig, DuoLM
-from duollm.routers.layerwise import fit_layer_router, layer_values, teacher_states
+from duollm.routers.layerwise import fit_layer_router, flip_values, teacher_states
 from duollm.routers.linear import LinearRouter
 from duollm.routing.route import Choice
 
 B, S = Choice.BIG, Choice.SMALL
 
 
-def test_layer_values_by_hand():
-    routes = torch.tensor([[B, S], [S, B]], dtype=torch.uint8)  # exactly one BIG layer of two
-    cand = torch.tensor([[1.0, 3.0], [2.5, 0.5]])  # token 0 prefers BIG first; token 1 BIG second
-    v = layer_values(cand, routes, B)
-    # layer 0: without BIG there = route 1, with = route 0 → (3 − 1, 0.5 − 2.5); layer 1 the other way
-    assert torch.allclose(v, torch.tensor([[2.0, -2.0], [-2.0, 2.0]]))
-    every = torch.tensor([[B, B]], dtype=torch.uint8)
-    assert torch.equal(layer_values(torch.tensor([[1.0]]), every, B), torch.zeros(1, 2))  # nothing to decide
+def test_flip_values_by_hand():
+    """Two layers, options (SMALL, BIG): the free route set is SS, SB, BS, BB (lexicographic)."""
+    cand = torch.tensor([[4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 5.0, 7.0]])
+    route = torch.tensor([[B, B], [S, S]], dtype=torch.uint8)  # each token's oracle route (its lowest loss)
+    v = flip_values(cand, route, (S, B), B)
+    # token 0 at BB: layer 0 → SB (3) − BB (1) = 2, layer 1 → BS (2) − BB (1) = 1
+    # token 1 at SS: layer 0 → SS (1) − BS (5) = −4, layer 1 → SS (1) − SB (2) = −1
+    assert torch.equal(v, torch.tensor([[2.0, 1.0], [-4.0, -1.0]]))
+    skip = flip_values(cand, route, (S, B), S)  # the value of the other option is the negative
+    assert torch.equal(skip, -v)
 
 
 def test_teacher_states_follow_the_route():
