@@ -9,6 +9,9 @@ Files (everything `duollm difficulty` and `duollm report` read; no model needed 
   tokens.jsonl.gz    one row per predicted token: `seq`, `pos` (of the input token), `token` and `text`
                      (the token to predict), `loss/<column>` for every policy and `route/<column>` as a
                      B/S/- string, columns `all-big`, `all-small`, `shared/K`, `causal/K`, `fixed/K`, `random/K`
+  <folder>.partial-summary.json   beside the folder while the sweep runs: the summary of the phases done so far
+                     (`partial`: "up to fixed" or "up to causal"), so that a run cut short keeps its numbers; removed
+                     when the folder is written
 
 Budgets: `--options big,small` counts BIG layers (k), `big,skip` counts SKIP layers, `big,small,skip` takes
 `b/m/s` counts. A list mixes single counts (`4`), ranges (`0-12`), schedules (`6>2`: the count moves
@@ -192,7 +195,28 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
             file=sys.stderr,
         )
     lo, hi = len(windows) * d.rank // d.world, len(windows) * (d.rank + 1) // d.world
+    extra = {
+        "split": source,
+        "seqs": len(windows),
+        "pick": cmd.pick,
+        "seq_len": seq_len,
+        "tokens": int(windows[:, 1:].numel()),
+        "n_layer": L,
+    }
+    extra.update({"random": cmd.random, "seed": cmd.seed, "dtype": cmd.dtype, "ranks": d.world})
+    out = Path(cmd.out) if cmd.out else Path(cmd.run) / "oracle" / cmd.options.replace(",", "-")
     t0 = time.perf_counter()
+
+    def partial(res, phase: str) -> None:  # a lease can end before the sweep does: keep the numbers so far
+        res = gather(res)  # every rank takes part
+        if d.is_main:
+            seconds = round(time.perf_counter() - t0, 2)
+            s = _summary(cmd, res, budgets, modes, {**extra, "seconds": seconds, "partial": f"up to {phase}"})
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.partial-summary.json.tmp")
+            tmp.write_text(json.dumps(s, indent=1) + "\n")
+            tmp.replace(out.with_name(f"{out.name}.partial-summary.json"))
+
     with tqdm(total=total, unit="rt", unit_scale=True, disable=not (progress and d.is_main), file=sys.stderr) as bar:
         with autocast(cmd.dtype, d.device):
             res = sweep(
@@ -208,22 +232,13 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
                 causal,
                 cmd.causal_batch_size,
                 rand,
+                partial,
             )
     res = gather(res)
-    extra = {
-        "split": source,
-        "seqs": len(windows),
-        "pick": cmd.pick,
-        "seq_len": seq_len,
-        "tokens": int(windows[:, 1:].numel()),
-        "n_layer": L,
-    }
-    extra.update(
-        {"random": cmd.random, "seed": cmd.seed, "dtype": cmd.dtype, "ranks": d.world, "seconds": round(time.perf_counter() - t0, 2)}
-    )
-    summary = _summary(cmd, res, budgets, modes, extra)
+    summary = _summary(cmd, res, budgets, modes, {**extra, "seconds": round(time.perf_counter() - t0, 2)})
     if d.is_main:
-        save(Path(cmd.out) if cmd.out else Path(cmd.run) / "oracle" / cmd.options.replace(",", "-"), summary, res, windows, tok)
+        save(out, summary, res, windows, tok)
+        out.with_name(f"{out.name}.partial-summary.json").unlink(missing_ok=True)
     distributed.shutdown(d)
     return summary
 

@@ -94,6 +94,7 @@ def sweep(
     causal_labels: Collection[str] | None = None,
     causal_batch: int = 0,
     random_labels: Collection[str] | None = None,
+    phase_done: Callable[[SweepResult, str], None] = lambda res, phase: None,
 ) -> SweepResult:
     """Run the study on this rank's windows (N, T) int64; `tick(route·tokens)` reports progress.
 
@@ -150,6 +151,8 @@ def sweep(
         full = torch.cat([fixed, fixed[-1:]])  # (T, L)
         out.loss[f"fixed/{label}"] = run(lambda i, x, f=full, s=static: f[0] if s else f.expand(len(x), -1, -1))
 
+    phase_done(out, "fixed")  # the results so far, e.g. to save them before the long phases
+
     # 4. causal oracle
     if "causal" in modes:
         cb = causal_batch or batch_size
@@ -163,6 +166,7 @@ def sweep(
                 tick(out.n_routes[label] * x[:, 1:].numel())
             out.loss[f"causal/{label}"] = torch.cat(losses) if losses else torch.empty(0, T - 1)
             out.route[f"causal/{label}"] = torch.cat(rts) if rts else torch.empty(0, T - 1, L, dtype=torch.uint8)
+        phase_done(out, "causal")
 
     # 5. random best-of-N
     if n_random:

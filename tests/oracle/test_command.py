@@ -59,6 +59,28 @@ def test_causal_for_some_budgets(run_dir, capsys, tmp_path):
     assert "loss/causal/1" in row and "loss/causal/3" not in row
 
 
+def test_a_cut_sweep_leaves_its_numbers_so_far(run_dir, capsys, tmp_path, monkeypatch):
+    """Killed in the random phase (as at the end of a lease), the oracle has written the shared, fixed and causal
+    numbers beside its folder; a finished one removes that file."""
+    from duollm.oracle import sweep
+
+    out_dir = tmp_path / "o"
+    argv = ["--run", str(run_dir), "--mode", "causal", "--budgets", "1,2", "--out", str(out_dir), "--json", *SMALL]
+    done = json.loads(oracle(capsys, *argv)[1])
+    partial = tmp_path / "o.partial-summary.json"
+    assert not partial.exists()
+
+    def cut(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "draw_routes", cut)
+    assert oracle(capsys, *argv)[0] == 130  # interrupted
+    s = json.loads(partial.read_text())
+    assert s["partial"] == "up to causal" and [b["k"] for b in s["budgets"]] == [1, 2]
+    for b, full in zip(s["budgets"], done["budgets"], strict=True):
+        assert b["ppl_random_best"] is None and b["ppl_oracle_causal"] == full["ppl_oracle_causal"] and b["ppl_fixed"] == full["ppl_fixed"]
+
+
 def test_big_skip_schedule_and_table(run_dir, capsys):
     code, out, _ = oracle(capsys, "--run", str(run_dir), "--options", "big,skip", "--budgets", "1,2>0", "--pick", "spread", *SMALL)
     assert code == 0 and "SKIP" in out and "2>0" in out
