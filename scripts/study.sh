@@ -26,7 +26,7 @@
 #   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
 #   TRAIN_NPROC=2 FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch   # then `wait` until it ends
 #
-# On one GPU (the leases after the second; estimated 24 of the 30 minutes, docs/results.md says how): 3000 training
+# On one GPU (the leases after the second; estimated 25 of the 30 minutes, docs/results.md says how): 3000 training
 # steps, two lanes sharing the GPU, windows of 256 tokens, and the causal oracle on code-val for the counts the
 # claims and routers read:
 #
