@@ -395,10 +395,15 @@ def main_train(cmd: RouterTrainCommand) -> None:
     if cmd.json:
         print(json.dumps(meta))
         return
-    r, t = meta["calibration"]["realized"], meta["train"]
+    r, t, c = meta["calibration"]["realized"], meta["train"], meta["config"]
+    how = (
+        f"loss {t['first_loss']:.4f} → {t['final_loss']:.4f} in {t['steps']} steps"
+        if meta["kind"] == "paper"
+        else f"fitted on {c['label_seqs']} oracle-labelled windows, held-out {'loss' if c['head'] == 'route' else 'squared error'} "
+        f"{t['first_loss']:.4f} ({'fixed' if c['head'] == 'route' else 'a constant'}) → {t['final_loss']:.4f}"
+    )
     print(
-        f"router {meta['name']}: loss {t['first_loss']:.4f} → {t['final_loss']:.4f} in {t['steps']} steps ({t['seconds']} s); "
-        f"calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
+        f"router {meta['name']}: {how} ({t['seconds']} s); calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
     )
 
 

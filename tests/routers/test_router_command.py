@@ -139,6 +139,10 @@ def test_layer_head(run_dir, capsys):
     code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "supervised-layer-0.5", "--json")
     assert code == 0, err
     assert json.loads(out)["gap_recovered"] is not None
+    code, out, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--label-seqs", "4", *SMALL
+    )
+    assert code == 0 and "fitted on 4 oracle-labelled windows, held-out squared error" in out and "steps" not in out, out
     code, _, err = cli(
         capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--options", "big,small,skip"
     )
