@@ -75,12 +75,18 @@ def _redo(run: str | Path, options: str) -> str:
     return f"run `duollm oracle --run {run} --options {options}`"
 
 
-def read_summary(run: str | Path, options: str = "big,small") -> dict:
-    """summary.json of an oracle folder; DuoError naming the file and the command to run when it is unusable."""
+def read_summary(run: str | Path, options: str = "big,small", partial: bool = False) -> dict:
+    """summary.json of an oracle folder; DuoError naming the file and the command to run when it is unusable.
+
+    `partial`: where the folder has no summary yet, the one a sweep cut short left beside it
+    (`<folder>.partial-summary.json`, with key `partial`), if any."""
     folder = oracle_folder(run, options)
     path = folder / "summary.json"
     if not Path(run).is_dir():
         raise DuoError(f"{run} is not a directory (expected a run directory)")
+    cut = folder.with_name(f"{folder.name}.partial-summary.json")
+    if partial and not path.is_file() and cut.is_file():
+        path = cut
     if not path.is_file():
         raise DuoError(f"{path} not found: {_redo(run, options)} first")
     try:

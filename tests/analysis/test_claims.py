@@ -1,6 +1,7 @@
 """The seven claims' rules (analysis/claims.py) on hand-made numbers and routes. Run: pytest tests/analysis/test_claims.py"""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -110,3 +111,18 @@ def test_claim_4_wants_random_best_of_n_at_the_routers_budget(run_dir):
         b["ppl_random_best"] = None
     path.write_text(json.dumps(s))
     assert C.claims(run_dir)[3]["verdict"] == C.MISSING
+
+
+def test_a_sweep_cut_short_still_gives_claims_1_2_and_5(run_dir):
+    """Only the partial summary of a cut sweep (no folder yet): claims 1, 2, 5 from it, marked; 3 unmeasured."""
+    full = C.claims(run_dir)
+    folder = run_dir / "oracle" / "big-small"
+    s = json.loads((folder / "summary.json").read_text())
+    for b in s["budgets"]:
+        b["ppl_random_best"] = None  # cut before the random phase
+    (run_dir / "oracle" / "big-small.partial-summary.json").write_text(json.dumps({**s, "partial": "up to causal"}))
+    shutil.rmtree(folder)
+    cut = C.claims(run_dir)
+    for n in (1, 2, 5):
+        assert cut[n - 1]["verdict"] == full[n - 1]["verdict"] and "up to causal" in cut[n - 1]["partial"]
+    assert cut[2]["verdict"] == C.MISSING and cut[3]["verdict"] == C.MISSING  # claim 3 needs the table; 4 random best-of-N
