@@ -11,8 +11,8 @@ through the language-model loss:
 - features: u_l under the oracle's own routes (a teacher-forced forward), so each layer sees the states that
   the oracle's earlier choices made.
 - fit: per layer, ridge regression of the target on u_l; the ridge strength is chosen per layer on held-out
-  label tokens by squared error, and a fit is kept only where it beats a constant score (W = 0) there by more
-  than two standard errors.
+  label tokens by squared error, and a fit is kept only where it clearly beats a constant score (W = 0) there
+  (`route.clear_gain`: by more than two standard errors), with the route head's ridge regression and strengths.
 
 At use, c's score at layer l is w_l · u_l + b_l + offset and the token takes c where it is positive; the
 offset is calibrated (routers/calibrate.py) so that the realised fraction of c meets the budget on average,
@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from duollm.routers.linear import LinearRouter
-
-RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0
+from duollm.routers.route import RIDGE, clear_gain, ridge
 
 
 def flip_values(candidates: Tensor, route: Tensor, options: tuple[int, ...], counted: int) -> Tensor:
@@ -59,22 +58,6 @@ def teacher_states(model, ids: Tensor, route: Tensor) -> list[Tensor]:
     return states
 
 
-def _ridge(X: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
-    """(w (C,), b) of ridge regression of y (N,) on X (N, C), the bias unpenalised."""
-    mu_x, mu_y = X.mean(0), y.mean()
-    if lam == float("inf"):
-        return torch.zeros(X.shape[1], dtype=X.dtype), mu_y
-    Xc = X - mu_x
-    w = torch.linalg.solve(Xc.T @ Xc + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype), Xc.T @ (y - mu_y))
-    return w, mu_y - mu_x @ w
-
-
-def _clear_gain(gain: Tensor) -> bool:
-    """Whether a fit beats the constant on held-out tokens by more than two standard errors of the per-token gain
-    (as routers/route.py decides): otherwise a fit that chased noise would win half the time."""
-    return len(gain) > 1 and float(gain.mean()) > 2 * float(gain.std()) / len(gain) ** 0.5
-
-
 def fit_layer_router(router: LinearRouter, feats: list[Tensor], values: Tensor, counted: int, holdout: float = 0.25) -> dict:
     """Fit `router`'s score for `counted` at each layer to `values` (N, L) from `feats` (one (N, C) per layer).
 
@@ -88,11 +71,11 @@ def fit_layer_router(router: LinearRouter, feats: list[Tensor], values: Tensor, 
         X, y = X.double(), values[:, l].double()
         sq = {}  # per held-out token squared error of each strength
         for lam in RIDGE:
-            w, b = _ridge(X[:n], y[:n], lam)
+            w, b = ridge(X[:n], y[:n], lam)
             sq[lam] = (X[n:] @ w + b - y[n:]) ** 2
         scores = {lam: float(e.mean()) for lam, e in sq.items()}
-        best = min((lam for lam in RIDGE if _clear_gain(sq[float("inf")] - sq[lam])), key=scores.get, default=float("inf"))
-        w, b = _ridge(X, y, best)
+        best = min((lam for lam in RIDGE if clear_gain(sq[float("inf")] - sq[lam])), key=scores.get, default=float("inf"))
+        w, b = ridge(X, y, best)
         lin = router.layers[l]
         lin.weight.zero_(), lin.bias.zero_()
         lin.weight[k] = w.float()

@@ -40,15 +40,11 @@ class RouteRouter(nn.Module):
         return self._plan[..., l]
 
     def fit(self, feats: Tensor, losses: Tensor, lam: float) -> None:
-        """Ridge regression of losses (N, R) on features (N, C), the bias unpenalised."""
-        mu_x, mu_y = feats.mean(0), losses.mean(0)
-        if lam == float("inf"):  # no features: every token takes the route with the lowest mean loss
-            self.weight.zero_(), self.bias.copy_(mu_y)
-            return
-        X, Y = (feats - mu_x).double(), (losses - mu_y).double()
-        W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype, device=X.device), X.T @ Y)  # (C, R)
+        """Ridge regression of losses (N, R) on features (N, C); with lam = inf (no features) every token takes
+        the route with the lowest mean loss."""
+        W, b = ridge(feats, losses, lam)
         self.weight.copy_(W.float())
-        self.bias.copy_((mu_y.double() - mu_x.double() @ W).float())
+        self.bias.copy_(b.float())
 
     def decision_losses(self, feats: Tensor, losses: Tensor) -> Tensor:
         """Loss of the route the router would pick, per token with known losses (N, R): (N,)."""
@@ -72,25 +68,36 @@ def layer0_states(model, ids: Tensor) -> Tensor:
 RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0, the fixed route
 
 
+def ridge(X: Tensor, Y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """(W, b) of ridge regression of Y (N,) or (N, R) on X (N, C), the bias unpenalised, in float64: W (C,) or
+    (C, R), b () or (R,). lam is × N; lam = inf gives W = 0 and b = the mean of Y."""
+    mu_x, mu_y = X.mean(0), Y.mean(0)
+    if lam == float("inf"):
+        return torch.zeros(X.shape[1], *Y.shape[1:], dtype=torch.float64, device=X.device), mu_y.double()
+    Xc, Yc = (X - mu_x).double(), (Y - mu_y).double()
+    W = torch.linalg.solve(Xc.T @ Xc + lam * len(X) * torch.eye(X.shape[1], dtype=Xc.dtype, device=X.device), Xc.T @ Yc)
+    return W, mu_y.double() - mu_x.double() @ W
+
+
+def clear_gain(gain: Tensor) -> bool:
+    """Whether a fit beats the feature-free one on held-out tokens by more than two standard errors of the
+    per-token `gain`: with features that predict nothing, a fit that merely chased noise in the fit part would
+    otherwise win the held-out comparison about half the time."""
+    return len(gain) > 1 and float(gain.mean()) > 2 * float(gain.std()) / len(gain) ** 0.5
+
+
 def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout: float = 0.25) -> dict:
     """Choose the ridge strength on the last `holdout` of the samples by decision loss, refit on all.
 
-    A fitted W is kept only when its held-out gain over the fixed route (W = 0) is more than two standard errors
-    of the per-token gain: with features that predict nothing, a fit that merely chased noise in the fit part
-    would otherwise win the held-out comparison about half the time."""
+    A fitted W is kept only when its held-out gain over the fixed route (W = 0) is clear (`clear_gain`)."""
     n = int(len(feats) * (1 - holdout))
     scores, per_token = {}, {}
     for lam in RIDGE:
         router.fit(feats[:n], losses[:n], lam)
         per_token[lam] = router.decision_losses(feats[n:], losses[n:]).double()
         scores[lam] = float(per_token[lam].mean())
-    fixed_lam = float("inf")
-
-    def clear_gain(lam: float) -> bool:
-        gain = per_token[fixed_lam] - per_token[lam]  # (n_holdout,)
-        return lam == fixed_lam or float(gain.mean()) > 2 * float(gain.std()) / len(gain) ** 0.5
-
-    best = min((lam for lam in RIDGE if clear_gain(lam)), key=scores.get)
+    inf = float("inf")  # W = 0: the fixed route
+    best = min((lam for lam in RIDGE if lam == inf or clear_gain(per_token[inf] - per_token[lam])), key=scores.get)
     router.fit(feats, losses, best)
     fixed = float(losses[n:, losses[:n].mean(0).argmin()].mean())  # the fixed route of the fit part, on the held-out part
     return {
