@@ -5,7 +5,8 @@ Every (token, layer) choice is drawn independently, afresh each step, from `p = 
 so nothing is drawn and the modules run on every token without routing. `init` starts from another run's
 weights and `train_only` lets only the small (or big) modules learn: the paper's freeze-big-then-train-small
 ablation is a dense run, then `--train.init=DENSE --train.train_only=small`. AdamW with linear warmup and
-cosine decay, gradient clipping, gradient accumulation, bf16 autocast on a GPU. One `torch.Generator` draws both the batches and the routes; it is saved in every
+cosine decay, gradient clipping, gradient accumulation, bf16 autocast on a GPU. One `torch.Generator` draws
+both the batches and the routes; it is saved in every
 checkpoint, so a resumed run sees the same data and routes as an uninterrupted one and ends with the same
 loss. Under torchrun every rank draws the same global batch from the same generator and keeps its own slice.
 """
