@@ -29,6 +29,13 @@ from duollm.routing.route import N_CHOICES, Choice
 NAMES = {"big": Choice.BIG, "small": Choice.SMALL, "skip": Choice.SKIP}
 
 
+def exact(u: Tensor):
+    """Autocast off, for a router's scores: they are tiny to compute, and in bf16 scores that differ by less than
+    its 8-bit mantissa tie, so calibration could not split them (a layer head of constant scores realised 5 of 12
+    layers BIG for a target of 6)."""
+    return torch.autocast(u.device.type, enabled=False)
+
+
 class LinearRouter(nn.Module):
     """Per-layer linear scores over `options` (Choice values, ascending); soft mixture or hard argmax."""
 
@@ -45,8 +52,9 @@ class LinearRouter(nn.Module):
         self.soft = False  # soft weights (training) or hard choices (evaluation)
 
     def logits(self, l: int, u: Tensor) -> Tensor:
-        """(B, T, C) → (B, T, K) float32 scores of the options at layer l."""
-        return self.layers[l](u.float())
+        """(B, T, C) → (B, T, K) float32 scores of the options at layer l, in fp32 under autocast too."""
+        with exact(u):
+            return self.layers[l](u.float())
 
     def probs(self, l: int, u: Tensor) -> Tensor:
         """(B, T, K): softmax(β · logits), the soft routing probabilities."""

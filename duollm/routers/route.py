@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from duollm.routers.linear import exact
+
 
 class RouteRouter(nn.Module):
     """Scores every route of a budget from the layer-0 state; each token takes its best-scoring route."""
@@ -31,8 +33,9 @@ class RouteRouter(nn.Module):
         self._plan: Tensor | None = None
 
     def scores(self, u0: Tensor) -> Tensor:
-        """(B, T, C) layer-0 states → (B, T, R) predicted loss of each route."""
-        return u0.float() @ self.weight + self.bias
+        """(B, T, C) layer-0 states → (B, T, R) predicted loss of each route, in fp32 under autocast too."""
+        with exact(u0):
+            return u0.float() @ self.weight + self.bias
 
     def forward(self, l: int, u: Tensor) -> Tensor:
         if l == 0:  # decide the whole route of every token now; later layers read their column

@@ -78,6 +78,17 @@ def test_three_way_calibration(model):
     assert got["big"] == pytest.approx(0.5, abs=0.02) and got["skip"] == pytest.approx(0.2, abs=0.02)
 
 
+def test_scores_stay_fp32_under_autocast_so_close_layers_do_not_tie(model):
+    r = LinearRouter(4, 16, (Choice.SMALL, Choice.BIG)).eval()
+    for l, lin in enumerate(r.layers):  # constant scores per layer, 1e-3 apart: one value in bf16
+        lin.bias.data[1] = 1.0 + 1e-3 * l
+    with torch.autocast("cpu", torch.bfloat16):
+        got = calibrate(model, r, ids(5, 8), {Choice.BIG: 0.5, Choice.SMALL: 0.5})
+        assert r.logits(0, torch.randn(2, 3, 16)).dtype == torch.float32
+        assert random_route_router().scores(torch.randn(2, 3, 16)).dtype == torch.float32
+    assert got["big"] == 0.5  # the two top layers, exactly
+
+
 def test_route_router_keeps_the_budget_exactly(model):
     route = model(ids(8), router=random_route_router()).route
     assert bool(((route == Choice.BIG).sum(-1) == 2).all())
