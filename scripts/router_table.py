@@ -20,7 +20,11 @@ def fmt(v, digits=2):
 def main(run: str, pairs: list[str]) -> None:
     evals = []
     for f in sorted(Path(run).glob("routers/*/eval-*.json")):
-        evals.append(json.loads(f.read_text()))
+        e = json.loads(f.read_text())
+        head = json.loads((f.parent / "router.json").read_text()).get("config", {}).get("head", "route")
+        e["column"] = "layer" if head == "layer" else e["kind"]  # the layer-head supervised router, its own column
+        e["split"] = Path(e.get("split", "")).name.removesuffix(".jsonl")  # a path or a split's name
+        evals.append(e)
     for pair in pairs:
         split, folder = pair.split("=", 1)
         s = json.loads((Path(folder) / "summary.json").read_text())
@@ -31,8 +35,13 @@ def main(run: str, pairs: list[str]) -> None:
             "| k | all-small | all-big | fixed | random best | paper router | supervised router | causal oracle | shared oracle | gap recovered paper / supervised | realised paper / supervised |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
+        later = []
         for row in s["budgets"]:
-            got = {e["kind"]: e for e in evals if e.get("split") == split and str(e.get("k")) == str(row["k"])}
+            got = {
+                e["column"]: e
+                for e in evals
+                if e["split"] == split and str(e.get("k")) == str(row["k"]) and set(e["target"]) == set(s["options"].split(","))
+            }
             if not got:
                 continue
             p, q = got.get("paper"), got.get("supervised")
@@ -42,6 +51,11 @@ def main(run: str, pairs: list[str]) -> None:
             cells += [f"{fmt(p and p['gap_recovered'], 3)} / {fmt(q and q['gap_recovered'], 3)}"]
             cells += [f"{fmt(p and p['realized'][counted], 3)} / {fmt(q and q['realized'][counted], 3)}"]
             print("| " + " | ".join(str(c) for c in cells) + " |")
+            if "layer" in got:
+                later.append(
+                    f"{split}, k = {row['k']}: {got['layer']['name']} (layer head) ppl {fmt(got['layer']['ppl'])}, gap recovered {fmt(got['layer']['gap_recovered'], 3)}, realised {fmt(got['layer']['realized'][counted], 3)}"
+                )
+        print(*[""] + later if later else [], sep="\n")
 
 
 if __name__ == "__main__":

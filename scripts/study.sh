@@ -105,7 +105,9 @@ router_eval() {  # router name: scored on the oracles' windows of prose-val, and
   local name=$1 opt
   opt=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("options_flag", "big,small").replace(",", "-"))' \
     "$RUN/routers/$name/router.json")
-  local ev=(router eval --run "$RUN" --name "$name" --seqs "$SEQS" --pick spread --json)
+  # the oracles' windows and precision, also for a router with no oracle of its options (the 3-way one), which
+  # would otherwise be scored on windows of the training length, in fp32
+  local ev=(router eval --run "$RUN" --name "$name" --seqs "$SEQS" --pick spread --seq-len "$SEQ_LEN" --dtype bf16 --json)
   timed $DUOLLM "${ev[@]}"
   if [ -f "$RUN/oracle-code/$opt/summary.json" ]; then
     timed $DUOLLM "${ev[@]}" --data "$CORPUS/code-val.jsonl" --oracle "$RUN/oracle-code/$opt"

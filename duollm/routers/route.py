@@ -68,7 +68,7 @@ def layer0_states(model, ids: Tensor) -> Tensor:
     return blk.ffn_norm(a)
 
 
-RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0, the fixed route
+RIDGE = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, float("inf"))  # ridge strengths tried (× samples); inf = W = 0, the fixed route
 
 
 def ridge(X: Tensor, Y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
