@@ -1,6 +1,7 @@
-"""Oracles: per-token best routes under a budget (shared-route search; causal search to come)."""
+"""Oracles: per-token best routes under a budget (shared-route search here; causal search in oracle.causal), and
+the baselines beside them."""
 
-from duollm.oracle.baselines import RandomResult, random_best_of_n
+from duollm.oracle.baselines import LabelFreeResult, RandomResult, label_free, random_best_of_n
 from duollm.oracle.search import SearchResult, brute_force, search, search_many
 
-__all__ = ["RandomResult", "random_best_of_n", "SearchResult", "brute_force", "search", "search_many"]
+__all__ = ["LabelFreeResult", "RandomResult", "label_free", "random_best_of_n", "SearchResult", "brute_force", "search", "search_many"]

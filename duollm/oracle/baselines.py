@@ -1,8 +1,16 @@
-"""Cheap baselines beside the oracle (DESIGN.md §2): random best-of-N (and `fixed`, in search.py).
+"""Baselines beside the oracle (DESIGN.md §2): random best-of-N (and `fixed`, in search.py), and a label-free
+choice that bounds what per-token routing can gain without the label.
 
 Random best-of-N (shared/paper/duo-llm.md §3, reading (i)): N trials; in each, every token draws its own
 route uniformly from the budget's route set; the trial with the lowest mean loss counts, and the spread of
 all trials is reported beside it.
+
+Label-free (ours): the shared oracle with the label replaced by a prediction of it. Every route of the budget
+runs as a whole-sequence route, as in the shared oracle; each token takes the route whose next-token
+distribution has the lowest cross-entropy against a reference distribution (by default all-big's), and is scored
+on the label. No label is read, so no router that sees only tokens ≤ t can be expected to beat it by much,
+however well it learns: it knows every route's prediction. What it recovers of the oracle's gain is the part of
+that gain that is not luck on the label.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from torch import Tensor
 from duollm.model.transformer import DuoLM
 from duollm.oracle.search import route_loss
 from duollm.routing.budget import Budget, Schedule, per_position
+from duollm.routing.route import Choice
 
 
 @dataclass
@@ -24,6 +33,44 @@ class RandomResult:
     loss: Tensor  # (B, T-1) float32: losses of the best trial
     route: Tensor  # (B, T, L) uint8: the best trial's routes
     trial_means: Tensor  # (N,) float64: mean loss of each trial, in draw order
+
+
+@dataclass
+class LabelFreeResult:
+    """Per-token losses under the routes picked without the label, and the picks."""
+
+    loss: Tensor  # (B, T-1) float32: each predicted token's loss under the route it picked
+    pick: Tensor  # (B, T-1) int64: index of that route in `budget.routes(n_layer)`
+    route_losses: Tensor  # (R, B, T-1) float32: every route's losses, from which the shared oracle and `fixed` follow
+
+
+@torch.no_grad()
+def label_free(model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | None = None) -> LabelFreeResult:
+    """Each token's route, among `budget`'s whole-sequence routes, by the lowest cross-entropy of its next-token
+    distribution against `reference` (B, T-1, V) probabilities (default: the all-big model's); one forward per
+    route. With the label as a one-hot reference, this is the shared oracle."""
+    if not isinstance(budget, Budget):
+        raise ValueError("the label-free choice takes a Budget, not a schedule")
+    B, T = ids.shape
+    L = model.cfg.n_layer
+    routes = budget.routes(L).to(ids.device)
+
+    def log_probs(route: Tensor) -> Tensor:
+        return model(ids, route=route.expand(B, T, L).contiguous()).logits[:, :-1].float().log_softmax(-1)
+
+    if reference is None:
+        reference = log_probs(torch.full((L,), Choice.BIG, dtype=torch.uint8, device=ids.device)).exp()
+    best = torch.full((B, T - 1), float("inf"), device=ids.device)
+    loss = torch.zeros(B, T - 1, device=ids.device)
+    pick = torch.zeros(B, T - 1, dtype=torch.long, device=ids.device)
+    every = []
+    for i, r in enumerate(routes):
+        lp = log_probs(r)
+        ce = -(reference * lp).sum(-1)
+        every.append(-lp.gather(-1, ids[:, 1:, None]).squeeze(-1))
+        better = ce < best
+        best, loss, pick = torch.where(better, ce, best), torch.where(better, every[-1], loss), torch.where(better, i, pick)
+    return LabelFreeResult(loss=loss, pick=pick, route_losses=torch.stack(every))
 
 
 def draw_routes(budget: Budget | Schedule, n_layer: int, B: int, T: int, gen: torch.Generator) -> Tensor:

@@ -1,0 +1,64 @@
+"""How much of the shared oracle's gain over `fixed` a per-token choice can reach without the label.
+
+    python3 scripts/label_free.py RUN [--split prose-val] [--seqs 128] [--seq-len 128] [--budgets 1,2,3]
+
+For each budget (exactly k BIG layers), every route runs as a whole-sequence route over the same windows; each
+token then takes the route whose next-token distribution is closest (cross-entropy) to the all-big model's
+(`duollm.oracle.label_free`). Prints per k: `fixed` (the best single route), the label-free choice, the shared
+oracle (the best route per token, knowing the label), the share of fixed → oracle that the label-free choice
+recovers, and its paired difference from `fixed` (nats per token ± one standard error). One forward per route:
+C(L, k) + 1 forwards of every window.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from duollm.data.corpus import eval_windows, pick_windows, token_array
+from duollm.errors import DuoError
+from duollm.eval.evaluate import load_run
+from duollm.oracle import label_free
+from duollm.routing.budget import Budget
+
+
+def main(args) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, model, tok = load_run(Path(args.run), device)
+    windows = pick_windows(eval_windows(token_array(args.split, tok), args.seq_len), args.seqs, args.pick)
+    try:
+        ks = [int(v) for v in args.budgets.split(",")]
+    except ValueError:
+        raise DuoError(f"--budgets must be counts of BIG layers separated by commas, got {args.budgets!r}") from None
+    if not all(0 <= k <= cfg.model.n_layer for k in ks):
+        raise DuoError(f"--budgets {args.budgets}: each must be a count of BIG layers from 0 to {cfg.model.n_layer}")
+    print(f"{args.split}: {len(windows)} windows × {args.seq_len} tokens, {cfg.model.n_layer} layers (nats per token)")
+    for k in ks:
+        parts = [label_free(model, w.to(device), Budget.exactly_big(k)) for w in windows.split(args.batch_size)]
+        chosen = torch.cat([p.loss for p in parts]).double()  # (N, T-1)
+        every = torch.cat([p.route_losses for p in parts], 1).double()  # (R, N, T-1)
+        fixed = every[every.mean((1, 2)).argmin()]
+        oracle = every.min(0).values
+        d = chosen - fixed
+        gap = float(fixed.mean() - oracle.mean())
+        print(
+            f"k = {k}: fixed {float(fixed.mean()):.4f}, label-free {float(chosen.mean()):.4f}, shared oracle {float(oracle.mean()):.4f};"
+            f" recovered {float(-d.mean()) / gap:.3f} of the gap; label-free − fixed {float(d.mean()):+.4f} ± {float(d.std() / d.numel() ** 0.5):.4f}"
+        )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run")
+    p.add_argument("--split", default="prose-val", help="a built-in split or a path (as `duollm eval --data`)")
+    p.add_argument("--seqs", type=int, default=128)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--pick", default="first", choices=("first", "spread"))
+    p.add_argument("--budgets", default="1,2,3", help="BIG layers per token, comma-separated")
+    p.add_argument("--batch-size", type=int, default=32)
+    try:
+        main(p.parse_args())
+    except (DuoError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
