@@ -1,16 +1,18 @@
 """How much of the shared oracle's gain over `fixed` a per-token choice can reach without the label.
 
-    python3 scripts/label_free.py RUN [--split prose-val] [--seqs 128] [--seq-len 128] [--budgets 1,2,3]
+    python3 scripts/label_free.py RUN [--split prose-val] [--seqs 128] [--seq-len 128] [--budgets 1,2,3] [--json]
 
 For each budget (exactly k BIG layers), every route runs as a whole-sequence route over the same windows; each
 token then takes the route whose next-token distribution is closest (cross-entropy) to the all-big model's
 (`duollm.oracle.label_free`). Prints per k: `fixed` (the best single route), the label-free choice, the shared
 oracle (the best route per token, knowing the label), the share of fixed → oracle that the label-free choice
-recovers, and its paired difference from `fixed` (nats per token ± one standard error). One forward per route:
-C(L, k) + 1 forwards of every window.
+recovers, and its paired difference from `fixed` (nats per token ± one standard error); with --json, one JSON
+object per k. One forward per route: C(L, k) + 1 forwards of every window.
 """
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -18,12 +20,13 @@ import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
-from duollm.eval.evaluate import load_run
+from duollm.eval.evaluate import autocast, load_run
 from duollm.oracle import label_free
 from duollm.routing.budget import Budget
 
 
 def main(args) -> None:
+    autocast(args.dtype, "cpu")  # checks the name before any work
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(args.run), device)
     windows = pick_windows(eval_windows(token_array(args.split, tok), args.seq_len), args.seqs, args.pick)
@@ -33,15 +36,27 @@ def main(args) -> None:
         raise DuoError(f"--budgets must be counts of BIG layers separated by commas, got {args.budgets!r}") from None
     if not all(0 <= k <= cfg.model.n_layer for k in ks):
         raise DuoError(f"--budgets {args.budgets}: each must be a count of BIG layers from 0 to {cfg.model.n_layer}")
-    print(f"{args.split}: {len(windows)} windows × {args.seq_len} tokens, {cfg.model.n_layer} layers (nats per token)")
+    if not args.json:
+        print(f"{args.split}: {len(windows)} windows × {args.seq_len} tokens, {cfg.model.n_layer} layers (nats per token)")
     for k in ks:
-        parts = [label_free(model, w.to(device), Budget.exactly_big(k)) for w in windows.split(args.batch_size)]
+        with autocast(args.dtype, device):
+            parts = [label_free(model, w.to(device), Budget.exactly_big(k)) for w in windows.split(args.batch_size)]
         chosen = torch.cat([p.loss for p in parts]).double()  # (N, T-1)
         every = torch.cat([p.route_losses for p in parts], 1).double()  # (R, N, T-1)
         fixed = every[every.mean((1, 2)).argmin()]
         oracle = every.min(0).values
         d = chosen - fixed
         gap = float(fixed.mean() - oracle.mean())
+        if args.json:
+            row = {"k": k, "split": args.split, "seqs": len(windows), "seq_len": args.seq_len, "pick": args.pick, "dtype": args.dtype}
+            row.update(
+                {f"ppl_{n}": math.exp(float(v.mean())) for n, v in (("fixed", fixed), ("label_free", chosen), ("oracle_shared", oracle))}
+            )
+            row.update(
+                {"gap_recovered": float(-d.mean()) / gap, "diff_fixed": float(d.mean()), "diff_fixed_se": float(d.std() / d.numel() ** 0.5)}
+            )
+            print(json.dumps(row), flush=True)
+            continue
         print(
             f"k = {k}: fixed {float(fixed.mean()):.4f}, label-free {float(chosen.mean()):.4f}, shared oracle {float(oracle.mean()):.4f};"
             f" recovered {float(-d.mean()) / gap:.3f} of the gap; label-free − fixed {float(d.mean()):+.4f} ± {float(d.std() / d.numel() ** 0.5):.4f}"
@@ -57,6 +72,8 @@ if __name__ == "__main__":
     p.add_argument("--pick", default="first", choices=("first", "spread"))
     p.add_argument("--budgets", default="1,2,3", help="BIG layers per token, comma-separated")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", default="fp32", help="fp32 | bf16 (autocast, on a GPU only)")
+    p.add_argument("--json", action="store_true", help="one JSON object per budget instead of a line")
     try:
         main(p.parse_args())
     except (DuoError, ValueError) as e:

@@ -7,6 +7,7 @@
 #   bash scripts/study.sh routers        # paper routers (4/12, 6/12, 8/12 BIG, 6/12 SKIP, 3-way) and supervised ones
 #                                        # (4/12, 6/12, 8/12), each scored on prose-val and code-val (the parts:
 #                                        # routers-paper, routers-supervised, router-evals)
+#   bash scripts/study.sh label-free     # the share of the oracle's gap that a choice without the label recovers (k = 6)
 #   bash scripts/study.sh freeze         # claim 7 on a smaller model: from scratch vs dense-then-small, equal tokens
 #   bash scripts/study.sh report         # difficulty, report.html, the seven claims; everything small packed into $OUT
 #   bash scripts/study.sh all            # every stage; with G GPUs, G at a time (the oracle stages split per split and
@@ -43,6 +44,7 @@
 # Knobs (environment): RUN, OUT, SEQS (held-out windows per split, default 256, spread evenly over the split),
 # SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2; on code-val
 # CODE_CAUSAL_BUDGETS, default the same),
+# LABEL_FREE_BUDGETS (the `label-free` stage's BIG counts, default 6: C(12, 6) = 924 forwards of every window),
 # PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS / LAYER_ARGS (label
 # windows of the supervised routers, route and layer heads),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), FREEZE_DIR (where `report` finds the freeze
@@ -170,6 +172,12 @@ case $STAGE in
     done
     router_train supervised 0.5 big,small --head layer ${LAYER_ARGS:---label-seqs 64 --label-batch-size 64}  # free oracle: 2^L routes
     ;;
+  label-free)  # how much of the oracle's gap a choice that knows every route's prediction, not the label, recovers
+    for split in prose-val code-val; do
+      timed python3 scripts/label_free.py "$RUN" --split "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" \
+        --pick spread --budgets "${LABEL_FREE_BUDGETS:-6}" --dtype bf16 --json | tee "$RUN/label-free-$split.jsonl"
+    done
+    ;;
   router-evals) for r in "$RUN"/routers/*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;
   router-evals-paper | router-evals-supervised)
     for r in "$RUN"/routers/"${STAGE#router-evals-}"-*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;
@@ -219,7 +227,7 @@ case $STAGE in
     if [ "${TRAIN_NPROC:-1}" -gt 1 ]; then stage train || rc=1; later=(freeze:760); else lanes train:700 freeze:760 || rc=1; fi
     [ -f "$RUN/ckpt/latest.json" ] || { say "no model in $RUN: stopping"; exit 1; }
     lanes oracle-prose-big-small:620 oracle-code-big-small:620 routers-supervised:200 routers-paper:150 \
-      oracle-prose-big-skip:120 oracle-code-big-skip:120 "${later[@]}" || rc=1
+      oracle-prose-big-skip:120 oracle-code-big-skip:120 label-free:300 "${later[@]}" || rc=1
     lanes router-evals-paper:100 router-evals-supervised:60 || rc=1
     stage report || rc=1
     exit $rc
@@ -254,7 +262,8 @@ case $STAGE in
     export ORACLE_ARGS="--batch-size 2 --causal-batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --calib-seqs 2"
     rm -rf "$RUN" "$RUN"-scratch "$RUN"-dense "$RUN"-frozen "$OUT"
     export FREEZE_STEPS=3 FREEZE_ARGS="--model.d_model=16" EVAL_TOKENS=2048
-    for s in train oracle-prose oracle-code routers freeze report; do bash "$0" $s; done
+    export LABEL_FREE_BUDGETS=2
+    for s in train oracle-prose oracle-code routers label-free freeze report; do bash "$0" $s; done
     rm -rf "$RUN-all" "$RUN-all"-* "$RUN-all.state" && RUN=$RUN-all OUT=$RUN-out LANES=2 bash "$0" all  # `all`, 2 at a time
     ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
