@@ -55,7 +55,8 @@ def main(run: str, pairs: list[str]) -> None:
                 later.append(
                     f"{split}, k = {row['k']}: {got['layer']['name']} (layer head) ppl {fmt(got['layer']['ppl'])}, gap recovered {fmt(got['layer']['gap_recovered'], 3)}, realised {fmt(got['layer']['realized'][counted], 3)}"
                 )
-        print(*[""] + later if later else [], sep="\n")
+        if later:
+            print("\n" + "\n".join(later))
 
 
 if __name__ == "__main__":
