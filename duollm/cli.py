@@ -40,6 +40,7 @@ COMMANDS = {
     "claims": ("duollm.analysis.claims", "ClaimsCommand", "main"),
     "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
     "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
+    "router calibrate": ("duollm.train.router", "RouterCalibrateCommand", "main_calibrate"),
     "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
     "bench": ("duollm.bench", "BenchCommand", "main"),
     "export": ("duollm.hf.command", "ExportCommand", "main_export"),

@@ -149,3 +149,40 @@ def test_layer_head(run_dir, capsys):
     assert code == 2 and "give two options" in err
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "tree")
     assert code == 2 and "--head must be route or layer" in err
+
+
+def test_calibrate_again_on_other_text(run_dir, capsys, tmp_path):
+    """`router calibrate`: the offsets set again on the text a router will serve, saved as a new router; the old one
+    stays as it was."""
+    text = tmp_path / "other.txt"
+    text.write_text("".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300)))
+    code, _, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "paper", "--name", "pc", "--steps", "3", "--batch-size", "2", *SMALL
+    )
+    assert code == 0, err
+    code, _, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--name", "sc", "--label-seqs", "2", *SMALL
+    )
+    assert code == 0, err
+    before = (run_dir / "routers" / "pc" / "router.json").read_bytes()
+    code, out, err = cli(
+        capsys, "router", "calibrate", "--run", str(run_dir), "--name", "pc", "--data", str(text), "--seq-len", "12", "--json"
+    )
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "pc-cal-other.txt" and meta["calibrated_from"]["name"] == "pc" and meta["calibration"]["data"] == str(text)
+    assert abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.02
+    assert (run_dir / "routers" / "pc" / "router.json").read_bytes() == before
+    code, out, err = cli(
+        capsys, "router", "eval", "--run", str(run_dir), "--name", "pc-cal-other.txt", "--data", str(text), "--seq-len", "12", "--json"
+    )
+    assert code == 0, err
+    assert abs(json.loads(out)["realized"]["big"] - 0.5) <= 0.05  # every window of the text, not only the 16 drawn
+    for argv, match in (
+        (["--name", "pc"], "exists; give the new router another name"),
+        (["--name", "pc", "--out", "pc2", "--dtype", "fp16"], "--dtype must be fp32 or bf16"),
+        (["--name", "sc", "--out", "s2"], "nothing to calibrate"),
+        (["--name", "nope"], "no router 'nope'"),
+    ):
+        code, _, err = cli(capsys, "router", "calibrate", "--run", str(run_dir), "--data", str(text), *argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
