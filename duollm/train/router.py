@@ -368,6 +368,7 @@ def load_named(run: Path, name: str, device: str, model=None):
 
 
 def eval_router(cmd: RouterEvalCommand) -> dict:
+    from duollm.analysis.routers import Router
     from duollm.data.corpus import eval_windows, pick_windows, token_array
     from duollm.eval.evaluate import autocast, load_run, token_losses
     from duollm.eval.policy import Policy
@@ -397,7 +398,8 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     ppl = math.exp(float(loss.double().mean()))
     res = {"kind": info["kind"], "name": name, "target": info["target"], "realized": realised(route), "ppl": ppl, "gap_recovered": None}
     res.update({"split": source, "seqs": len(windows), "pick": pick, "seq_len": T, "tokens": int(loss.numel()), "dtype": dtype})
-    k = _budget_label(info, cfg.model.n_layer)
+    # the oracle row of the same budget; a budget of no whole number of layers (0.3 of 4) has none, and no gap
+    k = Router(Path(cmd.run) / "routers" / name, {"options_flag": "big,small", "n_layer": cfg.model.n_layer, **info}, {}).budget_label()
     row = (
         next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None)
         if same
@@ -417,18 +419,6 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     (folder / f".eval-{tag}.json.tmp").replace(folder / f"eval-{tag}.json")
     _write_tokens(folder / f"tokens-{tag}.jsonl.gz", windows, loss, route)
     return res
-
-
-def _budget_label(info: dict, n_layer: int) -> str:
-    """The oracle budget label a router's target corresponds to (round(fraction · L) counted layers)."""
-    t = info["target"]
-    opts = info.get("options_flag", "big,small")
-    if opts == "big,small":
-        return str(round(t["big"] * n_layer))
-    if opts == "big,skip":
-        return str(round(t["skip"] * n_layer))
-    b, s = round(t["big"] * n_layer), round(t["skip"] * n_layer)
-    return f"{b}/{n_layer - b - s}/{s}"
 
 
 def _write_tokens(path: Path, windows, loss, route) -> None:

@@ -186,3 +186,16 @@ def test_calibrate_again_on_other_text(run_dir, capsys, tmp_path):
     ):
         code, _, err = cli(capsys, "router", "calibrate", "--run", str(run_dir), "--data", str(text), *argv)
         assert code == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_no_gap_for_a_budget_of_no_whole_layers(run_dir, capsys):
+    """0.3 of 2 layers is 0.6 BIG layers a token: no oracle row has that budget, so no gap recovered (rounding it to
+    the k = 1 row would compare the router with an oracle that spends two thirds more)."""
+    code, _, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "paper", "--budget", "0.3", "--steps", "2", "--batch-size", "2", *SMALL
+    )
+    assert code == 0, err
+    code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", "paper-0.3", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["gap_recovered"] is None and "k" not in res and res["tokens"] == 4 * 11  # still on the oracle's windows
