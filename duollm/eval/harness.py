@@ -9,8 +9,11 @@ module without it raises a DuoError saying so. Importing it registers the model 
 
 (a policy with commas goes through the object form: the harness splits `model_args` at commas).
 
-The harness asks three things; each runs on duollm's own model, one request at a time, with no padding:
-- `loglikelihood(context, continuation)`: `score_continuations` of eval/mc.py, the same scoring as `duollm mc`;
+The harness asks three things; each runs on duollm's own model:
+- `loglikelihood(context, continuation)`: `score_continuations` of eval/mc.py, the same scoring as `duollm mc`,
+  `batch_size` requests at a time (longest first, so that a batch pads little; the answers come back in the
+  requests' order). Padding goes after each sequence, where causal attention cannot see it, so a static policy or
+  a router scores a request the same in any batch; a random policy draws its routes batch by batch;
 - `loglikelihood_rolling(text)`: the text after `<|endoftext|>`, in windows of the model's length, each
   window scoring the tokens the previous ones did not (every token predicted once, with the most context);
 - `generate_until(context, {"until": [...], "max_gen_toks": n})`: greedy decoding with duollm's
@@ -36,7 +39,9 @@ except ImportError:
 class DuoHarnessLM(LM):
     """A duollm run (`run=`) under a policy (`policy=`) as an lm-eval model."""
 
-    def __init__(self, run: str, policy: str = "all-big", seed: int = 0, device: str | None = None, **_harness_options):
+    def __init__(
+        self, run: str, policy: str = "all-big", seed: int = 0, device: str | None = None, batch_size: int | str = 32, **_harness_options
+    ):
         super().__init__()
         from duollm.eval.evaluate import load_run
         from duollm.eval.policy import run_policy
@@ -46,15 +51,20 @@ class DuoHarnessLM(LM):
         self.policy = run_policy(Path(run), policy, self.model, self.device_name)
         self.gen = torch.Generator().manual_seed(int(seed))  # random policies draw from here, request after request
         self.decode_args = self.policy.decode_args(self.gen)  # how `generate` takes it
+        # the harness passes its --batch_size through (a number, or "auto", which keeps the default)
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 32
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
         from duollm.eval.mc import encode_pair, score_continuations
 
-        out = []
-        for req in requests:
-            context, continuation = req.args
-            logp, greedy = score_continuations(self.model, [encode_pair(self.tok, context, continuation)], self.policy, self.gen)
-            out.append((float(logp[0]), bool(greedy[0])))
+        pairs = [encode_pair(self.tok, *req.args) for req in requests]
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))  # longest first
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+        for s in range(0, len(order), self.batch_size):
+            batch = order[s : s + self.batch_size]
+            logp, greedy = score_continuations(self.model, [pairs[i] for i in batch], self.policy, self.gen)
+            for j, i in enumerate(batch):
+                out[i] = (float(logp[j]), bool(greedy[j]))
         return out
 
     def loglikelihood_rolling(self, requests) -> list[float]:

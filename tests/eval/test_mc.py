@@ -116,6 +116,11 @@ def test_harness_adapter(fake_lm_eval, debug_run):
     ((lp, greedy),) = lm.loglikelihood([req(args=("In the", " beginning"))])
     want, _ = score_continuations(lm.model, [encode_pair(lm.tok, "In the", " beginning")], lm.policy, torch.Generator())
     assert lp == pytest.approx(float(want[0])) and isinstance(greedy, bool)
+    asks = [("In the", " beginning"), ("", "light"), ("And God said, Let there be", " light: and there was light"), ("a", " b")]
+    batched = harness.DuoHarnessLM(run=str(debug_run), policy="BS-", batch_size=3).loglikelihood([req(args=a) for a in asks])
+    for (ctx, cont), (lp, greedy) in zip(asks, batched, strict=True):  # batched and padded, in the requests' order
+        one, g = score_continuations(lm.model, [encode_pair(lm.tok, ctx, cont)], lm.policy, torch.Generator())
+        assert lp == pytest.approx(float(one[0]), rel=1e-5, abs=1e-4) and greedy == bool(g[0])
     text = "a b c d e f g h i j k l m n o p q r s t u v w x y z " * 2  # 104 bytes after <|endoftext|>: two windows of 64
     (rolling,) = lm.loglikelihood_rolling([req(args=(text,))])
     ids = [lm.tok.eos_id] + lm.tok.encode_batch([text])[0]
