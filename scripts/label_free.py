@@ -7,7 +7,8 @@ token then takes the route whose next-token distribution is closest (cross-entro
 (`duollm.oracle.label_free`). Prints per k: `fixed` (the best single route), the label-free choice, the shared
 oracle (the best route per token, knowing the label), the share of fixed → oracle that the label-free choice
 recovers, and its paired difference from `fixed` (nats per token ± one standard error); with --json, one JSON
-object per k. One forward per route: C(L, k) + 1 forwards of every window.
+object per k, also written to --out (a JSONL file, which `duollm report` draws beside the oracle when it is
+RUN/label-free-<split>.jsonl and its windows are the oracle's). One forward per route: C(L, k) + 1 forwards of every window.
 """
 
 import argparse
@@ -27,6 +28,8 @@ from duollm.routing.budget import Budget
 
 def main(args) -> None:
     autocast(args.dtype, "cpu")  # checks the name before any work
+    if args.out and not args.json:
+        raise DuoError("--out writes JSON lines: give --json with it")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(args.run), device)
     windows = pick_windows(eval_windows(token_array(args.split, tok), args.seq_len), args.seqs, args.pick)
@@ -38,6 +41,7 @@ def main(args) -> None:
         raise DuoError(f"--budgets {args.budgets}: each must be a count of BIG layers from 0 to {cfg.model.n_layer}")
     if not args.json:
         print(f"{args.split}: {len(windows)} windows × {args.seq_len} tokens, {cfg.model.n_layer} layers (nats per token)")
+    rows = []
     for k in ks:
         with autocast(args.dtype, device):
             parts = [label_free(model, w.to(device), Budget.exactly_big(k)) for w in windows.split(args.batch_size)]
@@ -56,11 +60,17 @@ def main(args) -> None:
                 {"gap_recovered": float(-d.mean()) / gap, "diff_fixed": float(d.mean()), "diff_fixed_se": float(d.std() / d.numel() ** 0.5)}
             )
             print(json.dumps(row), flush=True)
+            rows.append(row)
             continue
         print(
             f"k = {k}: fixed {float(fixed.mean()):.4f}, label-free {float(chosen.mean()):.4f}, shared oracle {float(oracle.mean()):.4f};"
             f" recovered {float(-d.mean()) / gap:.3f} of the gap; label-free − fixed {float(d.mean()):+.4f} ± {float(d.std() / d.numel() ** 0.5):.4f}"
         )
+    if args.out:
+        out = Path(args.out)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out)
 
 
 if __name__ == "__main__":
@@ -74,6 +84,7 @@ if __name__ == "__main__":
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", default="fp32", help="fp32 | bf16 (autocast, on a GPU only)")
     p.add_argument("--json", action="store_true", help="one JSON object per budget instead of a line")
+    p.add_argument("--out", default="", help="with --json: also write the objects to this JSONL file")
     try:
         main(p.parse_args())
     except (DuoError, ValueError) as e:

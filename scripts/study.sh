@@ -175,7 +175,7 @@ case $STAGE in
   label-free)  # how much of the oracle's gap a choice that knows every route's prediction, not the label, recovers
     for split in prose-val code-val; do
       timed python3 scripts/label_free.py "$RUN" --split "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" \
-        --pick spread --budgets "${LABEL_FREE_BUDGETS:-6}" --dtype bf16 --json | tee "$RUN/label-free-$split.jsonl"
+        --pick spread --budgets "${LABEL_FREE_BUDGETS:-6}" --dtype bf16 --json --out "$RUN/label-free-$split.jsonl"
     done
     ;;
   router-evals) for r in "$RUN"/routers/*/router.json; do router_eval "$(basename "$(dirname "$r")")"; done ;;

@@ -13,7 +13,7 @@ from duollm.analysis.table import LETTERS
 CHOICE_COLORS = ("#d9d9d9", "#8ecae6", "#d95f02")  # skip, small, big
 CHOICE_NAMES = ("skip", "small", "big")
 # kind → (marker, color, filled); others a gray "P". Hollow diamonds leave a star at the same point visible
-ROUTER_MARKERS = {"paper": ("*", "#e7298a", True), "supervised": ("D", "#7570b3", False)}
+ROUTER_MARKERS = {"paper": ("*", "#e7298a", True), "supervised": ("D", "#7570b3", False), "label-free": ("X", "#1b9e77", True)}
 
 
 def tick_text(text: str, width: int = 10) -> str:
@@ -41,7 +41,8 @@ def plot_ppl(summary: dict, ax, routers: list[dict] = ()):
         marker, color, filled = ROUTER_MARKERS.get(kind, ("P", "#666666", True))
         pts = [(r["x"], r["ppl"]) for r in routers if r["kind"] == kind]
         style = {"markersize": 11} if filled else {"markersize": 12, "markerfacecolor": "none", "markeredgewidth": 1.8}
-        ax.plot(*zip(*pts, strict=True), marker, color=color, ls="none", label=f"{kind} router", zorder=3, **style)
+        label = "label-free choice" if kind == "label-free" else f"{kind} router"
+        ax.plot(*zip(*pts, strict=True), marker, color=color, ls="none", label=label, zorder=3, **style)
     ax.axhline(summary["ppl_all_big"], color="k", lw=1, label="all-big")
     ax.axhline(summary["ppl_all_small"], color="gray", lw=1, ls="--", label="all-small")
     ppls = [r[k] for r in rows for k in ("ppl_oracle_shared", "ppl_fixed") if r.get(k)] + [summary["ppl_all_big"]]

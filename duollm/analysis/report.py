@@ -210,20 +210,45 @@ def router_points(routers: list[Router], s: dict) -> list[dict]:
     return pts
 
 
-def _ppl_section(page: Page, summaries: dict[str, dict], routers: list[Router]) -> None:
+def label_free_points(run: str, s: dict) -> list[dict]:
+    """The label-free choices (`scripts/label_free.py --json` output saved as RUN/label-free-*.jsonl) made on the
+    windows, and at the precision, of the big/small oracle summarised by `s`, as points of `plot_ppl`."""
+    if s["options"] != "big,small":
+        return []
+    pts = []
+    for f in sorted(Path(run).glob("label-free-*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                if window_key(row) == window_key(s) and row.get("dtype", "fp32") == s.get("dtype", "fp32"):
+                    pts.append({"x": int(row["k"]), "ppl": float(row["ppl_label_free"]), "kind": "label-free", "name": "label-free"})
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise DuoError(
+                    f"{f} holds a line that is not a label-free result ({line[:60]!r}); run scripts/label_free.py --json again"
+                ) from None
+    return pts
+
+
+def _ppl_section(page: Page, summaries: dict[str, dict], routers: list[Router], run: str) -> None:
     page.add("<h2>Perplexity against the budget</h2>")
     for options, s in summaries.items():
         page.add(f"<h3>{esc(options)}</h3>")
         if any(isinstance(r["k"], int) for r in s["budgets"]) and options != "big,small,skip":
             fig = _new_figure(6, 4)
-            pts = router_points(routers, s)
+            pts = router_points(routers, s) + label_free_points(run, s)
             plot_ppl(s, fig.subplots(), pts)
             what = "BIG" if options == "big,small" else "SKIP"
             page.figure(
                 fig,
                 f"ppl-{options.replace(',', '-')}.png",
                 f"Perplexity against the number of {what} layers per token: oracles, the best fixed route, best-of-N random, and the all-big / all-small models"
-                + (f"; learned routers at their target ({', '.join(p['name'] for p in pts)})." if pts else "."),
+                + (f"; learned routers at their target ({', '.join(p['name'] for p in pts)})." if pts else ".")
+                + (
+                    " The label-free choice takes, per token, the route whose prediction is closest to all-big's, without"
+                    " the label: about the most a router could reach."
+                    if any(p["kind"] == "label-free" for p in pts)
+                    else ""
+                ),
             )
         else:
             page.note(f"no integer budgets for {options}: only the table below")
@@ -566,7 +591,7 @@ def build_report(run: str) -> dict:
     page = Page(tmp)
     st = difficulty_settings(run)
     _header(page, run, summaries, st, routers)
-    _ppl_section(page, summaries, routers)
+    _ppl_section(page, summaries, routers, run)
     _usage_section(page, tables)
     _skip_section(page, tables)
     _route_section(page, tables)

@@ -120,3 +120,28 @@ def test_oracle_command_rebuilds_the_flags_of_a_summary():
     s["pick"] = "first"
     cmd = oracle_command("runs/r", s)
     assert "--causal-budgets" not in cmd and "--random-budgets" not in cmd and "--pick" not in cmd
+
+
+def test_label_free_points_on_the_oracles_windows(tmp_path, capsys):
+    import pytest
+
+    from duollm.analysis.report import label_free_points
+    from duollm.errors import DuoError
+
+    run = tmp_path / "run"
+    write_oracle(run, "big,small")
+    s = json.loads((run / "oracle" / "big-small" / "summary.json").read_text())
+    same = {"split": "synthetic-val", "seqs": 2, "seq_len": 7, "pick": "first", "dtype": "fp32"}
+    rows = [
+        {**same, "k": 2, "ppl_label_free": 40.0},
+        {**same, "k": 1, "seqs": 3, "ppl_label_free": 41.0},  # other windows
+        {**same, "k": 3, "dtype": "bf16", "ppl_label_free": 42.0},  # other precision
+    ]
+    (run / "label-free-synthetic-val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert label_free_points(str(run), s) == [{"x": 2, "ppl": 40.0, "kind": "label-free", "name": "label-free"}]
+    assert label_free_points(str(run), {**s, "options": "big,skip"}) == []
+    page = Path(report(capsys, run)["report"]).read_text()
+    assert "The label-free choice takes, per token, the route" in page
+    (run / "label-free-synthetic-val.jsonl").write_text("[study label-free] 2 s\n")
+    with pytest.raises(DuoError, match="not a label-free result"):
+        label_free_points(str(run), s)
