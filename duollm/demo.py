@@ -5,7 +5,9 @@
 2. held-out perplexity of all-big, all-small and random routing, and a unigram floor;
 3. the oracle sweep on the first `--oracle-seqs` held-out windows: exactly k BIG layers for k = 0..L and
    unconstrained, shared and causal oracles, fixed and random best-of-N; and the big/skip sweep;
-4. the paper router and the oracle-supervised router at half the layers BIG, scored beside the oracles;
+4. the paper router and the oracle-supervised router at half the layers BIG, scored beside the oracles, and
+   the label-free choice (each token's route by its prediction, without the label: about the most a router
+   could reach);
 5. token difficulty against the unconstrained shared oracle, and `RUN/report/report.html`.
 Prints the ppl-vs-budget table. On a 2-core CPU it finishes in under five minutes (README records a run).
 """
@@ -64,6 +66,7 @@ def run_demo(cmd: DemoCommand) -> dict:
         rc = RouterTrainCommand(run=str(out), kind=kind, budget="0.5", steps=cmd.router_steps, batch_size=8, label_seqs=32)
         train_router(rc, progress=not cmd.json)
         routers[kind] = eval_router(RouterEvalCommand(run=str(out), kind=kind, budget="0.5"))
+    label_free = run_label_free(out, model, tok, oracle)
     table = read_table(out, "big,small")
     write_summary(out, measure(table))
     report = build_report(str(out))
@@ -77,10 +80,28 @@ def run_demo(cmd: DemoCommand) -> dict:
         "oracle": oracle,
         "oracle_skip": skip,
         "routers": routers,
+        "label_free": label_free,
         "report": report["report"],
     }
     (out / "demo.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def run_label_free(out: Path, model, tok, oracle: dict) -> dict:
+    """The label-free choice at half the layers BIG on the oracle's windows, saved where `duollm report` draws it
+    (RUN/label-free-<split>.jsonl), with its gap recovered against the causal oracle like the routers'."""
+    from duollm.data.corpus import eval_windows, pick_windows, token_array
+    from duollm.oracle.baselines import label_free_summary
+    from duollm.routing.budget import Budget
+
+    k = oracle["n_layer"] // 2
+    windows = pick_windows(eval_windows(token_array(oracle["split"], tok), oracle["seq_len"]), oracle["seqs"], oracle["pick"])
+    row = {"k": k, **{key: oracle[key] for key in ("split", "seqs", "seq_len", "pick", "dtype")}}
+    row.update(label_free_summary(model, windows, Budget.exactly_big(k)))
+    (out / f"label-free-{Path(oracle['split']).name.removesuffix('.jsonl')}.jsonl").write_text(json.dumps(row) + "\n")
+    ref = next(b for b in oracle["budgets"] if b["k"] == k)
+    gap = ref["ppl_fixed"] - ref["ppl_oracle_causal"]
+    return {**row, "gap_recovered_causal": (ref["ppl_fixed"] - row["ppl_label_free"]) / gap if gap > 0 else None}
 
 
 def main(cmd: DemoCommand) -> None:
@@ -105,6 +126,11 @@ def main(cmd: DemoCommand) -> None:
     for kind, r in res["routers"].items():
         gap = f"{r['gap_recovered']:.3f}" if r["gap_recovered"] is not None else "-"
         print(f"| {kind} | {r['ppl']:.2f} | {r['realized']['big']:.3f} | {gap} |")
+    lf = res["label_free"]
+    gap = f"{lf['gap_recovered_causal']:.3f}" if lf["gap_recovered_causal"] is not None else "-"
+    print(
+        f"| label-free choice: each token's route by its prediction, not the label | {lf['ppl_label_free']:.2f} | {lf['k'] / res['oracle']['n_layer']:.3f} | {gap} |"
+    )
     print(f"\nreport: {res['report']}")
     t = res["train"]
     print(f"\ntrained {t['steps']} steps at {t['tokens_per_s']:,.0f} tokens/s; total {res['seconds']:.0f} s; run in {res['run']}")

@@ -13,7 +13,6 @@ RUN/label-free-<split>.jsonl and its windows are the oracle's). One forward per 
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
 from duollm.eval.evaluate import autocast, load_run
-from duollm.oracle import label_free
+from duollm.oracle.baselines import label_free_summary
 from duollm.routing.budget import Budget
 
 
@@ -44,27 +43,23 @@ def main(args) -> None:
     rows = []
     for k in ks:
         with autocast(args.dtype, device):
-            parts = [label_free(model, w.to(device), Budget.exactly_big(k)) for w in windows.split(args.batch_size)]
-        chosen = torch.cat([p.loss for p in parts]).double()  # (N, T-1)
-        every = torch.cat([p.route_losses for p in parts], 1).double()  # (R, N, T-1)
-        fixed = every[every.mean((1, 2)).argmin()]
-        oracle = every.min(0).values
-        d = chosen - fixed
-        gap = float(fixed.mean() - oracle.mean())
+            res = label_free_summary(model, windows, Budget.exactly_big(k), args.batch_size)
         if args.json:
-            row = {"k": k, "split": args.split, "seqs": len(windows), "seq_len": args.seq_len, "pick": args.pick, "dtype": args.dtype}
-            row.update(
-                {f"ppl_{n}": math.exp(float(v.mean())) for n, v in (("fixed", fixed), ("label_free", chosen), ("oracle_shared", oracle))}
-            )
-            row.update(
-                {"gap_recovered": float(-d.mean()) / gap, "diff_fixed": float(d.mean()), "diff_fixed_se": float(d.std() / d.numel() ** 0.5)}
-            )
+            row = {
+                "k": k,
+                "split": args.split,
+                "seqs": len(windows),
+                "seq_len": args.seq_len,
+                "pick": args.pick,
+                "dtype": args.dtype,
+                **res,
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
             continue
         print(
-            f"k = {k}: fixed {float(fixed.mean()):.4f}, label-free {float(chosen.mean()):.4f}, shared oracle {float(oracle.mean()):.4f};"
-            f" recovered {float(-d.mean()) / gap:.3f} of the gap; label-free − fixed {float(d.mean()):+.4f} ± {float(d.std() / d.numel() ** 0.5):.4f}"
+            f"k = {k}: fixed {res['loss_fixed']:.4f}, label-free {res['loss_label_free']:.4f}, shared oracle {res['loss_oracle_shared']:.4f};"
+            f" recovered {'–' if res['gap_recovered'] is None else format(res['gap_recovered'], '.3f')} of the gap; label-free − fixed {res['diff_fixed']:+.4f} ± {res['diff_fixed_se']:.4f}"
         )
     if args.out:
         out = Path(args.out)

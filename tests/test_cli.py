@@ -67,6 +67,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert set(res["routers"]) == {"paper", "supervised"} and res["routers"]["supervised"]["gap_recovered"] is not None
     for f in ("oracle/big-small/tokens.jsonl.gz", "oracle/big-skip/summary.json", "difficulty/summary.json", "report/report.html"):
         assert (demo / f).exists(), f
+    lf, row1 = res["label_free"], res["oracle"]["budgets"][1]
+    assert lf["k"] == 1 and lf["seqs"] == 3 and lf["ppl_fixed"] == pytest.approx(row1["ppl_fixed"], rel=1e-4)  # the oracle's windows
+    assert lf["ppl_oracle_shared"] == pytest.approx(row1["ppl_oracle_shared"], rel=1e-4)
+    assert lf["ppl_oracle_shared"] <= lf["ppl_label_free"]
+    assert json.loads((demo / "label-free-synthetic-val.jsonl").read_text())["ppl_label_free"] == lf["ppl_label_free"]
+    assert "The label-free choice takes, per token" in (demo / "report" / "report.html").read_text()  # drawn in the report
 
 
 def test_user_data_file(tmp_path, capsys):

@@ -15,6 +15,7 @@ that gain that is not luck on the label.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,27 @@ def label_free(model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | No
         better = ce < best
         best, loss, pick = torch.where(better, ce, best), torch.where(better, every[-1], loss), torch.where(better, i, pick)
     return LabelFreeResult(loss=loss, pick=pick, route_losses=torch.stack(every))
+
+
+def label_free_summary(model: DuoLM, windows: Tensor, budget: Budget, batch_size: int = 32) -> dict:
+    """`label_free` over windows (N, T), batch by batch: the mean loss (nats per token) of `fixed` (the best single
+    route), of the label-free choice and of the shared oracle; the share of fixed → oracle the choice recovers; and
+    its paired difference from `fixed` with one standard error."""
+    device = next(model.parameters()).device
+    parts = [label_free(model, w.to(device), budget) for w in windows.split(batch_size)]
+    chosen = torch.cat([p.loss for p in parts]).double()  # (N, T-1)
+    every = torch.cat([p.route_losses for p in parts], 1).double()  # (R, N, T-1)
+    fixed = every[every.mean((1, 2)).argmin()]
+    d = chosen - fixed
+    loss = {"fixed": float(fixed.mean()), "label_free": float(chosen.mean()), "oracle_shared": float(every.min(0).values.mean())}
+    gap = loss["fixed"] - loss["oracle_shared"]
+    return {
+        **{f"loss_{n}": v for n, v in loss.items()},
+        **{f"ppl_{n}": math.exp(v) for n, v in loss.items()},
+        "gap_recovered": float(-d.mean()) / gap if gap > 0 else None,
+        "diff_fixed": float(d.mean()),
+        "diff_fixed_se": float(d.std() / d.numel() ** 0.5),
+    }
 
 
 def draw_routes(budget: Budget | Schedule, n_layer: int, B: int, T: int, gen: torch.Generator) -> Tensor:
