@@ -4,17 +4,8 @@ Run: pytest tests/oracle/test_label_free.py"""
 import pytest
 import torch
 
-from duollm import DuoConfig, DuoLM
 from duollm.oracle import brute_force, label_free
 from duollm.routing.budget import Budget, Schedule
-
-
-@pytest.fixture
-def deep():
-    torch.manual_seed(0)
-    m = DuoLM(DuoConfig(n_layer=4, n_head=2, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=16)).eval()
-    ids = torch.randint(0, 32, (2, 10), generator=torch.Generator().manual_seed(2))
-    return m, ids
 
 
 def test_the_label_as_reference_gives_the_shared_oracle(deep):

@@ -11,14 +11,6 @@ from duollm.oracle.search import token_loss
 from duollm.routing.budget import Budget
 
 
-@pytest.fixture
-def deep():
-    torch.manual_seed(0)
-    m = DuoLM(DuoConfig(n_layer=4, n_head=2, n_kv_head=2, d_model=16, d_big=64, d_small=4, vocab_size=32, max_seq_len=16)).eval()
-    ids = torch.randint(0, 32, (2, 10), generator=torch.Generator().manual_seed(2))
-    return m, ids
-
-
 @pytest.mark.parametrize(
     "budget",
     [Budget.exactly_big(2), Budget.exactly_big(1), Budget.exactly_skip(2), Budget.counts(big=2, small=1, skip=1), Budget.free()],
