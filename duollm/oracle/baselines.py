@@ -56,8 +56,8 @@ def label_free(model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | No
     L = model.cfg.n_layer
     routes = budget.routes(L).to(ids.device)
 
-    def log_probs(route: Tensor) -> Tensor:
-        return model(ids, route=route.expand(B, T, L).contiguous()).logits[:, :-1].float().log_softmax(-1)
+    def log_probs(route: Tensor) -> Tensor:  # (L,): one route for every token, each module a plain dense call
+        return model(ids, route=route).logits[:, :-1].float().log_softmax(-1)
 
     if reference is None:
         reference = log_probs(torch.full((L,), Choice.BIG, dtype=torch.uint8, device=ids.device)).exp()
