@@ -20,13 +20,13 @@ import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
-from duollm.eval.evaluate import autocast, load_run
+from duollm.eval.evaluate import autocast, check_dtype, load_run
 from duollm.oracle.baselines import label_free_summary
 from duollm.routing.budget import Budget
 
 
 def main(args) -> None:
-    autocast(args.dtype, "cpu")  # checks the name before any work
+    check_dtype(args.dtype)
     if args.out and not args.json:
         raise DuoError("--out writes JSON lines: give --json with it")
     device = "cuda" if torch.cuda.is_available() else "cpu"

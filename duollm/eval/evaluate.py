@@ -70,13 +70,18 @@ class EvalCommand:
     json: bool = False  # print one JSON object instead of a table
 
 
-def autocast(dtype: str, device: str):
-    """The precision of an oracle, router or evaluation run: fp32 (exact) or bf16 (autocast, on a GPU only; a CPU
-    stays fp32). DuoError for any other name."""
+def check_dtype(dtype: str) -> None:
+    """DuoError unless `dtype` names a precision `autocast` knows: fp32 or bf16."""
     from duollm.errors import DuoError
 
     if dtype not in ("fp32", "bf16"):
         raise DuoError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+
+
+def autocast(dtype: str, device: str):
+    """The precision of an oracle, router or evaluation run: fp32 (exact) or bf16 (autocast, on a GPU only; a CPU
+    stays fp32). DuoError for any other name."""
+    check_dtype(dtype)
     return torch.autocast("cuda", torch.bfloat16, enabled=dtype == "bf16" and str(device).startswith("cuda"))
 
 

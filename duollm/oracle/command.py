@@ -163,7 +163,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
 
     from duollm import distributed
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import autocast, load_run
+    from duollm.eval.evaluate import autocast, check_dtype, load_run
     from duollm.oracle.sweep import gather, sweep, walk_budgets, walk_leaves, work
 
     modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
@@ -171,7 +171,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
         raise DuoError(f"--mode must be shared or causal, got {cmd.mode!r}")
     if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1 or cmd.causal_batch_size < 0:
         raise DuoError("--random and --causal-batch-size must be >= 0, and --seqs and --batch-size >= 1")
-    autocast(cmd.dtype, "cpu")  # checks the name before any work
+    check_dtype(cmd.dtype)
     d = distributed.init("auto")
     cfg, model, tok = load_run(Path(cmd.run), d.device)
     L = cfg.model.n_layer

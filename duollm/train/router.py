@@ -314,12 +314,12 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
 
 def calibrate_router(cmd: RouterCalibrateCommand) -> dict:
     from duollm.data.corpus import token_array
-    from duollm.eval.evaluate import autocast, load_run
+    from duollm.eval.evaluate import autocast, check_dtype, load_run
     from duollm.routers.calibrate import calibrate
     from duollm.routers.linear import NAMES
 
     if cmd.dtype:
-        autocast(cmd.dtype, "cpu")  # checks the name before any work
+        check_dtype(cmd.dtype)
     if cmd.seqs < 1:
         raise DuoError(f"--seqs must be >= 1, got {cmd.seqs}")
     run = Path(cmd.run)
@@ -370,11 +370,11 @@ def load_named(run: Path, name: str, device: str, model=None):
 def eval_router(cmd: RouterEvalCommand) -> dict:
     from duollm.analysis.routers import Router
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import autocast, load_run, token_losses
+    from duollm.eval.evaluate import autocast, check_dtype, load_run, token_losses
     from duollm.eval.policy import Policy
 
     if cmd.dtype:
-        autocast(cmd.dtype, "cpu")  # checks the name before any work
+        check_dtype(cmd.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
     name = cmd.name or router_name(cmd.kind, cmd.budget, cmd.options)
