@@ -99,7 +99,7 @@ class RouterCalibrateCommand:
     run: str  # run directory (from duollm train)
     name: str  # the router to calibrate: RUN/routers/NAME (a paper or layer-head router)
     data: str  # text to calibrate on: a built-in source (prose, code, mix) or a path, as `duollm train --data`
-    out: str = ""  # the new router's name; default NAME-cal-DATA (the source's name without its suffix)
+    out: str = ""  # the new router's name; default NAME-cal-DATA (DATA: the source's file name, a .jsonl without it)
     seqs: int = 16  # windows of the text, drawn at random
     seq_len: int = 0  # 0 = the router's training windows
     dtype: str = ""  # fp32 | bf16 (autocast on a GPU); default the router's
@@ -368,7 +368,7 @@ def load_named(run: Path, name: str, device: str, model=None):
 
 
 def eval_router(cmd: RouterEvalCommand) -> dict:
-    from duollm.analysis.routers import Router
+    from duollm.analysis.routers import Router, window_key
     from duollm.data.corpus import eval_windows, pick_windows, token_array
     from duollm.eval.evaluate import autocast, check_dtype, load_run, token_losses
     from duollm.eval.policy import Policy
@@ -400,15 +400,8 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
     res.update({"split": source, "seqs": len(windows), "pick": pick, "seq_len": T, "tokens": int(loss.numel()), "dtype": dtype})
     # the oracle row of the same budget; a budget of no whole number of layers (0.3 of 4) has none, and no gap
     k = Router(Path(cmd.run) / "routers" / name, {"options_flag": "big,small", "n_layer": cfg.model.n_layer, **info}, {}).budget_label()
-    row = (
-        next((b for b in oracle.get("budgets", []) if str(b["k"]) == k), None)
-        if same
-        and windows.shape[1] == oracle.get("seq_len")
-        and len(windows) == oracle.get("seqs")
-        and pick == oracle.get("pick", "first")
-        and dtype == oracle.get("dtype", "fp32")
-        else None
-    )
+    on_its_windows = oracle and window_key(res) == window_key(oracle) and dtype == oracle.get("dtype", "fp32")
+    row = next((b for b in oracle["budgets"] if str(b["k"]) == k), None) if on_its_windows else None
     if row and "ppl_oracle_causal" in row:
         res["k"], res["ppl_fixed"], res["ppl_causal_oracle"] = row["k"], row["ppl_fixed"], row["ppl_oracle_causal"]
         gap = row["ppl_fixed"] - row["ppl_oracle_causal"]
