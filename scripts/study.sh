@@ -45,8 +45,11 @@
 # SEQ_LEN (512), RANDOM_N (100), CAUSAL_BUDGETS (budgets the causal oracle runs for, default 0-12,6>2; on code-val
 # CODE_CAUSAL_BUDGETS, default the same),
 # LABEL_FREE_BUDGETS (the `label-free` stage's BIG counts, default 6: C(12, 6) = 924 forwards of every window),
-# PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), SUPERVISED_ARGS / LAYER_ARGS (label
-# windows of the supervised routers, route and layer heads),
+# LABEL_FREE_SPLITS (default prose-val code-val),
+# PAPER_BUDGETS / SUPERVISED_BUDGETS (BIG fractions of the big/small routers), PAPER_OTHER (the other paper routers,
+# BUDGET:OPTIONS each; default 0.5:big,skip 0.5,0.3,0.2:big,small,skip; empty for none), SUPERVISED_LABELS (the route
+# head's oracle labels, default causal; `causal shared` trains both), SUPERVISED_ARGS / LAYER_ARGS (label windows of the
+# supervised routers, route and layer heads), LAYER_HEAD (1: train the layer head; 0: leave it out),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), FREEZE_DIR (where `report` finds the freeze
 # results; default $OUT; docs/study/freeze holds the first lease's), TRAIN_ARGS (extra flags for `duollm train`, e.g.
 # --train.steps=3000), ORACLE_ARGS, ROUTER_ARGS (extra flags for `duollm oracle` / `duollm router train`), NPROC (GPUs
@@ -163,17 +166,20 @@ case $STAGE in
   routers) bash "$0" routers-paper && bash "$0" routers-supervised && bash "$0" router-evals ;;
   routers-paper)  # BIG fractions 4/12, 6/12, 8/12; 6/12 SKIP; 3-way 50/30/20
     for b in ${PAPER_BUDGETS:-0.333 0.5 0.667}; do router_train paper $b big,small; done
-    router_train paper 0.5 big,skip
-    router_train paper 0.5,0.3,0.2 big,small,skip
+    for spec in ${PAPER_OTHER-0.5:big,skip 0.5,0.3,0.2:big,small,skip}; do router_train paper "${spec%%:*}" "${spec#*:}"; done
     ;;
   routers-supervised)  # oracle-labelled (causal), exact budgets: whole layers; and the layer-wise head at 6/12
-    for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do
-      router_train supervised $b big,small ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}
+    for labels in ${SUPERVISED_LABELS:-causal}; do
+      for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do
+        router_train supervised $b big,small --labels $labels ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}
+      done
     done
-    router_train supervised 0.5 big,small --head layer ${LAYER_ARGS:---label-seqs 64 --label-batch-size 64}  # free oracle: 2^L routes
+    if [ "${LAYER_HEAD:-1}" = 1 ]; then  # labels from the free oracle: 2^L routes
+      router_train supervised 0.5 big,small --head layer ${LAYER_ARGS:---label-seqs 64 --label-batch-size 64}
+    fi
     ;;
   label-free)  # how much of the oracle's gap a choice that knows every route's prediction, not the label, recovers
-    for split in prose-val code-val; do
+    for split in ${LABEL_FREE_SPLITS:-prose-val code-val}; do
       timed python3 scripts/label_free.py "$RUN" --split "$CORPUS/$split.jsonl" --seqs "$SEQS" --seq-len "$SEQ_LEN" \
         --pick spread --budgets "${LABEL_FREE_BUDGETS:-6}" --dtype bf16 --json --out "$RUN/label-free-$split.jsonl"
     done

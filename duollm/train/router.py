@@ -289,9 +289,9 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
             with amp:
                 real = realised_on(model, router, calib)
-    name = cmd.name or router_name(
-        cmd.kind + ("-layer" if cmd.kind == "supervised" and cmd.head == "layer" else ""), cmd.budget, cmd.options
-    )
+    head = "-layer" if cmd.kind == "supervised" and cmd.head == "layer" else ""
+    head += "-shared" if cmd.kind == "supervised" and cmd.labels == "shared" else ""  # never the causal-labelled one's name
+    name = cmd.name or router_name(cmd.kind + head, cmd.budget, cmd.options)
     meta = {
         "kind": cmd.kind,
         "name": name,

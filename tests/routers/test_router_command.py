@@ -127,6 +127,19 @@ def test_eval_follows_the_oracles_precision(run_dir, capsys):
     assert other["dtype"] == "bf16" and other["gap_recovered"] is None and "ppl_causal_oracle" not in other
 
 
+def test_shared_labels_get_their_own_name(run_dir, capsys):
+    """--labels shared trains beside the causal-labelled router of the same budget instead of overwriting it."""
+    train = ["router", "train", "--run", str(run_dir), "--kind", "supervised", "--budget", "0.5", "--label-seqs", "4", "--json", *SMALL]
+    code, out, err = cli(capsys, *train)
+    assert code == 0 and json.loads(out)["name"] == "supervised-0.5", err
+    causal = (run_dir / "routers" / "supervised-0.5" / "router.json").read_bytes()
+    code, out, err = cli(capsys, *train, "--labels", "shared")
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "supervised-shared-0.5" and meta["config"]["labels"] == "shared"
+    assert (run_dir / "routers" / "supervised-0.5" / "router.json").read_bytes() == causal
+
+
 def test_layer_head(run_dir, capsys):
     """--head layer: the paper router's shape fitted to the oracle, calibrated to the budget, scored like any router."""
     code, out, err = cli(
