@@ -107,6 +107,7 @@ def load_router(folder: Path) -> tuple[nn.Module, dict]:
             from duollm.routers.route import RouteRouter
 
             router = RouteRouter(state["routes"], int(info["d_model"]))
+            state.setdefault("price", torch.zeros(()))  # saved before route heads had a price
         else:
             router = LinearRouter(int(info["n_layer"]), int(info["d_model"]), tuple(NAMES[o] for o in info["options"]))
         router.load_state_dict(state)

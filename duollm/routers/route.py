@@ -10,6 +10,13 @@ With W = 0 the router is the `fixed` baseline (b = the mean loss of each route);
 what it gains per token. The ridge strength, W = 0 included, is chosen on held-out label tokens by the loss
 of the routes it picks, so the router falls back to `fixed` where its features predict nothing. Causal: u_0 of token t depends on tokens ≤ t only. The plan made at layer 0 is returned column by
 column at the later layers of the same forward.
+
+The priced head (`fit_priced_router`) keeps the budget on average instead: it scores every route (2^L of them,
+labelled by the oracle without a budget), and each token takes argmin_r (predicted loss_r + price · cost_r), where
+cost_r counts the route's counted layers (BIG of big/small) and one price, set by bisection, makes the average
+spend the budget. A token that its state marks as hard can buy more BIG layers than an easy one, which a route
+head with exactly F·L counted layers per token cannot do, and which the paper router does (its tokens take 0 to
+L BIG layers). Without a clear held-out gain it falls back to the exact-budget route head's fixed route.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from duollm.routers.linear import exact
+from duollm.routing.route import Choice
 
 
 class RouteRouter(nn.Module):
@@ -29,17 +37,27 @@ class RouteRouter(nn.Module):
         self.register_buffer("routes", routes.to(torch.uint8))  # (R, L)
         self.register_buffer("weight", torch.zeros(d_model, len(routes)))  # (C, R)
         self.register_buffer("bias", torch.zeros(len(routes)))  # (R,)
+        self.register_buffer("price", torch.zeros(()))  # per counted layer; 0 where every route costs the same
         self.options = tuple(sorted({int(c) for c in routes.flatten().tolist()}))
         self._plan: Tensor | None = None
+
+    @property
+    def cost(self) -> Tensor:
+        """(R,) counted layers of each route: BIG where the options have it, else SKIP."""
+        return (self.routes == (Choice.BIG if Choice.BIG in self.options else Choice.SKIP)).sum(1).float()
 
     def scores(self, u0: Tensor) -> Tensor:
         """(B, T, C) layer-0 states → (B, T, R) predicted loss of each route, in fp32 under autocast too."""
         with exact(u0):
             return u0.float() @ self.weight + self.bias
 
+    def picks(self, u0: Tensor) -> Tensor:
+        """(..., C) layer-0 states → (...) index of each token's route: the lowest predicted loss plus price."""
+        return (self.scores(u0) + self.price * self.cost).argmin(-1)
+
     def forward(self, l: int, u: Tensor) -> Tensor:
         if l == 0:  # decide the whole route of every token now; later layers read their column
-            self._plan = self.routes[self.scores(u).argmin(-1)]  # (B, T, L)
+            self._plan = self.routes[self.picks(u)]  # (B, T, L)
         return self._plan[..., l]
 
     def fit(self, feats: Tensor, losses: Tensor, lam: float) -> None:
@@ -51,7 +69,7 @@ class RouteRouter(nn.Module):
 
     def decision_losses(self, feats: Tensor, losses: Tensor) -> Tensor:
         """Loss of the route the router would pick, per token with known losses (N, R): (N,)."""
-        pick = self.scores(feats).argmin(-1)  # (N,)
+        pick = self.picks(feats)  # (N,)
         return losses.gather(1, pick[:, None]).squeeze(1)
 
     def decision_loss(self, feats: Tensor, losses: Tensor) -> float:
@@ -108,4 +126,53 @@ def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout
         "holdout_loss": scores[best],
         "holdout_fixed_loss": fixed,
         "ridge_scores": {str(k): v for k, v in scores.items()},
+    }
+
+
+@torch.no_grad()
+def set_price(router: RouteRouter, feats: Tensor, spend: float, iters: int = 40) -> float:
+    """Set `router.price` so that the tokens' routes spend `spend` counted layers on average (bisection: spending
+    falls as the price rises); returns the spending reached. Ends on whichever end of its last bracket is nearer."""
+    scores, cost = router.scores(feats), router.cost  # (N, R), (R,)
+    spent = lambda p: float(cost[(scores + p * cost).argmin(-1)].mean())  # noqa: E731
+    lo, hi = -10.0, 10.0  # nats per counted layer
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spent(mid) > spend else (lo, mid)
+    router.price.fill_(min((lo, hi), key=lambda p: abs(spent(p) - spend)))
+    return spent(float(router.price))
+
+
+def fit_priced_router(router: RouteRouter, feats: Tensor, losses: Tensor, spend: int, holdout: float = 0.25) -> dict:
+    """The priced head: ridge regression of every route's loss (N, R) on the layer-0 states (N, C), the price set so
+    that the tokens spend `spend` counted layers on average; the ridge strength chosen on the last `holdout` of the
+    tokens, a fit kept only with a clear held-out gain (`clear_gain`) over the fixed route with exactly `spend`
+    counted layers, which it becomes otherwise (W = 0, one route of that cost, price 0)."""
+    n = int(len(feats) * (1 - holdout))
+    exact_routes = router.cost == spend
+    fixed_route = int(torch.nonzero(exact_routes)[losses[:n][:, exact_routes].mean(0).argmin()])
+    fixed = losses[n:, fixed_route].double()  # the fixed route of the fit part, per held-out token
+    scores, per_token, spent = {}, {}, {}
+    for lam in RIDGE[:-1]:  # the last, inf, is the fixed route
+        router.fit(feats[:n], losses[:n], lam)
+        set_price(router, feats[n:], spend)  # as at use: priced on the text served (its states, not its labels)
+        per_token[lam] = router.decision_losses(feats[n:], losses[n:]).double()
+        scores[lam], spent[lam] = float(per_token[lam].mean()), float(router.cost[router.picks(feats[n:])].mean())
+    scores[float("inf")], spent[float("inf")] = float(fixed.mean()), float(spend)
+    best = min((lam for lam in per_token if clear_gain(fixed - per_token[lam])), key=scores.get, default=float("inf"))
+    if best == float("inf"):
+        router.weight.zero_()
+        router.price.zero_()
+        router.bias.fill_(1.0)
+        router.bias[fixed_route] = 0.0  # every token takes the fixed route
+    else:
+        router.fit(feats, losses, best)
+        set_price(router, feats, spend)
+    return {
+        "ridge": best,
+        "price": float(router.price),
+        "holdout_loss": scores[best],
+        "holdout_fixed_loss": scores[float("inf")],
+        "ridge_scores": {str(k): v for k, v in scores.items()},
+        "holdout_spend": {str(k): v for k, v in spent.items()},
     }

@@ -63,6 +63,7 @@ class RouterTrainCommand:
     train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
     head: str = "route"  # supervised: route (a whole route from the layer-0 state) | layer (per layer, calibrated)
+    # | priced (a whole route among all of them, a price per counted layer: the budget met on average)
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
@@ -232,16 +233,16 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     from duollm.routers.calibrate import calibrate, realised_on
     from duollm.routers.layerwise import fit_layer_router
     from duollm.routers.linear import constrained
-    from duollm.routers.route import RouteRouter, fit_route_router
+    from duollm.routers.route import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
 
     if cmd.kind not in ("paper", "supervised"):
         raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
     if cmd.labels not in ("causal", "shared"):
         raise DuoError(f"--labels must be causal or shared, got {cmd.labels!r}")
-    if cmd.head not in ("route", "layer"):
-        raise DuoError(f"--head must be route or layer, got {cmd.head!r}")
-    if cmd.head == "layer" and len(parse_options(cmd.options)) != 2:
-        raise DuoError(f"--head layer decides one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
+    if cmd.head not in ("route", "layer", "priced"):
+        raise DuoError(f"--head must be route, layer or priced, got {cmd.head!r}")
+    if cmd.head in ("layer", "priced") and len(parse_options(cmd.options)) != 2:
+        raise DuoError(f"--head {cmd.head} counts one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
     if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
         raise DuoError("--steps, --label-seqs, --calib-seqs, --batch-size and --label-batch-size must be >= 1")
     target = parse_target(cmd.budget, cmd.options)
@@ -279,6 +280,21 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             with amp:
                 real = calibrate(model, router, calib, target)
             fit["offset"] = router.offset.tolist()
+        elif cmd.head == "priced":  # every route, labelled by the oracle without a budget; a price meets it on average
+            free = Budget.free(parse_options(cmd.options))
+            router = RouteRouter(free.routes(L), cfg.model.d_model).to(device)
+            spend = target[constrained(router.options)[0]] * L
+            if whole_layers(spend) is None:
+                raise DuoError(f"--head priced falls back to a fixed route: --budget {cmd.budget} x {L} layers must be whole layers")
+            with amp:
+                feats, table = oracle_tables(model, label_windows, free, cmd.labels, cmd.label_batch_size)
+            fit = fit_priced_router(router, feats.to(device), table.to(device), whole_layers(spend))
+            losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
+            with amp:
+                if fit["ridge"] != float("inf"):  # priced again on the calibration windows, as the paper router's offsets
+                    set_price(router, layer0_states(model, calib.to(device)).flatten(0, 1), spend)
+                    fit["price"] = float(router.price)
+                real = realised_on(model, router, calib)
         else:
             if any(whole_layers(target[c] * L) is None for c in exact.targets()):
                 raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {L} layers must be whole layers")
@@ -289,7 +305,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
             with amp:
                 real = realised_on(model, router, calib)
-    head = "-layer" if cmd.kind == "supervised" and cmd.head == "layer" else ""
+    head = f"-{cmd.head}" if cmd.kind == "supervised" and cmd.head != "route" else ""
     head += "-shared" if cmd.kind == "supervised" and cmd.labels == "shared" else ""  # never the causal-labelled one's name
     name = cmd.name or router_name(cmd.kind + head, cmd.budget, cmd.options)
     meta = {

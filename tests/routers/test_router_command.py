@@ -161,7 +161,24 @@ def test_layer_head(run_dir, capsys):
     )
     assert code == 2 and "give two options" in err
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "tree")
-    assert code == 2 and "--head must be route or layer" in err
+    assert code == 2 and "--head must be route, layer or priced" in err
+
+
+def test_priced_head(run_dir, capsys):
+    """--head priced: every route labelled, a price per BIG layer; on this tiny run it keeps the budget (exactly, when it
+    falls back to the fixed route) and is scored like any router."""
+    train = ["router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "priced", "--labels", "shared"]
+    code, out, err = cli(capsys, *train, "--label-seqs", "8", "--json", *SMALL)
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "supervised-priced-shared-0.5" and "price" in meta["calibration"]
+    assert abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.02
+    code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", meta["name"], "--json")
+    assert code == 0 and json.loads(out)["gap_recovered"] is not None, err
+    code, _, err = cli(capsys, *train, "--budget", "0.3")
+    assert code == 2 and "must be whole layers" in err
+    code, _, err = cli(capsys, *train, "--options", "big,small,skip")
+    assert code == 2 and "give two options" in err
 
 
 def test_calibrate_again_on_other_text(run_dir, capsys, tmp_path):

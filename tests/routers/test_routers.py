@@ -6,7 +6,7 @@ import torch
 from duollm import Choice, DuoConfig, DuoLM
 from duollm.routers import LinearRouter, calibrate, load_router, realised_on
 from duollm.routers.linear import budget_penalty, save_router
-from duollm.routers.route import RouteRouter, fit_route_router, layer0_states
+from duollm.routers.route import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
 from duollm.routing.budget import Budget
 
 
@@ -35,7 +35,14 @@ def ids(seed, n=4, T=12):
     return torch.randint(0, 32, (n, T), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("make", [random_linear, random_route_router])
+def random_priced_router(seed=3) -> RouteRouter:
+    r = RouteRouter(Budget.free((Choice.BIG, Choice.SMALL)).routes(4), 16)
+    r.weight.normal_(generator=torch.Generator().manual_seed(seed))
+    r.price.fill_(0.3)
+    return r.eval()
+
+
+@pytest.mark.parametrize("make", [random_linear, random_route_router, random_priced_router])
 def test_routers_are_causal(model, make):
     r = make()
     x = ids(0)
@@ -94,7 +101,7 @@ def test_route_router_keeps_the_budget_exactly(model):
     assert bool(((route == Choice.BIG).sum(-1) == 2).all())
 
 
-@pytest.mark.parametrize("make", [random_linear, random_route_router])
+@pytest.mark.parametrize("make", [random_linear, random_route_router, random_priced_router])
 def test_save_load_round_trip(model, make, tmp_path):
     r = make()
     if isinstance(r, LinearRouter):
@@ -145,3 +152,45 @@ def test_route_router_learns_a_predictable_route(model):
     fit = fit_route_router(r, feats, flat + 0.05 * torch.randn(len(feats), R, generator=torch.Generator().manual_seed(0)))
     assert fit["ridge"] == float("inf")
     assert len(torch.unique(r.scores(feats).argmin(-1))) == 1  # every token takes one route
+
+
+def test_priced_router_buys_big_layers_for_hard_tokens(model):
+    """Where BIG helps only the tokens that feature 0 marks as hard, the priced head spends its budget on them: the
+    average meets it, the hard tokens take more BIG layers than the easy ones, and the loss beats the fixed route."""
+    x = ids(12, 64, 16)
+    feats = layer0_states(model, x)[:, :-1].flatten(0, 1)  # (N, C)
+    r = RouteRouter(Budget.free((Choice.BIG, Choice.SMALL)).routes(4), 16)
+    hard = feats[:, 0] > feats[:, 0].median()
+    noise = 0.3 * torch.randn(len(feats), len(r.routes), generator=torch.Generator().manual_seed(0))
+    losses = 3.0 - 0.5 * hard[:, None] * r.cost + noise  # each BIG layer saves 0.5 nats on a hard token, none on an easy one
+    fit = fit_priced_router(r, feats, losses, spend=2)
+    assert fit["ridge"] != float("inf") and fit["holdout_loss"] < fit["holdout_fixed_loss"] - 0.2
+    spent = r.cost[r.picks(feats)]
+    assert float(spent.mean()) == pytest.approx(2.0, abs=0.1)
+    assert float(spent[hard].mean()) > float(spent[~hard].mean()) + 2
+    # with no signal it falls back to the fixed route: every token takes the train part's best route of 2 BIG layers
+    fit = fit_priced_router(r, feats, 1.0 + noise, spend=2)
+    assert fit["ridge"] == float("inf") and fit["price"] == 0.0
+    picks = r.picks(feats)
+    assert len(torch.unique(picks)) == 1 and float(r.cost[picks[0]]) == 2.0
+
+
+def test_set_price_meets_any_spend(model):
+    feats = layer0_states(model, ids(13, 16, 16)).flatten(0, 1)
+    r = random_priced_router()
+    for spend in (0.5, 1.0, 2.0, 3.5):
+        assert set_price(r, feats, spend) == pytest.approx(spend, abs=0.05)
+        assert float(r.cost[r.picks(feats)].mean()) == pytest.approx(spend, abs=0.05)
+
+
+def test_route_router_saved_before_prices_loads(tmp_path):
+    """A route head saved before the price existed loads with price 0 (its routes all cost the same)."""
+    from safetensors.torch import load_file, save_file
+
+    r = random_route_router()
+    save_router(r, tmp_path / "r", {"kind": "test"})
+    state = load_file(tmp_path / "r" / "router.safetensors")
+    del state["price"]
+    save_file(state, tmp_path / "r" / "router.safetensors")
+    back, _ = load_router(tmp_path / "r")
+    assert float(back.price) == 0.0 and torch.equal(back.weight, r.weight)
