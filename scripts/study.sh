@@ -167,12 +167,12 @@ case $STAGE in
     split=${STAGE#oracle-}; opt=${split#*-}; oracle "${split%%-*}-val" "${opt/-/,}" ;;
   routers) bash "$0" routers-paper && bash "$0" routers-supervised && bash "$0" router-evals ;;
   routers-paper)  # BIG fractions 4/12, 6/12, 8/12; 6/12 SKIP; 3-way 50/30/20
-    for b in ${PAPER_BUDGETS:-0.333 0.5 0.667}; do router_train paper $b big,small; done
+    for b in ${PAPER_BUDGETS-0.333 0.5 0.667}; do router_train paper $b big,small; done
     for spec in ${PAPER_OTHER-0.5:big,skip 0.5,0.3,0.2:big,small,skip}; do router_train paper "${spec%%:*}" "${spec#*:}"; done
     ;;
   routers-supervised)  # oracle-labelled (causal), exact budgets: whole layers; and the layer-wise head at 6/12
     for labels in ${SUPERVISED_LABELS:-causal}; do
-      for b in ${SUPERVISED_BUDGETS:-0.5 0.333 0.667}; do
+      for b in ${SUPERVISED_BUDGETS-0.5 0.333 0.667}; do
         router_train supervised $b big,small --labels $labels ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}
       done
     done
