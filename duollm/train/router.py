@@ -17,7 +17,10 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
   token; a ridge regression from the token's layer-0 state to those losses picks each token's route.
   `--head layer` (routers/layerwise.py) instead fits the paper router's shape, one score per layer from the
   state that layer sees, to the value of the counted choice there under the causal oracle without a budget,
-  and is calibrated like the paper router (any fraction, met on average).
+  and is calibrated like the paper router (any fraction, met on average). `--head priced` (routers/route.py)
+  labels every route (the oracle without a budget), and each token takes the route with the lowest predicted
+  loss plus a price per counted layer, the price set on the calibration windows so that the budget is met on
+  average: hard tokens can take more BIG layers than easy ones. Without a clear held-out gain it is the fixed route.
 The paper router is then calibrated (routers/calibrate.py) on `--calib-seqs` other training windows so that
 the hard router spends the budget (the supervised one meets it exactly by construction); both are saved to
 `RUN/routers/<name>/` (safetensors + JSON). `router eval` scores a
