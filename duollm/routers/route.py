@@ -25,8 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from duollm.routers.linear import exact
-from duollm.routing.route import Choice
+from duollm.routers.linear import constrained, exact
 
 
 class RouteRouter(nn.Module):
@@ -43,8 +42,8 @@ class RouteRouter(nn.Module):
 
     @property
     def cost(self) -> Tensor:
-        """(R,) counted layers of each route: BIG where the options have it, else SKIP."""
-        return (self.routes == (Choice.BIG if Choice.BIG in self.options else Choice.SKIP)).sum(1).float()
+        """(R,) counted layers of each route: BIG of big/small (and of all three), SKIP of big/skip."""
+        return (self.routes == constrained(self.options)[0]).sum(1).float()
 
     def scores(self, u0: Tensor) -> Tensor:
         """(B, T, C) layer-0 states → (B, T, R) predicted loss of each route, in fp32 under autocast too."""

@@ -175,6 +175,10 @@ def test_priced_head(run_dir, capsys):
     assert abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.02
     code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", meta["name"], "--json")
     assert code == 0 and json.loads(out)["gap_recovered"] is not None, err
+    code, out, err = cli(capsys, *train, "--options", "big,skip", "--label-seqs", "8", "--json", *SMALL)
+    assert code == 0, err
+    skip = json.loads(out)
+    assert skip["name"] == "supervised-priced-shared-0.5-big-skip" and abs(skip["calibration"]["realized"]["skip"] - 0.5) <= 0.02
     code, _, err = cli(capsys, *train, "--budget", "0.3")
     assert code == 2 and "must be whole layers" in err
     code, _, err = cli(capsys, *train, "--options", "big,small,skip")

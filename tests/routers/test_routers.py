@@ -175,6 +175,13 @@ def test_priced_router_buys_big_layers_for_hard_tokens(model):
     assert len(torch.unique(picks)) == 1 and float(r.cost[picks[0]]) == 2.0
 
 
+def test_cost_counts_the_budgets_choice():
+    skip = RouteRouter(Budget.free((Choice.BIG, Choice.SKIP)).routes(4), 16)
+    assert torch.equal(skip.cost, (skip.routes == Choice.SKIP).sum(1).float())  # big/skip budgets count SKIP
+    big = random_priced_router()
+    assert torch.equal(big.cost, (big.routes == Choice.BIG).sum(1).float())
+
+
 def test_set_price_meets_any_spend(model):
     feats = layer0_states(model, ids(13, 16, 16)).flatten(0, 1)
     r = random_priced_router()
