@@ -68,6 +68,22 @@ def plot_usage(frac: np.ndarray, ax, title: str, what: str = "big"):
     return ax
 
 
+def plot_spread(share: np.ndarray, gain: np.ndarray | None, ax, title: str, what: str = "big"):
+    """Bars: the share of tokens taking 0..L `what` layers; line (right axis): their mean BIG gain, when given, at the
+    counts that hold at least 0.5% of the tokens (a mean over a handful of tokens is noise)."""
+    counts = np.arange(len(share))
+    ax.bar(counts, share, color="#d95f02" if what == "big" else "#bdbdbd")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(f"{what.upper()} layers of a token")
+    ax.set_ylabel("share of tokens")
+    ax.set_xticks(counts)
+    if gain is not None:
+        twin = ax.twinx()
+        twin.plot(counts, np.where(share >= 0.005, gain, np.nan), "o-", color="#1f78b4", markersize=3)
+        twin.set_ylabel("mean loss(all-small) − loss(all-big)", color="#1f78b4", fontsize=8)
+    return ax
+
+
 def plot_route_map(route: np.ndarray, texts: list[str], ax, title: str):
     """One sequence's routes, (T-1, L) choices: positions along x (token text ticks), layers along y, 3 colors."""
     from matplotlib.colors import ListedColormap

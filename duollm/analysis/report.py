@@ -15,6 +15,8 @@ absent is left out with a note saying which command makes it:
   routers-usage.png   per router evaluated on the oracle's windows: fraction taking BIG (SKIP for big,skip) at
                       each (layer, position), above the oracles' at the same budget; with every router listed
                       and a table per options and evaluated windows: baselines, routers, oracles, gap recovered
+  routers-spread.png  per router: the share of tokens taking 0..L BIG (SKIP) layers, and for big,small the mean gain
+                      of all-big over all-small on the tokens of each count
   routers-seq0.png    the routes of sequence 0 of those routers, below the oracles' at the same budget
   difficulty.png      D_rel against D_conv, with highlighted text and the top tokens in the page
 The page and figures are written into a temporary folder that then replaces `RUN/report/`.
@@ -33,9 +35,21 @@ from pathlib import Path
 import numpy as np
 
 from duollm.analysis import difficulty as diff
-from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_usage
+from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_spread, plot_usage
 from duollm.analysis.routers import COUNTED, KINDS, Router, RouterEval, read_routers, window_key
-from duollm.analysis.table import BIG, OPTIONS, SKIP, OracleTable, options_present, oracle_folder, read_summary, read_table, usage, usage_ks
+from duollm.analysis.table import (
+    BIG,
+    OPTIONS,
+    SKIP,
+    OracleTable,
+    options_present,
+    oracle_folder,
+    read_summary,
+    read_table,
+    spread,
+    usage,
+    usage_ks,
+)
 from duollm.errors import DuoError
 
 esc = html.escape
@@ -442,6 +456,20 @@ def _router_figures(page: Page, summaries: dict[str, dict], tables: dict[str, Or
         "routers-usage.png",
         "Fraction of sequences taking BIG (SKIP for big,skip) at each layer and position: each router (top row) and the "
         "oracles at the same budget, k = target fraction × L (rows below).",
+    )
+    fig = _new_figure(4.2 * len(drawn), 3.0)
+    for ax, (r, ev, t) in zip(fig.subplots(1, len(drawn), squeeze=False)[0], drawn, strict=True):
+        choice, what = (SKIP, "skip") if r.options == "big,skip" else (BIG, "big")
+        gain = t.loss["all-small"] - t.loss["all-big"] if r.options == "big,small" else None
+        plot_spread(*spread(ev.route, gain, choice), ax, f"{r.kind} router {r.name}", what)
+    fig.tight_layout()
+    page.figure(
+        fig,
+        "routers-spread.png",
+        "How each router spreads its budget over tokens: the share of tokens taking 0, 1, ... BIG (SKIP) layers, and, "
+        "for big/small, the mean gain of all-big over all-small on the tokens of each count holding 0.5% of them or more "
+        "(right axis). A router that "
+        "gives more BIG layers to the tokens where BIG helps most has a rising line.",
     )
     maps: list[tuple[np.ndarray, str]] = []  # (T-1, L) routes of sequence 0 and their titles
     for key in dict.fromkeys((r.options, r.budget_label()) for r, _, _ in drawn):

@@ -186,3 +186,16 @@ def usage_ks(n_layer: int) -> list[int]:
 def usage(route: np.ndarray, choice: int = BIG) -> np.ndarray:
     """Fraction of sequences whose route takes `choice` at each (layer, position): (N, T-1, L) → (L, T-1)."""
     return (route == choice).mean(axis=0).T  # (L, T-1)
+
+
+def spread(route: np.ndarray, gain: np.ndarray | None = None, choice: int = BIG) -> tuple[np.ndarray, np.ndarray | None]:
+    """How a policy spreads `choice` over tokens: (N, T-1, L) routes → the share of tokens taking 0..L of `choice`
+    (L+1,), and, given a per-token (N, T-1) `gain`, its mean over the tokens of each count (L+1,; NaN where none).
+    With gain = loss(all-small) − loss(all-big), it shows whether the tokens given more BIG layers need them more."""
+    count = (route == choice).sum(-1).ravel()  # (N·(T-1),)
+    n = np.bincount(count, minlength=route.shape[-1] + 1)
+    if gain is None:
+        return n / count.size, None
+    total = np.bincount(count, weights=gain.ravel(), minlength=route.shape[-1] + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return n / count.size, np.where(n > 0, total / np.maximum(n, 1), np.nan)

@@ -14,7 +14,7 @@ from duollm.cli import main
 from .conftest import write_oracle
 
 ORACLE = ["ppl-big-small.png", "ppl-big-skip.png", "usage-big-small.png", "skip-map.png", "routes-seq0.png"]
-ALL = [*ORACLE, "routers-usage.png", "routers-seq0.png", "difficulty.png"]
+ALL = [*ORACLE, "routers-usage.png", "routers-spread.png", "routers-seq0.png", "difficulty.png"]
 
 
 def report(capsys, run):

@@ -146,7 +146,7 @@ def test_report_draws_routers(run_dir):
     write_router(run_dir, "pb", "paper", HALF, config={"train_base": True, "steps": 20})
     write_router(run_dir, "skip-0.25", "paper", {"skip": 0.25, "big": 0.75}, PAPER_LOSS, [["B-BB"] * 6] * 2, options="big,skip")
     res = build_report(str(run_dir))
-    assert "routers-usage.png" in res["figures"] and "routers-seq0.png" in res["figures"]
+    assert {"routers-usage.png", "routers-spread.png", "routers-seq0.png"} <= set(res["figures"])
     assert all((run_dir / "report" / f).read_bytes()[:4] == b"\x89PNG" for f in res["figures"])
     page = Path(res["report"]).read_text()
     rows = table_rows(re.search(r"<h2>Learned routers</h2>\n(<table>.*?</table>)", page)[1])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from duollm.analysis.table import BIG, SKIP, parse_routes, read_summary, read_table, usage
+from duollm.analysis.table import BIG, SKIP, parse_routes, read_summary, read_table, spread, usage
 from duollm.errors import DuoError
 
 from .conftest import GAIN, LABELS, SMALL, TEXT, oracle_loss, rotated, write_oracle
@@ -52,6 +52,19 @@ def test_usage_is_a_fraction_over_sequences(run_dir):
     assert frac[:, 1].tolist() == [0.0, 0.5, 1.0, 0.5]  # seq 0: SBBS, seq 1: SSBB
     hand = np.array([[np.mean([(l - n - t) % 4 < 2 for n in range(2)]) for t in range(6)] for l in range(4)])
     assert np.array_equal(frac, hand)
+
+
+def test_spread_counts_tokens_and_averages_their_gain():
+    B, S = BIG, 1  # 1: SMALL
+    route = np.array([[[B, B, S], [S, S, S], [B, S, S], [B, B, B]]], dtype=np.uint8)  # 1 x 4 tokens x 3 layers: 2, 0, 1, 3 BIG
+    gain = np.array([[0.4, 0.0, 0.2, 0.9]])
+    share, mean = spread(route, gain)
+    assert share.tolist() == [0.25, 0.25, 0.25, 0.25]
+    assert np.allclose(mean, [0.0, 0.2, 0.4, 0.9])
+    share, mean = spread(route[:, :3])  # no token takes 3; no gain given
+    assert np.allclose(share, [1 / 3, 1 / 3, 1 / 3, 0.0]) and mean is None
+    _, mean = spread(route[:, :3], gain[:, :3])
+    assert np.isnan(mean[3]) and np.allclose(mean[:3], [0.0, 0.2, 0.4])
 
 
 def test_missing_files_name_the_command(tmp_path, run_dir):
