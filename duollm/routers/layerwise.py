@@ -14,6 +14,20 @@ through the language-model loss:
   label tokens by squared error, and a fit is kept only where it clearly beats a constant score (W = 0) there
   (`route.clear_gain`: by more than two standard errors), with the route head's ridge regression and strengths.
 
+With `values="mean"` the targets and features change, to what a router meets at use rather than at the oracle:
+
+- targets: the value of c at layer l averaged over every setting of the token's other layers (the main effect of
+  layer l over the 2^L routes: the mean loss of the routes with the other option at l minus that of the routes
+  with c at l). At the oracle's route, which is the best for the token's label, every flip costs loss, so the
+  flip values above say more about the label's luck than about the token; an average over 2^(L-1) pairs does not
+  pick a route by its label.
+- features: u_l under a random route per token (each layer c with probability 1/2, seeded), the states of
+  random-routing training and of a router that spends about half its layers on c, not the oracle's.
+
+The one calibrated offset then acts as a price per layer of c: a token takes c at every layer where c is worth
+more than the price, so the hard tokens take more of it, as the paper router's do (docs/results.md, routers at
+12 layers).
+
 At use, c's score at layer l is w_l · u_l + b_l + offset and the token takes c where it is positive; the
 offset is calibrated (routers/calibrate.py) so that the realised fraction of c meets the budget on average,
 as the paper router's does. Causal: u_l of token t depends on tokens ≤ t only.
@@ -42,6 +56,24 @@ def flip_values(candidates: Tensor, route: Tensor, options: tuple[int, ...], cou
     with_c = idx + (d - hi) * place  # (N, L): the route with `counted` at layer l
     without = idx + (1 - d - hi) * place
     return candidates.gather(1, without) - candidates.gather(1, with_c)
+
+
+def mean_values(candidates: Tensor, options: tuple[int, ...], counted: int) -> Tensor:
+    """Value (N, L) of `counted` at each layer averaged over the other layers: the mean loss of the routes with the
+    other option there minus the mean loss of those with `counted` there. candidates: (N, 2^L), lexicographic over
+    `options` (ascending), as `Budget.free(options).routes(L)`."""
+    N, R = candidates.shape
+    L = R.bit_length() - 1
+    by_layer = candidates.reshape(N, *[2] * L)  # axis 1 + l: the digit of layer l (0: options[0], 1: options[1])
+    d = options.index(counted)
+    means = [by_layer.transpose(1, 1 + l).reshape(N, 2, -1).mean(-1) for l in range(L)]  # (N, 2) per layer
+    return torch.stack([m[:, 1 - d] - m[:, d] for m in means], 1)
+
+
+def random_routes(shape: tuple[int, ...], options: tuple[int, ...], seed: int) -> Tensor:
+    """(…, L) uint8 routes taking each of the two options with probability 1/2 at every layer, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.tensor(options, dtype=torch.uint8)[torch.randint(0, 2, shape, generator=g)]
 
 
 @torch.no_grad()

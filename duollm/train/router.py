@@ -17,7 +17,8 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
   token; a ridge regression from the token's layer-0 state to those losses picks each token's route.
   `--head layer` (routers/layerwise.py) instead fits the paper router's shape, one score per layer from the
   state that layer sees, to the value of the counted choice there under the causal oracle without a budget,
-  and is calibrated like the paper router (any fraction, met on average). `--head priced` (routers/route.py)
+  and is calibrated like the paper router (any fraction, met on average); with `--values mean`, to that value
+  averaged over every route, from the states under random routes. `--head priced` (routers/route.py)
   labels every route (the oracle without a budget), and each token takes the route with the lowest predicted
   loss plus a price per counted layer, the price set on the calibration windows so that the budget is met on
   average: hard tokens can take more BIG layers than easy ones. Without a clear held-out gain it is the fixed route.
@@ -67,6 +68,7 @@ class RouterTrainCommand:
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
     head: str = "route"  # supervised: route (a whole route from the layer-0 state) | layer (per layer, calibrated)
     # | priced (a whole route among all of them, a price per counted layer: the budget met on average)
+    values: str = "flip"  # layer head's targets: flip (at the oracle's route) | mean (over every route; random-route states)
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
@@ -218,15 +220,30 @@ def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, bat
 
 
 @torch.no_grad()
-def layer_tables(model, windows: torch.Tensor, options: tuple[int, ...], counted: int, labels: str, batch_size: int = 16):
-    """Per layer the states (N, C) under the free oracle's routes, and the value (N, L) of `counted` at each layer."""
-    from duollm.routers.layerwise import flip_values, teacher_states
+def layer_tables(
+    model,
+    windows: torch.Tensor,
+    options: tuple[int, ...],
+    counted: int,
+    labels: str,
+    batch_size: int = 16,
+    values: str = "flip",
+    seed: int = 0,
+):
+    """Per layer the states (N, C) and the value (N, L) of `counted` at each layer: `flip` under the free oracle's
+    routes, `mean` averaged over every route, the states under random routes (routers/layerwise.py)."""
+    from duollm.routers.layerwise import flip_values, mean_values, random_routes, teacher_states
 
-    feats, values = [], []
-    for x, res in _labelled(model, windows, Budget.free(options), labels, batch_size):
-        feats.append(teacher_states(model, x, res.route))
-        values.append(flip_values(res.candidates.flatten(0, 1).float(), res.route.flatten(0, 1), options, counted).cpu())
-    return [torch.cat(f) for f in zip(*feats, strict=True)], torch.cat(values)
+    feats, vals = [], []
+    for i, (x, res) in enumerate(_labelled(model, windows, Budget.free(options), labels, batch_size)):
+        cand = res.candidates.flatten(0, 1).float()
+        if values == "mean":
+            feats.append(teacher_states(model, x, random_routes(res.route.shape, options, seed + i).to(x.device)))
+            vals.append(mean_values(cand, options, counted).cpu())
+        else:
+            feats.append(teacher_states(model, x, res.route))
+            vals.append(flip_values(cand, res.route.flatten(0, 1), options, counted).cpu())
+    return [torch.cat(f) for f in zip(*feats, strict=True)], torch.cat(vals)
 
 
 def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
@@ -244,6 +261,8 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError(f"--labels must be causal or shared, got {cmd.labels!r}")
     if cmd.head not in ("route", "layer", "priced"):
         raise DuoError(f"--head must be route, layer or priced, got {cmd.head!r}")
+    if cmd.values not in ("flip", "mean"):
+        raise DuoError(f"--values must be flip or mean, got {cmd.values!r}")
     if cmd.head in ("layer", "priced") and len(parse_options(cmd.options)) != 2:
         raise DuoError(f"--head {cmd.head} counts one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
     if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
@@ -275,7 +294,9 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
             counted = constrained(router.options)[0]
             with amp:
-                feats, values = layer_tables(model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size)
+                feats, values = layer_tables(
+                    model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, cmd.values, cmd.seed
+                )
             with torch.no_grad():
                 fit = fit_layer_router(router.cpu(), feats, values, counted)
             router.to(device)
@@ -309,6 +330,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             with amp:
                 real = realised_on(model, router, calib)
     head = f"-{cmd.head}" if cmd.kind == "supervised" and cmd.head != "route" else ""
+    head += "-mean" if cmd.kind == "supervised" and cmd.head == "layer" and cmd.values == "mean" else ""
     head += "-shared" if cmd.kind == "supervised" and cmd.labels == "shared" else ""  # never the causal-labelled one's name
     name = cmd.name or router_name(cmd.kind + head, cmd.budget, cmd.options)
     meta = {

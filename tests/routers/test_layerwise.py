@@ -3,8 +3,9 @@
 import torch
 
 from duollm.model.transformer import DuoConfig, DuoLM
-from duollm.routers.layerwise import fit_layer_router, flip_values, teacher_states
+from duollm.routers.layerwise import fit_layer_router, flip_values, mean_values, random_routes, teacher_states
 from duollm.routers.linear import LinearRouter
+from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
 
 B, S = Choice.BIG, Choice.SMALL
@@ -20,6 +21,26 @@ def test_flip_values_by_hand():
     assert torch.equal(v, torch.tensor([[2.0, 1.0], [-4.0, -1.0]]))
     skip = flip_values(cand, route, (S, B), S)  # the value of the other option is the negative
     assert torch.equal(skip, -v)
+
+
+def test_mean_values_by_hand_and_by_brute_force():
+    """Two layers, SS, SB, BS, BB: the value of BIG at a layer is the mean over the other layer's settings."""
+    cand = torch.tensor([[4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 5.0, 7.0]])
+    v = mean_values(cand, (S, B), B)
+    # token 0, layer 0: mean(SS, SB) − mean(BS, BB) = 3.5 − 1.5; layer 1: mean(SS, BS) − mean(SB, BB) = 3 − 2
+    assert torch.equal(v, torch.tensor([[2.0, 1.0], [-4.5, -1.5]]))  # token 1: 1.5 − 6, 3 − 4.5
+    assert torch.equal(mean_values(cand, (S, B), S), -v)
+    routes = Budget.free((S, B)).routes(4)  # four layers, against the routes themselves
+    cand = torch.randn(3, len(routes), generator=torch.Generator().manual_seed(0))
+    for layer in range(4):
+        big = routes[:, layer] == B
+        assert torch.allclose(mean_values(cand, (S, B), B)[:, layer], cand[:, ~big].mean(1) - cand[:, big].mean(1))
+
+
+def test_random_routes_are_seeded_halves():
+    r = random_routes((64, 50, 4), (S, B), seed=3)
+    assert torch.equal(r, random_routes((64, 50, 4), (S, B), seed=3)) and not torch.equal(r, random_routes((64, 50, 4), (S, B), seed=4))
+    assert set(r.unique().tolist()) == {int(S), int(B)} and abs(float((r == B).float().mean()) - 0.5) < 0.02
 
 
 def test_teacher_states_follow_the_route():

@@ -160,6 +160,15 @@ def test_layer_head(run_dir, capsys):
         capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--options", "big,small,skip"
     )
     assert code == 2 and "give two options" in err
+    code, out, err = cli(
+        capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--values", "mean", "--labels", "shared",
+        "--label-seqs", "4", "--json", *SMALL,
+    )  # fmt: skip
+    assert code == 0, err
+    mean = json.loads(out)
+    assert mean["name"] == "supervised-layer-mean-shared-0.5" and abs(mean["calibration"]["realized"]["big"] - 0.5) <= 0.1
+    code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--values", "avg")
+    assert code == 2 and "--values must be flip or mean" in err
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "tree")
     assert code == 2 and "--head must be route, layer or priced" in err
 
