@@ -148,6 +148,7 @@ TRAIN_DEFAULTS = {
     "train_base": False,
     "labels": "causal",
     "head": "route",
+    "values": "flip",
     "label_seqs": 64,
     "label_batch_size": 64,
     "calib_seqs": 16,
