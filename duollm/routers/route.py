@@ -133,7 +133,10 @@ def set_price(router: RouteRouter, feats: Tensor, spend: float, iters: int = 40)
     """Set `router.price` so that the tokens' routes spend `spend` counted layers on average (bisection: spending
     falls as the price rises); returns the spending reached. Ends on whichever end of its last bracket is nearer."""
     scores, cost = router.scores(feats), router.cost  # (N, R), (R,)
-    spent = lambda p: float(cost[(scores + p * cost).argmin(-1)].mean())  # noqa: E731
+
+    def spent(price: float) -> float:
+        return float(cost[(scores + price * cost).argmin(-1)].mean())
+
     lo, hi = -10.0, 10.0  # nats per counted layer
     for _ in range(iters):
         mid = (lo + hi) / 2
