@@ -1,68 +1,72 @@
-"""How routers spread their counted layers (BIG of big/small) over tokens, and where that pays.
+"""How routers spread their BIG layers over tokens, and where that pays: the numbers behind the report's
+`routers-spread.png`, as text.
 
-    python3 scripts/router_counts.py RUN/oracle/big-small/tokens.jsonl.gz \
-        paper=RUN/routers/paper-0.5/tokens-prose-val.jsonl.gz priced=RUN/routers/supervised-priced-shared-0.5/tokens-prose-val.jsonl.gz
+    python3 scripts/router_counts.py RUN [NAME ...]
 
-The first argument is the oracle's per-token table (`duollm oracle` writes it; it holds all-big, all-small and the
-fixed route's loss at each k); each other is NAME=FILE, a router's per-token table (`duollm router eval` writes it).
-Rows are matched by (seq, pos). For each router it prints how many tokens take 0, 1, ... BIG layers, the correlation
-of a token's BIG count with how much all-big beats all-small on it (the token's "BIG gain"), and, for groups of
-tokens by BIG count, their share, mean BIG gain, and the router's loss minus the fixed route's at the router's mean
-BIG count (nats per token). Reads files only (no model).
+RUN holds a big/small oracle (`duollm oracle`: RUN/oracle/big-small/) and routers evaluated on its windows
+(`duollm router eval`); NAME picks routers (default: every big/small router with such an evaluation). For each it
+prints how many tokens take 0, 1, ... BIG layers, the correlation of a token's BIG count with its "BIG gain" (how
+much all-big beats all-small on it), and, for groups of tokens by BIG count, their share, mean BIG gain, and the
+router's loss minus the `fixed` route's at the router's budget (nats per token). Reads files only (no model).
 """
 
-import gzip
-import json
-import math
 import sys
-from collections import Counter
 
-GROUPS = ((0, 2), (3, 4), (5, 6), (7, 8), (9, 12))  # BIG counts, inclusive, for a 12-layer model
+import numpy as np
 
-
-def fail(message: str) -> None:
-    print(message, file=sys.stderr)
-    sys.exit(2)
+from duollm.analysis.routers import read_routers
+from duollm.analysis.table import BIG, read_table, spread
+from duollm.errors import DuoError
 
 
-def table(path: str) -> dict:
-    with gzip.open(path, "rt") as f:
-        return {(r["seq"], r["pos"]): r for r in map(json.loads, f)}
+def groups(n_layer: int) -> list[tuple[int, int]]:
+    """BIG counts 0..L in about five groups, inclusive: 12 layers → 0-2, 3-4, 5-6, 7-8, 9-12."""
+    edges = sorted({0, *(round(n_layer * f) for f in (1 / 4, 5 / 12, 7 / 12, 3 / 4)), n_layer + 1})
+    return [(a, b - 1) for a, b in zip(edges, edges[1:], strict=False)]
 
 
-def corr(a: list[float], b: list[float]) -> float:
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b, strict=True))
-    va, vb = sum((x - ma) ** 2 for x in a), sum((y - mb) ** 2 for y in b)
-    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else float("nan")
-
-
-def main(args: list[str]) -> None:
-    if len(args) < 2 or any("=" not in a for a in args[1:]):
-        fail(__doc__)
-    oracle = table(args[0])
-    for arg in args[1:]:
-        name, path = arg.split("=", 1)
-        rows = table(path)
-        keys = sorted(oracle.keys() & rows.keys())
-        count = [rows[k]["route"].count("B") for k in keys]
-        k = round(sum(count) / len(count))  # the budget, in whole layers, whose fixed route is the reference
-        if f"loss/fixed/{k}" not in oracle[keys[0]]:
-            fail(f"{args[0]} has no fixed route at k = {k}: run `duollm oracle --budgets` with {k}")
-        gain = [oracle[x]["loss/all-small"] - oracle[x]["loss/all-big"] for x in keys]
-        minus = [rows[x]["loss"] - oracle[x][f"loss/fixed/{k}"] for x in keys]
-        hist = Counter(count)
-        print(
-            f"{name}: {len(keys)} tokens, mean BIG {sum(count) / len(count):.3f}, {len({rows[x]['route'] for x in keys})} distinct routes"
+def report(run: str, names: list[str]) -> str:
+    table = read_table(run)
+    routers = [r for r in read_routers(run) if r.options == "big,small" and (not names or r.name in names)]
+    if missing := sorted(set(names) - {r.name for r in routers}):
+        raise DuoError(f"no big/small router {', '.join(missing)} in {run}/routers")
+    gain = table.loss["all-small"] - table.loss["all-big"]  # (N, T-1)
+    lines = []
+    for r in routers:
+        ev = r.matching_eval(table.summary)
+        fixed = table.loss.get(f"fixed/{r.budget_label()}")
+        if ev is None or fixed is None:
+            lines.append(f"{r.name}: not evaluated on the oracle's windows at a budget it holds; skipped")
+            continue
+        count = (ev.route == BIG).sum(-1)  # (N, T-1)
+        share, _ = spread(ev.route)
+        minus = ev.loss - fixed
+        lines.append(
+            f"{r.name}: {count.size} tokens, mean BIG {count.mean():.3f}, {len(np.unique(ev.route.reshape(-1, r.n_layer), axis=0))} distinct routes"
         )
-        print("  tokens by BIG count: " + ", ".join(f"{c}: {hist[c]}" for c in sorted(hist)))
-        print(f"  correlation of BIG count with BIG gain: {corr(count, gain):.3f}")
-        for lo, hi in GROUPS:
-            idx = [i for i, c in enumerate(count) if lo <= c <= hi]
-            if idx:
-                share, g, m = len(idx) / len(keys), sum(gain[i] for i in idx) / len(idx), sum(minus[i] for i in idx) / len(idx)
-                print(f"  {lo:>2}-{hi:<2} BIG: share {share:.3f}, BIG gain {g:+.4f}, minus fixed/{k} {m:+.4f}")
+        lines.append("  tokens by BIG count: " + ", ".join(f"{c}: {round(s * count.size)}" for c, s in enumerate(share) if s > 0))
+        lines.append(f"  correlation of BIG count with BIG gain: {np.corrcoef(count.ravel(), gain.ravel())[0, 1]:.3f}")
+        for lo, hi in groups(r.n_layer):
+            at = (count >= lo) & (count <= hi)
+            if at.any():
+                lines.append(
+                    f"  {lo:>2}-{hi:<2} BIG: share {at.mean():.3f}, BIG gain {gain[at].mean():+.4f}, "
+                    f"minus fixed/{r.budget_label()} {minus[at].mean():+.4f}"
+                )
+    return "\n".join(lines)
+
+
+def main(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if args else 2
+    try:
+        print(report(args[0], args[1:]))
+    except DuoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

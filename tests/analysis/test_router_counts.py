@@ -1,4 +1,4 @@
-"""scripts/router_counts.py on hand-made per-token tables. Run: pytest tests/analysis/test_router_counts.py"""
+"""scripts/router_counts.py on a hand-made run. Run: pytest tests/analysis/test_router_counts.py"""
 
 import gzip
 import json
@@ -6,42 +6,46 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .conftest import PAPER_LOSS, PAPER_ROUTES, write_oracle, write_router
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "router_counts.py"
 
 
-def write(path: Path, rows: list[dict]) -> str:
-    with gzip.open(path, "wt") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    return str(path)
+def counts(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
 
 
 def test_counts_gain_and_groups(tmp_path):
-    # four tokens of a 4-layer model: two hard ones (BIG saves 1 nat) the router gives 3 BIG, two easy ones it gives 1
-    gains = [1.0, 1.0, 0.0, 0.0]
-    oracle = [{"seq": 0, "pos": i, "loss/all-small": 3.0, "loss/all-big": 3.0 - g, "loss/fixed/2": 2.5} for i, g in enumerate(gains)]
-    router = [
-        {"seq": 0, "pos": i, "route": r, "loss": loss}
-        for i, (r, loss) in enumerate([("BBBS", 2.1), ("SBBB", 2.3), ("SSSB", 2.5), ("BSSS", 2.9)])
+    run = tmp_path / "run"
+    tokens = write_oracle(run, "big,small") / "tokens.jsonl.gz"
+    with gzip.open(tokens, "rt") as f:
+        rows = [json.loads(line) for line in f]
+    for r in rows:  # all-big gains 0.5 on sequence 0, whose tokens the router gives 2 BIG layers, 0.1 on sequence 1 (1 BIG)
+        r["loss/all-big"] = r["loss/all-small"] - (0.5 if r["seq"] == 0 else 0.1)
+    with gzip.open(tokens, "wt") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    write_router(run, "r", "paper", {"big": 0.5, "small": 0.5}, PAPER_LOSS, PAPER_ROUTES)
+    write_router(run, "untried", "paper", {"big": 0.5, "small": 0.5})  # no evaluation
+    res = counts(run)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[:3] == [
+        "r: 12 tokens, mean BIG 1.500, 2 distinct routes",
+        "  tokens by BIG count: 1: 6, 2: 6",
+        "  correlation of BIG count with BIG gain: 1.000",
     ]
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), write(tmp_path / "o.jsonl.gz", oracle), "r=" + write(tmp_path / "r.jsonl.gz", router)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "r: 4 tokens, mean BIG 2.000, 4 distinct routes" in out
-    assert "tokens by BIG count: 1: 2, 3: 2" in out
-    assert "correlation of BIG count with BIG gain: 1.000" in out
-    assert "0-2  BIG: share 0.500, BIG gain +0.0000, minus fixed/2 +0.2000" in out
-    assert "3-4  BIG: share 0.500, BIG gain +1.0000, minus fixed/2 -0.3000" in out
+    # the router's loss is SMALL - 0.3 GAIN and fixed/2's SMALL - 0.2; GAIN averages 0.9667 on sequence 1, 1.0833 on 0
+    assert lines[3:5] == [
+        "   1-1  BIG: share 0.500, BIG gain +0.1000, minus fixed/2 -0.0900",
+        "   2-2  BIG: share 0.500, BIG gain +0.5000, minus fixed/2 -0.1250",
+    ]
+    assert lines[5] == "untried: not evaluated on the oracle's windows at a budget it holds; skipped"
 
 
-def test_missing_fixed_budget_is_one_line(tmp_path):
-    oracle = [{"seq": 0, "pos": 0, "loss/all-small": 3.0, "loss/all-big": 2.0, "loss/fixed/1": 2.5}]
-    router = [{"seq": 0, "pos": 0, "route": "BBSS", "loss": 2.0}]
-    res = subprocess.run(
-        [sys.executable, str(SCRIPT), write(tmp_path / "o.jsonl.gz", oracle), "r=" + write(tmp_path / "r.jsonl.gz", router)],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 2 and "has no fixed route at k = 2" in res.stderr and "Traceback" not in res.stderr
+def test_bad_input_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    write_oracle(run, "big,small")
+    res = counts(run, "nope")
+    assert res.returncode == 2 and res.stderr.strip() == f"error: no big/small router nope in {run}/routers"
+    res = counts(tmp_path / "nowhere")
+    assert res.returncode == 2 and "not a directory" in res.stderr and "Traceback" not in res.stderr
