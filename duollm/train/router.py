@@ -66,8 +66,7 @@ class RouterTrainCommand:
     beta_max: float = 20.0  # final inverse temperature (paper)
     train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
-    head: str = "route"  # supervised: route (a whole route from the layer-0 state) | layer (per layer, calibrated)
-    # | priced (a whole route among all of them, a price per counted layer: the budget met on average)
+    head: str = "route"  # supervised: route (a whole route, exact budget) | layer (per layer, calibrated) | priced (a whole route, a price per counted layer)
     values: str = "flip"  # layer head's targets: flip (at the oracle's route) | mean (over every route; random-route states)
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
