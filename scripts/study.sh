@@ -5,8 +5,9 @@
 #   bash scripts/study.sh oracle-prose   # k = 0..12, free, the 6>2 schedule: shared + causal, fixed, best-of-N; big/skip
 #   bash scripts/study.sh oracle-code    # the same on code-val
 #   bash scripts/study.sh routers        # paper routers (4/12, 6/12, 8/12 BIG, 6/12 SKIP, 3-way) and supervised ones
-#                                        # (4/12, 6/12, 8/12), each scored on prose-val and code-val (the parts:
-#                                        # routers-paper, routers-supervised, router-evals)
+#                                        # (route heads at 4/12, 6/12, 8/12; the priced head and both layer heads at
+#                                        # 6/12), each scored on prose-val and code-val (the parts: routers-paper,
+#                                        # routers-supervised, router-evals)
 #   bash scripts/study.sh label-free     # the share of the oracle's gap that a choice without the label recovers (k = 6)
 #   bash scripts/study.sh freeze         # claim 7 on a smaller model: from scratch vs dense-then-small, equal tokens
 #   bash scripts/study.sh report         # difficulty, report.html, the seven claims; everything small packed into $OUT
@@ -27,7 +28,8 @@
 #   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
 #   TRAIN_NPROC=2 FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch   # then `wait` until it ends
 #
-# On one GPU (the leases after the second; estimated 25 of the 30 minutes, docs/results.md says how): 3000 training
+# On one GPU (the leases after the second; the third took 1370 s, docs/results.md says how, before the priced head
+# and the mean-target layer head joined `routers-supervised`, about 160 s more, unmeasured together): 3000 training
 # steps, two lanes sharing the GPU, windows of 256 tokens, and the causal oracle on code-val for the counts the
 # claims and routers read:
 #
@@ -171,7 +173,7 @@ case $STAGE in
     for b in ${PAPER_BUDGETS-0.333 0.5 0.667}; do router_train paper $b big,small; done
     for spec in ${PAPER_OTHER-0.5:big,skip 0.5,0.3,0.2:big,small,skip}; do router_train paper "${spec%%:*}" "${spec#*:}"; done
     ;;
-  routers-supervised)  # oracle-labelled (causal), exact budgets: whole layers; and the layer-wise head at 6/12
+  routers-supervised)  # oracle-labelled route heads (exact budgets: whole layers), the priced head, the layer heads at 6/12
     for labels in ${SUPERVISED_LABELS:-causal}; do
       for b in ${SUPERVISED_BUDGETS-0.5 0.333 0.667}; do
         router_train supervised $b big,small --labels $labels ${SUPERVISED_ARGS:---label-seqs 256 --label-batch-size 128}
@@ -241,7 +243,7 @@ case $STAGE in
     later=()
     if [ "${TRAIN_NPROC:-1}" -gt 1 ]; then stage train || rc=1; later=(freeze:760); else lanes train:700 freeze:760 || rc=1; fi
     [ -f "$RUN/ckpt/latest.json" ] || { say "no model in $RUN: stopping"; exit 1; }
-    lanes oracle-prose-big-small:620 oracle-code-big-small:620 routers-supervised:200 routers-paper:150 \
+    lanes oracle-prose-big-small:620 oracle-code-big-small:620 routers-supervised:360 routers-paper:150 \
       oracle-prose-big-skip:120 oracle-code-big-skip:120 label-free:300 "${later[@]}" || rc=1
     lanes router-evals-paper:100 router-evals-supervised:60 || rc=1
     stage report || rc=1

@@ -469,8 +469,7 @@ def _router_figures(page: Page, summaries: dict[str, dict], tables: dict[str, Or
         "routers-spread.png",
         "How each router spreads its budget over tokens: the share of tokens taking 0, 1, ... BIG (SKIP) layers, and, "
         "for big/small, the mean gain of all-big over all-small on the tokens of each count holding 0.5% of them or more "
-        "(right axis). A router that "
-        "gives more BIG layers to the tokens where BIG helps most has a rising line.",
+        "(right axis). A router that gives more BIG layers to the tokens where BIG helps most has a rising line.",
     )
     maps: list[tuple[np.ndarray, str]] = []  # (T-1, L) routes of sequence 0 and their titles
     for key in dict.fromkeys((r.options, r.budget_label()) for r, _, _ in drawn):

@@ -197,5 +197,4 @@ def spread(route: np.ndarray, gain: np.ndarray | None = None, choice: int = BIG)
     if gain is None:
         return n / count.size, None
     total = np.bincount(count, weights=gain.ravel(), minlength=route.shape[-1] + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return n / count.size, np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return n / count.size, np.where(n > 0, total / np.maximum(n, 1), np.nan)
