@@ -479,8 +479,8 @@ def main_train(cmd: RouterTrainCommand) -> None:
     how = (
         f"loss {t['first_loss']:.4f} → {t['final_loss']:.4f} in {t['steps']} steps"
         if meta["kind"] == "paper"
-        else f"fitted on {c['label_seqs']} oracle-labelled windows, held-out {'loss' if c['head'] == 'route' else 'squared error'} "
-        f"{t['first_loss']:.4f} ({'fixed' if c['head'] == 'route' else 'a constant'}) → {t['final_loss']:.4f}"
+        else f"fitted on {c['label_seqs']} oracle-labelled windows, held-out {'squared error' if c['head'] == 'layer' else 'loss'} "
+        f"{t['first_loss']:.4f} ({'a constant' if c['head'] == 'layer' else 'fixed'}) → {t['final_loss']:.4f}"
     )
     print(
         f"router {meta['name']}: {how} ({t['seconds']} s); calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"

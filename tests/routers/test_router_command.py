@@ -188,6 +188,8 @@ def test_priced_head(run_dir, capsys):
     assert code == 0, err
     skip = json.loads(out)
     assert skip["name"] == "supervised-priced-shared-0.5-big-skip" and abs(skip["calibration"]["realized"]["skip"] - 0.5) <= 0.02
+    code, out, err = cli(capsys, *train, "--name", "priced-line", "--label-seqs", "8", *SMALL)
+    assert code == 0 and "oracle-labelled windows, held-out loss" in out and "(fixed)" in out, out  # decision losses, not errors
     code, _, err = cli(capsys, *train, "--budget", "0.3")
     assert code == 2 and "must be whole layers" in err
     code, _, err = cli(capsys, *train, "--options", "big,small,skip")
