@@ -45,7 +45,8 @@ def report(run: str, names: list[str]) -> str:
             f"{r.name}: {count.size} tokens, mean BIG {count.mean():.3f}, {len(np.unique(ev.route.reshape(-1, r.n_layer), axis=0))} distinct routes"
         )
         lines.append("  tokens by BIG count: " + ", ".join(f"{c}: {round(s * count.size)}" for c, s in enumerate(share) if s > 0))
-        lines.append(f"  correlation of BIG count with BIG gain: {np.corrcoef(count.ravel(), gain.ravel())[0, 1]:.3f}")
+        corr = f"{np.corrcoef(count.ravel(), gain.ravel())[0, 1]:.3f}" if count.min() < count.max() else "none (one count for every token)"
+        lines.append(f"  correlation of BIG count with BIG gain: {corr}")
         for lo, hi in groups(r.n_layer):
             at = (count >= lo) & (count <= hi)
             if at.any():

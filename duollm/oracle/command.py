@@ -178,7 +178,10 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     budgets = parse_budgets(cmd.budgets, cmd.options, L)
     if cmd.causal_budgets and cmd.mode != "causal":
         raise DuoError("--causal-budgets needs --mode causal")
-    causal, rand = (_subset(flag, text, budgets, cmd, L) for flag, text in (("causal", cmd.causal_budgets), ("random", cmd.random_budgets)))
+    causal, rand = (
+        _subset(flag, text, budgets, cmd, L)
+        for flag, text in (("causal", cmd.causal_budgets), ("random", cmd.random_budgets if cmd.random else ""))
+    )  # --random 0: no trials, no budgets to check
     seq_len = cmd.seq_len or cfg.train.seq_len
     if seq_len < 2 or seq_len > cfg.model.max_seq_len:
         raise DuoError(f"--seq-len must be in 2..{cfg.model.max_seq_len}, got {seq_len}")

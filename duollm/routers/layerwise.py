@@ -90,21 +90,31 @@ def teacher_states(model, ids: Tensor, route: Tensor) -> list[Tensor]:
     return states
 
 
-def fit_layer_router(router: LinearRouter, feats: list[Tensor], values: Tensor, counted: int, holdout: float = 0.25) -> dict:
+def fit_layer_router(
+    router: LinearRouter,
+    feats: list[Tensor],
+    values: Tensor,
+    counted: int,
+    holdout: float = 0.25,
+    table: Tensor | None = None,
+    spend: int = 0,
+) -> dict:
     """Fit `router`'s score for `counted` at each layer to `values` (N, L) from `feats` (one (N, C) per layer).
 
     The other option's score stays 0, so the router takes `counted` where the fitted value (plus the calibrated
     offset) is positive. Returns per layer the chosen ridge strength and the held-out squared error of the fit
-    and of a constant."""
+    and of a constant. With `table` (N, 2^L: every route's loss, as `mean_values` reads it) the scores are then
+    shrunk towards each layer's mean by the factor that `choose_shrink` picks with `spend` counted layers a token."""
     k = router.options.index(counted)
     n = int(len(values) * (1 - holdout))
-    chosen, err, const = [], [], []
+    chosen, err, const, held = [], [], [], []
     for l, X in enumerate(feats):
         X, y = X.double(), values[:, l].double()
-        sq = {}  # per held-out token squared error of each strength
+        sq, pred = {}, {}  # per held-out token squared error and prediction of each strength
         for lam in RIDGE:
             w, b = ridge(X[:n], y[:n], lam)
-            sq[lam] = (X[n:] @ w + b - y[n:]) ** 2
+            pred[lam] = X[n:] @ w + b
+            sq[lam] = (pred[lam] - y[n:]) ** 2
         scores = {lam: float(e.mean()) for lam, e in sq.items()}
         best = min((lam for lam in RIDGE if clear_gain(sq[float("inf")] - sq[lam])), key=scores.get, default=float("inf"))
         w, b = ridge(X, y, best)
@@ -112,5 +122,81 @@ def fit_layer_router(router: LinearRouter, feats: list[Tensor], values: Tensor, 
         lin.weight.zero_(), lin.bias.zero_()
         lin.weight[k] = w.float()
         lin.bias[k] = float(b)
-        chosen.append(best), err.append(scores[best]), const.append(scores[float("inf")])
-    return {"ridge": chosen, "holdout_mse": err, "holdout_mse_constant": const}
+        chosen.append(best), err.append(scores[best]), const.append(scores[float("inf")]), held.append(pred[best])
+    fit = {"ridge": chosen, "holdout_mse": err, "holdout_mse_constant": const}
+    if table is not None:
+        mean = values[:n].double().mean(0)  # (L,) each layer's mean value on the fit part: what a shrunk score tends to
+        fit.update(choose_shrink(torch.stack(held, 1), mean, table[:n], table[n:], router.options, counted, spend))
+        shrink_router(router, counted, fit["shrink"], values.double().mean(0), fit.get("fixed_route"))
+    return fit
+
+
+SHRINKS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)  # factors tried on the scores' spread about each layer's mean; 0 = the fixed route
+
+
+def route_index(take: Tensor, options: tuple[int, ...], counted: int) -> Tensor:
+    """(N,) the lexicographic index over `options` (as `Budget.free(options).routes(L)`) of the routes that take
+    `counted` where `take` (N, L) is true and the other option elsewhere."""
+    L = take.shape[1]
+    digit = take.long() if options.index(counted) == 1 else 1 - take.long()
+    return (digit * 2 ** torch.arange(L - 1, -1, -1, device=take.device)).sum(1)
+
+
+def take_top(scores: Tensor, spend: int) -> Tensor:
+    """(N, L) bool: `counted` where a score is among the top N · spend of all of them, one global threshold (the
+    calibrated offset of a layer head, set on these tokens)."""
+    m = scores.shape[0] * spend
+    if m == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    flat = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    flat[scores.flatten().topk(m).indices] = True
+    return flat.reshape(scores.shape)
+
+
+def choose_shrink(
+    pred: Tensor, mean: Tensor, fit_table: Tensor, held_table: Tensor, options: tuple[int, ...], counted: int, spend: int
+) -> dict:
+    """The factor s in `SHRINKS` for scores `mean + s · (pred − mean)` that gives the lowest loss on held-out tokens
+    when a token takes `counted` at its top-scoring (token, layer) pairs, `spend` a token on average.
+
+    Values averaged over every route are main effects: thresholded layer by layer they ignore that a token's gain
+    from one more layer of `counted` falls as it takes more of them, and so they spread a token's count wider than
+    pays (at 12 layers, a fifth of the tokens took 0 to 2 BIG layers and lost 0.036 nats against `fixed` there:
+    docs/results.md). Shrinking the spread about each layer's mean is one knob between that and the fixed route
+    (s = 0: the route of exactly `spend` layers best on the fit part's tokens), chosen by decision loss on the
+    table, as the priced head's ridge strength is; a factor is kept only with a clear gain (`clear_gain`) over the
+    fixed route. pred: (M, L) the held-out tokens' fitted values; tables: (n, 2^L), (M, 2^L) every route's loss."""
+    L = pred.shape[1]
+    cost = torch.tensor([bin(r).count("1") for r in range(2**L)])  # digit 1s: the larger option's layers
+    cost = cost if options.index(counted) == 1 else L - cost
+    fixed_route = int(torch.nonzero(cost == spend)[fit_table[:, cost == spend].double().mean(0).argmin()])
+    fixed = held_table[:, fixed_route].double()
+    per_token = {0.0: fixed}
+    for s in SHRINKS[1:]:
+        scores = mean + s * (pred.double() - mean)
+        per_token[s] = held_table.gather(1, route_index(take_top(scores, spend), options, counted)[:, None])[:, 0].double()
+    losses = {s: float(v.mean()) for s, v in per_token.items()}
+    best = min((s for s in SHRINKS[1:] if clear_gain(fixed - per_token[s])), key=losses.get, default=0.0)
+    out = {"shrink": best, "shrink_losses": {str(s): v for s, v in losses.items()}}
+    if best == 0.0:
+        out["fixed_route"] = fixed_route
+    return out
+
+
+def shrink_router(router: LinearRouter, counted: int, s: float, mean: Tensor, fixed_route: int | None = None) -> None:
+    """Scale each layer's score for `counted` about `mean` (L,), the layer's mean value over the fitted tokens, by
+    s: w → s·w, b → s·b + (1 − s)·mean (a ridge fit's unpenalised bias makes its mean score that mean). s = 0 with
+    `fixed_route` (a lexicographic index over the options) gives that route to every token instead: scores of +1 on
+    its `counted` layers and −1 elsewhere, which any offset between the two keeps."""
+    k = router.options.index(counted)
+    L = len(router.layers)
+    if fixed_route is not None:
+        digits = [(fixed_route >> (L - 1 - l)) & 1 for l in range(L)]
+        d = router.options.index(counted)
+    for l, lin in enumerate(router.layers):
+        if fixed_route is not None:
+            lin.weight[k].zero_()
+            lin.bias[k] = 1.0 if digits[l] == d else -1.0
+        else:
+            lin.weight[k] *= s
+            lin.bias[k] = s * float(lin.bias[k]) + (1 - s) * float(mean[l])

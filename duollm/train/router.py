@@ -68,6 +68,7 @@ class RouterTrainCommand:
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
     head: str = "route"  # supervised: route (a whole route, exact budget) | layer (per layer, calibrated) | priced (a whole route, a price per counted layer)
     values: str = "flip"  # layer head's targets: flip (at the oracle's route) | mean (over every route; random-route states)
+    shrink: bool = False  # layer head with --values mean: shrink its scores towards each layer's mean, the factor chosen by held-out loss over every route
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
@@ -228,12 +229,14 @@ def layer_tables(
     batch_size: int = 16,
     values: str = "flip",
     seed: int = 0,
+    keep: bool = False,
 ):
     """Per layer the states (N, C) and the value (N, L) of `counted` at each layer: `flip` under the free oracle's
-    routes, `mean` averaged over every route, the states under random routes (routers/layerwise.py)."""
+    routes, `mean` averaged over every route, the states under random routes (routers/layerwise.py); with `keep`,
+    also every route's loss (N, 2^L), else None."""
     from duollm.routers.layerwise import flip_values, mean_values, random_routes, teacher_states
 
-    feats, vals = [], []
+    feats, vals, tables = [], [], []
     for i, (x, res) in enumerate(_labelled(model, windows, Budget.free(options), labels, batch_size)):
         cand = res.candidates.flatten(0, 1).float()
         if values == "mean":
@@ -242,7 +245,9 @@ def layer_tables(
         else:
             feats.append(teacher_states(model, x, res.route))
             vals.append(flip_values(cand, res.route.flatten(0, 1), options, counted).cpu())
-    return [torch.cat(f) for f in zip(*feats, strict=True)], torch.cat(vals)
+        if keep:
+            tables.append(cand.cpu())
+    return [torch.cat(f) for f in zip(*feats, strict=True)], torch.cat(vals), torch.cat(tables) if keep else None
 
 
 def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
@@ -262,6 +267,8 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError(f"--head must be route, layer or priced, got {cmd.head!r}")
     if cmd.values not in ("flip", "mean"):
         raise DuoError(f"--values must be flip or mean, got {cmd.values!r}")
+    if cmd.shrink and (cmd.head, cmd.values) != ("layer", "mean"):
+        raise DuoError("--shrink is for the layer head with mean values: give --head layer --values mean with it")
     if cmd.head in ("layer", "priced") and len(parse_options(cmd.options)) != 2:
         raise DuoError(f"--head {cmd.head} counts one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
     if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
@@ -292,12 +299,15 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         if cmd.head == "layer":
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
             counted = constrained(router.options)[0]
+            spend = whole_layers(target[counted] * L) if cmd.shrink else 0
+            if spend is None:
+                raise DuoError(f"--shrink compares with the fixed route: --budget {cmd.budget} x {L} layers must be whole layers")
             with amp:
-                feats, values = layer_tables(
-                    model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, cmd.values, cmd.seed
+                feats, values, table = layer_tables(
+                    model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, cmd.values, cmd.seed, cmd.shrink
                 )
             with torch.no_grad():
-                fit = fit_layer_router(router.cpu(), feats, values, counted)
+                fit = fit_layer_router(router.cpu(), feats, values, counted, table=table, spend=spend)
             router.to(device)
             losses = [sum(fit["holdout_mse_constant"]) / L, sum(fit["holdout_mse"]) / L]  # mean squared error: constant, fit
             with amp:
@@ -330,6 +340,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
                 real = realised_on(model, router, calib)
     head = f"-{cmd.head}" if cmd.kind == "supervised" and cmd.head != "route" else ""
     head += "-mean" if cmd.kind == "supervised" and cmd.head == "layer" and cmd.values == "mean" else ""
+    head += "-shrink" if cmd.kind == "supervised" and cmd.shrink else ""
     head += "-shared" if cmd.kind == "supervised" and cmd.labels == "shared" else ""  # never the causal-labelled one's name
     name = cmd.name or router_name(cmd.kind + head, cmd.budget, cmd.options)
     meta = {
@@ -482,6 +493,14 @@ def main_train(cmd: RouterTrainCommand) -> None:
         else f"fitted on {c['label_seqs']} oracle-labelled windows, held-out {'squared error' if c['head'] == 'layer' else 'loss'} "
         f"{t['first_loss']:.4f} ({'a constant' if c['head'] == 'layer' else 'fixed'}) → {t['final_loss']:.4f}"
     )
+    if "shrink" in meta["calibration"]:  # --shrink: the factor, and the decision losses behind it
+        cal = meta["calibration"]
+        how += (
+            f"; scores shrunk by {cal['shrink']} (held-out loss over every route {cal['shrink_losses']['0.0']:.4f} fixed, "
+            f"{cal['shrink_losses'][str(cal['shrink'])]:.4f} shrunk)"
+            if cal["shrink"]
+            else f"; the fixed route (no shrink beat it clearly on held-out tokens: {cal['shrink_losses']['0.0']:.4f} fixed)"
+        )
     print(
         f"router {meta['name']}: {how} ({t['seconds']} s); calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
     )

@@ -140,3 +140,11 @@ def test_torchrun_shards_match_one_process(run_dir, tmp_path):
         assert r1["loss/shared/free"] == pytest.approx(r2["loss/shared/free"], abs=1e-4)
         same += r1["route/shared/free"] == r2["route/shared/free"]
     assert same >= 0.9 * len(rows1)
+
+
+def test_no_random_trials_check_no_random_budgets(run_dir, capsys, tmp_path):
+    """--random 0 runs no trials, so budgets named for them alone are not an error (the study's default 4,8 with --budgets 0,6,12)."""
+    argv = ["--budgets", "1", "--random", "0", "--random-budgets", "0-1", "--out", str(tmp_path / "o"), "--json"]
+    code, out, err = oracle(capsys, "--run", str(run_dir), *SMALL, *argv)  # the last --random wins
+    assert code == 0, err
+    assert [b["ppl_random_best"] for b in json.loads(out)["budgets"]] == [None]

@@ -3,7 +3,17 @@
 import torch
 
 from duollm.model.transformer import DuoConfig, DuoLM
-from duollm.routers.layerwise import fit_layer_router, flip_values, mean_values, random_routes, teacher_states
+from duollm.routers.layerwise import (
+    choose_shrink,
+    fit_layer_router,
+    flip_values,
+    mean_values,
+    random_routes,
+    route_index,
+    shrink_router,
+    take_top,
+    teacher_states,
+)
 from duollm.routers.linear import LinearRouter
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
@@ -77,3 +87,84 @@ def test_fit_recovers_a_linear_value():
     assert torch.equal(router.layers[1].weight, torch.zeros(2, 8))
     score = router.logits(0, X)[:, router.options.index(B)] - router.logits(0, X)[:, router.options.index(S)]
     assert torch.corrcoef(torch.stack([score, X @ w]))[0, 1] > 0.99
+
+
+def test_route_index_names_the_route_taken():
+    routes = Budget.free((S, B)).routes(4)
+    take = torch.tensor([[True, False, False, True], [False, True, True, True], [False] * 4])
+    assert torch.equal(routes[route_index(take, (S, B), B)], torch.where(take, int(B), int(S)).to(torch.uint8))
+    skip = Budget.free((Choice.SKIP, B)).routes(4)  # the counted choice the smaller option: SKIP of big/skip
+    assert torch.equal(skip[route_index(take, (Choice.SKIP, B), Choice.SKIP)], torch.where(take, int(Choice.SKIP), int(B)).to(torch.uint8))
+
+
+def test_take_top_spends_the_budget_on_the_top_scores():
+    scores = torch.tensor([[5.0, 1.0, 0.0], [4.0, 3.0, 2.0]])
+    assert torch.equal(take_top(scores, 1), torch.tensor([[True, False, False], [True, False, False]]))
+    assert torch.equal(take_top(scores, 2), torch.tensor([[True, False, False], [True, True, True]]))  # 5, 4, 3, 2
+    assert not take_top(scores, 0).any()
+
+
+def _table(value: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+    """Every route's loss (N, R) when a token's loss falls by value[n, l] at each layer that takes BIG."""
+    return -(value[:, None, :] * (routes[None] == B).float()).sum(-1)
+
+
+def test_choose_shrink_picks_the_factor_that_matches_the_truth():
+    """Layers 0 and 1 are worth more than 2 and 3 to every token, and tokens differ by h: the true value of BIG is
+    a_l + h, the prediction a_l + 8h over-rates the tokens' part eightfold, so s = 1/8 undoes it; s = 1 spreads the
+    tokens' counts wider than pays, and the fixed route (layers 0 and 1) ignores h."""
+    g = torch.Generator().manual_seed(0)
+    routes = Budget.free((S, B)).routes(4)
+    a = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    h = torch.randn(4000, 1, generator=g)
+    table = _table(a + h, routes)
+    pred = a + 8 * h
+    out = choose_shrink(pred[2000:], a, table[:2000], table[2000:], (S, B), B, 2)
+    losses = out["shrink_losses"]
+    assert out["shrink"] == 0.125 and "fixed_route" not in out
+    assert losses["0.125"] < losses["0.0"] and losses["0.125"] < losses["1.0"]
+
+
+def test_choose_shrink_falls_back_to_the_fixed_route_on_noise():
+    g = torch.Generator().manual_seed(1)
+    routes = Budget.free((S, B)).routes(4)
+    a = torch.tensor([0.2, 1.0, 0.1, 0.8])  # the best route of two BIG layers: SBSB, index 0b0101
+    table = _table(a + 0.5 * torch.randn(4000, 4, generator=g), routes)
+    pred = torch.randn(2000, 4, generator=g)  # knows nothing of the tokens
+    out = choose_shrink(pred, a, table[:2000], table[2000:], (S, B), B, 2)
+    assert out["shrink"] == 0.0 and out["fixed_route"] == 0b0101
+
+
+def test_shrink_router_scales_scores_about_the_mean_or_sets_the_fixed_route():
+    g = torch.Generator().manual_seed(2)
+    router = LinearRouter(3, 5, (S, B))
+    with torch.no_grad():
+        for lin in router.layers:
+            lin.weight.normal_(generator=g), lin.bias.normal_(generator=g)
+    X = torch.randn(50, 5, generator=g)
+    k = router.options.index(B)
+    before = torch.stack([router.logits(l, X)[:, k] for l in range(3)], 1)
+    other = torch.stack([router.logits(l, X)[:, 1 - k] for l in range(3)], 1)
+    mean = torch.tensor([0.3, -1.0, 2.0])
+    with torch.no_grad():
+        shrink_router(router, B, 0.25, mean)
+    after = torch.stack([router.logits(l, X)[:, k] for l in range(3)], 1)
+    assert torch.allclose(after, 0.25 * before + 0.75 * mean, atol=1e-5)
+    assert torch.equal(other, torch.stack([router.logits(l, X)[:, 1 - k] for l in range(3)], 1))  # the other score stays
+    fixed = LinearRouter(3, 5, (S, B))
+    with torch.no_grad():
+        shrink_router(fixed, B, 0.0, mean, fixed_route=0b101)
+    assert torch.equal(torch.stack([fixed(l, X) for l in range(3)], -1), torch.tensor([B, S, B], dtype=torch.uint8).expand(50, 3))
+
+
+def test_fit_with_a_table_shrinks_the_router():
+    """fit_layer_router with every route's loss: the factor chosen on held-out tokens is applied to the router."""
+    g = torch.Generator().manual_seed(3)
+    routes = Budget.free((S, B)).routes(2)
+    X = torch.randn(2000, 4, generator=g)
+    value = torch.stack([1 + X[:, 0], X[:, 1]], 1)  # layer 0 worth more, and both vary with the state
+    router = LinearRouter(2, 4, (S, B))
+    with torch.no_grad():
+        fit = fit_layer_router(router, [X, X], value, B, table=_table(value, routes), spend=1)
+    assert fit["shrink"] == 1.0  # the values are the truth and add up: nothing to undo
+    assert fit["shrink_losses"]["1.0"] < fit["shrink_losses"]["0.0"]

@@ -167,6 +167,19 @@ def test_layer_head(run_dir, capsys):
     assert code == 0, err
     mean = json.loads(out)
     assert mean["name"] == "supervised-layer-mean-shared-0.5" and abs(mean["calibration"]["realized"]["big"] - 0.5) <= 0.1
+    shrink = ["router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--values", "mean", "--shrink"]
+    code, out, err = cli(capsys, *shrink, "--label-seqs", "8", "--json", *SMALL)
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "supervised-layer-mean-shrink-0.5" and meta["calibration"]["shrink"] in (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
+    assert set(meta["calibration"]["shrink_losses"]) == {"0.0", "0.125", "0.25", "0.5", "0.75", "1.0"}
+    assert abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.1
+    code, out, err = cli(capsys, *shrink, "--name", "shrink-line", "--label-seqs", "8", *SMALL)
+    assert code == 0 and ("scores shrunk by" in out or "the fixed route (no shrink" in out), out
+    code, _, err = cli(capsys, *shrink, "--budget", "0.25")
+    assert code == 2 and "--shrink compares with the fixed route" in err and "whole layers" in err
+    code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--shrink")
+    assert code == 2 and "--shrink is for the layer head with mean values" in err
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--values", "avg")
     assert code == 2 and "--values must be flip or mean" in err
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "tree")
