@@ -28,6 +28,11 @@ The one calibrated offset then acts as a price per layer of c: a token takes c a
 more than the price, so the hard tokens take more of it, as the paper router's do (docs/results.md, routers at
 12 layers).
 
+With `--shrink` (`choose_shrink`, `shrink_router`) the mean-target scores are shrunk towards each layer's mean by
+the factor with the lowest loss on held-out label tokens, read from the table of every route's loss, or replaced
+by the fixed route when no factor beats it clearly. The decisions it scores come from the states under random
+routes, not under the router's own (the table holds losses, not states), so its choice is an estimate.
+
 At use, c's score at layer l is w_l · u_l + b_l + offset and the token takes c where it is positive; the
 offset is calibrated (routers/calibrate.py) so that the realised fraction of c meets the budget on average,
 as the paper router's does. Causal: u_l of token t depends on tokens ≤ t only.

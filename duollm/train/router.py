@@ -18,7 +18,8 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
   `--head layer` (routers/layerwise.py) instead fits the paper router's shape, one score per layer from the
   state that layer sees, to the value of the counted choice there under the causal oracle without a budget,
   and is calibrated like the paper router (any fraction, met on average); with `--values mean`, to that value
-  averaged over every route, from the states under random routes. `--head priced` (routers/route.py)
+  averaged over every route, from the states under random routes (`--shrink`: those scores shrunk towards each
+  layer's mean by the factor with the lowest held-out loss over every route, or the fixed route). `--head priced` (routers/route.py)
   labels every route (the oracle without a budget), and each token takes the route with the lowest predicted
   loss plus a price per counted layer, the price set on the calibration windows so that the budget is met on
   average: hard tokens can take more BIG layers than easy ones. Without a clear held-out gain it is the fixed route.
