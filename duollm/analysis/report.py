@@ -149,6 +149,7 @@ TRAIN_DEFAULTS = {
     "labels": "causal",
     "head": "route",
     "values": "flip",
+    "shrink": False,
     "label_seqs": 64,
     "label_batch_size": 64,
     "calib_seqs": 16,

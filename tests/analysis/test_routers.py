@@ -255,3 +255,24 @@ def test_an_eval_at_another_precision_is_no_match(run_dir):
     ev.result["dtype"] = "bf16"
     assert paper.matching_eval(summary) is None and router_commands("R", paper, summary)[1].endswith(" --dtype bf16")
     assert paper.matching_eval({**summary, "dtype": "bf16"}) is ev
+
+
+def test_router_commands_give_a_shrunk_layer_head_its_flags(tmp_path):
+    """A boolean flag set in the saved config (`--shrink`) comes back as the bare flag, after the flags it needs."""
+    folder = tmp_path / "routers" / "head"
+    folder.mkdir(parents=True)
+    config = {**TRAIN_DEFAULTS, "kind": "supervised", "head": "layer", "values": "mean", "shrink": True, "labels": "shared"}
+    info = {
+        "kind": "supervised",
+        "name": "head",
+        "budget": "0.5",
+        "options_flag": "big,small",
+        "options": ["small", "big"],
+        "config": config,
+    }
+    info.update(target={"big": 0.5, "small": 0.5}, n_layer=2)
+    (folder / "router.json").write_text(json.dumps(info))
+    (router,) = read_routers(tmp_path)
+    assert router_commands("R", router, None)[0] == (
+        "duollm router train --run R --kind supervised --budget 0.5 --name head --labels shared --head layer --values mean --shrink"
+    )
