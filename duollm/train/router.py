@@ -23,6 +23,10 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
   labels every route (the oracle without a budget), and each token takes the route with the lowest predicted
   loss plus a price per counted layer, the price set on the calibration windows so that the budget is met on
   average: hard tokens can take more BIG layers than easy ones. Without a clear held-out gain it is the fixed route.
+  `--head expected` (routers/layerwise.py) trains the paper router's shape on the paper's objective, `--steps`
+  Adam steps of expected loss plus the budget penalty, with the expectation taken exactly over the oracle's table
+  of every route's loss (the oracle without a budget) instead of through a soft mixture of the modules; it starts
+  at the fixed route and is calibrated like the paper router.
 The paper router is then calibrated (routers/calibrate.py) on `--calib-seqs` other training windows so that
 the hard router spends the budget (the supervised one meets it exactly by construction); both are saved to
 `RUN/routers/<name>/` (safetensors + JSON). `router eval` scores a
@@ -67,7 +71,7 @@ class RouterTrainCommand:
     beta_max: float = 20.0  # final inverse temperature (paper)
     train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
-    head: str = "route"  # supervised: route (a whole route, exact budget) | layer (per layer, calibrated) | priced (a whole route, a price per counted layer)
+    head: str = "route"  # supervised: route (a whole route, exact budget) | layer (per layer, calibrated) | priced (a whole route, a price per counted layer) | expected (per layer, the expected loss over every route)
     values: str = "flip"  # layer head's targets: flip (at the oracle's route) | mean (over every route; random-route states)
     shrink: bool = False  # layer head with --values mean: shrink its scores towards each layer's mean, the factor chosen by held-out loss over every route
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
@@ -264,13 +268,13 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
     if cmd.labels not in ("causal", "shared"):
         raise DuoError(f"--labels must be causal or shared, got {cmd.labels!r}")
-    if cmd.head not in ("route", "layer", "priced"):
-        raise DuoError(f"--head must be route, layer or priced, got {cmd.head!r}")
+    if cmd.head not in ("route", "layer", "priced", "expected"):
+        raise DuoError(f"--head must be route, layer, priced or expected, got {cmd.head!r}")
     if cmd.values not in ("flip", "mean"):
         raise DuoError(f"--values must be flip or mean, got {cmd.values!r}")
     if cmd.shrink and (cmd.head, cmd.values) != ("layer", "mean"):
         raise DuoError("--shrink is for the layer head with mean values: give --head layer --values mean with it")
-    if cmd.head in ("layer", "priced") and len(parse_options(cmd.options)) != 2:
+    if cmd.head in ("layer", "priced", "expected") and len(parse_options(cmd.options)) != 2:
         raise DuoError(f"--head {cmd.head} counts one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
     if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
         raise DuoError("--steps, --label-seqs, --calib-seqs, --batch-size and --label-batch-size must be >= 1")
@@ -297,7 +301,25 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         fit = {"offset": router.offset.tolist()}
     else:
         label_windows = _windows(tokens, cmd.label_seqs, T, cmd.seed)
-        if cmd.head == "layer":
+        if cmd.head == "expected":  # the paper's objective, its expectation taken over the oracle's table
+            from duollm.routers.layerwise import fit_expected_router
+
+            router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options))
+            counted = constrained(router.options)[0]
+            spend = whole_layers(target[counted] * L)
+            if spend is None:
+                raise DuoError(f"--head expected compares with the fixed route: --budget {cmd.budget} x {L} layers must be whole layers")
+            with amp:
+                feats, _, table = layer_tables(
+                    model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, "mean", cmd.seed, keep=True
+                )
+            fit = fit_expected_router(router, feats, table, counted, spend, cmd.steps, cmd.lr, cmd.alpha, seed=cmd.seed)
+            router.to(device)
+            losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
+            with amp:
+                real = calibrate(model, router, calib, target)
+            fit["offset"] = router.offset.tolist()
+        elif cmd.head == "layer":
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
             counted = constrained(router.options)[0]
             spend = whole_layers(target[counted] * L) if cmd.shrink else 0

@@ -5,10 +5,13 @@ import torch
 from duollm.model.transformer import DuoConfig, DuoLM
 from duollm.routers.layerwise import (
     choose_shrink,
+    expected_loss,
+    fit_expected_router,
     fit_layer_router,
     flip_values,
     mean_values,
     random_routes,
+    route_digits,
     route_index,
     shrink_router,
     take_top,
@@ -168,3 +171,60 @@ def test_fit_with_a_table_shrinks_the_router():
         fit = fit_layer_router(router, [X, X], value, B, table=_table(value, routes), spend=1)
     assert fit["shrink"] == 1.0  # the values are the truth and add up: nothing to undo
     assert fit["shrink_losses"]["1.0"] < fit["shrink_losses"]["0.0"]
+
+
+def test_route_digits_mark_the_counted_layers():
+    routes = Budget.free((S, B)).routes(3)
+    assert torch.equal(route_digits((S, B), B, 3), (routes == B).float())
+    assert torch.equal(route_digits((Choice.SKIP, B), Choice.SKIP, 3), (Budget.free((Choice.SKIP, B)).routes(3) == Choice.SKIP).float())
+
+
+def test_expected_loss_by_brute_force():
+    """The mean of every route's loss weighted by its probability under independent per-layer choices; a sure policy
+    gives its route's loss, an undecided one the plain mean."""
+    g = torch.Generator().manual_seed(4)
+    routes = Budget.free((S, B)).routes(3)
+    digits = route_digits((S, B), B, 3)
+    table = torch.randn(5, 8, generator=g, dtype=torch.float64)
+    scores = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    p = torch.sigmoid(scores)
+    prob = torch.stack([torch.where(routes[r] == B, p, 1 - p).prod(1) for r in range(8)], 1)  # (5, 8)
+    assert torch.allclose(expected_loss(scores, table, digits), (prob * table).sum(1))
+    assert torch.allclose(expected_loss(torch.zeros(5, 3, dtype=torch.float64), table, digits), table.mean(1))
+    sure = 30.0 * (2 * digits[[5, 0, 7, 2, 2]] - 1).double()  # routes 5, 0, 7, 2, 2 taken for certain
+    assert torch.allclose(expected_loss(sure, table, digits), table[torch.arange(5), [5, 0, 7, 2, 2]])
+
+
+def _saturating(h: torch.Tensor, routes: torch.Tensor) -> torch.Tensor:
+    """Every route's loss when layer 0 is worth 1 to every token and each further BIG layer is worth h to a token,
+    up to two of them: the gain saturates, so a hard token wants layer 0 and two more, an easy one layer 0 alone."""
+    big = (routes == B).float()
+    return -(big[None, :, 0] + h * big[None, :, 1:].sum(-1).clamp(max=2))
+
+
+def test_fit_expected_router_moves_tokens_off_the_fixed_route_where_it_pays():
+    g = torch.Generator().manual_seed(5)
+    routes = Budget.free((S, B)).routes(4)
+    h = torch.rand(4000, 1, generator=g)
+    X = torch.cat([h, torch.randn(4000, 3, generator=g)], 1)  # the state shows h
+    table = _saturating(h, routes)
+    router = LinearRouter(4, 4, (S, B))
+    fit = fit_expected_router(router, [X] * 4, table, B, 2, steps=300, lr=0.05)
+    assert "fixed_route" not in fit and fit["holdout_loss"] < fit["holdout_fixed_loss"] - 0.02
+    take = torch.stack([router(l, X[:, None])[:, 0] == B for l in range(4)], 1)  # hard decisions, no offset yet
+    assert take[:, 0].float().mean() > 0.9  # layer 0 pays for everyone
+    hard, easy = h[:, 0] > 0.8, h[:, 0] < 0.2
+    assert take[hard].sum(1).float().mean() > take[easy].sum(1).float().mean() + 0.5  # the hard tokens buy more
+
+
+def test_fit_expected_router_falls_back_to_the_fixed_route_on_noise():
+    g = torch.Generator().manual_seed(6)
+    routes = Budget.free((S, B)).routes(4)
+    h = torch.rand(4000, 1, generator=g)
+    table = _saturating(h, routes)
+    router = LinearRouter(4, 4, (S, B))
+    fit = fit_expected_router(router, [torch.randn(4000, 4, generator=g)] * 4, table, B, 2, steps=100, lr=0.05)
+    best = int(
+        torch.nonzero(route_digits((S, B), B, 4).sum(1) == 2)[table[:3000][:, route_digits((S, B), B, 4).sum(1) == 2].mean(0).argmin()]
+    )
+    assert fit["fixed_route"] == best and routes[best][0] == B

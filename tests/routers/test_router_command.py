@@ -183,7 +183,23 @@ def test_layer_head(run_dir, capsys):
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "layer", "--values", "avg")
     assert code == 2 and "--values must be flip or mean" in err
     code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "tree")
-    assert code == 2 and "--head must be route, layer or priced" in err
+    assert code == 2 and "--head must be route, layer, priced or expected" in err
+
+
+def test_expected_head(run_dir, capsys):
+    """--head expected: the paper router's shape and objective, the expectation over the oracle's table of every route."""
+    train = ["router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "expected", "--labels", "shared"]
+    code, out, err = cli(capsys, *train, "--label-seqs", "8", "--steps", "50", "--json", *SMALL)
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "supervised-expected-shared-0.5" and abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.1
+    assert meta["calibration"]["holdout_loss"] <= meta["calibration"]["holdout_fixed_loss"]  # kept only when better
+    code, out, err = cli(capsys, "router", "eval", "--run", str(run_dir), "--name", meta["name"], "--json")
+    assert code == 0 and json.loads(out)["gap_recovered"] is not None, err
+    code, _, err = cli(capsys, *train, "--budget", "0.25")
+    assert code == 2 and "--head expected compares with the fixed route" in err
+    code, _, err = cli(capsys, *train, "--options", "big,small,skip")
+    assert code == 2 and "give two options" in err
 
 
 def test_priced_head(run_dir, capsys):
