@@ -52,7 +52,8 @@
 # BUDGET:OPTIONS each; default 0.5:big,skip 0.5,0.3,0.2:big,small,skip; empty for none), SUPERVISED_LABELS (the route
 # head's oracle labels, default causal; `causal shared` trains both), SUPERVISED_ARGS / LAYER_ARGS (label windows of the
 # supervised routers, route and layer heads), LAYER_HEAD (1: train the layer head; 0: leave it out), LAYER_MEAN /
-# LAYER_MEAN_ARGS (the layer head with --values mean: 1 or 0, and its label flags), PRICED_BUDGETS /
+# LAYER_MEAN_ARGS (the layer head with --values mean: 1 or 0, and its label flags; add --shrink there for the shrunk
+# scores), EXPECTED_HEAD / EXPECTED_ARGS (the expected-loss head: 1 or 0, default 0, and its flags), PRICED_BUDGETS /
 # PRICED_ARGS (the priced route head's BIG fractions, default 0.5, and its label flags),
 # EVAL_TOKENS (held-out tokens per `freeze` evaluation, 0 = all), FREEZE_DIR (where `report` finds the freeze
 # results; default $OUT; docs/study/freeze holds the first lease's), TRAIN_ARGS (extra flags for `duollm train`, e.g.
@@ -188,6 +189,9 @@ case $STAGE in
     if [ "${LAYER_MEAN:-1}" = 1 ]; then  # the same head on each layer's value averaged over every route, random-route states
       router_train supervised 0.5 big,small --head layer --values mean ${LAYER_MEAN_ARGS:---labels shared --label-seqs 256 --label-batch-size 64}
     fi
+    if [ "${EXPECTED_HEAD:-0}" = 1 ]; then  # the paper's objective over the table of every route (2^L), from the fixed route
+      router_train supervised 0.5 big,small --head expected ${EXPECTED_ARGS:---labels shared --label-seqs 256 --label-batch-size 64 --steps 1000}
+    fi
     ;;
   label-free)  # how much of the oracle's gap a choice that knows every route's prediction, not the label, recovers
     for split in ${LABEL_FREE_SPLITS:-prose-val code-val}; do
@@ -274,7 +278,8 @@ case $STAGE in
     export RUN=${RUN%/}-smoke OUT=${RUN%/}-smoke-out SEQS=2 SEQ_LEN=32 RANDOM_N=2 BUDGETS="0-4,free,3>1" SKIP_BUDGETS=0-4 \
       CAUSAL_BUDGETS="1,2,3>1" RANDOM_BUDGETS=2 SUPERVISED_BUDGETS="0.5 0.25" \
       SUPERVISED_ARGS="--label-seqs 2 --label-batch-size 2" LAYER_ARGS="--label-seqs 2 --label-batch-size 2" \
-      PRICED_ARGS="--labels shared --label-seqs 4 --label-batch-size 2" LAYER_MEAN_ARGS="--labels shared --label-seqs 2 --label-batch-size 2"
+      PRICED_ARGS="--labels shared --label-seqs 4 --label-batch-size 2" LAYER_MEAN_ARGS="--labels shared --label-seqs 2 --label-batch-size 2" \
+      EXPECTED_HEAD=1 EXPECTED_ARGS="--labels shared --label-seqs 4 --label-batch-size 2 --steps 30"
     export TRAIN_ARGS="--train.steps=2 --train.batch_size=2 --train.seq_len=32 --train.compile=false --train.log_every=1 \
       --model.n_layer=4 --model.d_model=32 --model.n_head=2 --model.n_kv_head=2 --model.d_big=64 --model.d_small=8 --model.max_seq_len=64"
     export ORACLE_ARGS="--batch-size 2 --causal-batch-size 2" ROUTER_ARGS="--steps 2 --batch-size 2 --calib-seqs 2"

@@ -252,14 +252,14 @@ def fit_expected_router(
     held-out tokens every 25 steps and the best step is kept; it is kept only with a clear gain (`clear_gain`) over
     the fixed route of `spend` layers best on the fit part, which every token takes otherwise (`shrink_router`).
     feats: one (N, C) state per layer (from random routes: the table holds losses, not the states of each route)."""
-    L, k = len(feats), router.options.index(counted)
+    L, k, dev = len(feats), router.options.index(counted), table.device
     n = int(len(table) * (1 - holdout))
-    digits = route_digits(router.options, counted, L)
+    digits = route_digits(router.options, counted, L).to(dev)
     held = table[n:].double()
     cost = digits.sum(1)
     fixed_route = int(torch.nonzero(cost == spend)[table[:n][:, cost == spend].double().mean(0).argmin()])
     fixed = held[:, fixed_route]
-    weight = torch.zeros(L, feats[0].shape[1], requires_grad=True)
+    weight = torch.zeros(L, feats[0].shape[1], device=dev, requires_grad=True)
     bias = (margin * (2 * digits[fixed_route] - 1)).requires_grad_()  # start at the fixed route, P = sigmoid(±margin)
     opt = torch.optim.Adam([weight, bias], lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -269,13 +269,13 @@ def fit_expected_router(
 
     def held_losses() -> Tensor:
         with torch.no_grad():
-            s = scores(torch.arange(n, len(table)))
+            s = scores(torch.arange(n, len(table), device=dev))
             return held.gather(1, route_index(take_top(s, spend), router.options, counted)[:, None])[:, 0]
 
     best = (float(fixed.mean()), None, 0)  # held-out loss, (weight, bias), step
     curve = []
     for step in range(1, steps + 1):
-        idx = torch.randint(0, n, (min(batch_size, n),), generator=g)
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=g).to(dev)
         s = scores(idx)
         loss = expected_loss(s, table[idx].float(), digits).mean() + alpha * (torch.sigmoid(s).mean() - spend / L) ** 2
         opt.zero_grad()
@@ -286,14 +286,15 @@ def fit_expected_router(
             curve.append((step, float(loss.detach()), float(per_token.mean())))
             if float(per_token.mean()) < best[0] and clear_gain(fixed - per_token):
                 best = (float(per_token.mean()), (weight.detach().clone(), bias.detach().clone()), step)
+    router.cpu()
     with torch.no_grad():
         if best[1] is None:
             shrink_router(router, counted, 0.0, torch.zeros(L), fixed_route)
         else:
             for l, lin in enumerate(router.layers):
                 lin.weight.zero_(), lin.bias.zero_()
-                lin.weight[k] = best[1][0][l]
-                lin.bias[k] = best[1][1][l]
+                lin.weight[k] = best[1][0][l].cpu()
+                lin.bias[k] = best[1][1][l].cpu()
     out = {"step": best[2], "holdout_loss": best[0], "holdout_fixed_loss": float(fixed.mean()), "curve": curve}
     if best[1] is None:
         out["fixed_route"] = fixed_route

@@ -313,7 +313,9 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
                 feats, _, table = layer_tables(
                     model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, "mean", cmd.seed, keep=True
                 )
+            feats, table = [f.to(device) for f in feats], table.to(device)  # the steps run where the model does
             fit = fit_expected_router(router, feats, table, counted, spend, cmd.steps, cmd.lr, cmd.alpha, seed=cmd.seed)
+            del feats, table
             router.to(device)
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
             with amp:
