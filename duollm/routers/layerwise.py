@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.routers.linear import LinearRouter
-from duollm.routers.route import RIDGE, clear_gain, ridge
+from duollm.routers.route import RIDGE, best_fixed_route, clear_gain, ridge
 
 
 def flip_values(candidates: Tensor, route: Tensor, options: tuple[int, ...], counted: int) -> Tensor:
@@ -177,8 +177,7 @@ def choose_shrink(
     table, as the priced head's ridge strength is; a factor is kept only with a clear gain (`clear_gain`) over the
     fixed route. pred: (M, L) the held-out tokens' fitted values; tables: (n, 2^L), (M, 2^L) every route's loss."""
     L = pred.shape[1]
-    cost = route_digits(options, counted, L).sum(1)  # counted layers of each route
-    fixed_route = int(torch.nonzero(cost == spend)[fit_table[:, cost == spend].double().mean(0).argmin()])
+    fixed_route = best_fixed_route(fit_table, route_digits(options, counted, L).sum(1), spend)
     fixed = held_table[:, fixed_route].double()
     per_token = {0.0: fixed}
     for s in SHRINKS[1:]:
@@ -256,8 +255,7 @@ def fit_expected_router(
     n = int(len(table) * (1 - holdout))
     digits = route_digits(router.options, counted, L).to(dev)
     held = table[n:].double()
-    cost = digits.sum(1)
-    fixed_route = int(torch.nonzero(cost == spend)[table[:n][:, cost == spend].double().mean(0).argmin()])
+    fixed_route = best_fixed_route(table[:n], digits.sum(1), spend)
     fixed = held[:, fixed_route]
     weight = torch.zeros(L, feats[0].shape[1], device=dev, requires_grad=True)
     bias = (margin * (2 * digits[fixed_route] - 1)).requires_grad_()  # start at the fixed route, P = sigmoid(±margin)

@@ -106,6 +106,13 @@ def clear_gain(gain: Tensor) -> bool:
     return len(gain) > 1 and float(gain.mean()) > 2 * float(gain.std()) / len(gain) ** 0.5
 
 
+def best_fixed_route(losses: Tensor, cost: Tensor, spend: int) -> int:
+    """The index of the route with `spend` counted layers (`cost`: (R,) per route) whose mean loss over the tokens of
+    `losses` (N, R) is lowest: the fixed route a head falls back to."""
+    exact = cost == spend
+    return int(torch.nonzero(exact)[losses[:, exact].double().mean(0).argmin()])
+
+
 def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout: float = 0.25) -> dict:
     """Choose the ridge strength on the last `holdout` of the samples by decision loss, refit on all.
 
@@ -151,8 +158,7 @@ def fit_priced_router(router: RouteRouter, feats: Tensor, losses: Tensor, spend:
     tokens, a fit kept only with a clear held-out gain (`clear_gain`) over the fixed route with exactly `spend`
     counted layers, which it becomes otherwise (W = 0, one route of that cost, price 0)."""
     n = int(len(feats) * (1 - holdout))
-    exact_routes = router.cost == spend
-    fixed_route = int(torch.nonzero(exact_routes)[losses[:n][:, exact_routes].mean(0).argmin()])
+    fixed_route = best_fixed_route(losses[:n], router.cost, spend)
     fixed = losses[n:, fixed_route].double()  # the fixed route of the fit part, per held-out token
     scores, per_token, spent = {}, {}, {}
     for lam in RIDGE[:-1]:  # the last, inf, is the fixed route
