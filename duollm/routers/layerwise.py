@@ -50,6 +50,7 @@ from torch import Tensor
 
 from duollm.routers.linear import LinearRouter
 from duollm.routers.route import RIDGE, best_fixed_route, clear_gain, ridge
+from duollm.routing.budget import Budget
 
 
 def flip_values(candidates: Tensor, route: Tensor, options: tuple[int, ...], counted: int) -> Tensor:
@@ -197,14 +198,12 @@ def shrink_router(router: LinearRouter, counted: int, s: float, mean: Tensor, fi
     `fixed_route` (a lexicographic index over the options) gives that route to every token instead: scores of +1 on
     its `counted` layers and −1 elsewhere, which any offset between the two keeps."""
     k = router.options.index(counted)
-    L = len(router.layers)
     if fixed_route is not None:
-        digits = [(fixed_route >> (L - 1 - l)) & 1 for l in range(L)]
-        d = router.options.index(counted)
+        takes = route_digits(router.options, counted, len(router.layers))[fixed_route]  # (L,) 1 where it takes `counted`
     for l, lin in enumerate(router.layers):
         if fixed_route is not None:
             lin.weight[k].zero_()
-            lin.bias[k] = 1.0 if digits[l] == d else -1.0
+            lin.bias[k] = 2 * float(takes[l]) - 1
         else:
             lin.weight[k] *= s
             lin.bias[k] = s * float(lin.bias[k]) + (1 - s) * float(mean[l])
@@ -212,8 +211,7 @@ def shrink_router(router: LinearRouter, counted: int, s: float, mean: Tensor, fi
 
 def route_digits(options: tuple[int, ...], counted: int, L: int) -> Tensor:
     """(2^L, L) float: 1 where each route of `Budget.free(options).routes(L)` (lexicographic) takes `counted`."""
-    hi = (torch.arange(2**L)[:, None] >> torch.arange(L - 1, -1, -1)) & 1  # digit 1: the larger option
-    return (hi if options.index(counted) == 1 else 1 - hi).float()
+    return (Budget.free(options).routes(L) == counted).float()
 
 
 def expected_loss(scores: Tensor, table: Tensor, digits: Tensor) -> Tensor:

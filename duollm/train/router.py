@@ -157,6 +157,17 @@ def router_name(kind: str, budget: str, options: str) -> str:
     return f"{kind}-{budget}" + ("" if options == "big,small" else f"-{options.replace(',', '-')}")
 
 
+def _whole_spend(target: dict[int, float], counted: int, n_layer: int, budget: str, why: str) -> int:
+    """The budget's counted layers per token as a whole number, for a head that falls back to (or compares with) a
+    fixed route of exactly that many; DuoError starting with `why` when it is not whole."""
+    from duollm.analysis.routers import whole_layers
+
+    spend = whole_layers(target[counted] * n_layer)
+    if spend is None:
+        raise DuoError(f"{why}: --budget {budget} x {n_layer} layers must be whole layers")
+    return spend
+
+
 def _windows(tokens, n: int, T: int, seed: int) -> torch.Tensor:
     from duollm.data.corpus import sample_batch
 
@@ -306,9 +317,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
 
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options))
             counted = constrained(router.options)[0]
-            spend = whole_layers(target[counted] * L)
-            if spend is None:
-                raise DuoError(f"--head expected compares with the fixed route: --budget {cmd.budget} x {L} layers must be whole layers")
+            spend = _whole_spend(target, counted, L, cmd.budget, "--head expected compares with the fixed route")
             with amp:
                 feats, _, table = layer_tables(
                     model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, "mean", cmd.seed, keep=True
@@ -324,9 +333,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         elif cmd.head == "layer":
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
             counted = constrained(router.options)[0]
-            spend = whole_layers(target[counted] * L) if cmd.shrink else 0
-            if spend is None:
-                raise DuoError(f"--shrink compares with the fixed route: --budget {cmd.budget} x {L} layers must be whole layers")
+            spend = _whole_spend(target, counted, L, cmd.budget, "--shrink compares with the fixed route") if cmd.shrink else 0
             with amp:
                 feats, values, table = layer_tables(
                     model, label_windows, router.options, counted, cmd.labels, cmd.label_batch_size, cmd.values, cmd.seed, cmd.shrink
@@ -341,12 +348,11 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         elif cmd.head == "priced":  # every route, labelled by the oracle without a budget; a price meets it on average
             free = Budget.free(parse_options(cmd.options))
             router = RouteRouter(free.routes(L), cfg.model.d_model).to(device)
-            spend = target[constrained(router.options)[0]] * L
-            if whole_layers(spend) is None:
-                raise DuoError(f"--head priced falls back to a fixed route: --budget {cmd.budget} x {L} layers must be whole layers")
+            counted = constrained(router.options)[0]
+            spend = _whole_spend(target, counted, L, cmd.budget, "--head priced falls back to a fixed route")
             with amp:
                 feats, table = oracle_tables(model, label_windows, free, cmd.labels, cmd.label_batch_size)
-            fit = fit_priced_router(router, feats.to(device), table.to(device), whole_layers(spend))
+            fit = fit_priced_router(router, feats.to(device), table.to(device), spend)
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
             with amp:
                 if fit["ridge"] != float("inf"):  # priced again on the calibration windows, as the paper router's offsets
