@@ -26,7 +26,8 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
   `--head expected` (routers/layerwise.py) trains the paper router's shape on the paper's objective, `--steps`
   Adam steps of expected loss plus the budget penalty, with the expectation taken exactly over the oracle's table
   of every route's loss (the oracle without a budget) instead of through a soft mixture of the modules; it starts
-  at the fixed route and is calibrated like the paper router.
+  at the fixed route and is calibrated like the paper router. On the causal oracle's labels it is the best router on
+  the demo model (docs/results.md). `--tune N` continues a layer or expected head with N steps of the paper's training.
 The paper router is then calibrated (routers/calibrate.py) on `--calib-seqs` other training windows so that
 the hard router spends the budget (the supervised one meets it exactly by construction); both are saved to
 `RUN/routers/<name>/` (safetensors + JSON). `router eval` scores a
@@ -74,6 +75,7 @@ class RouterTrainCommand:
     head: str = "route"  # supervised: route (a whole route, exact budget) | layer (per layer, calibrated) | priced (a whole route, a price per counted layer) | expected (per layer, the expected loss over every route)
     values: str = "flip"  # layer head's targets: flip (at the oracle's route) | mean (over every route; random-route states)
     shrink: bool = False  # layer head with --values mean: shrink its scores towards each layer's mean, the factor chosen by held-out loss over every route
+    tune: int = 0  # layer or expected head: then this many steps of the paper's objective through the model, from the fitted scores
     label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
     label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
     calib_seqs: int = 16  # training windows for budget calibration
@@ -212,6 +214,16 @@ def train_paper(
     return losses
 
 
+def _tune(model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool, fit: dict):
+    """`--tune N`: N steps of the paper's training (`train_paper`, the base frozen) from the scores a layer or expected
+    head fitted on the oracle's table, before calibration; the table's start, the model's own states and contexts."""
+    if cmd.tune:
+        from dataclasses import replace
+
+        losses = train_paper(model, router, tokens, target, replace(cmd, steps=cmd.tune, train_base=False), T, progress)
+        fit["tune"] = {"steps": cmd.tune, "first_loss": losses[0], "final_loss": losses[-1]}
+
+
 def _labelled(model, windows: torch.Tensor, budget: Budget, labels: str, batch_size: int):
     """(batch on the device, oracle result with every route's loss kept) for each batch of label windows."""
     from duollm.oracle.causal import causal_search
@@ -287,6 +299,12 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError("--shrink is for the layer head with mean values: give --head layer --values mean with it")
     if cmd.head in ("layer", "priced", "expected") and len(parse_options(cmd.options)) != 2:
         raise DuoError(f"--head {cmd.head} counts one choice per layer: give two options (big,small or big,skip), not {cmd.options}")
+    if cmd.tune and (cmd.kind, cmd.head) not in (("supervised", "layer"), ("supervised", "expected")):
+        raise DuoError(
+            "--tune continues a layer or expected head with the paper's objective: give --kind supervised --head layer or expected"
+        )
+    if cmd.tune < 0:
+        raise DuoError(f"--tune must be >= 0, got {cmd.tune}")
     if min(cmd.steps, cmd.label_seqs, cmd.calib_seqs, cmd.batch_size, cmd.label_batch_size) < 1:
         raise DuoError("--steps, --label-seqs, --calib-seqs, --batch-size and --label-batch-size must be >= 1")
     target = parse_target(cmd.budget, cmd.options)
@@ -327,6 +345,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             del feats, table
             router.to(device)
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
+            _tune(model, router, tokens, target, cmd, T, progress, fit)
             with amp:
                 real = calibrate(model, router, calib, target)
             fit["offset"] = router.offset.tolist()
@@ -342,6 +361,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
                 fit = fit_layer_router(router.cpu(), feats, values, counted, table=table, spend=spend)
             router.to(device)
             losses = [sum(fit["holdout_mse_constant"]) / L, sum(fit["holdout_mse"]) / L]  # mean squared error: constant, fit
+            _tune(model, router, tokens, target, cmd, T, progress, fit)
             with amp:
                 real = calibrate(model, router, calib, target)
             fit["offset"] = router.offset.tolist()
@@ -372,6 +392,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     head = f"-{cmd.head}" if cmd.kind == "supervised" and cmd.head != "route" else ""
     head += "-mean" if cmd.kind == "supervised" and cmd.head == "layer" and cmd.values == "mean" else ""
     head += "-shrink" if cmd.kind == "supervised" and cmd.shrink else ""
+    head += "-tuned" if cmd.tune else ""
     head += "-shared" if cmd.kind == "supervised" and cmd.labels == "shared" else ""  # never the causal-labelled one's name
     name = cmd.name or router_name(cmd.kind + head, cmd.budget, cmd.options)
     meta = {
@@ -532,6 +553,9 @@ def main_train(cmd: RouterTrainCommand) -> None:
             if cal["shrink"]
             else f"; the fixed route (no shrink beat it clearly on held-out tokens: {cal['shrink_losses']['0.0']:.4f} fixed)"
         )
+    if "tune" in meta["calibration"]:  # --tune: the paper's steps after the fit
+        tune = meta["calibration"]["tune"]
+        how += f"; then {tune['steps']} steps of the paper's objective, loss {tune['first_loss']:.4f} → {tune['final_loss']:.4f}"
     print(
         f"router {meta['name']}: {how} ({t['seconds']} s); calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
     )

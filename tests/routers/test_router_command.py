@@ -202,6 +202,29 @@ def test_expected_head(run_dir, capsys):
     assert code == 2 and "give two options" in err
 
 
+def test_expected_head_tuned(run_dir, capsys):
+    """--tune N: the expected head (here on causal labels) then N steps of the paper's objective through the model."""
+    train = ["router", "train", "--run", str(run_dir), "--kind", "supervised", "--head", "expected", "--label-seqs", "8", "--steps", "50"]
+    code, out, err = cli(capsys, *train, "--json", *SMALL)
+    assert code == 0, err
+    assert json.loads(out)["name"] == "supervised-expected-0.5"  # causal labels: no -shared
+    code, out, err = cli(capsys, *train, "--tune", "3", "--batch-size", "2", "--json", *SMALL)
+    assert code == 0, err
+    meta = json.loads(out)
+    assert meta["name"] == "supervised-expected-tuned-0.5" and meta["calibration"]["tune"]["steps"] == 3
+    assert abs(meta["calibration"]["realized"]["big"] - 0.5) <= 0.1
+    from safetensors.torch import load_file
+
+    plain, tuned = (load_file(run_dir / "routers" / n / "router.safetensors") for n in ("supervised-expected-0.5", meta["name"]))
+    assert any(not (plain[k] == tuned[k]).all() for k in plain if k.startswith("layers.")), "the paper's steps moved nothing"
+    code, out, err = cli(capsys, *train, "--tune", "2", "--batch-size", "2", "--name", "tuned-line", *SMALL)
+    assert code == 0 and "then 2 steps of the paper's objective" in out, out
+    code, _, err = cli(capsys, "router", "train", "--run", str(run_dir), "--kind", "paper", "--tune", "5")
+    assert code == 2 and "--tune continues a layer or expected head" in err
+    code, _, err = cli(capsys, *train, "--tune", "-1")
+    assert code == 2 and "--tune must be >= 0" in err
+
+
 def test_priced_head(run_dir, capsys):
     """--head priced: every route labelled, a price per BIG layer; on this tiny run it keeps the budget (exactly, when it
     falls back to the fixed route) and is scored like any router."""
