@@ -150,6 +150,7 @@ TRAIN_DEFAULTS = {
     "head": "route",
     "values": "flip",
     "shrink": False,
+    "tune": 0,
     "label_seqs": 64,
     "label_batch_size": 64,
     "calib_seqs": 16,

@@ -258,10 +258,11 @@ def test_an_eval_at_another_precision_is_no_match(run_dir):
 
 
 def test_router_commands_give_a_shrunk_layer_head_its_flags(tmp_path):
-    """A boolean flag set in the saved config (`--shrink`) comes back as the bare flag, after the flags it needs."""
+    """A boolean flag set in the saved config (`--shrink`) comes back as the bare flag, after the flags it needs; a
+    number (`--tune`) with its value."""
     folder = tmp_path / "routers" / "head"
     folder.mkdir(parents=True)
-    config = {**TRAIN_DEFAULTS, "kind": "supervised", "head": "layer", "values": "mean", "shrink": True, "labels": "shared"}
+    config = {**TRAIN_DEFAULTS, "kind": "supervised", "head": "layer", "values": "mean", "shrink": True, "tune": 1000, "labels": "shared"}
     info = {
         "kind": "supervised",
         "name": "head",
@@ -274,5 +275,5 @@ def test_router_commands_give_a_shrunk_layer_head_its_flags(tmp_path):
     (folder / "router.json").write_text(json.dumps(info))
     (router,) = read_routers(tmp_path)
     assert router_commands("R", router, None)[0] == (
-        "duollm router train --run R --kind supervised --budget 0.5 --name head --labels shared --head layer --values mean --shrink"
+        "duollm router train --run R --kind supervised --budget 0.5 --name head --labels shared --head layer --values mean --shrink --tune 1000"
     )
