@@ -324,10 +324,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     if cmd.kind == "paper":
         router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
-        losses = train_paper(model, router, tokens, target, cmd, T, progress)
-        with amp:
-            real = calibrate(model, router, calib, target)
-        fit = {"offset": router.offset.tolist()}
+        losses, fit = train_paper(model, router, tokens, target, cmd, T, progress), {}
     else:
         label_windows = _windows(tokens, cmd.label_seqs, T, cmd.seed)
         if cmd.head == "expected":  # the paper's objective, its expectation taken over the oracle's table
@@ -345,10 +342,6 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             del feats, table
             router.to(device)
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
-            _tune(model, router, tokens, target, cmd, T, progress, fit)
-            with amp:
-                real = calibrate(model, router, calib, target)
-            fit["offset"] = router.offset.tolist()
         elif cmd.head == "layer":
             router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
             counted = constrained(router.options)[0]
@@ -361,10 +354,6 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
                 fit = fit_layer_router(router.cpu(), feats, values, counted, table=table, spend=spend)
             router.to(device)
             losses = [sum(fit["holdout_mse_constant"]) / L, sum(fit["holdout_mse"]) / L]  # mean squared error: constant, fit
-            _tune(model, router, tokens, target, cmd, T, progress, fit)
-            with amp:
-                real = calibrate(model, router, calib, target)
-            fit["offset"] = router.offset.tolist()
         elif cmd.head == "priced":  # every route, labelled by the oracle without a budget; a price meets it on average
             free = Budget.free(parse_options(cmd.options))
             router = RouteRouter(free.routes(L), cfg.model.d_model).to(device)
@@ -389,6 +378,11 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
             losses = [fit["holdout_fixed_loss"], fit["holdout_loss"]]
             with amp:
                 real = realised_on(model, router, calib)
+    if isinstance(router, LinearRouter):  # the paper router and the layer-wise heads: (--tune, then) offsets on `calib`
+        _tune(model, router, tokens, target, cmd, T, progress, fit)
+        with amp:
+            real = calibrate(model, router, calib, target)
+        fit["offset"] = router.offset.tolist()
     head = f"-{cmd.head}" if cmd.kind == "supervised" and cmd.head != "route" else ""
     head += "-mean" if cmd.kind == "supervised" and cmd.head == "layer" and cmd.values == "mean" else ""
     head += "-shrink" if cmd.kind == "supervised" and cmd.shrink else ""
