@@ -175,6 +175,7 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """transformers' `from_pretrained`, then the routers of a local folder's `routers/`."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        _own_aligned_memory(model)
         folder = Path(str(pretrained_model_name_or_path)) / "routers"
         if folder.is_dir():
             model.load_routers(folder)
@@ -190,3 +191,18 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
             if (sub / "router.json").exists():
                 router, info = load_router(sub)
                 self.routers[sub.name] = (router.eval(), info)
+
+
+def _own_aligned_memory(model: torch.nn.Module) -> None:
+    """Move every CPU parameter and buffer that does not start on a 64-byte boundary into memory of its own.
+
+    transformers 5 (seen with 5.24) can hand back the loaded tensors at 8-byte offsets (the alignment of a
+    safetensors file's data). On the CPU a matrix-vector product, what a module with one routed row runs, takes
+    another code path for a weight that is not 64-byte aligned and rounds differently (about 1e-6 in the
+    logits), so a loaded model would not compute bit for bit what the saved one did. Tensors torch allocates
+    itself are 64-byte aligned; a copy costs one pass over the weights, once, at load time.
+    """
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            if t.device.type == "cpu" and t.data_ptr() % 64:
+                t.data = t.data.clone()

@@ -75,6 +75,7 @@ def test_save_load_round_trip_gives_equal_logits_and_routers(hf_model, prompt, t
         assert [k for k in f.keys() if "embed" in k] == ["model.embed.weight"]  # the tied head is not stored twice
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is DuoForCausalLM and loaded.config.policy == "BS-"
+    assert all(p.data_ptr() % 64 == 0 for p in loaded.parameters())  # a CPU GEMV rounds otherwise on misaligned weights
     for policy in (None, "all-big", "router:lin"):
         assert torch.equal(loaded(prompt, policy=policy).logits, hf_model(prompt, policy=policy).logits)
 
