@@ -16,7 +16,7 @@ import sys
 import typing
 
 EXAMPLES = """examples:
-  duollm data fetch                                  # the built-in prose corpus (Debian package, once)
+  duollm demo                                        # the whole study, small, on the built-in books (~4 min on 2 cores)
   duollm train --preset tiny --out runs/t --steps 200 --model.n_layer=2
   duollm eval --run runs/t --policy BSBS --split prose-val --json
   duollm oracle --run runs/t --budgets 0-4,free --mode causal --random 20
@@ -48,6 +48,8 @@ COMMANDS = {
     "mc": ("duollm.eval.mc", "MCCommand", "main"),
     "data build": ("duollm.data.build", "BuildCommand", "main"),
 }
+# subcommand → the optional extras it needs, checked before it starts any work (duollm/extras.py)
+NEEDS = {"demo": ("analysis",), "report": ("analysis",), "export": ("hf",), "import": ("hf",)}
 TAKES_OVERRIDES = {"train", "demo"}
 PASSES_ON = {"bench"}  # commands whose unknown flags go, unchanged, to what they run (their `args` field)
 
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from duollm.errors import DuoError
+    from duollm.extras import require
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         name = args.command + (f" {args.subcommand}" if getattr(args, "subcommand", None) else "")
         mod, cls_name, fn = COMMANDS[name]
+        for extra in NEEDS.get(name, ()):
+            require(extra, f"duollm {name}")
         cls = getattr(importlib.import_module(mod), cls_name)
         overrides = _parse_overrides(rest, f"duollm {name}") if name in TAKES_OVERRIDES else {}
         if rest and name not in TAKES_OVERRIDES | PASSES_ON:

@@ -35,7 +35,9 @@ class DemoCommand:
     overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "2"}
 
 
-def run_demo(cmd: DemoCommand) -> dict:
+def run_demo(cmd: DemoCommand, show=None) -> dict:
+    """Run every stage; return the results (also RUN/demo.json, rewritten after each stage, so a late failure keeps
+    what was computed). `show(text)`, when given, receives each table as soon as its stage ends."""
     from duollm.analysis.difficulty import measure, write_summary
     from duollm.analysis.report import build_report
     from duollm.analysis.table import read_table
@@ -43,13 +45,21 @@ def run_demo(cmd: DemoCommand) -> dict:
     from duollm.eval.evaluate import load_run, summarize, token_losses, unigram_losses
     from duollm.eval.policy import parse_policy
     from duollm.oracle.command import OracleCommand, run_oracle
+    from duollm.train.checkpoint import write_json_atomic
     from duollm.train.loop import TrainCommand, resolve, train
     from duollm.train.router import RouterEvalCommand, RouterTrainCommand, eval_router, train_router
 
+    show = show or (lambda text: None)
     t0 = time.perf_counter()
     out = Path(cmd.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     cfg = resolve(TrainCommand(out=str(out), preset="tiny", steps=cmd.steps, overrides=cmd.overrides))
-    trained = train(cfg, out, progress=not cmd.json)
+    res: dict = {"run": str(out), "split": cfg.data.val}
+
+    def stage(**results) -> None:  # one stage done: keep it on disk
+        res.update(results, seconds=round(time.perf_counter() - t0, 1))
+        write_json_atomic(out / "demo.json", res)
+
+    stage(train=train(cfg, out, progress=not cmd.json))
     _, model, tok = load_run(out)
     windows = eval_windows(token_array(cfg.data.val, tok), cfg.train.seq_len)
     ppl = {}
@@ -57,33 +67,28 @@ def run_demo(cmd: DemoCommand) -> dict:
         losses, _ = token_losses(model, windows, parse_policy(name, cfg.model.n_layer))
         ppl[name] = summarize(losses)["ppl"]
     ppl["unigram"] = summarize(unigram_losses(token_array(cfg.data.train, tok), windows, cfg.model.vocab_size))["ppl"]
+    stage(ppl=ppl, tokens=int(windows[:, 1:].numel()))
+    show(format_ppl(res))
     oracle, skip = (
         run_oracle(OracleCommand(run=str(out), options=opts, mode=mode, random=cmd.random, seqs=cmd.oracle_seqs), progress=not cmd.json)
         for opts, mode in (("big,small", "causal"), ("big,skip", "shared"))
     )
+    stage(oracle=oracle, oracle_skip=skip)
+    show(format_oracles(res))
     routers = {}
     for kind in ("paper", "supervised"):
         rc = RouterTrainCommand(run=str(out), kind=kind, budget="0.5", steps=cmd.router_steps, batch_size=8, label_seqs=32)
         train_router(rc, progress=not cmd.json)
         routers[kind] = eval_router(RouterEvalCommand(run=str(out), kind=kind, budget="0.5"))
-    label_free = run_label_free(out, model, tok, oracle)
-    table = read_table(out, "big,small")
-    write_summary(out, measure(table))
-    report = build_report(str(out))
-    res = {
-        "seconds": round(time.perf_counter() - t0, 1),
-        "ppl": ppl,
-        "run": str(out),
-        "split": cfg.data.val,
-        "tokens": int(windows[:, 1:].numel()),
-        "train": trained,
-        "oracle": oracle,
-        "oracle_skip": skip,
-        "routers": routers,
-        "label_free": label_free,
-        "report": report["report"],
-    }
-    (out / "demo.json").write_text(json.dumps(res, indent=2) + "\n")
+    stage(routers=routers, label_free=run_label_free(out, model, tok, oracle))
+    show(format_routers(res))
+    write_summary(out, measure(read_table(out, "big,small")))
+    stage(report=build_report(str(out))["report"])
+    t = res["train"]
+    show(
+        f"report: {res['report']}\n\ntrained {t['steps']} steps at {t['tokens_per_s']:,.0f} tokens/s; "
+        f"total {res['seconds']:.0f} s; run in {res['run']}"
+    )
     return res
 
 
@@ -104,33 +109,47 @@ def run_label_free(out: Path, model, tok, oracle: dict) -> dict:
     return {**row, "gap_recovered_causal": (ref["ppl_fixed"] - row["ppl_label_free"]) / gap if gap > 0 else None}
 
 
-def main(cmd: DemoCommand) -> None:
-    from duollm.oracle.command import format_table
-
-    res = run_demo(cmd)
-    if cmd.json:
-        print(json.dumps(res))
-        return
+def format_ppl(res: dict) -> str:
     books = " (books Ruth, Jonah, John)" if res["split"] == "prose-val" else ""
-    print(f"\nheld-out perplexity on {res['split']}{books}, {res['tokens']:,} tokens:")
-    print("| policy | ppl |\n|---|---|")
-    for name, v in res["ppl"].items():
-        print(f"| {name} | {v:.2f} |")
-    o = res["oracle"]
-    print(
-        f"\noracles on the first {o['seqs']} windows ({o['tokens']:,} tokens) of a {o['n_layer']}-layer model (the paper's 12-layer study runs on a GPU):"
-    )
-    print(format_table(o))
-    print("\nrouters at half the layers BIG (gap recovered = (fixed - router) / (fixed - causal oracle)):")
-    print("| router | ppl | realised big | gap recovered |\n|---|---|---|---|")
+    rows = [f"| {name} | {v:.2f} |" for name, v in res["ppl"].items()]
+    return "\n".join([f"held-out perplexity on {res['split']}{books}, {res['tokens']:,} tokens:", "", "| policy | ppl |", "|---|---|", *rows])
+
+
+def format_oracles(res: dict) -> str:
+    """The oracle sweeps as two markdown tables: exactly k BIG layers (the rest SMALL), and exactly s SKIP layers."""
+    o, skip = res["oracle"], res["oracle_skip"]
+    lines = [
+        f"oracles on the first {o['seqs']} held-out windows ({o['tokens']:,} tokens) of the {o['n_layer']}-layer model; "
+        f"all-big {o['ppl_all_big']:.2f}, all-small {o['ppl_all_small']:.2f}:",
+    ]
+    for s, what in ((o, "BIG layers k"), (skip, "SKIP layers s (the rest BIG)")):
+        modes = [m for m in ("shared", "causal") if m in s["modes"]]
+        head = [what, *(f"oracle {m}" for m in modes), "fixed", f"random best-of-{s['random']}"]
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in s["budgets"]:
+            vals = [r.get(f"ppl_oracle_{m}") for m in modes] + [r["ppl_fixed"], r["ppl_random_best"]]
+            lines.append(f"| {r['k']} | " + " | ".join(f"{v:.2f}" if v is not None else "-" for v in vals) + " |")
+    return "\n".join(lines)
+
+
+def format_routers(res: dict) -> str:
+    lines = [
+        "routers at half the layers BIG; gap recovered = (fixed - router) / (fixed - causal oracle):",
+        "",
+        "| router | ppl | realised big | gap recovered |",
+        "|---|---|---|---|",
+    ]
+    gap = lambda g: f"{g:.3f}" if g is not None else "-"  # noqa: E731
     for kind, r in res["routers"].items():
-        gap = f"{r['gap_recovered']:.3f}" if r["gap_recovered"] is not None else "-"
-        print(f"| {kind} | {r['ppl']:.2f} | {r['realized']['big']:.3f} | {gap} |")
+        lines.append(f"| {kind} | {r['ppl']:.2f} | {r['realized']['big']:.3f} | {gap(r['gap_recovered'])} |")
     lf = res["label_free"]
-    gap = f"{lf['gap_recovered_causal']:.3f}" if lf["gap_recovered_causal"] is not None else "-"
-    print(
-        f"| label-free choice: each token's route by its prediction, not the label | {lf['ppl_label_free']:.2f} | {lf['k'] / res['oracle']['n_layer']:.3f} | {gap} |"
-    )
-    print(f"\nreport: {res['report']}")
-    t = res["train"]
-    print(f"\ntrained {t['steps']} steps at {t['tokens_per_s']:,.0f} tokens/s; total {res['seconds']:.0f} s; run in {res['run']}")
+    share = lf["k"] / res["oracle"]["n_layer"]
+    lines.append(f"| label-free choice: each token's route by its prediction, not the label | {lf['ppl_label_free']:.2f} | {share:.3f} | {gap(lf['gap_recovered_causal'])} |")
+    return "\n".join(lines)
+
+
+def main(cmd: DemoCommand) -> None:
+    if cmd.json:
+        print(json.dumps(run_demo(cmd)))
+    else:
+        run_demo(cmd, show=lambda text: print("\n" + text, flush=True))

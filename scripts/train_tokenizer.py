@@ -1,6 +1,6 @@
 """Train the built-in byte-level BPE (duollm/data/tokenizer.json) on the built-in training splits.
 
-Run once after `duollm data fetch`: `python scripts/train_tokenizer.py [--vocab 4096]`. The result is committed;
+Run once: `python scripts/train_tokenizer.py [--vocab 4096]`. The result is committed;
 it depends only on the prose corpus and the standard library of the interpreter that ran this.
 """
 

@@ -42,23 +42,24 @@ def test_train_resume_extends(trained, capsys):
     assert json.loads(out)["steps"] == 5
 
 
+SMALL_DEMO = [
+    *("--steps", "3", "--oracle-seqs", "3", "--random", "2", "--router-steps", "2"),
+    "--data.train=synthetic",
+    "--data.val=synthetic-val",
+    "--data.tokenizer=bytes",
+    "--model.vocab_size=257",
+    "--model.n_layer=2",
+    "--model.d_model=32",
+    "--model.d_big=64",
+    "--model.d_small=8",
+    "--train.seq_len=32",
+    "--train.batch_size=4",
+]
+
+
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    small = [
-        "--data.train=synthetic",
-        "--data.val=synthetic-val",
-        "--data.tokenizer=bytes",
-        "--model.vocab_size=257",
-        "--model.n_layer=2",
-        "--model.d_model=32",
-        "--model.d_big=64",
-        "--model.d_small=8",
-        "--train.seq_len=32",
-        "--train.batch_size=4",
-    ]
     demo = tmp_path / "demo"
-    code, out, err = run(
-        capsys, "demo", "--out", str(demo), "--steps", "3", "--oracle-seqs", "3", "--random", "2", "--router-steps", "2", "--json", *small
-    )
+    code, out, err = run(capsys, "demo", "--out", str(demo), "--json", *SMALL_DEMO)
     assert code == 0, err
     res = json.loads(out)
     assert set(res["ppl"]) == {"all-big", "all-small", "random:0.5", "unigram"} and res["seconds"] > 0
@@ -73,6 +74,44 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert lf["ppl_oracle_shared"] <= lf["ppl_label_free"]
     assert json.loads((demo / "label-free-synthetic-val.jsonl").read_text())["ppl_label_free"] == lf["ppl_label_free"]
     assert "The label-free choice takes, per token" in (demo / "report" / "report.html").read_text()  # drawn in the report
+
+
+def test_demo_prints_each_table_when_it_has_it_and_keeps_it_on_a_late_failure(tmp_path, capsys, monkeypatch):
+    import duollm.analysis.report
+    from duollm.errors import DuoError
+
+    def fail(run):
+        raise DuoError("the report failed")
+
+    monkeypatch.setattr(duollm.analysis.report, "build_report", fail)  # the last stage
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), *SMALL_DEMO)
+    assert code == 2 and "the report failed" in err
+    for head in ("| policy | ppl |", "| BIG layers k | oracle shared | oracle causal | fixed | random best-of-2 |", "| router | ppl |"):
+        assert head in out  # printed before the failure
+    saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert {"train", "ppl", "oracle", "oracle_skip", "routers", "label_free"} <= set(saved) and "report" not in saved
+
+
+@pytest.mark.parametrize("argv", [["demo"], ["report", "--run", "nowhere"]])
+def test_a_missing_extra_is_named_before_any_work(tmp_path, capsys, monkeypatch, argv):
+    from duollm import extras
+
+    monkeypatch.setitem(extras.EXTRAS, "analysis", ("matplotlib", "duollm_no_such_module"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and err.strip() == f"duollm: error: duollm {argv[0]} needs duollm_no_such_module: pip install 'duollm[analysis]'"
+    assert list(tmp_path.iterdir()) == []  # no run directory started
+
+
+def test_default_splits_need_no_debian_tools_and_no_fetch(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no apt-get, no dpkg: the books come from the package
+    run_dir = tmp_path / "run"
+    argv = ["--preset", "tiny", "--steps", "2", "--model.n_layer=1", "--train.batch_size=2", "--json"]
+    code, out, err = run(capsys, "train", "--out", str(run_dir), *argv)
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", "--run", str(run_dir), "--policy", "all-big", "--split", "prose-val", "--max-tokens", "512", "--json")
+    assert code == 0, err
+    assert json.loads(out)["split"] == "prose-val" and json.loads(out)["ppl"] > 1
 
 
 def test_user_data_file(tmp_path, capsys):

@@ -51,6 +51,7 @@ from duollm.analysis.table import (
     usage_ks,
 )
 from duollm.errors import DuoError
+from duollm.extras import require
 
 esc = html.escape
 N_HIGHLIGHT = 3  # sequences shown as highlighted text
@@ -192,10 +193,9 @@ def router_commands(run: str, r: Router, summary: dict | None) -> list[str]:
 
 
 def _new_figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI backend
-    except ImportError:
-        raise DuoError("duollm report needs matplotlib: pip install 'duollm[analysis]'") from None
+    require("analysis", "duollm report")
+    from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI backend
+
     return Figure(figsize=(width, height))
 
 

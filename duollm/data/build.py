@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from duollm.data import extract
-from duollm.data.sources import cache_dir, sha256_file, verses_by_book
+from duollm.data.sources import cache_dir, debian_tools, sha256_file, verses_by_book
 from duollm.errors import DuoError
 
 VAL_FRACTION = 0.05  # of each source's bytes, in whole documents
@@ -569,6 +569,7 @@ def main(cmd: BuildCommand) -> None:
         manifest = unpack_archive(Path(cmd.from_archive), out)
         res = {"out": str(out), **summary(manifest), "seconds": round(time.perf_counter() - t0, 1)}
     else:
+        debian_tools(not cmd.debs, "duollm data build", "on such a machine unpack a corpus built elsewhere: duollm data build --from-archive FILE")
         archive = Path(cmd.archive) if cmd.archive else out.with_name(out.name + ".tar.xz")
         debs = Path(cmd.debs) if cmd.debs else None
         manifest = build(out, cmd.vocab, archive, SOURCES, lambda s: extract_source(s, debs), log)

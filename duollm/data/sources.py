@@ -1,9 +1,11 @@
 """The built-in corpora: where they come from, how they are fetched, and how they are split.
 
 Prose: the narrative books of the World English Bible (public domain), from Debian's `sword-text-web`
-package. `fetch_prose` downloads the package with `apt-get download` into a temporary folder, checks its
-sha256, unpacks it with `dpkg -x` (no system install), decodes the SWORD zText module and writes one text
-file per book, one verse per line, into the cache (`<repo>/.cache/prose/`, git-ignored).
+package, one text file per book, one verse per line. They ship inside the package as `prose.tar.xz` (about
+190 KB), so the default splits need no fetch step and no network. `fetch_prose` (`duollm data fetch`) rebuilds
+that archive from the pinned package: it downloads it with `apt-get download` into a temporary folder, checks
+its sha256, unpacks it with `dpkg -x` (no system install) and decodes the SWORD zText module; the archive it
+writes is byte for byte the shipped one.
 
 SWORD zText (https://wiki.crosswire.org/DevTools:Modules): per testament, `.bzs` holds 12-byte little-endian
 records (offset, compressed size, size) of zlib blocks in `.bzz`; `.bzv` holds 10-byte records (block,
@@ -20,12 +22,15 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
+import lzma
 import os
 import re
 import shutil
 import subprocess
 import sysconfig
+import tarfile
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -41,6 +46,7 @@ PROSE_MODULE = "usr/share/sword/modules/texts/ztext/engWEB2015eb"
 # OSIS book ids of the narrative books, in canonical order, and the books held out for validation.
 PROSE_BOOKS = ("Gen", "Ruth", "Esth", "Jonah", "Matt", "Mark", "Luke", "John", "Acts")
 PROSE_VAL_BOOKS = ("Ruth", "Jonah", "John")
+PROSE_ARCHIVE = Path(__file__).with_name("prose.tar.xz")  # the books, shipped in the package (about 190 KB)
 PROSE_NOTE = "derived from the public-domain World English Bible (Debian package sword-text-web 426.0-1)"
 
 
@@ -98,32 +104,32 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def prose_dir(cache: Path | None = None) -> Path:
-    return (cache or cache_dir()) / "prose"
+def debian_tools(download: bool, what: str, alternative: str) -> None:
+    """Fail at once, in one line, when `dpkg` (and `apt-get`, when `download`) is not on PATH."""
+    missing = [t for t in ("apt-get", "dpkg")[0 if download else 1 :] if shutil.which(t) is None]
+    if missing:
+        raise DuoError(f"{what} needs Debian's {' and '.join(missing)}, not found on PATH; {alternative}")
 
 
-def fetch_prose(cache: Path | None = None, deb: Path | None = None) -> Path:
-    """Download (or take `deb`), verify, unpack and extract the prose corpus; return its folder.
+def download_deb(package: str, version: str, sha256: str, folder: Path) -> Path:
+    """`apt-get download PACKAGE=VERSION` into `folder`; the .deb, its sha256 checked."""
+    r = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=folder, capture_output=True, text=True)
+    debs = list(folder.glob("*.deb"))
+    if r.returncode or not debs:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DuoError(f"could not download {package} {version} with apt-get ({last}); run 'apt-get update' or check the network")
+    return debs[0]
 
-    Writes `<cache>/prose/<Book>.txt` and `MANIFEST.json` into a temporary folder beside the cache, then renames
-    it into place, so a failed fetch leaves any earlier corpus as it was.
-    """
-    out = prose_dir(cache)
+
+def fetch_prose(out: Path | None = None, deb: Path | None = None) -> Path:
+    """Rebuild the prose archive from Debian's package: download it (or take `deb`), check its sha256, unpack it
+    with `dpkg -x` into a temporary folder, decode the books and write them to `out` (default
+    `.cache/prose.tar.xz`). Returns `out`. A failure leaves any earlier `out` as it was."""
+    out = Path(out) if out else cache_dir() / PROSE_ARCHIVE.name
+    debian_tools(deb is None, "fetching the prose package", "the package ships the books already (duollm/data/prose.tar.xz)")
     with tempfile.TemporaryDirectory(prefix="duollm-fetch-") as tmp:
         tmp = Path(tmp)
-        if deb is None:
-            cmd = ["apt-get", "download", f"{PROSE_PACKAGE}={PROSE_VERSION}"]
-            try:
-                r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
-            except FileNotFoundError:
-                raise DuoError("apt-get not found: fetching the prose corpus needs Debian's package tools") from None
-            debs = list(tmp.glob("*.deb"))
-            if r.returncode or not debs:
-                last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-                raise DuoError(
-                    f"could not download {PROSE_PACKAGE} {PROSE_VERSION} with apt-get ({last}); run 'apt-get update' or check the network"
-                )
-            deb = debs[0]
+        deb = deb if deb is not None else download_deb(PROSE_PACKAGE, PROSE_VERSION, PROSE_SHA256, tmp)
         digest = sha256_file(deb)
         if digest != PROSE_SHA256:
             raise DuoError(f"{deb.name} has sha256 {digest}, expected {PROSE_SHA256}")
@@ -132,48 +138,63 @@ def fetch_prose(cache: Path | None = None, deb: Path | None = None) -> Path:
             raise DuoError(f"dpkg -x failed on {deb.name}: {r.stderr.strip()}")
         module = tmp / "x" / PROSE_MODULE
         books = verses_by_book(read_ztext(module, "ot")) | verses_by_book(read_ztext(module, "nt"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".prose-new-", dir=out.parent))  # same file system: renames are atomic
-        try:
-            write_books(stage, books, {"source": f"{PROSE_PACKAGE} {PROSE_VERSION}", "sha256": digest})
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
-            raise
-        old = out.with_name(f".prose-old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        stage.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        write_archive(out, books, {"source": f"{PROSE_PACKAGE} {PROSE_VERSION}", "sha256": digest})
     return out
 
 
-def write_books(folder: Path, books: dict[str, list[str]], provenance: dict) -> None:
-    """One file per narrative book, one verse per line, and a manifest with sizes and hashes."""
+def write_archive(path: Path, books: dict[str, list[str]], provenance: dict) -> None:
+    """The narrative books as an xz tar: `<Book>.txt` (one verse per line) and `MANIFEST.json` (sizes, sha256s).
+
+    Byte for byte the same for the same books: members in a fixed order, no dates, owners or permissions of
+    this machine. Written to a temporary name and renamed, so a reader never sees half an archive.
+    """
     missing = [b for b in PROSE_BOOKS if b not in books]
     if missing:
         raise DuoError(f"the SWORD module lacks the books {', '.join(missing)}")
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
+    files, meta = {}, {}
     for b in PROSE_BOOKS:
-        data = ("\n".join(books[b]) + "\n").encode("utf-8")
-        (folder / f"{b}.txt").write_bytes(data)
-        files[b] = {"verses": len(books[b]), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    manifest = {"note": PROSE_NOTE, **provenance, "books": files, "val_books": list(PROSE_VAL_BOOKS)}
-    (folder / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        files[f"{b}.txt"] = data = ("\n".join(books[b]) + "\n").encode("utf-8")
+        meta[b] = {"verses": len(books[b]), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = {"note": PROSE_NOTE, **provenance, "books": meta, "val_books": list(PROSE_VAL_BOOKS)}
+    files["MANIFEST.json"] = (json.dumps(manifest, indent=1) + "\n").encode()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(lzma.compress(raw.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+    os.replace(tmp, path)
+
+
+def read_archive(path: Path | None = None) -> dict[str, bytes]:
+    """Member name → bytes of a prose archive (default: the one shipped in the package), every book checked
+    against the sha256 of its manifest."""
+    path = Path(path) if path else PROSE_ARCHIVE
+    if not path.is_file():
+        raise DuoError(f"the prose archive {path} is missing; reinstall duollm, or rebuild it with 'duollm data fetch --out {path}'")
+    try:
+        with tarfile.open(path, mode="r:xz") as tar:
+            files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        books = json.loads(files["MANIFEST.json"])["books"]
+    except (tarfile.TarError, lzma.LZMAError, EOFError, KeyError, ValueError) as e:
+        raise DuoError(f"{path} is not a prose archive ({type(e).__name__}: {e})") from None
+    for b, rec in books.items():
+        if hashlib.sha256(files.get(f"{b}.txt", b"")).hexdigest() != rec["sha256"]:
+            raise DuoError(f"{path}: {b}.txt does not match the sha256 of its manifest")
+    return files
 
 
 # ----------------------------------------------------------------------------- documents by split
 
 
-def prose_documents(split: str, cache: Path | None = None) -> dict[str, str]:
-    """`split` is "train" or "val": book id → text (verses joined by newlines)."""
-    folder = prose_dir(cache)
-    if not (folder / "MANIFEST.json").exists():
-        raise DuoError(
-            f"the prose corpus is not in {folder}; fetch it once with 'duollm data fetch' (it downloads Debian's {PROSE_PACKAGE} package)"
-        )
+def prose_documents(split: str, archive: Path | None = None) -> dict[str, str]:
+    """`split` is "train" or "val": book id → text (verses joined by newlines), from the shipped archive."""
+    files = read_archive(archive)
     keep = [b for b in PROSE_BOOKS if (b in PROSE_VAL_BOOKS) == (split == "val")]
-    return {b: (folder / f"{b}.txt").read_text("utf-8") for b in keep}
+    return {b: files[f"{b}.txt"].decode("utf-8") for b in keep}
 
 
 def stdlib_files() -> list[Path]:
@@ -209,22 +230,25 @@ def code_documents(split: str, max_bytes: int | None = None) -> dict[str, str]:
 
 @dataclass
 class FetchCommand:
-    """Fetch the built-in prose corpus: downloads Debian's sword-text-web package (about 4 MB) once."""
+    """Rebuild the built-in prose archive from Debian's sword-text-web package (about 4 MB) and compare it with the shipped one."""
 
+    out: str = ""  # the archive to write; "" = .cache/prose.tar.xz (duollm/data/prose.tar.xz to update the shipped one)
     deb: str = ""  # use this already downloaded .deb instead of apt-get download
-    force: bool = False  # fetch again even when the cache holds the corpus
+    force: bool = False  # fetch again even when --out exists already
     json: bool = False  # print one JSON object instead of a line
 
 
 def main(cmd: FetchCommand) -> None:
-    folder = prose_dir()
-    if cmd.force or not (folder / "MANIFEST.json").exists():
+    out = Path(cmd.out) if cmd.out else cache_dir() / PROSE_ARCHIVE.name
+    if cmd.force or not out.exists():
         if not cmd.json:
             print(f"fetching {PROSE_PACKAGE} {PROSE_VERSION} with apt-get download ...")
-        fetch_prose(deb=Path(cmd.deb) if cmd.deb else None)
-    manifest = json.loads((folder / "MANIFEST.json").read_text())
-    n = sum(b["bytes"] for b in manifest["books"].values())
+        fetch_prose(out, deb=Path(cmd.deb) if cmd.deb else None)
+    files = read_archive(out)
+    same = out.resolve() == PROSE_ARCHIVE.resolve() or files == read_archive()
+    n = sum(len(files[f"{b}.txt"]) for b in PROSE_BOOKS)
     if cmd.json:
-        print(json.dumps({"folder": str(folder), "bytes": n, "books": list(manifest["books"])}))
-    else:
-        print(f"prose corpus ready: {folder} ({n:,} bytes, {len(manifest['books'])} books; {PROSE_NOTE})")
+        print(json.dumps({"archive": str(out), "bytes": n, "books": list(PROSE_BOOKS), "same_as_shipped": same}))
+        return
+    print(f"prose archive: {out} ({n:,} bytes of text, {len(PROSE_BOOKS)} books; {PROSE_NOTE})")
+    print(f"its books {'equal' if same else 'DIFFER from'} the shipped {PROSE_ARCHIVE}")

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.extras import require
 
 
 @dataclass
@@ -50,10 +51,9 @@ class ImportCommand:
 
 
 def require_transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise DuoError("this needs transformers: pip install 'duollm[hf]' (transformers>=5)") from None
+    require("hf", "this")
+    import transformers
+
     return transformers
 
 

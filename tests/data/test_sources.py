@@ -1,6 +1,7 @@
-"""The SWORD zText extractor on a module the test builds itself, and the split rules.
+"""The SWORD zText extractor on a module the test builds itself, the shipped prose archive, and the split rules.
 Run: pytest tests/data/test_sources.py"""
 
+import lzma
 import shutil
 import struct
 import subprocess
@@ -65,28 +66,70 @@ def test_truncated_index_is_a_clear_error(tmp_path):
         sources.read_ztext(tmp_path, "ot")
 
 
-def test_write_books_needs_every_narrative_book(tmp_path):
+def test_archive_needs_every_book_reads_back_and_repeats_byte_for_byte(tmp_path):
     with pytest.raises(DuoError, match="lacks the books"):
-        sources.write_books(tmp_path, {"Gen": ["x"]}, {})
+        sources.write_archive(tmp_path / "p.tar.xz", {"Gen": ["x"]}, {})
     books = {b: [f"{b} verse one", "verse two"] for b in sources.PROSE_BOOKS}
-    sources.write_books(tmp_path / "prose", books, {"source": "test"})
-    docs = sources.prose_documents("val", cache=tmp_path)
+    sources.write_archive(tmp_path / "p.tar.xz", books, {"source": "test"})
+    docs = sources.prose_documents("val", archive=tmp_path / "p.tar.xz")
     assert sorted(docs) == sorted(sources.PROSE_VAL_BOOKS)
     assert docs["Ruth"] == "Ruth verse one\nverse two\n"
-    assert not set(sources.prose_documents("train", cache=tmp_path)) & set(sources.PROSE_VAL_BOOKS)
+    assert not set(sources.prose_documents("train", archive=tmp_path / "p.tar.xz")) & set(sources.PROSE_VAL_BOOKS)
+    sources.write_archive(tmp_path / "q.tar.xz", books, {"source": "test"})
+    assert (tmp_path / "p.tar.xz").read_bytes() == (tmp_path / "q.tar.xz").read_bytes()  # no dates, owners, order
 
 
-def test_missing_corpus_says_what_to_fetch(tmp_path):
-    with pytest.raises(DuoError, match="duollm data fetch"):
-        sources.prose_documents("train", cache=tmp_path)
+def test_shipped_books_are_complete_and_held_out_by_book():
+    files = sources.read_archive()  # checks every book against its manifest's sha256
+    assert sorted(files) == sorted([f"{b}.txt" for b in sources.PROSE_BOOKS] + ["MANIFEST.json"])
+    val, train = sources.prose_documents("val"), sources.prose_documents("train")
+    assert set(val) == set(sources.PROSE_VAL_BOOKS) and not set(val) & set(train) and len(train) == 6
+    assert val["Ruth"].startswith("In the days when the judges judged")
 
 
+def test_missing_or_corrupt_archive_is_a_clear_error(tmp_path):
+    with pytest.raises(DuoError, match="duollm data fetch --out"):
+        sources.prose_documents("train", archive=tmp_path / "absent.tar.xz")
+    (tmp_path / "bad.tar.xz").write_bytes(b"not xz")
+    with pytest.raises(DuoError, match="not a prose archive"):
+        sources.read_archive(tmp_path / "bad.tar.xz")
+    books = {b: ["a verse"] for b in sources.PROSE_BOOKS}
+    sources.write_archive(tmp_path / "p.tar.xz", books, {})
+    raw = lzma.decompress((tmp_path / "p.tar.xz").read_bytes()).replace(b"a verse", b"A verse")  # same size, other text
+    (tmp_path / "p.tar.xz").write_bytes(lzma.compress(raw))
+    with pytest.raises(DuoError, match="does not match the sha256"):
+        sources.read_archive(tmp_path / "p.tar.xz")
+
+
+def test_without_debian_tools_fetch_and_build_fail_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, no dpkg
+    with pytest.raises(DuoError, match="needs Debian's apt-get and dpkg, not found on PATH"):
+        sources.fetch_prose(tmp_path / "p.tar.xz")
+    from duollm.data.build import BuildCommand, main
+
+    with pytest.raises(DuoError, match="--from-archive"):
+        main(BuildCommand(out=str(tmp_path / "corpus")))
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs Debian's dpkg")
 def test_wrong_package_hash_is_refused(tmp_path):
     deb = tmp_path / "fake.deb"
     deb.write_bytes(b"not the package")
     with pytest.raises(DuoError, match="sha256"):
-        sources.fetch_prose(cache=tmp_path, deb=deb)
-    assert not (tmp_path / "prose").exists()  # nothing written
+        sources.fetch_prose(tmp_path / "p.tar.xz", deb=deb)
+    assert not (tmp_path / "p.tar.xz").exists()  # nothing written
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None or shutil.which("dpkg") is None, reason="needs Debian's apt-get and dpkg")
+def test_shipped_archive_is_what_fetch_makes_from_the_pinned_package(tmp_path):
+    try:
+        out = sources.fetch_prose(tmp_path / "prose.tar.xz")  # downloads sword-text-web 426.0-1 (4 MB), checks its sha256
+    except DuoError as e:
+        if "could not download" in str(e):
+            pytest.skip(f"no Debian package archive to download from: {e}")
+        raise
+    assert sources.read_archive(out) == sources.read_archive()
 
 
 def test_code_split_is_by_file_and_disjoint():
@@ -110,9 +153,9 @@ def test_fetch_from_a_package_end_to_end(tmp_path, monkeypatch):
     deb = tmp_path / "fixture.deb"
     subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
     monkeypatch.setattr(sources, "PROSE_SHA256", sources.sha256_file(deb))
-    (tmp_path / "cache" / "prose").mkdir(parents=True)
-    (tmp_path / "cache" / "prose" / "stale.txt").write_text("old")
-    out = sources.fetch_prose(cache=tmp_path / "cache", deb=deb)
-    assert (out / "Gen.txt").read_text() == "Gen one.\nGen two.\n"
-    assert (out / "Acts.txt").read_text() == "Acts one.\nActs again.\n"
-    assert not (out / "stale.txt").exists() and sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["prose"]
+    out = tmp_path / "prose.tar.xz"
+    out.write_text("an older archive")
+    assert sources.fetch_prose(out, deb=deb) == out
+    docs = sources.prose_documents("train", archive=out) | sources.prose_documents("val", archive=out)
+    assert docs["Gen"] == "Gen one.\nGen two.\n" and docs["Acts"] == "Acts one.\nActs again.\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixture.deb", "pkg", "prose.tar.xz"]  # no temporary left
