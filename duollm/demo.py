@@ -112,7 +112,9 @@ def run_label_free(out: Path, model, tok, oracle: dict) -> dict:
 def format_ppl(res: dict) -> str:
     books = " (books Ruth, Jonah, John)" if res["split"] == "prose-val" else ""
     rows = [f"| {name} | {v:.2f} |" for name, v in res["ppl"].items()]
-    return "\n".join([f"held-out perplexity on {res['split']}{books}, {res['tokens']:,} tokens:", "", "| policy | ppl |", "|---|---|", *rows])
+    return "\n".join(
+        [f"held-out perplexity on {res['split']}{books}, {res['tokens']:,} tokens:", "", "| policy | ppl |", "|---|---|", *rows]
+    )
 
 
 def format_oracles(res: dict) -> str:
@@ -144,7 +146,9 @@ def format_routers(res: dict) -> str:
         lines.append(f"| {kind} | {r['ppl']:.2f} | {r['realized']['big']:.3f} | {gap(r['gap_recovered'])} |")
     lf = res["label_free"]
     share = lf["k"] / res["oracle"]["n_layer"]
-    lines.append(f"| label-free choice: each token's route by its prediction, not the label | {lf['ppl_label_free']:.2f} | {share:.3f} | {gap(lf['gap_recovered_causal'])} |")
+    lines.append(
+        f"| label-free choice: each token's route by its prediction, not the label | {lf['ppl_label_free']:.2f} | {share:.3f} | {gap(lf['gap_recovered_causal'])} |"
+    )
     return "\n".join(lines)
 
 

@@ -109,7 +109,9 @@ def test_default_splits_need_no_debian_tools_and_no_fetch(tmp_path, capsys, monk
     argv = ["--preset", "tiny", "--steps", "2", "--model.n_layer=1", "--train.batch_size=2", "--json"]
     code, out, err = run(capsys, "train", "--out", str(run_dir), *argv)
     assert code == 0, err
-    code, out, err = run(capsys, "eval", "--run", str(run_dir), "--policy", "all-big", "--split", "prose-val", "--max-tokens", "512", "--json")
+    code, out, err = run(
+        capsys, "eval", "--run", str(run_dir), "--policy", "all-big", "--split", "prose-val", "--max-tokens", "512", "--json"
+    )
     assert code == 0, err
     assert json.loads(out)["split"] == "prose-val" and json.loads(out)["ppl"] > 1
 

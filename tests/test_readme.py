@@ -1,0 +1,91 @@
+"""First contact: the README's two set-up commands are what CI runs, they install through the tested pins and
+everything the demo needs, and the README's copy of the demo's output is checked against the demo.
+Run: pytest tests/test_readme.py"""
+
+import importlib.util
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("readme_commands", ROOT / "scripts" / "readme_commands.py")
+readme_commands = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readme_commands)
+
+README = (ROOT / "README.md").read_text()
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def requirement_name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def pins() -> dict[str, str]:
+    lines = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.+\-]*", ln) for ln in lines), "every line pins one version"
+    return {requirement_name(ln): ln.split("==")[1] for ln in lines}
+
+
+def test_ci_runs_the_readme_commands_it_extracts():
+    ci = (ROOT / ".ci" / "run").read_text()
+    for step in ("scripts/readme_commands.py demo", "scripts/readme_commands.py test", "scripts/readme_commands.py check"):
+        assert step in ci
+    assert "pip install" not in ci and "pytest" not in ci  # nothing of its own that could drift from the README
+    cmds = readme_commands.commands(README)
+    assert cmds["demo"].endswith("&& duollm demo") and "data fetch" not in cmds["demo"]  # the books ship in the package
+    assert "python -m pytest" in cmds["test"]
+
+
+@pytest.mark.parametrize("which", ["demo", "test"])
+def test_readme_commands_install_through_the_pins_in_a_fresh_venv(which):
+    cmd = readme_commands.commands(README)[which]
+    assert cmd.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install")
+    install = cmd.split("&&")[2]
+    assert "-c constraints.txt" in install and "torch==2.13.0" in install  # a CPU torch, not a CUDA build of GBs
+    extras = set(re.search(r"-e '?\.\[([a-z,]+)\]'?", install).group(1).split(","))
+    from duollm.cli import NEEDS
+
+    assert set(NEEDS["demo"]) <= extras if which == "demo" else {"dev"} <= extras
+
+
+def test_constraints_pin_every_dependency_of_every_extra():
+    pinned = pins()
+    reqs = PYPROJECT["project"]["dependencies"] + [r for extra in PYPROJECT["project"]["optional-dependencies"].values() for r in extra]
+    unpinned = {requirement_name(r) for r in reqs} - set(pinned) - {"triton"}  # triton comes with a CUDA torch
+    assert not unpinned, f"constraints.txt lacks {sorted(unpinned)}"
+    assert pinned["torch"] == "2.13.0"
+
+
+def test_extras_module_knows_every_extra_of_pyproject():
+    from duollm.extras import EXTRAS
+
+    assert set(EXTRAS) == set(PYPROJECT["project"]["optional-dependencies"]) - {"dev"}
+
+
+def demo_block() -> str:
+    return readme_commands.BLOCK.search(README).group(1)
+
+
+def test_readme_demo_block_checks_against_the_demo_output():
+    block = demo_block()
+    rows = [ln for ln in readme_commands.lines(block) if ln.startswith("|")]
+    assert len(rows) >= 20 and any(r.startswith("| all-big |") for r in rows)
+    printed = "Successfully installed duollm\ntrain: 100%\n" + block + "\nreport: runs/demo/report/report.html\n"
+    assert readme_commands.check(README, printed) == []  # pip's lines before, the demo's last lines after
+    first = next(r for r in rows if r.startswith("| all-big |"))
+    value = readme_commands.NUMBER.findall(first)[-1]
+    off = first.replace(value, f"{float(value) * 1.03:.2f}")  # 3% away: a stale README
+    problems = readme_commands.check(README, printed.replace(first, off))
+    assert len(problems) == 1 and "differs from the demo's" in problems[0]
+    assert readme_commands.check(README, printed.replace(first, first.replace("all-big", "all-BIG")))  # other text
+    assert readme_commands.check(README, printed.replace(first + "\n", ""))  # a row missing
+    assert readme_commands.check(README, printed[: printed.index(first)])  # the demo stopped early
+    assert "printed no line like" in readme_commands.check(README, "no tables here")[0]
+
+
+def test_close_allows_one_percent_or_five_hundredths():
+    assert readme_commands.close("58.60", "59.1") and not readme_commands.close("58.60", "59.3")
+    assert readme_commands.close("0.509", "0.55") and not readme_commands.close("-0.046", "0.01")
+    assert readme_commands.close("32,131", "32,131")
