@@ -1,5 +1,5 @@
 """Turn a benchmark's raw rows (the --out JSONL of bench_ffn, bench_prefill, bench_decode) into the records of
-docs/benchmarks.jsonl (DESIGN.md §4: bench, case, metric, value, ideal, device, torch, commit, date).
+docs/benchmarks.jsonl (docs/design.md §4: bench, case, metric, value, ideal, device, torch, commit, date).
 
     python3 -m benchmarks.record --bench ffn --commit e411e4f --date 2026-11-28 ffn.jsonl >> docs/benchmarks.jsonl
 

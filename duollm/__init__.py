@@ -1,6 +1,6 @@
-"""duollm: adaptive computation in language models, around the Duo-LLM design (shared/paper/duo-llm.md).
+"""duollm: adaptive computation in language models, around the Duo-LLM design (arXiv:2410.10846).
 
-`from duollm import DuoConfig, DuoLM, Choice` is the contract of DESIGN.md §4. Importing duollm pulls in torch
+`from duollm import DuoConfig, DuoLM, Choice` is the contract of docs/design.md §4. Importing duollm pulls in torch
 only: no plotting, no Triton, no tokenizers, no transformers. It does make the model type `duollm` known to
 transformers' Auto classes once those are imported too, in either order (duollm/hf/register.py).
 """

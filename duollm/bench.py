@@ -1,6 +1,6 @@
 """`duollm bench NAME [ARGS...]`: run one of the speed benchmarks of a source checkout (benchmarks/bench_NAME.py).
 
-The benchmarks live beside the package, not in it (DESIGN.md §3: benchmarks/ separate from tests), so this
+The benchmarks live beside the package, not in it (docs/design.md §3, §7.15: benchmarks/ separate from tests), so this
 command works from a checkout: it runs `python -m benchmarks.bench_NAME ARGS...` in the repository root, in a
 process of its own as each benchmark expects, and exits with its code. `duollm bench list` names them;
 `duollm bench NAME -- --help` gives a benchmark's own flags; docs/benchmarks.md, the commands that made the

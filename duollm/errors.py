@@ -1,7 +1,7 @@
 """The one error type for bad input: the CLI turns it into one line on stderr and exit code 2.
 
 It subclasses ValueError so that library callers who catch ValueError (the route checks promise
-ValueError in DESIGN.md §4) see it too.
+ValueError in docs/design.md §4) see it too.
 """
 
 

@@ -5,9 +5,9 @@
 - `small`: a larger CPU/GPU model for quick studies (8 layers, d=256).
 - `gpt2-124m`: 12 layers, d=768, big 3072, small 192 (= big/16), GPT-2-small sized.
 - `paper-1.4b`: the Duo-LLM paper's model: 12 layers, d=2560, big 10240, small 640, vocab 32000, tied:
-  1.399B parameters (shared/paper/duo-llm.md §1).
+  1.399B parameters (arXiv:2410.10846 §3.1; docs/design.md, "The method").
 - `study-124m`: gpt2-124m's shape on the built corpus (`duollm data build`) with its 16k BPE: the GPU study.
-`model_config(name)` returns just the DuoConfig (DESIGN.md §4).
+`model_config(name)` returns just the DuoConfig (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -76,5 +76,5 @@ def run_config(name: str) -> RunConfig:
 
 
 def model_config(name: str) -> DuoConfig:
-    """The DuoConfig of a preset (DESIGN.md §4)."""
+    """The DuoConfig of a preset (docs/design.md §4)."""
     return dataclasses.replace(run_config(name).model)

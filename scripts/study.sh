@@ -28,7 +28,7 @@
 #   mkdir -p runs/study.state && touch runs/study.state/skip-freeze
 #   TRAIN_NPROC=2 FREEZE_DIR=docs/study/freeze bash scripts/study.sh launch   # then `wait` until it ends
 #
-# On one GPU (the leases after the second; the third took 1370 s, docs/results.md says how, before the priced head
+# On one GPU (the leases after the second; the third took 1370 s, docs/log.md says how, before the priced head
 # and the mean-target layer head joined `routers-supervised`, about 160 s more, unmeasured together): 3000 training
 # steps, two lanes sharing the GPU, windows of 256 tokens, and the causal oracle on code-val for the counts the
 # claims and routers read:

@@ -1,4 +1,4 @@
-"""Shared tiny fixtures: 2 layers, d=32, vocab 64, CPU, fixed seed (STYLE.md §14). Run: pytest tests/"""
+"""Shared tiny fixtures: 2 layers, d=32, vocab 64, CPU, fixed seed (docs/design.md §7.14). Run: pytest tests/"""
 
 import pytest
 import torch

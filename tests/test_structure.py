@@ -1,7 +1,8 @@
-"""Habits that a test can hold (STYLE.md §1, §7, §11, §19): import direction, a light core import,
+"""Habits that a test can hold (docs/design.md §7.1, §7.7, §7.11, §7.19): import direction, a light core import,
 no hidden global state, a readable model file. Run: pytest tests/test_structure.py"""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,23 @@ def test_no_global_state_and_no_distributed_in_model():
         for banned in ("torch.distributed", "torch.compile", "safetensors", "matplotlib"):
             assert banned not in src, f"{banned} in {f}"
     assert len((PKG / "model" / "transformer.py").read_text().splitlines()) <= 400
+
+
+# a citation of a file outside the repository, which a user does not have (written so that it does not cite one)
+OUTSIDE = re.compile(r"[.][.][/]shared|shared[/](paper|notes|tools)[/]|(DESIGN|STYLE)[.]md")
+
+
+def test_the_project_cites_nothing_outside_the_repository():
+    root = PKG.parent
+    files = [
+        root / "README.md",
+        *(f for d in ("duollm", "tests", "docs", "scripts", "benchmarks", "experiments", ".ci") for f in (root / d).rglob("*")),
+    ]
+    cites = [
+        f"{f.relative_to(root)}:{i}"
+        for f in files
+        if f.is_file() and f.suffix in {".py", ".md", ".sh", ".txt", ".toml", ""} and "__pycache__" not in f.parts
+        for i, line in enumerate(f.read_text(errors="replace").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert not cites, f"these lines cite files outside the repository (say it in docs/design.md instead): {cites}"

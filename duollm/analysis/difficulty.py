@@ -3,7 +3,7 @@
     duollm difficulty --run RUN                                   # against the free shared oracle
     duollm difficulty --run RUN --mode causal --budget 6 --top 50
 
-Per predicted token (DESIGN.md §1, the paper's §5):
+Per predicted token (docs/design.md §1; arXiv:2410.10846 §3.2.2):
   D_conv = loss(all-small)                   conventional: hard for the small model
   D_rel  = loss(all-small) − loss(oracle)    relative: what routing it through big modules can gain
 The oracle is the column `<mode>/<budget>` of `RUN/oracle/<options>/tokens.jsonl.gz`; the default, the

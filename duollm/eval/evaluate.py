@@ -1,6 +1,6 @@
 """`duollm eval`: per-token next-token losses and perplexity of a trained run under a policy.
 
-Perplexity = exp(mean next-token cross-entropy) over all predicted positions (DESIGN.md §2). The evaluation
+Perplexity = exp(mean next-token cross-entropy) over all predicted positions (docs/design.md §2). The evaluation
 data is cut into consecutive windows of `seq_len` tokens; each window predicts its last T-1 tokens.
 """
 

@@ -1,4 +1,4 @@
-"""Policies: anything that produces routes for a batch (DESIGN.md §1).
+"""Policies: anything that produces routes for a batch (docs/design.md §1).
 
 Spelled on the command line as `all-big`, `all-small`, `random:P` (each (token, layer) BIG with probability
 P, else SMALL; `random:B,S,K` gives the big, small and skip probabilities), or a route string with one letter

@@ -1,6 +1,6 @@
 """Registration of the `duollm` model type with transformers' Auto classes, without importing transformers early.
 
-The rule (README, "Hugging Face"): **once `duollm` and transformers' Auto classes are both imported, in
+The rule (docs/hf.md): **once `duollm` and transformers' Auto classes are both imported, in
 either order, `AutoConfig` and `AutoModelForCausalLM` know the model type `duollm`.** `import duollm` costs
 no transformers import (about 5 s): `install()`, called by `duollm/__init__.py`, registers at once where
 transformers' auto modules are already imported, and otherwise puts a small finder on `sys.meta_path` that

@@ -1,4 +1,4 @@
-"""Fast paths behind the model's readable reference (DESIGN.md §5): each equals `model/ffn.py` `RoutedFFN`
+"""Fast paths behind the model's readable reference (docs/design.md §5, §7.10): each equals `model/ffn.py` `RoutedFFN`
 (or the model function it wraps), is parity-tested in tests/kernels, and is measured in benchmarks/.
 
 `choose` decides which routed-FFN path runs per-token choices; the model asks it, so that what depends on

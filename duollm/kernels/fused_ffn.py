@@ -4,7 +4,7 @@ Readable reference: `model/ffn.py` `RoutedFFN`. The sorted path (kernels/sorted.
 matmuls, a host read of the counts, a device sort, a gather of the routed rows, the SiLU and product passes
 over the hidden activations and a scatter back; at 16k tokens of the paper's shape those are a quarter of
 its time, and at gpt2-124m width they cost more than routing saves (docs/benchmarks.md, profiles). Here
-(shared/notes/perf.md §2.2, stage 1):
+(docs/speed.md, "The fast paths"):
 
 1. On the device, as in kernels/grouped.py: key = BIG→0, SMALL→1, SKIP→2; `perm`, a stable sort of the keys;
    `bounds` = (0, n_big, n_big + n_small), the running counts. Nothing is read on the host.

@@ -1,5 +1,5 @@
 """A routed FFN without host synchronisation: tokens sorted by choice on the device, modules run through
-`torch._grouped_mm` with the row counts as device-side offsets (shared/notes/perf.md §2.2, "alternative").
+`torch._grouped_mm` with the row counts as device-side offsets (docs/speed.md, "The fast paths").
 
 Readable reference: `model/ffn.py` `RoutedFFN` (nonzero → gather → module → scatter), which reads each
 module's token count on the host once per layer. Here nothing leaves the device, and every shape is static

@@ -1,7 +1,7 @@
 """The routed FFN as masked execution: both modules run on every token and each token keeps its own module's
 output (or zero). It spends the FLOPs of both modules on every token and reads both modules' weights, so it
 saves nothing; what it has is no sort, no gather and no host read. That is what a decode step inside a CUDA
-graph wants at small batch (shared/notes/perf.md §2.3): a handful of rows, where sorting and the grouped
+graph wants at small batch (docs/speed.md, "Decoding"): a handful of rows, where sorting and the grouped
 kernels cost more than the extra rows. Readable reference: `model/ffn.py` `RoutedFFN`.
 """
 

@@ -2,7 +2,7 @@
 one dense matmul chain over its own contiguous rows, one host read of the three counts per layer.
 
 Readable reference: `model/ffn.py` `RoutedFFN` (per choice: nonzero → gather → module → scatter). This path
-does the same work with fewer passes (shared/notes/perf.md §2.2):
+does the same work with fewer passes (docs/speed.md, "The fast paths"):
 
 1. key = BIG→0, SMALL→1, SKIP→2 per token; `perm` = a stable sort of the keys; the counts (n_big, n_small,
    n_skip) are read on the host, once per layer (the reference reads two counts, one sync each).

@@ -1,4 +1,4 @@
-"""The Duo model (no distributed, compile, checkpoint or plotting code here: STYLE.md §7)."""
+"""The Duo model (no distributed, compile, checkpoint or plotting code here: docs/design.md §7.7)."""
 
 from duollm.model.ffn import RoutedFFN, SwiGLU
 from duollm.model.transformer import DuoConfig, DuoLM, DuoOutput

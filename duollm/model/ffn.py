@@ -1,4 +1,4 @@
-"""The FFN modules and the routed FFN, the readable reference dispatch (DESIGN.md §2, STYLE.md §7, §10).
+"""The FFN modules and the routed FFN, the readable reference dispatch (docs/design.md §2, §7.7, §7.10).
 
 `SwiGLU` is the Llama FFN (Shazeer 2020, "GLU Variants Improve Transformer"): `down(silu(gate(u)) * up(u))`,
 no biases. `RoutedFFN` holds the two modules of a layer, `small` and `big`, and sends each token through the

@@ -1,4 +1,4 @@
-"""Decoding: many sequences at once with a KV cache, each new token routed by a policy (DESIGN.md §2).
+"""Decoding: many sequences at once with a KV cache, each new token routed by a policy (docs/design.md §2).
 
 Attention runs for every token at every layer, so the cache (`KVCache`) is complete whatever the routes; only
 the FFN of each new token is routed. A policy is a static route `(L,)`, or a router `router(layer, u) →
@@ -99,7 +99,7 @@ def generate(
 
 class Decoder:
     """Batched decoding with each step captured as a CUDA graph, one per batch-size bucket: the fast path of
-    `generate`, with the same tokens and routes (shared/notes/perf.md §2.3).
+    `generate`, with the same tokens and routes (docs/speed.md, "Decoding").
 
     A decoder owns static buffers: the KV cache for up to `max_batch` sequences of `max_len` tokens, the step's
     input tokens and the position, a 0-d tensor on the device. One step reads only those (attention reads the

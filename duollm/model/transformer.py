@@ -1,9 +1,9 @@
-"""The Duo model: a Llama-style decoder with a big and a small FFN in every layer (DESIGN.md §2).
+"""The Duo model: a Llama-style decoder with a big and a small FFN in every layer (docs/design.md §2).
 
 Read top to bottom: config → RoPE helpers → attention → block → model. Pre-norm RMSNorm, rotary position
 embeddings (Su et al. 2021), causal scaled-dot-product attention (optionally grouped-query), SwiGLU FFNs
 without bias, tied input and output embeddings. Attention runs for every token in every layer; only the FFN
-is routed, through one pre-FFN RMSNorm shared by both modules (shared/paper/duo-llm.md §1).
+is routed, through one pre-FFN RMSNorm shared by both modules (docs/design.md §2).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Baselines beside the oracle (DESIGN.md §2): random best-of-N (and `fixed`, in search.py), and a label-free
+"""Baselines beside the oracle (docs/design.md §2): random best-of-N (and `fixed`, in search.py), and a label-free
 choice that bounds what per-token routing can gain without the label.
 
-Random best-of-N (shared/paper/duo-llm.md §3, reading (i)): N trials; in each, every token draws its own
-route uniformly from the budget's route set; the trial with the lowest mean loss counts, and the spread of
-all trials is reported beside it.
+Random best-of-N (the paper's "best of 100 random", its Fig. 4a, read as in docs/design.md §2): N trials; in
+each, every token draws its own route uniformly from the budget's route set; the trial with the lowest mean loss
+counts, and the spread of all trials is reported beside it.
 
 Label-free (ours): the shared oracle with the label replaced by a prediction of it. Every route of the budget
 runs as a whole-sequence route, as in the shared oracle; each token takes the route whose next-token

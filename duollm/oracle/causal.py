@@ -1,4 +1,4 @@
-"""The causal oracle (DESIGN.md §2, ours): left to right, each token takes its own best route.
+"""The causal oracle (docs/design.md §2, ours): left to right, each token takes its own best route.
 
 Token t's route is the one in its budget's set that gives the lowest loss for token t, with every earlier
 token fixed to the route already chosen for it: a realisable policy apart from knowing the label, and the

@@ -3,7 +3,7 @@
     duollm oracle --run RUN --budgets 0-12,free --options big,small --mode causal --random 100
 
 Files (everything `duollm difficulty` and `duollm report` read; no model needed to read them):
-  summary.json       the JSON of DESIGN.md §4 (`mode`, `options`, `ppl_all_big`, `ppl_all_small`,
+  summary.json       the JSON of docs/design.md §4 (`mode`, `options`, `ppl_all_big`, `ppl_all_small`,
                      `budgets: [{k, ppl_oracle, ppl_fixed, ppl_random_best, …}]`) plus the set's sizes,
                      the fixed routes, the random trials' spread and the seconds taken
   tokens.jsonl.gz    one row per predicted token: `seq`, `pos` (of the input token), `token` and `text`

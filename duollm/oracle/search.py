@@ -1,4 +1,5 @@
-"""The shared-route oracle: exhaustive, exact, and walked as a tree (DESIGN.md §2; paper §3, reading A).
+"""The shared-route oracle: exhaustive, exact, and walked as a tree (docs/design.md §2; the paper's oracle,
+arXiv:2410.10846 §2).
 
 For every route r of a budget's set, the whole sequence runs with r applied to every token; token t's
 oracle loss is min_r loss_t(r) and its route the argmin (ties: the first route in `Budget.routes` order).
@@ -7,7 +8,7 @@ Speed: routes that share their first j choices share the first j layers, so the 
 tree depth first, keeping one hidden state per depth. At a node, attention runs once (it does not depend
 on the node's FFN choice), then each child's FFN runs on the same normalised input; the vocabulary head
 runs only at the leaves. For 2^L routes that is Σ_j 2^j attention passes and 2^(j+1) FFN passes instead
-of 2^L · L of each (shared/paper/duo-llm.md §3). Several budgets are searched in one walk: a leaf updates
+of 2^L · L of each. Several budgets are searched in one walk: a leaf updates
 every budget whose set holds its route, and a subtree is entered only if some budget can still be met.
 
 Reference for tests: `brute_force`, one plain forward per route.
@@ -215,7 +216,7 @@ def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget], keep: bool = F
 
 
 def search(model: DuoLM, input_ids: Tensor, budget: Budget | Schedule, mode: str = "shared") -> SearchResult:
-    """The oracle of DESIGN.md §4: per-token best routes under `budget` (a Budget, or a Schedule over positions).
+    """The oracle of docs/design.md §4: per-token best routes under `budget` (a Budget, or a Schedule over positions).
 
     `mode="shared"`: one route for the whole sequence, minimum over the route set (the paper's oracle).
     `mode="causal"`: left to right, each token's best route given the routes chosen before it (causal.py).

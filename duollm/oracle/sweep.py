@@ -201,5 +201,5 @@ def gather(res: SweepResult) -> SweepResult:
 
 
 def ppl(loss: Tensor) -> float:
-    """exp(mean next-token loss), DESIGN.md §2."""
+    """exp(mean next-token loss), docs/design.md §2."""
     return math.exp(float(loss.double().mean()))

@@ -25,8 +25,8 @@ With `values="mean"` the targets and features change, to what a router meets at 
   random-routing training and of a router that spends about half its layers on c, not the oracle's.
 
 The one calibrated offset then acts as a price per layer of c: a token takes c at every layer where c is worth
-more than the price, so the hard tokens take more of it, as the paper router's do (docs/results.md, routers at
-12 layers).
+more than the price, so the hard tokens take more of it, as the paper router's do (docs/results.md, "Routers and
+the label-free bound").
 
 With `--shrink` (`choose_shrink`, `shrink_router`) the mean-target scores are shrunk towards each layer's mean by
 the factor with the lowest loss on held-out label tokens, read from the table of every route's loss, or replaced

@@ -1,4 +1,5 @@
-"""A learned router: one linear layer per layer over the pre-FFN normalised state (shared/paper/duo-llm.md §5).
+"""A learned router: one linear layer per layer over the pre-FFN normalised state (arXiv:2410.10846 §2;
+docs/design.md §2).
 
 At layer l the router sees u_l = ffn_norm(h_l) of each token, the same input both modules see, and scores
 the choices it may make (its *options*): `logits = W_l u_l + b_l`. A token's choice depends on its own state

@@ -1,4 +1,4 @@
-"""Budgets: constraints on routes (DESIGN.md §1, §2; shared/paper/duo-llm.md §3).
+"""Budgets: constraints on routes (docs/design.md §1, §2; the paper's budgets: arXiv:2410.10846 §2, §3.2.1).
 
 A budget fixes which choices a route may use (its *options*) and, optionally, exactly how many layers take
 each constrained choice. Budgets are *exact* (exactly k BIG layers, not at most k): the paper's U-shaped
@@ -101,7 +101,7 @@ class Schedule:
     `kind="big"` schedules exactly-k-BIG budgets (options big/small), `kind="skip"` exactly-s-SKIP ones
     (options big/skip). Position t of n predicted positions gets round(start + (end - start) · t / (n - 1)),
     so `Schedule("big", 6, 2)` averages 4 BIG layers per token over a sequence, like the constant budget 4
-    (shared/paper/duo-llm.md §6.2).
+    (the paper's Fig. 4c; claim 5 of docs/design.md, "The method").
     """
 
     kind: str  # "big" or "skip": which count the schedule moves

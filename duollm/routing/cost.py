@@ -1,4 +1,4 @@
-"""FLOPs per token of every layer and choice: the one place where compute is counted (DESIGN.md §1, §5).
+"""FLOPs per token of every layer and choice: the one place where compute is counted (docs/design.md §1, §7.9).
 
 Counting convention (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", Table 1; the same as
 the Chinchilla and PaLM MFU accounting): a matrix multiply of an `m × n` weight with one token's vector
@@ -13,7 +13,7 @@ elementwise and left out, as is customary. For one token in a sequence of length
 
 Training costs three times the forward FLOPs (forward + backward for activations and weights).
 Example, `paper-1.4b` (d = 2560): big module 6·2560·10240 = 157.3 MFLOP, small 9.8 MFLOP, attention
-projections 8·2560² = 52.4 MFLOP per layer (paper §3.1; shared/paper/duo-llm.md §1).
+projections 8·2560² = 52.4 MFLOP per layer (arXiv:2410.10846 §3.1; docs/design.md, "The method").
 """
 
 from __future__ import annotations

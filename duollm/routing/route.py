@@ -1,4 +1,4 @@
-"""Choices and routes (DESIGN.md §1).
+"""Choices and routes (docs/design.md §1, §7.8).
 
 A *choice* is what one token does at one layer: SKIP (the FFN adds nothing), SMALL or BIG. A *route* is a
 `uint8` tensor of choices with layers on the last axis: `(L,)` is one route for every token, `(B, T, L)`

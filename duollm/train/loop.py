@@ -1,4 +1,4 @@
-"""Stage-1 training with random routing (DESIGN.md §2; shared/paper/duo-llm.md §2).
+"""Stage-1 training with random routing (docs/design.md §2; arXiv:2410.10846 §2).
 
 Every (token, layer) choice is drawn independently, afresh each step, from `p = {big, small, skip}`
 (default 0.5/0.5/0); a mix with one choice at probability 1 (p_big = 1: the dense model) is a static route,

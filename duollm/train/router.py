@@ -9,9 +9,9 @@
 Budgets: `--budget F` is the fraction of (token, layer) choices taking the counted choice — BIG for
 `--options big,small`, SKIP for `big,skip` — or `B,M,S` fractions for `big,small,skip`.
 
-- paper (shared/paper/duo-llm.md §5): the base model frozen (unless `--train-base`), the router's soft weights
-  softmax(β·logits) mix the modules' outputs, β grows geometrically from 1 to `--beta-max`, and the loss is
-  CE + α·Σ_c (mean P_c − target_c)² over the constrained choices.
+- paper (arXiv:2410.10846 §2; docs/design.md §2): the base model frozen (unless `--train-base`), the router's
+  soft weights softmax(β·logits) mix the modules' outputs, β grows geometrically from 1 to `--beta-max`, and the
+  loss is CE + α·Σ_c (mean P_c − target_c)² over the constrained choices.
 - supervised (ours, routers/route.py): the causal oracle (or the shared one, `--labels shared`) with exactly
   F·L counted layers per token runs on `--label-seqs` training windows and keeps every route's loss for every
   token; a ridge regression from the token's layer-0 state to those losses picks each token's route.

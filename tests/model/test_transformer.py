@@ -1,4 +1,4 @@
-"""The Duo model against an independent dense reference, and the routing invariants (DESIGN.md §4).
+"""The Duo model against an independent dense reference, and the routing invariants (docs/design.md §4).
 Run: pytest tests/model/test_transformer.py"""
 
 import math
