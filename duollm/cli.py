@@ -49,7 +49,7 @@ COMMANDS = {
     "data build": ("duollm.data.build", "BuildCommand", "main"),
 }
 # subcommand → the optional extras it needs, checked before it starts any work (duollm/extras.py)
-NEEDS = {"demo": ("analysis",), "report": ("analysis",), "export": ("hf",), "import": ("hf",)}
+NEEDS = {"demo": ("analysis",), "report": ("analysis",), "export": ("hf",)}  # `import` reads the files itself
 TAKES_OVERRIDES = {"train", "demo"}
 PASSES_ON = {"bench"}  # commands whose unknown flags go, unchanged, to what they run (their `args` field)
 

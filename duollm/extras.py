@@ -8,6 +8,7 @@ Only `importlib.util.find_spec` is called: nothing heavy is imported to check.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 from duollm.errors import DuoError
@@ -21,9 +22,26 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 }
 
 
+# module → the oldest major release that works, where pyproject.toml asks for one
+MIN_MAJOR: dict[str, int] = {"transformers": 5}
+
+
+def _major(module: str) -> int:
+    try:
+        return int(importlib.metadata.version(module).split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return 0
+
+
 def missing(extra: str) -> list[str]:
-    """The modules of `extra` that this Python cannot import."""
-    return [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+    """The modules of `extra` that this Python cannot import, or has in a release too old (as `name>=N`)."""
+    out = []
+    for m in EXTRAS[extra]:
+        if importlib.util.find_spec(m) is None:
+            out.append(m)
+        elif m in MIN_MAJOR and _major(m) < MIN_MAJOR[m]:
+            out.append(f"{m}>={MIN_MAJOR[m]}")
+    return out
 
 
 def require(extra: str, what: str) -> None:

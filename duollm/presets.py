@@ -53,7 +53,7 @@ def paper_1_4b() -> RunConfig:
 
 
 def study_124m() -> RunConfig:
-    """The GPU study's model (issue 6, scripts/study.sh): gpt2-124m's shape (small = big/16) on the corpus of
+    """The GPU study's model (scripts/study.sh): gpt2-124m's shape (small = big/16) on the corpus of
     `duollm data build` (default folder `.cache/corpus`, its 16k BPE), compiled. 4000 steps of 32 × 1024 tokens
     (131M tokens) take about six minutes on one H200 at the random-routing rate of docs/benchmarks.md."""
     from duollm.data import sources

@@ -5,6 +5,8 @@ demo printed. Standard library only: it runs before any venv exists.
     python3 scripts/readme_commands.py test              # the command that sets up and runs the tests
     python3 scripts/readme_commands.py check DEMO_OUT    # exit 1, naming each difference, when the README's
                                                          # demo output is not what DEMO_OUT (the demo's stdout) holds
+    python3 scripts/readme_commands.py update DEMO_OUT   # after a change that moves the demo's numbers on purpose:
+                                                         # its output, up to the `report:` line, into the README
 
 The two commands are the first two fenced `bash` blocks of README.md that make a venv: the first runs the demo,
 the second the tests. `.ci/run` runs exactly these, so the README cannot drift from what CI proves.
@@ -50,38 +52,62 @@ def close(readme_value: str, demo_value: str) -> bool:
 
 def check(readme: str, demo_output: str) -> list[str]:
     """The differences between the README's demo block and what the demo printed (empty: they agree). The block's
-    first line is looked up in the output (pip's lines come before it), and from there line follows line."""
+    first line is looked up in the output (pip's lines come before it); from there line follows line, and the
+    demo's next line after the block must be its closing `report: ...` line (no table left out)."""
     m = BLOCK.search(readme)
     if not m:
         return ["README.md has no <!-- demo-output --> ... <!-- /demo-output --> block"]
     want, got = lines(m.group(1)), lines(demo_output)
+    if not want:
+        return ["the README's demo block is empty"]
     shape = lambda line: NUMBER.sub("#", line)  # noqa: E731
     start = next((i for i, g in enumerate(got) if shape(g) == shape(want[0])), None)
     if start is None:
         return [f"the demo printed no line like the README's first one: {want[0]!r}"]
-    got = got[start : start + len(want)]
+    got, after = got[start : start + len(want)], got[start + len(want) : start + len(want) + 1]
     problems = [f"the demo's output ends before the README's line {w!r}" for w in want[len(got) :]]
     for w, g in zip(want, got, strict=False):  # got may be shorter: reported above
         if shape(w) != shape(g):
-            problems.append(f"README line {w!r} is not the demo's {g!r}")
-        elif not all(close(a, b) for a, b in zip(NUMBER.findall(w), NUMBER.findall(g), strict=True)):
+            return problems + [f"README line {w!r} is not the demo's {g!r} (the lines after it are not compared)"]
+        if not all(close(a, b) for a, b in zip(NUMBER.findall(w), NUMBER.findall(g), strict=True)):
             problems.append(f"README line {w!r} differs from the demo's {g!r} by more than {REL_TOL:.0%} (or {ABS_TOL})")
+    if not problems and after and not after[0].startswith("report: "):
+        problems.append(f"the demo printed {after[0]!r} after the README's last line, where its 'report:' line should be")
     return problems
 
 
+def update(readme: str, demo_output: str) -> str:
+    """The README with its demo block replaced by the demo's output, from its first line (`held-out perplexity ...`)
+    to the line before `report: ...`."""
+    out = demo_output.splitlines()
+    start = next((i for i, line in enumerate(out) if line.startswith("held-out perplexity")), None)
+    end = next((i for i, line in enumerate(out) if line.startswith("report: ")), None)
+    if start is None or end is None or end < start:
+        raise SystemExit("the demo output has no 'held-out perplexity' ... 'report:' lines: did the demo finish?")
+    body = "\n".join(out[start:end]).strip("\n")
+    m = BLOCK.search(readme)
+    if not m:
+        raise SystemExit("README.md has no <!-- demo-output --> ... <!-- /demo-output --> block to update")
+    return readme[: m.start(1)] + "\n" + body + "\n" + readme[m.end(1) :]
+
+
 def main(argv: list[str]) -> int:
-    readme = README.read_text()
+    readme = README.read_text("utf-8")
     if argv[:1] in (["demo"], ["test"]):
         print(commands(readme)[argv[0]])
         return 0
     if len(argv) == 2 and argv[0] == "check":
-        problems = check(readme, Path(argv[1]).read_text())
+        problems = check(readme, Path(argv[1]).read_text("utf-8", errors="replace"))
         for p in problems:
             print(f"readme: {p}", file=sys.stderr)
         if not problems:
             print(f"readme: the README's {len(lines(BLOCK.search(readme).group(1)))} demo lines match what the demo printed")
         return 1 if problems else 0
-    print("usage: python3 scripts/readme_commands.py demo | test | check DEMO_OUT", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "update":
+        README.write_text(encoding="utf-8", data=update(readme, Path(argv[1]).read_text("utf-8", errors="replace")))
+        print(f"readme: the demo block of {README} now holds {argv[1]}; review it with git diff README.md")
+        return 0
+    print("usage: python3 scripts/readme_commands.py demo | test | check DEMO_OUT | update DEMO_OUT", file=sys.stderr)
     return 2
 
 

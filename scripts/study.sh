@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU study (issue 6). One stage per command, or all of them:
+# The GPU study (docs/results.md). One stage per command, or all of them:
 #
 #   bash scripts/study.sh train          # the corpus from its archive, stage-1 training (preset study-124m)
 #   bash scripts/study.sh oracle-prose   # k = 0..12, free, the 6>2 schedule: shared + causal, fixed, best-of-N; big/skip

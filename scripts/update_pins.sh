@@ -2,7 +2,7 @@
 # Move the pins: try the newest release of every dependency (core and every extra), run the whole suite on
 # them, and only when it passes rewrite constraints.txt with exactly the versions it passed on.
 #
-#   bash scripts/update_pins.sh            # from the repository root, on the 2-core CPU machine (~5 min)
+#   bash scripts/update_pins.sh            # from the repository root, on the 2-core CPU machine (~7 min)
 #
 # It works in a fresh clone of HEAD in a temporary folder with a fresh venv, so neither .venv nor uncommitted
 # files are involved. On a failure it prints the failing tests and leaves constraints.txt as it is: then

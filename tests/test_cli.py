@@ -76,20 +76,25 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "The label-free choice takes, per token" in (demo / "report" / "report.html").read_text()  # drawn in the report
 
 
-def test_demo_prints_each_table_when_it_has_it_and_keeps_it_on_a_late_failure(tmp_path, capsys, monkeypatch):
-    import duollm.analysis.report
+def test_demo_prints_each_table_when_it_has_it_and_keeps_it_on_a_failure(tmp_path, capsys, monkeypatch):
+    import duollm.oracle.command
     from duollm.errors import DuoError
 
-    def fail(run):
-        raise DuoError("the report failed")
+    run_oracle = duollm.oracle.command.run_oracle
 
-    monkeypatch.setattr(duollm.analysis.report, "build_report", fail)  # the last stage
+    def fail_on_skip(cmd, progress=True):  # the second oracle sweep fails, after the first
+        if cmd.options == "big,skip":
+            raise DuoError("the big/skip sweep failed")
+        return run_oracle(cmd, progress)
+
+    monkeypatch.setattr(duollm.oracle.command, "run_oracle", fail_on_skip)
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), *SMALL_DEMO)
-    assert code == 2 and "the report failed" in err
-    for head in ("| policy | ppl |", "| BIG layers k | oracle shared | oracle causal | fixed | random best-of-2 |", "| router | ppl |"):
+    assert code == 2 and "the big/skip sweep failed" in err
+    for head in ("| policy | ppl |", "| BIG layers k | oracle shared | oracle causal | fixed | random best-of-2 |"):
         assert head in out  # printed before the failure
+    assert "SKIP layers" not in out and "| router |" not in out
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
-    assert {"train", "ppl", "oracle", "oracle_skip", "routers", "label_free"} <= set(saved) and "report" not in saved
+    assert {"train", "ppl", "oracle"} <= set(saved) and "oracle_skip" not in saved  # what was computed, kept
 
 
 @pytest.mark.parametrize("argv", [["demo"], ["report", "--run", "nowhere"]])

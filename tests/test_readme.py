@@ -43,7 +43,7 @@ def test_readme_commands_install_through_the_pins_in_a_fresh_venv(which):
     cmd = readme_commands.commands(README)[which]
     assert cmd.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install")
     install = cmd.split("&&")[2]
-    assert "-c constraints.txt" in install and "torch==2.13.0" in install  # a CPU torch, not a CUDA build of GBs
+    assert "-c constraints.txt" in install and "torch==2.13.0" in install  # the torch the suite passed on
     extras = set(re.search(r"-e '?\.\[([a-z,]+)\]'?", install).group(1).split(","))
     from duollm.cli import NEEDS
 
@@ -83,6 +83,61 @@ def test_readme_demo_block_checks_against_the_demo_output():
     assert readme_commands.check(README, printed.replace(first + "\n", ""))  # a row missing
     assert readme_commands.check(README, printed[: printed.index(first)])  # the demo stopped early
     assert "printed no line like" in readme_commands.check(README, "no tables here")[0]
+
+
+def test_update_puts_the_demo_output_into_the_block_and_then_checks():
+    printed = "Successfully installed duollm\n" + demo_block().replace("58.60", "61.00") + "\nreport: r/report.html\n\ntrained 600 steps\n"
+    assert readme_commands.check(README, printed)  # all-big moved by 4%
+    fresh = readme_commands.update(README, printed)
+    assert readme_commands.check(fresh, printed) == [] and "| all-big | 61.00 |" in fresh
+    assert "report:" not in readme_commands.BLOCK.search(fresh).group(1)
+    assert fresh.replace("61.00", "58.60") == README  # nothing else of the README changed
+
+
+def test_demo_formatters_print_the_readme_lines():
+    """The demo's tables, rendered from made-up numbers, have the README's lines (numbers aside): a change to the
+    demo's output that the README misses fails here, not only in CI's five-minute demo run."""
+    from duollm.demo import format_oracle, format_ppl, format_routers
+
+    def sweep(options, modes):
+        rows = [
+            {"k": k, **{f"ppl_oracle_{m}": 1.0 for m in modes}, "ppl_fixed": 1.0, "ppl_random_best": 1.0} for k in (0, 1, 2, 3, 4, "free")
+        ]
+        return {
+            "options": options,
+            "modes": modes,
+            "random": 10,
+            "seqs": 32,
+            "tokens": 4064,
+            "n_layer": 4,
+            "ppl_all_big": 1.0,
+            "ppl_all_small": 1.0,
+            "budgets": rows,
+        }
+
+    res = {
+        "split": "prose-val",
+        "tokens": 32131,
+        "ppl": {"all-big": 1.0, "random:0.5": 1.0, "all-small": 1.0, "unigram": 1.0},
+        "oracle": sweep("big,small", ["shared", "causal"]),
+        "oracle_skip": sweep("big,skip", ["shared"]),
+        "routers": {kind: {"ppl": 1.0, "realized": {"big": 0.5}, "gap_recovered": 0.0} for kind in ("paper", "supervised")},
+        "label_free": {"k": 2, "ppl_label_free": 1.0, "gap_recovered_causal": 0.0},
+    }
+    text = "\n".join([format_ppl(res), format_oracle(res["oracle"]), format_oracle(res["oracle_skip"]), format_routers(res)])
+    shape = lambda s: [readme_commands.NUMBER.sub("#", line) for line in readme_commands.lines(s)]  # noqa: E731
+    assert shape(text) == shape(demo_block())
+
+
+def test_check_needs_the_demo_to_end_where_the_readme_block_ends():
+    block = demo_block()
+    assert readme_commands.check(README, block + "\nreport: r.html") == []
+    extra = readme_commands.check(README, block + "\n| a new table | 1.00 |\nreport: r.html")
+    assert extra and "report:" in extra[0]  # a table the README leaves out
+    empty = README.replace(block, "\n")
+    assert readme_commands.check(empty, block) == ["the README's demo block is empty"]
+    with pytest.raises(SystemExit, match="no <!-- demo-output -->"):
+        readme_commands.update("no block here", block + "\nreport: r.html")
 
 
 def test_close_allows_one_percent_or_five_hundredths():

@@ -1,4 +1,4 @@
-"""`duollm claims`: the paper's seven claims (docs/design.md, "The method"; issue 6), each as numbers and a verdict,
+"""`duollm claims`: the paper's seven claims (docs/design.md, "The method"), each as numbers and a verdict,
 from a run's saved files: its oracle folders, its routers' evaluations and, for claim 7, the evaluations the
 `freeze` stage of scripts/study.sh writes. Files in, never the model (like the rest of analysis/).
 

@@ -1,4 +1,4 @@
-"""`duollm data build`: the offline training corpus (issue 6, part 1), its BPE, and the archive it travels in.
+"""`duollm data build`: the offline training corpus of the GPU study, its BPE, and the archive it travels in.
 
 Prose comes from seven Debian packages, each fetched with `apt-get download` at a pinned version, checked
 against a pinned sha256 and unpacked with `dpkg -x` into a temporary folder (nothing is installed); code is
@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sysconfig
 import tarfile
 import tempfile
@@ -43,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from duollm.data import extract
-from duollm.data.sources import cache_dir, debian_tools, sha256_file, verses_by_book
+from duollm.data.sources import cache_dir, check_deb, debian_tools, download_deb, sha256_file, unpack_deb, verses_by_book
 from duollm.errors import DuoError
 
 VAL_FRACTION = 0.05  # of each source's bytes, in whole documents
@@ -159,23 +158,8 @@ def fetch_deb(s: Source, folder: Path, debs: Path | None = None) -> Path:
             raise DuoError(f"no {s.package}_*.deb in {debs}")
         deb = found[-1]
     else:
-        folder.chmod(0o755)  # apt's unprivileged download user writes here
-        cmd = ["apt-get", "download", f"{s.package}={s.version}"]
-        try:
-            r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
-        except FileNotFoundError:
-            raise DuoError(f"apt-get not found: fetching {s.package} needs Debian's package tools (or --from-archive FILE)") from None
-        found = sorted(folder.glob("*.deb"))
-        if r.returncode or not found:
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DuoError(
-                f"could not download {s.package} {s.version} with apt-get ({last}); run 'apt-get update' and check the network, "
-                "or pass --debs DIR or --from-archive FILE"
-            )
-        deb = found[0]
-    digest = sha256_file(deb)
-    if digest != s.sha256:
-        raise DuoError(f"{deb.name} has sha256 {digest}, expected {s.sha256} (the pin of {s.package} {s.version})")
+        deb = download_deb(s.package, s.version, folder, otherwise=", or pass --debs DIR or --from-archive FILE")
+    check_deb(deb, s.sha256, f"{s.package} {s.version}")
     return deb
 
 
@@ -185,11 +169,7 @@ def extract_source(s: Source, debs: Path | None = None) -> dict[str, str]:
         return EXTRACTORS[s.extractor](Path("/"))
     with tempfile.TemporaryDirectory(prefix="duollm-build-") as tmp:
         tmp = Path(tmp)
-        deb = fetch_deb(s, tmp, debs)
-        r = subprocess.run(["dpkg", "-x", str(deb), str(tmp / "x")], capture_output=True, text=True)
-        if r.returncode:
-            raise DuoError(f"dpkg -x failed on {deb.name}: {r.stderr.strip()}")
-        docs = EXTRACTORS[s.extractor](tmp / "x")
+        docs = EXTRACTORS[s.extractor](unpack_deb(fetch_deb(s, tmp, debs), tmp / "x"))
     if not docs:
         raise DuoError(f"{s.package} {s.version} gave no documents")
     return docs
@@ -569,7 +549,9 @@ def main(cmd: BuildCommand) -> None:
         manifest = unpack_archive(Path(cmd.from_archive), out)
         res = {"out": str(out), **summary(manifest), "seconds": round(time.perf_counter() - t0, 1)}
     else:
-        debian_tools(not cmd.debs, "duollm data build", "on such a machine unpack a corpus built elsewhere: duollm data build --from-archive FILE")
+        debian_tools(
+            not cmd.debs, "duollm data build", "on such a machine unpack a corpus built elsewhere: duollm data build --from-archive FILE"
+        )
         archive = Path(cmd.archive) if cmd.archive else out.with_name(out.name + ".tar.xz")
         debs = Path(cmd.debs) if cmd.debs else None
         manifest = build(out, cmd.vocab, archive, SOURCES, lambda s: extract_source(s, debs), log)

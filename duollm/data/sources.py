@@ -111,32 +111,50 @@ def debian_tools(download: bool, what: str, alternative: str) -> None:
         raise DuoError(f"{what} needs Debian's {' and '.join(missing)}, not found on PATH; {alternative}")
 
 
-def download_deb(package: str, version: str, sha256: str, folder: Path) -> Path:
-    """`apt-get download PACKAGE=VERSION` into `folder`; the .deb, its sha256 checked."""
-    r = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=folder, capture_output=True, text=True)
-    debs = list(folder.glob("*.deb"))
+def download_deb(package: str, version: str, folder: Path, otherwise: str = "") -> Path:
+    """`apt-get download PACKAGE=VERSION` into `folder`; the .deb (its sha256 is the caller's to check). A failure
+    is one line, ending with `otherwise` (what else the user can do)."""
+    folder.chmod(0o755)  # apt's unprivileged download user writes here
+    try:
+        r = subprocess.run(["apt-get", "download", f"{package}={version}"], cwd=folder, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise DuoError(f"apt-get not found: fetching {package} needs Debian's package tools{otherwise}") from None
+    debs = sorted(folder.glob("*.deb"))
     if r.returncode or not debs:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DuoError(f"could not download {package} {version} with apt-get ({last}); run 'apt-get update' or check the network")
+        raise DuoError(
+            f"could not download {package} {version} with apt-get ({last}); run 'apt-get update' and check the network{otherwise}"
+        )
     return debs[0]
+
+
+def check_deb(deb: Path, sha256: str, what: str) -> str:
+    """The .deb's sha256, when it is the pinned one."""
+    digest = sha256_file(deb)
+    if digest != sha256:
+        raise DuoError(f"{deb.name} has sha256 {digest}, expected {sha256} (the pin of {what})")
+    return digest
+
+
+def unpack_deb(deb: Path, dest: Path) -> Path:
+    """`dpkg -x DEB DEST`: the package's files under `dest`, nothing installed."""
+    r = subprocess.run(["dpkg", "-x", str(deb), str(dest)], capture_output=True, text=True)
+    if r.returncode:
+        raise DuoError(f"dpkg -x failed on {deb.name}: {r.stderr.strip()}")
+    return dest
 
 
 def fetch_prose(out: Path | None = None, deb: Path | None = None) -> Path:
     """Rebuild the prose archive from Debian's package: download it (or take `deb`), check its sha256, unpack it
     with `dpkg -x` into a temporary folder, decode the books and write them to `out` (default
-    `.cache/prose.tar.xz`). Returns `out`. A failure leaves any earlier `out` as it was."""
+    `<cache>/prose.tar.xz`). Returns `out`. A failure leaves any earlier `out` as it was."""
     out = Path(out) if out else cache_dir() / PROSE_ARCHIVE.name
     debian_tools(deb is None, "fetching the prose package", "the package ships the books already (duollm/data/prose.tar.xz)")
     with tempfile.TemporaryDirectory(prefix="duollm-fetch-") as tmp:
         tmp = Path(tmp)
-        deb = deb if deb is not None else download_deb(PROSE_PACKAGE, PROSE_VERSION, PROSE_SHA256, tmp)
-        digest = sha256_file(deb)
-        if digest != PROSE_SHA256:
-            raise DuoError(f"{deb.name} has sha256 {digest}, expected {PROSE_SHA256}")
-        r = subprocess.run(["dpkg", "-x", str(deb), str(tmp / "x")], capture_output=True, text=True)
-        if r.returncode:
-            raise DuoError(f"dpkg -x failed on {deb.name}: {r.stderr.strip()}")
-        module = tmp / "x" / PROSE_MODULE
+        deb = deb if deb is not None else download_deb(PROSE_PACKAGE, PROSE_VERSION, tmp)
+        digest = check_deb(deb, PROSE_SHA256, f"{PROSE_PACKAGE} {PROSE_VERSION}")
+        module = unpack_deb(deb, tmp / "x") / PROSE_MODULE
         books = verses_by_book(read_ztext(module, "ot")) | verses_by_book(read_ztext(module, "nt"))
         write_archive(out, books, {"source": f"{PROSE_PACKAGE} {PROSE_VERSION}", "sha256": digest})
     return out
@@ -145,8 +163,8 @@ def fetch_prose(out: Path | None = None, deb: Path | None = None) -> Path:
 def write_archive(path: Path, books: dict[str, list[str]], provenance: dict) -> None:
     """The narrative books as an xz tar: `<Book>.txt` (one verse per line) and `MANIFEST.json` (sizes, sha256s).
 
-    Byte for byte the same for the same books: members in a fixed order, no dates, owners or permissions of
-    this machine. Written to a temporary name and renamed, so a reader never sees half an archive.
+    Byte for byte the same for the same books (and the same liblzma): members in a fixed order, no dates, owners
+    or permissions of this machine. Written to a temporary name and renamed, so a reader never sees half an archive.
     """
     missing = [b for b in PROSE_BOOKS if b not in books]
     if missing:
@@ -165,8 +183,11 @@ def write_archive(path: Path, books: dict[str, list[str]], provenance: dict) -> 
             tar.addfile(info, io.BytesIO(data))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(lzma.compress(raw.getvalue(), preset=9 | lzma.PRESET_EXTREME))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(lzma.compress(raw.getvalue(), preset=9 | lzma.PRESET_EXTREME))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_archive(path: Path | None = None) -> dict[str, bytes]:
@@ -178,11 +199,11 @@ def read_archive(path: Path | None = None) -> dict[str, bytes]:
     try:
         with tarfile.open(path, mode="r:xz") as tar:
             files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-        books = json.loads(files["MANIFEST.json"])["books"]
-    except (tarfile.TarError, lzma.LZMAError, EOFError, KeyError, ValueError) as e:
-        raise DuoError(f"{path} is not a prose archive ({type(e).__name__}: {e})") from None
-    for b, rec in books.items():
-        if hashlib.sha256(files.get(f"{b}.txt", b"")).hexdigest() != rec["sha256"]:
+        books = {b: json.loads(files["MANIFEST.json"])["books"][b]["sha256"] for b in PROSE_BOOKS}
+    except (tarfile.TarError, lzma.LZMAError, EOFError, KeyError, TypeError, ValueError) as e:
+        raise DuoError(f"{path} is not a prose archive of the books {', '.join(PROSE_BOOKS)} ({type(e).__name__}: {e})") from None
+    for b, sha in books.items():
+        if hashlib.sha256(files.get(f"{b}.txt", b"")).hexdigest() != sha:
             raise DuoError(f"{path}: {b}.txt does not match the sha256 of its manifest")
     return files
 
@@ -232,7 +253,7 @@ def code_documents(split: str, max_bytes: int | None = None) -> dict[str, str]:
 class FetchCommand:
     """Rebuild the built-in prose archive from Debian's sword-text-web package (about 4 MB) and compare it with the shipped one."""
 
-    out: str = ""  # the archive to write; "" = .cache/prose.tar.xz (duollm/data/prose.tar.xz to update the shipped one)
+    out: str = ""  # the archive to write; "" = <cache>/prose.tar.xz (with --force, duollm/data/prose.tar.xz replaces the shipped one)
     deb: str = ""  # use this already downloaded .deb instead of apt-get download
     force: bool = False  # fetch again even when --out exists already
     json: bool = False  # print one JSON object instead of a line
@@ -240,15 +261,16 @@ class FetchCommand:
 
 def main(cmd: FetchCommand) -> None:
     out = Path(cmd.out) if cmd.out else cache_dir() / PROSE_ARCHIVE.name
+    shipped = read_archive() if PROSE_ARCHIVE.is_file() else None  # read first: --out may be the shipped file itself
     if cmd.force or not out.exists():
         if not cmd.json:
             print(f"fetching {PROSE_PACKAGE} {PROSE_VERSION} with apt-get download ...")
         fetch_prose(out, deb=Path(cmd.deb) if cmd.deb else None)
     files = read_archive(out)
-    same = out.resolve() == PROSE_ARCHIVE.resolve() or files == read_archive()
+    same = files == shipped
     n = sum(len(files[f"{b}.txt"]) for b in PROSE_BOOKS)
     if cmd.json:
         print(json.dumps({"archive": str(out), "bytes": n, "books": list(PROSE_BOOKS), "same_as_shipped": same}))
         return
     print(f"prose archive: {out} ({n:,} bytes of text, {len(PROSE_BOOKS)} books; {PROSE_NOTE})")
-    print(f"its books {'equal' if same else 'DIFFER from'} the shipped {PROSE_ARCHIVE}")
+    print(f"its books {'equal' if same else 'DIFFER from'} those of the package's {PROSE_ARCHIVE} (as it was before this command)")

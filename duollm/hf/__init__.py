@@ -1,4 +1,4 @@
-"""Hugging Face transformers integration: a Duo model as a transformers causal LM (issue 7).
+"""Hugging Face transformers integration: a Duo model as a transformers causal LM (docs/hf.md).
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import duollm                                              # registers the model type `duollm` (register.py)

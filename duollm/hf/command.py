@@ -51,7 +51,7 @@ class ImportCommand:
 
 
 def require_transformers():
-    require("hf", "this")
+    require("hf", "exporting to Hugging Face")
     import transformers
 
     return transformers

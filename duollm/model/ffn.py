@@ -4,7 +4,7 @@
 no biases. `RoutedFFN` holds the two modules of a layer, `small` and `big`, and sends each token through the
 one its route chooses, or through neither (SKIP adds nothing to the residual stream). The per-token path
 gathers the tokens of each choice, runs the module on those rows only and scatters the results back, so a
-module never runs on a token that did not choose it. The fast GPU path (issue 5) lives in `kernels/` and must
+module never runs on a token that did not choose it. The fast GPU paths live in `kernels/` and must
 match this one.
 """
 

@@ -3,7 +3,7 @@
 A router trained towards a target fraction (the paper's penalty) or on oracle labels does not, after the
 argmax, realise exactly that fraction. Calibration adds one offset per constrained choice to the logits and
 sets it by bisection on a calibration split, so that the realised fraction of that choice over all tokens
-and layers matches the target (docs/design.md §2; issue 4 holds it to ±2 points on held-out data). The offsets
+and layers matches the target (docs/design.md §2; docs/results.md, "Budgets and calibration", measures it against ±2 points on held-out data). The offsets
 are global, so the router keeps its own preferences between layers and tokens. With two constrained choices
 (three-way budgets) the bisections alternate for a few rounds.
 """

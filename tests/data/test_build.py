@@ -4,6 +4,7 @@ Run: pytest tests/data/test_build.py"""
 
 import hashlib
 import json
+import shutil
 import subprocess
 import tarfile
 
@@ -123,7 +124,8 @@ def test_offline_names_the_package_and_exits_2(tmp_path, capsys, monkeypatch):
         assert cmd[:2] == ["apt-get", "download"]
         return subprocess.CompletedProcess(cmd, 100, "", "E: Failed to fetch ... Temporary failure resolving\n")
 
-    monkeypatch.setattr(build.subprocess, "run", no_network)
+    monkeypatch.setattr(subprocess, "run", no_network)
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")  # as on a Debian machine
     code, out, err = run_cli(capsys, "data", "build", "--out", str(tmp_path / "c"))
     assert code == 2 and err.count("\n") == 1
     assert "could not download sword-text-web 426.0-1" in err and "Temporary failure resolving" in err

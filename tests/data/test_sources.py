@@ -1,10 +1,14 @@
 """The SWORD zText extractor on a module the test builds itself, the shipped prose archive, and the split rules.
 Run: pytest tests/data/test_sources.py"""
 
+import hashlib
+import io
+import json
 import lzma
 import shutil
 import struct
 import subprocess
+import tarfile
 import zlib
 
 import pytest
@@ -99,6 +103,13 @@ def test_missing_or_corrupt_archive_is_a_clear_error(tmp_path):
     (tmp_path / "p.tar.xz").write_bytes(lzma.compress(raw))
     with pytest.raises(DuoError, match="does not match the sha256"):
         sources.read_archive(tmp_path / "p.tar.xz")
+    with tarfile.open(tmp_path / "short.tar.xz", "w:xz") as tar:  # a manifest without the other eight books
+        data = json.dumps({"books": {"Gen": {"sha256": hashlib.sha256(b"x").hexdigest()}}}).encode()
+        info = tarfile.TarInfo("MANIFEST.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(DuoError, match="not a prose archive of the books Gen, Ruth"):
+        sources.read_archive(tmp_path / "short.tar.xz")
 
 
 def test_without_debian_tools_fetch_and_build_fail_at_once(tmp_path, monkeypatch):

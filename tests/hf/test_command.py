@@ -55,3 +55,15 @@ def test_bad_input_exits_2_and_writes_nothing(debug_run, tmp_path, capsys):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert (taken / "keep.txt").read_text() == "mine" and sorted(p.name for p in taken.iterdir()) == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no target, no temporary folder left
+
+
+def test_import_needs_no_transformers_and_export_names_the_extra(debug_run, tmp_path, capsys, monkeypatch):
+    hf = tmp_path / "hf"
+    assert run_cli(capsys, "export", "--run", str(debug_run), "--hf", str(hf), "--json")[0] == 0
+    from duollm import extras
+
+    monkeypatch.setitem(extras.EXTRAS, "hf", ("duollm_no_such_module",))  # as without transformers
+    code, out, err = run_cli(capsys, "import", "--hf", str(hf), "--out", str(tmp_path / "run"), "--json")
+    assert code == 0, err  # import reads the files itself
+    code, out, err = run_cli(capsys, "export", "--run", str(debug_run), "--hf", str(tmp_path / "hf2"))
+    assert code == 2 and "needs duollm_no_such_module: pip install 'duollm[hf]'" in err and not (tmp_path / "hf2").exists()
