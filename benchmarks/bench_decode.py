@@ -27,11 +27,12 @@ import json
 import torch
 
 from benchmarks.timing import DEVICE, hf_llama, timed
-from duollm.model.generate import Decoder, RandomRouter, generate
+from duollm.model.generate import Decoder, generate
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
 from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice
+from duollm.routing.sample import RandomRouter
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--preset", default="paper-1.4b")

@@ -1,6 +1,7 @@
 """The run configuration: one dataclass nesting each component's own, dotted overrides, JSON round trip.
 
-`RunConfig` = `DuoConfig` (model) + `DataConfig` (data) + `TrainConfig` (train). Presets (presets.py) return
+`RunConfig` = `DuoConfig` (model) + `DataConfig` (data) + `TrainConfig` (train, here: the training loop in
+train/loop.py sits above the run files that read it, so its config lives below both). Presets (presets.py) return
 one; the command line edits it with `--model.n_layer=8`-style flags; an unknown key or a value of the wrong
 type is an error naming it. The resolved config is saved as `config.json` in the run directory.
 """
@@ -11,12 +12,39 @@ import dataclasses
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
 from duollm.model.transformer import DuoConfig
-from duollm.train.loop import TrainConfig
+
+
+@dataclass
+class TrainConfig:
+    """Stage-1 optimisation and routing."""
+
+    steps: int = 20  # optimizer steps
+    batch_size: int = 8  # sequences per micro-batch on each rank
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seq_len: int = 64  # tokens per sequence (<= model.max_seq_len)
+    lr: float = 3e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: int = 5  # linear warmup from 0
+    weight_decay: float = 0.1  # on matrices only (not norms)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global grad norm; 0 = off
+    p_big: float = 0.5  # random routing: probability of BIG per (token, layer)
+    p_small: float = 0.5  # probability of SMALL
+    p_skip: float = 0.0  # probability of SKIP (our extension; the paper trains without skips)
+    seed: int = 0  # model init, data order and routes
+    log_every: int = 10  # steps between metrics.jsonl lines
+    ckpt_every: int = 0  # steps between checkpoints; 0 = only at the end
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model
+    init: str = ""  # a run directory whose latest weights start this run (not its optimizer, data order or step)
+    train_only: Literal["", "small", "big"] = ""  # only these modules learn (every `.small.`/`.big.` parameter); "" = all
 
 
 @dataclass

@@ -43,10 +43,11 @@ def run_demo(cmd: DemoCommand, show=None) -> dict:
     from duollm.analysis.report import build_report
     from duollm.analysis.table import read_table
     from duollm.data.corpus import eval_windows, token_array
-    from duollm.eval.evaluate import load_run, summarize, token_losses, unigram_losses
+    from duollm.eval.evaluate import summarize, token_losses, unigram_losses
     from duollm.eval.policy import parse_policy
     from duollm.oracle.command import OracleCommand, run_oracle
-    from duollm.train.checkpoint import write_json_atomic
+    from duollm.runs.checkpoint import write_json_atomic
+    from duollm.runs.load import load_run
     from duollm.train.loop import TrainCommand, resolve, train
     from duollm.train.router import RouterEvalCommand, RouterTrainCommand, eval_router, train_router
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from duollm.config import RunConfig
+from duollm.config import RunConfig, TrainConfig
 from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
 from duollm.model.transformer import DuoConfig
-from duollm.train.loop import TrainConfig
 
 
 def debug() -> RunConfig:

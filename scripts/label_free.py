@@ -20,9 +20,9 @@ import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
-from duollm.eval.evaluate import autocast, check_dtype, load_run
 from duollm.oracle.baselines import label_free_summary
 from duollm.routing.budget import Budget
+from duollm.runs.load import autocast, check_dtype, load_run
 
 
 def main(args) -> None:

@@ -7,37 +7,143 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parents[1] / "duollm"
-# what each subpackage may import from duollm (besides itself, duollm.errors and duollm.extras)
-ALLOWED = {
-    "routing": set(),
-    "kernels": {"routing"},
-    "model": {"routing", "kernels"},
-    "data": set(),
-    "analysis": set(),
-    "oracle": {"model", "routing", "kernels", "data", "eval"},
-    "routers": {"model", "routing", "kernels"},
-}
+
+# The layers, bottom up (docs/design.md §3): a module imports from its own package or from a lower layer only.
+LAYERS = [
+    ("errors",),
+    ("extras",),
+    ("analysis",),  # reads run files; imports no torch code
+    ("routing",),
+    ("kernels",),
+    ("model",),
+    ("data",),
+    ("config",),
+    ("presets",),
+    ("runs", "distributed"),
+    ("oracle",),
+    ("routers",),
+    ("eval",),
+    ("train", "hf"),
+    ("bench", "demo", "cli"),
+    ("__main__",),
+]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+ROOT_RANK = RANK["model"] + 0.5  # duollm/__init__.py: the contract's names, from model and routing
+# arrows that go up on purpose, each with its reason
+EXCEPTIONS = {("duollm", "duollm.hf.register"): "the import hook that registers the Auto classes once transformers is imported"}
 
 
-def duollm_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("duollm."):
-            names.add(node.module.split(".")[1])
+def module_name(path: Path, pkg: Path = PKG) -> str:
+    parts = list(path.relative_to(pkg.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(source: str, module: str, is_package: bool, known: set[str]) -> set[str]:
+    """The duollm modules `source` (of `module`) imports anywhere: at the top, inside functions, `from duollm import
+    x` (the module x where x is one, else the package), relative imports."""
+
+    def owner(name: str) -> str:  # the longest known module that `name` is, or is inside
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        return name
+
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = module if is_package else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    pkg = pkg.rpartition(".")[0]
+                base = f"{pkg}.{base}" if base else pkg
+            if base == "duollm" or base.startswith("duollm."):
+                out |= {owner(f"{base}.{a.name}") for a in node.names}
         elif isinstance(node, ast.Import):
-            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("duollm.")}
-    return names
+            out |= {owner(a.name) for a in node.names if a.name == "duollm" or a.name.startswith("duollm.")}
+    return out - {module, ""}
 
 
-@pytest.mark.parametrize("sub", sorted(ALLOWED))
-def test_dependencies_point_one_way(sub):
-    for f in (PKG / sub).rglob("*.py"):
-        bad = duollm_imports(f) - ALLOWED[sub] - {sub, "errors", "extras"}
-        assert not bad, f"{f.relative_to(PKG)} imports duollm.{bad}"
+def import_graph(pkg: Path = PKG) -> dict[str, set[str]]:
+    files = {module_name(f, pkg): f for f in pkg.rglob("*.py")}
+    return {m: imports_of(f.read_text(), m, f.name == "__init__.py", set(files)) for m, f in files.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while not comp or comp[-1] != v:
+                comp.append(stack.pop())
+                on.discard(comp[-1])
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Arrows between packages that do not go down the layer order."""
+
+    def rank(m: str) -> float:
+        return ROOT_RANK if m == "duollm" else RANK[m.split(".")[1]]
+
+    def package(m: str) -> str:
+        return m if m == "duollm" else m.split(".")[1]
+
+    return [
+        f"{m} -> {o}"
+        for m, outs in sorted(graph.items())
+        for o in sorted(outs)
+        if package(m) != package(o) and rank(o) >= rank(m) and (m, o) not in EXCEPTIONS
+    ]
+
+
+def test_the_graph_sees_every_kind_of_import():
+    known = {"duollm", "duollm.errors", "duollm.oracle", "duollm.oracle.search", "duollm.oracle.causal", "duollm.runs.load"}
+    src = """
+from duollm import errors
+from duollm.oracle.search import search
+from . import causal
+def f():
+    import duollm.runs.load
+    from duollm.oracle import search as s
+"""
+    found = imports_of(src, "duollm.oracle.sweep", False, known)
+    assert found == {"duollm.errors", "duollm.oracle.search", "duollm.oracle.causal", "duollm.runs.load"}
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_imports_only_look_down_the_layers():
+    graph = import_graph()
+    assert {m.split(".")[1] for m in graph if m != "duollm"} <= set(RANK), "a package without a layer: add it to LAYERS"
+    assert upward(graph) == []
+
+
+def test_analysis_imports_no_torch():
+    for f in (PKG / "analysis").rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not any(n == "torch" or n.startswith("torch.") for n in names), f"{f} imports torch"
 
 
 def test_core_import_is_light():

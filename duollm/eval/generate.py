@@ -44,9 +44,9 @@ def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) 
 
 
 def run_generate(cmd: GenerateCommand) -> list[dict]:
-    from duollm.eval.evaluate import load_run
     from duollm.model.generate import Decoder, generate
     from duollm.routers import LinearRouter
+    from duollm.runs.load import load_run
 
     if cmd.max_new_tokens < 1:
         raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")

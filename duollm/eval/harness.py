@@ -43,8 +43,8 @@ class DuoHarnessLM(LM):
         self, run: str, policy: str = "all-big", seed: int = 0, device: str | None = None, batch_size: int | str = 32, **_harness_options
     ):
         super().__init__()
-        from duollm.eval.evaluate import load_run
         from duollm.eval.policy import run_policy
+        from duollm.runs.load import load_run
 
         self.device_name = device or ("cuda" if torch.cuda.is_available() else "cpu")
         _, self.model, self.tok = load_run(Path(run), self.device_name)

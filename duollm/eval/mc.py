@@ -146,7 +146,7 @@ def accuracy(rows: list[dict]) -> dict:
 
 def evaluate_mc(cmd: MCCommand) -> dict:
     """Score the questions and save `RUN/evals/mc__DATA__POLICY.json`; returns the summary."""
-    from duollm.eval.evaluate import load_run
+    from duollm.runs.load import load_run
 
     if cmd.max_examples < 0:
         raise DuoError(f"--max-examples must be >= 0, got {cmd.max_examples}")

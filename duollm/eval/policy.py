@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from duollm.routing.route import Choice, parse_route
-from duollm.train.loop import random_route
+from duollm.routing.sample import RandomRouter, random_route
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ class Policy:
             return {"router": self.router}
         if self.route is not None:
             return {"route": self.route}
-        from duollm.model.generate import RandomRouter
 
         return {"router": RandomRouter(self.p, gen)}
 
@@ -71,7 +70,7 @@ def parse_policy(text: str, n_layer: int) -> Policy:
 def run_policy(run, text: str, model, device: str) -> Policy:
     """A policy string of `duollm eval`, including `router:NAME` (a router trained on the run `run`)."""
     if text.startswith("router:"):
-        from duollm.train.router import load_named
+        from duollm.routers.storage import load_named
 
         return Policy(text, router=load_named(run, text[len("router:") :], device, model)[0])
     return parse_policy(text, model.cfg.n_layer)

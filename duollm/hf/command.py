@@ -86,9 +86,9 @@ def exportable_routers(run: Path) -> tuple[list[Path], list[str]]:
 def export(cmd: ExportCommand) -> dict:
     """Write RUN as a Hugging Face folder; returns the summary."""
     from duollm.config import to_dict
-    from duollm.eval.evaluate import load_run
-    from duollm.routers.linear import load_router
-    from duollm.train import checkpoint
+    from duollm.routers.storage import load_router
+    from duollm.runs import checkpoint
+    from duollm.runs.load import load_run
 
     require_transformers()
     from transformers.utils import logging as hf_logging
@@ -166,7 +166,7 @@ def import_folder(cmd: ImportCommand) -> dict:
     from duollm.config import RunConfig, from_dict, save_json
     from duollm.data.corpus import DataConfig
     from duollm.model.transformer import DuoConfig, DuoLM
-    from duollm.train import checkpoint
+    from duollm.runs import checkpoint
 
     folder, out = Path(cmd.hf), Path(cmd.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

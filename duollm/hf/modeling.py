@@ -118,7 +118,7 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
                 raise ValueError(f"no router {name!r} in this model (have: {', '.join(sorted(self.routers)) or 'none'})")
             return {"router": self.routers[name][0].to(self.device)}
         from duollm.eval.policy import parse_policy
-        from duollm.model.generate import RandomRouter
+        from duollm.routing.sample import RandomRouter
 
         pol = parse_policy(policy, self.config.n_layer)
         if pol.route is not None:
@@ -165,7 +165,7 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`, then each router as `routers/NAME/router.{safetensors,json}`."""
-        from duollm.routers.linear import save_router
+        from duollm.routers.storage import save_router
 
         super().save_pretrained(save_directory, *args, **kwargs)
         for name, (router, info) in self.routers.items():
@@ -185,7 +185,7 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
 
     def load_routers(self, folder: Path) -> None:
         """Load every `folder/NAME/` written by `save_router` into `self.routers`."""
-        from duollm.routers.linear import load_router
+        from duollm.routers.storage import load_router
 
         for sub in sorted(Path(folder).iterdir()):
             if (sub / "router.json").exists():

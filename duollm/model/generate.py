@@ -28,26 +28,6 @@ class Generation:
     route: Tensor  # (B, T0 + n - 1, L) uint8: routes of every token that was run (the last one never is)
 
 
-class RandomRouter:
-    """Each (token, layer) draws BIG, SMALL or SKIP with probabilities p: `random:P` as a router.
-
-    With a CPU generator `gen` the draws are made on the host (reproducible on any device); without one they
-    are made on the state's device from the global generator, with nothing read on the host, so the router
-    can run inside a CUDA graph (`Decoder`)."""
-
-    def __init__(self, p: tuple[float, float, float], gen: torch.Generator | None = None):
-        self.p = torch.tensor([p[2], p[1], p[0]], dtype=torch.float64)  # indexed by Choice: SKIP, SMALL, BIG
-        self.gen = gen
-
-    def __call__(self, layer: int, u: Tensor) -> Tensor:
-        if self.gen is None:  # r < p_skip → SKIP; < p_skip + p_small → SMALL; else BIG
-            r = torch.rand(u.shape[:2], device=u.device, dtype=torch.float64)  # (B, T)
-            edges = self.p.cumsum(0)
-            return (r >= float(edges[0])).to(torch.uint8) + (r >= float(edges[1])).to(torch.uint8)
-        draw = torch.multinomial(self.p, u.shape[0] * u.shape[1], replacement=True, generator=self.gen)
-        return draw.view(u.shape[:2]).to(torch.uint8).to(u.device)  # (B, T)
-
-
 def sample(logits: Tensor, temperature: float, top_k: int, gen: torch.Generator | None) -> Tensor:
     """Next tokens (B,) from last-position logits (B, V): argmax at temperature 0, else top-k sampling."""
     if temperature <= 0:

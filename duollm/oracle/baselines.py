@@ -23,8 +23,9 @@ from torch import Tensor
 
 from duollm.model.transformer import DuoLM
 from duollm.oracle.search import route_loss
-from duollm.routing.budget import Budget, Schedule, per_position
+from duollm.routing.budget import Budget, Schedule
 from duollm.routing.route import Choice
+from duollm.routing.sample import draw_routes
 
 
 @dataclass
@@ -93,20 +94,6 @@ def label_free_summary(model: DuoLM, windows: Tensor, budget: Budget, batch_size
         "diff_fixed": float(d.mean()),
         "diff_fixed_se": float(d.std() / d.numel() ** 0.5),
     }
-
-
-def draw_routes(budget: Budget | Schedule, n_layer: int, B: int, T: int, gen: torch.Generator) -> Tensor:
-    """Every token an independent route drawn uniformly from its position's route set: (B, T, L) uint8.
-
-    Position t < T-1 uses the budget of predicted position t; the last token (nothing to predict) repeats it."""
-    per = per_position(budget, T - 1)
-    per = per + per[-1:]  # (T,)
-    out = torch.empty(B, T, n_layer, dtype=torch.uint8)
-    for b in sorted(set(per), key=per.index):
-        at = torch.tensor([t for t, p in enumerate(per) if p == b])  # positions under budget b
-        routes = b.routes(n_layer)  # (R, L)
-        out[:, at] = routes[torch.randint(0, len(routes), (B, len(at)), generator=gen)]
-    return out
 
 
 @torch.no_grad()

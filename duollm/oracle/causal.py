@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM, apply_rope
-from duollm.oracle.search import SearchResult, rows_loss
+from duollm.oracle.loss import SearchResult, rows_loss
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.route import Choice
 

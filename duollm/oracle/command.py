@@ -163,8 +163,8 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
 
     from duollm import distributed
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import autocast, check_dtype, load_run
     from duollm.oracle.sweep import gather, sweep, walk_budgets, walk_leaves, work
+    from duollm.runs.load import autocast, check_dtype, load_run
 
     modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
     if modes is None:

@@ -24,11 +24,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM
-from duollm.oracle.baselines import draw_routes
 from duollm.oracle.causal import causal_search
 from duollm.oracle.search import route_loss, search_many
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.route import Choice
+from duollm.routing.sample import draw_routes
 
 
 @dataclass

@@ -2,6 +2,7 @@
 oracle labels (train/router.py), calibrated to the budget (calibrate.py)."""
 
 from duollm.routers.calibrate import calibrate, realised_on
-from duollm.routers.linear import LinearRouter, load_router
+from duollm.routers.linear import LinearRouter
+from duollm.routers.storage import load_router
 
 __all__ = ["LinearRouter", "calibrate", "load_router", "realised_on"]

@@ -81,12 +81,6 @@ def mean_values(candidates: Tensor, options: tuple[int, ...], counted: int) -> T
     return torch.stack([m[:, 1 - d] - m[:, d] for m in means], 1)
 
 
-def random_routes(shape: tuple[int, ...], options: tuple[int, ...], seed: int) -> Tensor:
-    """(…, L) uint8 routes taking each of the two options with probability 1/2 at every layer, seeded."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.tensor(options, dtype=torch.uint8)[torch.randint(0, 2, shape, generator=g)]
-
-
 @torch.no_grad()
 def teacher_states(model, ids: Tensor, route: Tensor) -> list[Tensor]:
     """u_l (B·(T-1), C) float32 of the predicting tokens at every layer, the forward following `route` (B, T-1, L)."""

@@ -11,20 +11,16 @@ only, and that state on tokens ≤ t, so the router is causal and works token by
   the realised fraction of each choice meets the budget (routers/calibrate.py); zero until then.
 
 The paper router is this module, trained through the language-model loss and a budget penalty
-(train/router.py); the oracle-supervised router is routers/route.py. Both are saved by `save_router` as
+(train/router.py); the oracle-supervised router is routers/route.py. Both are saved by `storage.save_router` as
 safetensors (weights and buffers) + JSON (what it is), never pickle.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from duollm.errors import DuoError
 from duollm.routing.route import N_CHOICES, Choice
 
 NAMES = {"big": Choice.BIG, "small": Choice.SMALL, "skip": Choice.SKIP}
@@ -71,52 +67,6 @@ class LinearRouter(nn.Module):
     def spread(self, p: Tensor) -> Tensor:
         """Option probabilities (B, T, K) → weights over all choices (B, T, 3), zero where not an option."""
         return p.new_zeros(*p.shape[:-1], N_CHOICES).index_copy(-1, self.choices.long(), p)
-
-
-def save_router(router: nn.Module, folder: Path, meta: dict) -> None:
-    """`folder/router.safetensors` + `folder/router.json`, written to temporary names, then renamed."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    info = {"class": "linear" if isinstance(router, LinearRouter) else "route", **meta}
-    info.update(options=[Choice(c).name.lower() for c in router.options], n_layer=cfg_layers(router), d_model=cfg_width(router))
-    state = {k: v.detach().cpu().contiguous() for k, v in router.state_dict().items()}
-    save_file(state, folder / ".router.safetensors.tmp")
-    (folder / ".router.json.tmp").write_text(json.dumps(info, indent=1) + "\n")
-    (folder / ".router.safetensors.tmp").replace(folder / "router.safetensors")
-    (folder / ".router.json.tmp").replace(folder / "router.json")
-
-
-def cfg_layers(router: nn.Module) -> int:
-    return len(router.layers) if isinstance(router, LinearRouter) else router.routes.shape[1]
-
-
-def cfg_width(router: nn.Module) -> int:
-    return router.layers[0].in_features if isinstance(router, LinearRouter) else router.weight.shape[0]
-
-
-def load_router(folder: Path) -> tuple[nn.Module, dict]:
-    """(router, its JSON) from a folder written by `save_router`; DuoError when missing or corrupt."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    try:
-        info = json.loads((folder / "router.json").read_text())
-        state = load_file(folder / "router.safetensors")
-        if info.get("class") == "route":
-            from duollm.routers.route import RouteRouter
-
-            router = RouteRouter(state["routes"], int(info["d_model"]))
-            state.setdefault("price", torch.zeros(()))  # saved before route heads had a price
-        else:
-            router = LinearRouter(int(info["n_layer"]), int(info["d_model"]), tuple(NAMES[o] for o in info["options"]))
-        router.load_state_dict(state)
-    except FileNotFoundError:
-        raise DuoError(f"no router in {folder}; train one with `duollm router train`") from None
-    except (ValueError, KeyError, RuntimeError, SafetensorError) as e:
-        raise DuoError(f"router in {folder} is unreadable or does not match its router.json ({str(e).splitlines()[0]})") from None
-    return router, info
 
 
 def budget_penalty(probs: list[Tensor], options: tuple[int, ...], target: dict[int, float]) -> Tensor:

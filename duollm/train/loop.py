@@ -19,44 +19,16 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
-from torch import Tensor
 
 from duollm import distributed
+from duollm.config import TrainConfig
 from duollm.errors import DuoError
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice
-
-
-@dataclass
-class TrainConfig:
-    """Stage-1 optimisation and routing."""
-
-    steps: int = 20  # optimizer steps
-    batch_size: int = 8  # sequences per micro-batch on each rank
-    grad_accum: int = 1  # micro-batches per optimizer step
-    seq_len: int = 64  # tokens per sequence (<= model.max_seq_len)
-    lr: float = 3e-3  # peak learning rate
-    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
-    warmup_steps: int = 5  # linear warmup from 0
-    weight_decay: float = 0.1  # on matrices only (not norms)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global grad norm; 0 = off
-    p_big: float = 0.5  # random routing: probability of BIG per (token, layer)
-    p_small: float = 0.5  # probability of SMALL
-    p_skip: float = 0.0  # probability of SKIP (our extension; the paper trains without skips)
-    seed: int = 0  # model init, data order and routes
-    log_every: int = 10  # steps between metrics.jsonl lines
-    ckpt_every: int = 0  # steps between checkpoints; 0 = only at the end
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False  # torch.compile the model
-    init: str = ""  # a run directory whose latest weights start this run (not its optimizer, data order or step)
-    train_only: Literal["", "small", "big"] = ""  # only these modules learn (every `.small.`/`.big.` parameter); "" = all
+from duollm.routing.sample import random_route
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -65,15 +37,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-
-
-def random_route(shape: tuple[int, int, int], p_big: float, p_small: float, p_skip: float, gen: torch.Generator) -> Tensor:
-    """Independent choices per (token, layer): (B, T, L) uint8 with P(SKIP, SMALL, BIG) = (p_skip, p_small, p_big)."""
-    total = p_big + p_small + p_skip
-    if min(p_big, p_small, p_skip) < 0 or abs(total - 1) > 1e-6:
-        raise DuoError(f"routing probabilities must be >= 0 and sum to 1, got big={p_big} small={p_small} skip={p_skip}")
-    u = torch.rand(shape, generator=gen)  # (B, T, L) uniform in [0, 1)
-    return (u >= p_skip).to(torch.uint8) + (u >= p_skip + p_small).to(torch.uint8)  # 0, 1 or 2
 
 
 def make_optimizer(model: DuoLM, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -91,7 +54,7 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
     from duollm import config as config_mod
     from duollm.data.corpus import sample_batch, token_array
     from duollm.data.tokenizer import load_tokenizer
-    from duollm.train import checkpoint
+    from duollm.runs import checkpoint
 
     tc, out = cfg.train, Path(out)
     if tc.seq_len > cfg.model.max_seq_len:

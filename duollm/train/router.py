@@ -51,7 +51,8 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
-from duollm.routers.linear import LinearRouter, budget_penalty, load_router, realised, save_router
+from duollm.routers.linear import LinearRouter, budget_penalty, realised
+from duollm.routers.storage import load_named, save_router
 from duollm.routing.budget import Budget, parse_options
 from duollm.routing.route import Choice, format_route
 
@@ -183,7 +184,7 @@ def train_paper(
     from tqdm import tqdm
 
     from duollm.data.corpus import sample_batch
-    from duollm.eval.evaluate import autocast
+    from duollm.runs.load import autocast
 
     dev = next(model.parameters()).device
     model.requires_grad_(cmd.train_base)
@@ -262,7 +263,8 @@ def layer_tables(
     """Per layer the states (N, C) and the value (N, L) of `counted` at each layer: `flip` under the free oracle's
     routes, `mean` averaged over every route, the states under random routes (routers/layerwise.py); with `keep`,
     also every route's loss (N, 2^L), else None."""
-    from duollm.routers.layerwise import flip_values, mean_values, random_routes, teacher_states
+    from duollm.routers.layerwise import flip_values, mean_values, teacher_states
+    from duollm.routing.sample import random_routes
 
     feats, vals, tables = [], [], []
     for i, (x, res) in enumerate(_labelled(model, windows, Budget.free(options), labels, batch_size)):
@@ -281,11 +283,11 @@ def layer_tables(
 def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     from duollm.analysis.routers import whole_layers
     from duollm.data.corpus import token_array
-    from duollm.eval.evaluate import autocast, load_run
     from duollm.routers.calibrate import calibrate, realised_on
     from duollm.routers.layerwise import fit_layer_router
     from duollm.routers.linear import constrained
     from duollm.routers.route import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
+    from duollm.runs.load import autocast, load_run
 
     if cmd.kind not in ("paper", "supervised"):
         raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
@@ -403,7 +405,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         meta["train_base"] = cmd.train_base
     save_router(router, Path(cmd.run) / "routers" / name, meta)
     if cmd.train_base:
-        from duollm.train.checkpoint import save_weights
+        from duollm.runs.checkpoint import save_weights
 
         save_weights(Path(cmd.run) / "routers" / name / "model.safetensors", model, config="{}")
     return meta
@@ -411,9 +413,9 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
 
 def calibrate_router(cmd: RouterCalibrateCommand) -> dict:
     from duollm.data.corpus import token_array
-    from duollm.eval.evaluate import autocast, check_dtype, load_run
     from duollm.routers.calibrate import calibrate
     from duollm.routers.linear import NAMES
+    from duollm.runs.load import autocast, check_dtype, load_run
 
     if cmd.dtype:
         check_dtype(cmd.dtype)
@@ -447,28 +449,12 @@ def calibrate_router(cmd: RouterCalibrateCommand) -> dict:
     return meta
 
 
-def load_named(run: Path, name: str, device: str, model=None):
-    """(router on device, its JSON) from RUN/routers/NAME, with a clear error listing what exists.
-
-    A router trained with `--train-base` keeps the base weights it was trained with beside it (model.safetensors); they are
-    loaded into `model` when one is given."""
-    folder = Path(run) / "routers" / name
-    if not folder.exists():
-        have = sorted(p.name for p in (Path(run) / "routers").glob("*") if p.is_dir()) if (Path(run) / "routers").exists() else []
-        raise DuoError(f"no router {name!r} in {run}/routers (have: {', '.join(have) or 'none'}); train one with `duollm router train`")
-    router, info = load_router(folder)
-    if model is not None and (folder / "model.safetensors").exists():
-        from duollm.train.checkpoint import load_weights
-
-        load_weights(folder, model)
-    return router.to(device).eval(), info
-
-
 def eval_router(cmd: RouterEvalCommand) -> dict:
     from duollm.analysis.routers import Router, window_key
     from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.eval.evaluate import autocast, check_dtype, load_run, token_losses
+    from duollm.eval.evaluate import token_losses
     from duollm.eval.policy import Policy
+    from duollm.runs.load import autocast, check_dtype, load_run
 
     if cmd.dtype:
         check_dtype(cmd.dtype)

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
-from duollm.eval.evaluate import load_run
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
+from duollm.runs.load import load_run
 
 
 def paired(a: torch.Tensor, b: torch.Tensor) -> str:

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from duollm.data.corpus import token_array
-from duollm.eval.evaluate import load_run
 from duollm.routers.route import RouteRouter, fit_route_router
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
+from duollm.runs.load import load_run
 from duollm.train.router import _windows, oracle_tables
 
 

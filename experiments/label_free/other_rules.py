@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
-from duollm.eval.evaluate import load_run
 from duollm.routing.budget import Budget
+from duollm.runs.load import load_run
 
 
 @torch.no_grad()

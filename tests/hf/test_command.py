@@ -10,8 +10,8 @@ pytest.importorskip("transformers")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-from duollm.eval.evaluate import load_run  # noqa: E402
 from duollm.routing.route import parse_route  # noqa: E402
+from duollm.runs.load import load_run
 from tests.conftest import run_cli  # noqa: E402
 
 

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from duollm import Choice, DuoConfig, DuoLM
-from duollm.model.generate import Decoder, RandomRouter, generate, sample
+from duollm.model.generate import Decoder, generate, sample
 from duollm.model.transformer import KVCache
 from duollm.routers import LinearRouter
 from duollm.routers.route import RouteRouter
 from duollm.routing.budget import Budget
+from duollm.routing.sample import RandomRouter
 
 
 @pytest.fixture(params=[4, 2], ids=["mha", "gqa"])

@@ -7,7 +7,7 @@ import torch
 
 from duollm import Choice, DuoConfig, DuoLM
 from duollm.oracle import brute_force, search, search_many
-from duollm.oracle.search import token_loss
+from duollm.oracle.loss import token_loss
 from duollm.routing.budget import Budget
 
 
@@ -111,7 +111,7 @@ def test_walk_flops_count_the_tree():
 
 
 def test_fused_head_loss_equals_token_loss(deep):
-    from duollm.oracle.search import _fused_nll
+    from duollm.oracle.loss import _fused_nll
 
     m, ids = deep
     h = torch.randn(2, 10, 16, generator=torch.Generator().manual_seed(0))

@@ -10,7 +10,6 @@ from duollm.routers.layerwise import (
     fit_layer_router,
     flip_values,
     mean_values,
-    random_routes,
     route_digits,
     route_index,
     shrink_router,
@@ -20,6 +19,7 @@ from duollm.routers.layerwise import (
 from duollm.routers.linear import LinearRouter
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
+from duollm.routing.sample import random_routes
 
 B, S = Choice.BIG, Choice.SMALL
 

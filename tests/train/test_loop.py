@@ -13,7 +13,8 @@ import torch
 from duollm.config import apply_overrides
 from duollm.errors import DuoError
 from duollm.presets import run_config
-from duollm.train.loop import random_route, read_metrics, train
+from duollm.routing.sample import random_route
+from duollm.train.loop import read_metrics, train
 
 
 def debug_cfg(**kw):
@@ -45,7 +46,7 @@ def test_freeze_big_then_train_small(tmp_path):
     modules; everything else stays exactly as the dense run left it, and a resumed second phase matches."""
     from safetensors.torch import load_file
 
-    from duollm.train import checkpoint
+    from duollm.runs import checkpoint
 
     train(debug_cfg(**{"train.steps": 3, "train.p_big": 1.0, "train.p_small": 0.0}), tmp_path / "dense", progress=False)
     small = debug_cfg(**{"train.steps": 4, "train.init": str(tmp_path / "dense"), "train.train_only": "small", "train.ckpt_every": 2})

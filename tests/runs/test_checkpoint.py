@@ -6,8 +6,9 @@ import torch
 
 from duollm import DuoConfig, DuoLM
 from duollm.errors import DuoError
-from duollm.train import checkpoint
-from duollm.train.loop import TrainConfig, make_optimizer
+from duollm.runs import checkpoint
+from duollm.config import TrainConfig
+from duollm.train.loop import make_optimizer
 
 
 def saved(tmp_path, cfg):
