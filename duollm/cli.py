@@ -69,21 +69,33 @@ def _field_help(cls: type) -> dict[str, str]:
 
 
 def _add_fields(p: argparse.ArgumentParser, cls: type) -> None:
-    helps, hints = _field_help(cls), typing.get_type_hints(cls)
+    from duollm.flags import base_type, range_of
+
+    helps, hints = _field_help(cls), typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         if f.name in ("overrides", "args"):  # dotted --a.b=value flags, or flags passed on: parsed separately
             continue
         if f.name in getattr(cls, "POSITIONAL", ()):
             p.add_argument(f.name, metavar=f.name.upper(), help=helps.get(f.name, ""))
             continue
-        tp, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        tp, flag = base_type(hints[f.name]), "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        kw = {"help": helps.get(f.name, ""), "required": required}
+        bounds = f" ({range_of(hints[f.name])})" if range_of(hints[f.name]) else ""
+        kw = {"help": helps.get(f.name, "") + bounds, "required": required}
         if tp is bool:
             p.add_argument(flag, action="store_true", **kw)
         else:
             default = None if required else f.default
             p.add_argument(flag, type=tp, default=default, metavar=f.name.upper(), **kw)
+
+
+def check_ranges(cls: type, values: dict) -> None:
+    """DuoError naming the first numeric flag outside the range its field declares (duollm/flags.py)."""
+    from duollm.flags import range_of
+
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        if (rng := range_of(tp)) is not None and name in values:
+            rng.check(values[name], "--" + name.replace("_", "-"))
 
 
 def _parse_overrides(rest: list[str], prog: str) -> dict[str, str]:
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if rest and name not in TAKES_OVERRIDES | PASSES_ON:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in ("overrides", "args")}
+        check_ranges(cls, values)
         extra = {"overrides": overrides} if name in TAKES_OVERRIDES else {"args": rest} if name in PASSES_ON else {}
         cmd = cls(**values, **extra)
         getattr(importlib.import_module(mod), fn)(cmd)

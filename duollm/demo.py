@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from duollm.flags import Count, Positive
+
 DEMO_POLICIES = ("all-big", "random:0.5", "all-small")
 
 
@@ -28,10 +30,10 @@ class DemoCommand:
     """The whole study, small: train the tiny model, then oracles, routers, difficulty and a report on held-out books."""
 
     out: str = ""  # run directory; default runs/demo-<date>-<time>
-    steps: int = 0  # training steps; 0 = the tiny preset's
-    oracle_seqs: int = 32  # held-out windows searched by the oracles
-    random: int = 10  # N of the random best-of-N baseline
-    router_steps: int = 100  # optimiser steps of the paper router
+    steps: Count = 0  # training steps; 0 = the tiny preset's
+    oracle_seqs: Positive = 32  # held-out windows searched by the oracles
+    random: Count = 10  # N of the random best-of-N baseline
+    router_steps: Positive = 100  # optimiser steps of the paper router
     json: bool = False  # print one JSON object instead of the table
     overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "2"}
 

@@ -206,3 +206,72 @@ def test_bench_lists_runs_and_rejects(capsys, tmp_path):
     assert code == 0
     impls = {json.loads(line)["impl"] for line in rows.read_text().splitlines()}
     assert impls == {"naive", "ref", "sorted", "grouped", "bound"}
+
+
+def numeric_flags():
+    """(command, flag, Range) for every int or float field of every command: each must declare its range."""
+    import dataclasses
+    import importlib
+    import typing
+
+    from duollm.cli import COMMANDS
+    from duollm.flags import base_type, range_of
+
+    out = []
+    for name, (mod, cls_name, _) in COMMANDS.items():
+        cls = getattr(importlib.import_module(mod), cls_name)
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            if base_type(hints[f.name]) in (int, float):
+                out.append((name, f.name, base_type(hints[f.name]), range_of(hints[f.name])))
+    return out
+
+
+def outside(tp, rng) -> list[str]:
+    """Values just outside a declared range, and for a float NaN and infinity."""
+    vals = []
+    if rng.lo is not None:
+        vals.append(rng.lo if rng.lo_open else rng.lo - 1)
+    if rng.hi is not None:
+        vals.append(rng.hi + 1)
+    vals = [str(tp(v)) for v in vals]
+    return vals + (["nan", "inf", "-inf"] if tp is float else [])
+
+
+def required_args(command: str) -> list[str]:
+    import dataclasses
+    import importlib
+
+    from duollm.cli import COMMANDS
+
+    mod, cls_name, _ = COMMANDS[command]
+    cls = getattr(importlib.import_module(mod), cls_name)
+    need = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return [a for n in need for a in (("x",) if n in getattr(cls, "POSITIONAL", ()) else ("--" + n.replace("_", "-"), "x"))]
+
+
+def test_every_numeric_flag_declares_its_range():
+    flags = numeric_flags()
+    assert len(flags) >= 40 and [f"{c} --{n}" for c, n, _, rng in flags if rng is None] == []
+
+
+@pytest.mark.parametrize("command,field,tp,rng", numeric_flags(), ids=lambda v: v if isinstance(v, str) else "")
+def test_an_out_of_range_flag_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, command, field, tp, rng):
+    monkeypatch.chdir(tmp_path)  # a command that started would write here
+    flag = "--" + field.replace("_", "-")
+    for value in outside(tp, rng):
+        code, out, err = run(capsys, *command.split(), *required_args(command), f"{flag}={value}")
+        assert code == 2 and err.count("\n") == 1 and f"{flag} must be {rng}, got" in err, (value, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_window_of_one_token_is_refused(trained, capsys):
+    code, out, err = run(capsys, "eval", "--run", str(trained[0]), "--split", "synthetic-val", "--seq-len", "1")
+    assert code == 2 and "predicts nothing" in err and not (trained[0] / "evals").exists()
+
+
+@pytest.mark.parametrize("policy", ["random:nan", "random:inf", "random:0.5,nan,0.5", "random:-0.5,1.5,0", "random:1.5"])
+def test_a_random_policy_takes_probabilities_only(trained, capsys, policy):
+    code, out, err = run(capsys, "eval", "--run", str(trained[0]), "--policy", policy, "--split", "synthetic-val")
+    assert code == 2 and err.count("\n") == 1 and "probabilit" in err
+    assert not (trained[0] / "evals").exists()

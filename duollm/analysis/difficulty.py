@@ -28,6 +28,7 @@ import numpy as np
 
 from duollm.analysis.table import OracleTable, read_table
 from duollm.errors import DuoError
+from duollm.flags import Count
 
 
 @dataclass
@@ -38,8 +39,8 @@ class DifficultyCommand:
     options: str = "big,small"  # which oracle folder: big,small | big,skip | big,small,skip
     mode: str = "shared"  # oracle mode: shared | causal
     budget: str = "free"  # the oracle's budget label: free, a count such as 6, a schedule such as 6>2
-    top: int = 20  # list this many tokens by each measure
-    context: int = 8  # with this many preceding tokens of the same window
+    top: Count = 20  # list this many tokens by each measure
+    context: Count = 8  # with this many preceding tokens of the same window
     json: bool = False  # print one JSON object instead of a summary
 
 

@@ -40,10 +40,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from duollm.data import extract
 from duollm.data.sources import cache_dir, check_deb, debian_tools, download_deb, sha256_file, unpack_deb, verses_by_book
 from duollm.errors import DuoError
+from duollm.flags import Range
 
 VAL_FRACTION = 0.05  # of each source's bytes, in whole documents
 SPLITS = ("prose-train", "prose-val", "code-train", "code-val")
@@ -523,7 +525,7 @@ class BuildCommand:
     """Build the offline training corpus: seven Debian packages (about 82 MB, downloaded once) and the stdlib."""
 
     out: str = ""  # output folder; "" = <repo>/.cache/corpus (git-ignored)
-    vocab: int = 16384  # BPE vocabulary size (16384 to 32768 for the study)
+    vocab: Annotated[int, Range(1024, 65536)] = 16384  # BPE vocabulary size (16384 to 32768 for the study)
     archive: str = ""  # the xz archive to write; "" = <out>.tar.xz
     from_archive: str = ""  # unpack this archive (from an earlier build) into --out instead of building; no network
     debs: str = ""  # take the .deb files from this folder instead of apt-get download

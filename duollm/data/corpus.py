@@ -135,10 +135,13 @@ def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None
     Each window predicts its last T-1 tokens from the ones before them; the tail shorter than a window is
     dropped. `max_tokens` caps the tokens read (the first windows are kept).
     """
+    if seq_len < 2:
+        raise DuoError(f"a window of {seq_len} token(s) predicts nothing: --seq-len takes 2 or more (0 = the run's)")
     n = len(tokens) if max_tokens is None else min(len(tokens), max_tokens)
     N = n // seq_len
     if N == 0:
-        raise DuoError(f"the evaluation data holds {len(tokens)} tokens, fewer than one sequence of {seq_len}")
+        held = f"{len(tokens)} tokens" + (f" (--max-tokens {max_tokens})" if max_tokens is not None and max_tokens < len(tokens) else "")
+        raise DuoError(f"the evaluation data holds {held}, fewer than one sequence of {seq_len}")
     return torch.from_numpy(tokens[: N * seq_len].astype(np.int64)).view(N, seq_len)  # (N, T)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.eval.policy import Policy, run_policy
+from duollm.flags import Count, Positive
 from duollm.model.transformer import DuoLM
 from duollm.runs.load import load_run
 
@@ -64,10 +65,10 @@ class EvalCommand:
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
     split: str = "prose-val"  # built-in split (prose-val, code-val) ...
     data: str = ""  # ... or a user's text file, folder or .jsonl (overrides --split)
-    seq_len: int = 0  # window length; 0 = the run's train.seq_len
-    max_tokens: int = 0  # evaluate at most this many tokens; 0 = all
-    batch_size: int = 32
-    seed: int = 0  # for random policies
+    seq_len: Count = 0  # window length; 0 = the run's train.seq_len
+    max_tokens: Count = 0  # evaluate at most this many tokens; 0 = all
+    batch_size: Positive = 32
+    seed: Count = 0  # for random policies
     json: bool = False  # print one JSON object instead of a table
 
 

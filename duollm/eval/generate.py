@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.flags import Count, NonNegative
 from duollm.routing.route import Choice, format_route
 
 
@@ -29,10 +30,10 @@ class GenerateCommand:
     prompt: str = ""  # text to continue ...
     prompts: str = ""  # ... or a file with one prompt per line
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BS-B, router:NAME
-    max_new_tokens: int = 40
-    temperature: float = 0.0  # 0 = greedy
-    top_k: int = 0  # sample from the k most likely tokens; 0 = all
-    seed: int = 0  # sampling and random policies
+    max_new_tokens: Count = 40
+    temperature: NonNegative = 0.0  # 0 = greedy
+    top_k: Count = 0  # sample from the k most likely tokens; 0 = all
+    seed: Count = 0  # sampling and random policies
     json: bool = False  # print one JSON object instead of text
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from duollm.errors import DuoError
 from duollm.eval.policy import Policy, run_policy
+from duollm.flags import Count
 
 
 @dataclass
@@ -37,8 +38,8 @@ class MCCommand:
     run: str  # run directory (from duollm train)
     data: str  # JSONL file, one {"context": str, "choices": [str, ...], "label": int} per line
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
-    max_examples: int = 0  # score at most this many questions; 0 = all
-    seed: int = 0  # for random policies
+    max_examples: Count = 0  # score at most this many questions; 0 = all
+    seed: Count = 0  # for random policies
     json: bool = False  # print one JSON object instead of a line
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from duollm.routing.budget import parse_mix
 from duollm.routing.route import Choice, parse_route
 from duollm.routing.sample import RandomRouter, random_route
 
@@ -51,15 +52,12 @@ def parse_policy(text: str, n_layer: int) -> Policy:
     if text == "all-small":
         return Policy(text, route=torch.full((n_layer,), Choice.SMALL, dtype=torch.uint8))
     if text.startswith("random:"):
+        mix = text[len("random:") :]
         try:
-            ps = [float(v) for v in text[len("random:") :].split(",")]
-        except ValueError:
-            raise ValueError(f"bad policy {text!r}: use random:P or random:BIG,SMALL,SKIP with probabilities") from None
-        if len(ps) == 1:
-            ps = [ps[0], 1 - ps[0], 0.0]
-        if len(ps) != 3 or min(ps) < 0 or abs(sum(ps) - 1) > 1e-6:
-            raise ValueError(f"bad policy {text!r}: probabilities must be >= 0 and sum to 1")
-        return Policy(text, p=(ps[0], ps[1], ps[2]))
+            p = parse_mix(mix, "big,small,skip" if "," in mix else "big,small")
+        except ValueError as e:
+            raise ValueError(f"bad policy {text!r}: random:P or random:BIG,SMALL,SKIP takes probabilities; {e}") from None
+        return Policy(text, p=(p[Choice.BIG], p[Choice.SMALL], p.get(Choice.SKIP, 0.0)))
     if text.startswith("router:"):
         raise ValueError(f"policy {text!r} names a router of a run: use it with `duollm eval --run RUN --policy {text}`")
     if set(text) <= set("BS-"):

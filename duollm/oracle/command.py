@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.flags import Count, Positive
 from duollm.routing.budget import Budget, Schedule, parse_options
 from duollm.routing.route import format_route
 
@@ -48,19 +49,19 @@ class OracleCommand:
     budgets: str = ""  # e.g. 0-12, 4,6,8, 6>2 (schedule), free; default: every count and free
     options: str = "big,small"  # big,small (k = BIG layers) | big,skip (k = SKIP layers) | big,small,skip (b/m/s)
     mode: str = "shared"  # shared (the paper's oracle) | causal (ours; the shared one runs too, for fixed)
-    random: int = 100  # N of random best-of-N; 0 = none
+    random: Count = 100  # N of random best-of-N; 0 = none
     random_budgets: str = ""  # the budgets random best-of-N runs for (a subset of --budgets); default all
     split: str = ""  # built-in split; default: the run's validation split ...
     data: str = ""  # ... or a user's text file, folder or .jsonl
-    seqs: int = 64  # evaluate this many windows of the split ...
+    seqs: Positive = 64  # evaluate this many windows of the split ...
     pick: str = "first"  # ... the first ones, or spread evenly over it (spread: every source of a mixed split)
-    seq_len: int = 0  # window length; 0 = the run's train.seq_len
-    batch_size: int = 16  # windows per forward
+    seq_len: Count = 0  # window length; 0 = the run's train.seq_len
+    batch_size: Positive = 16  # windows per forward
     causal_budgets: str = ""  # with --mode causal: the budgets the causal oracle runs for (a subset of --budgets); default all
-    causal_batch_size: int = 0  # windows per causal search (it steps position by position: give it many); 0 = --batch-size
-    max_routes: int = 5000  # refuse a search over more routes than this
+    causal_batch_size: Count = 0  # windows per causal search (it steps position by position: give it many); 0 = --batch-size
+    max_routes: Positive = 5000  # refuse a search over more routes than this
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU)
-    seed: int = 0  # random baseline
+    seed: Count = 0  # random baseline
     out: str = ""  # result folder; default RUN/oracle/<options> (e.g. RUN/oracle-code/big-small for another split)
     json: bool = False  # print one JSON object instead of a table
 

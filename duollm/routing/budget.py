@@ -16,6 +16,7 @@ routes in this same order, and both break ties by taking the first route in it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -148,3 +149,23 @@ def parse_options(flag: str) -> tuple[int, ...]:
     if flag not in OPTIONS:
         raise ValueError(f"--options must be one of {', '.join(OPTIONS)}, got {flag!r}")
     return OPTIONS[flag]
+
+
+def parse_mix(text: str, options: str = "big,small") -> dict[int, float]:
+    """The share of each choice, from a budget or a random policy: `0.5` → {BIG: 0.5, SMALL: 0.5} under big,small
+    ({SKIP: 0.5, BIG: 0.5} under big,skip), `B,M,S` → {BIG: B, SMALL: M, SKIP: S} under big,small,skip. ValueError
+    naming the problem unless every share is a finite number in [0, 1] and they sum to 1."""
+    parse_options(options)
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError("expected a fraction such as 0.5 (or three, B,M,S, for big,small,skip)") from None
+    want = 3 if options == "big,small,skip" else 1
+    if len(vals) != want:
+        raise ValueError(f"{options} takes {'three fractions B,M,S' if want == 3 else 'one fraction'}, got {len(vals)}")
+    if not all(math.isfinite(v) and 0 <= v <= 1 for v in vals) or (want == 3 and abs(sum(vals) - 1) > 1e-6):
+        raise ValueError("fractions (probabilities) must lie in [0, 1]" + (" and sum to 1" if want == 3 else ""))
+    if want == 3:
+        return {int(Choice.BIG): vals[0], int(Choice.SMALL): vals[1], int(Choice.SKIP): vals[2]}
+    counted, other = (Choice.BIG, Choice.SMALL) if options == "big,small" else (Choice.SKIP, Choice.BIG)
+    return {int(counted): vals[0], int(other): 1 - vals[0]}

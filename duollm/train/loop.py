@@ -19,12 +19,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
 from duollm import distributed
 from duollm.config import TrainConfig
 from duollm.errors import DuoError
+from duollm.flags import Count, Range
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice
@@ -205,8 +207,8 @@ class TrainCommand:
     out: str  # run directory to create (or to continue with --resume)
     preset: str = "tiny"  # tiny, small, gpt2-124m, paper-1.4b
     data: str = ""  # training text: prose, code, mix, or a path (file, folder, .jsonl); sets data.train
-    steps: int = 0  # optimizer steps; 0 = the preset's train.steps
-    ckpt_every: int = -1  # steps between checkpoints; -1 = the preset's
+    steps: Count = 0  # optimizer steps; 0 = the preset's train.steps
+    ckpt_every: Annotated[int, Range(-1)] = -1  # steps between checkpoints; -1 = the preset's
     resume: bool = False  # continue the run in --out from its latest checkpoint
     json: bool = False  # print one JSON object instead of the summary
     overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "8"}

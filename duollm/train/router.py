@@ -51,9 +51,10 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.flags import Count, NonNegative, Positive, PositiveFloat
 from duollm.routers.linear import LinearRouter, budget_penalty, realised
 from duollm.routers.storage import load_named, save_router
-from duollm.routing.budget import Budget, parse_options
+from duollm.routing.budget import Budget, parse_mix, parse_options
 from duollm.routing.route import Choice, format_route
 
 
@@ -66,23 +67,23 @@ class RouterTrainCommand:
     budget: str = "0.5"  # fraction of BIG (big,small) or SKIP (big,skip) choices; B,M,S for big,small,skip
     options: str = "big,small"  # big,small | big,skip | big,small,skip
     name: str = ""  # saved as RUN/routers/NAME; default KIND-BUDGET (plus the options when not big,small)
-    steps: int = 300  # optimiser steps
-    lr: float = 1e-2  # router learning rate
-    batch_size: int = 16  # windows per step (paper)
-    alpha: float = 10.0  # weight of the budget penalty (paper)
-    beta_max: float = 20.0  # final inverse temperature (paper)
+    steps: Count = 300  # optimiser steps
+    lr: PositiveFloat = 1e-2  # router learning rate
+    batch_size: Positive = 16  # windows per step (paper)
+    alpha: NonNegative = 10.0  # weight of the budget penalty (paper)
+    beta_max: PositiveFloat = 20.0  # final inverse temperature (paper)
     train_base: bool = False  # also train the base model's weights, at lr/10 (paper)
     labels: str = "causal"  # oracle that labels the supervised router: causal | shared
     head: str = "route"  # supervised: route (a whole route, exact budget) | layer (per layer, calibrated) | priced (a whole route, a price per counted layer) | expected (per layer, the expected loss over every route)
     values: str = "flip"  # layer head's targets: flip (at the oracle's route) | mean (over every route; random-route states)
     shrink: bool = False  # layer head with --values mean: shrink its scores towards each layer's mean, the factor chosen by held-out loss over every route
-    tune: int = 0  # layer or expected head: then this many steps of the paper's objective through the model, from the fitted scores
-    label_seqs: int = 64  # training windows labelled by the oracle (supervised) ...
-    label_batch_size: int = 64  # ... this many per oracle search (the causal one steps position by position)
-    calib_seqs: int = 16  # training windows for budget calibration
-    seq_len: int = 0  # window length; 0 = the run's train.seq_len
+    tune: Count = 0  # layer or expected head: then this many steps of the paper's objective through the model, from the fitted scores
+    label_seqs: Positive = 64  # training windows labelled by the oracle (supervised) ...
+    label_batch_size: Positive = 64  # ... this many per oracle search (the causal one steps position by position)
+    calib_seqs: Positive = 16  # training windows for budget calibration
+    seq_len: Count = 0  # window length; 0 = the run's train.seq_len
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU): training, labels and calibration
-    seed: int = 0
+    seed: Count = 0
     json: bool = False  # print one JSON object instead of a line
 
 
@@ -97,10 +98,10 @@ class RouterEvalCommand:
     options: str = "big,small"
     split: str = ""  # built-in split; default the oracle's (or the run's validation split) ...
     data: str = ""  # ... or a user's text file, folder or .jsonl
-    seqs: int = 0  # windows; 0 = the oracle's count (or all) ...
+    seqs: Count = 0  # windows; 0 = the oracle's count (or all) ...
     pick: str = ""  # ... the first ones or spread evenly over the split: first | spread; default the oracle's (or first)
-    seq_len: int = 0  # 0 = the oracle's (or the run's train.seq_len)
-    batch_size: int = 16
+    seq_len: Count = 0  # 0 = the oracle's (or the run's train.seq_len)
+    batch_size: Positive = 16
     oracle: str = ""  # oracle folder to compare with; default RUN/oracle/<options>
     dtype: str = ""  # fp32 | bf16 (autocast on a GPU); default the oracle's, so the gap compares like with like (or fp32)
     json: bool = False  # print one JSON object instead of a line
@@ -114,36 +115,19 @@ class RouterCalibrateCommand:
     name: str  # the router to calibrate: RUN/routers/NAME (a paper or layer-head router)
     data: str  # text to calibrate on: a built-in source (prose, code, mix) or a path, as `duollm train --data`
     out: str = ""  # the new router's name; default NAME-cal-DATA (DATA: the source's file name, a .jsonl without it)
-    seqs: int = 16  # windows of the text, drawn at random
-    seq_len: int = 0  # 0 = the router's training windows
+    seqs: Positive = 16  # windows of the text, drawn at random
+    seq_len: Count = 0  # 0 = the router's training windows
     dtype: str = ""  # fp32 | bf16 (autocast on a GPU); default the router's
-    seed: int = 0  # draws the windows
+    seed: Count = 0  # draws the windows
     json: bool = False  # print the new router's JSON instead of a line
 
 
 def parse_target(budget: str, options: str) -> dict[int, float]:
-    """`0.5` (+ options) → {Choice: fraction} for every option; DuoError when malformed or infeasible."""
+    """`0.5` (+ options) → {Choice: fraction} for every option (routing.budget.parse_mix); DuoError when malformed."""
     try:
-        parse_options(options)
+        return parse_mix(budget, options)
     except ValueError as e:
-        raise DuoError(str(e)) from None
-    try:
-        vals = [float(v) for v in budget.split(",")]
-    except ValueError:
-        raise DuoError(f"bad --budget {budget!r}: expected a fraction such as 0.5 (or B,M,S for big,small,skip)") from None
-    if options == "big,small,skip":
-        if len(vals) != 3 or abs(sum(vals) - 1) > 1e-6:
-            raise DuoError(f"--budget for big,small,skip takes three fractions B,M,S summing to 1, got {budget!r}")
-        target = {Choice.BIG: vals[0], Choice.SMALL: vals[1], Choice.SKIP: vals[2]}
-    else:
-        if len(vals) != 1:
-            raise DuoError(f"--budget for {options} takes one fraction, got {budget!r}")
-        counted = Choice.BIG if options == "big,small" else Choice.SKIP
-        other = Choice.SMALL if options == "big,small" else Choice.BIG
-        target = {counted: vals[0], other: 1 - vals[0]}
-    if any(not 0 <= v <= 1 for v in target.values()):
-        raise DuoError(f"--budget fractions must lie in [0, 1], got {budget!r}")
-    return {int(c): v for c, v in target.items()}
+        raise DuoError(f"bad --budget {budget!r}: {e}") from None
 
 
 def exact_budget(target: dict[int, float], options: str, n_layer: int) -> Budget:
