@@ -47,8 +47,8 @@ def run_demo(cmd: DemoCommand, show=None) -> dict:
     from duollm.data.corpus import eval_windows, token_array
     from duollm.eval.evaluate import summarize, token_losses, unigram_losses
     from duollm.eval.policy import parse_policy
+    from duollm.files import write_json
     from duollm.oracle.command import OracleCommand, run_oracle
-    from duollm.runs.checkpoint import write_json_atomic
     from duollm.runs.load import load_run
     from duollm.train.loop import TrainCommand, resolve, train
     from duollm.train.router import RouterEvalCommand, RouterTrainCommand, eval_router, train_router
@@ -61,7 +61,7 @@ def run_demo(cmd: DemoCommand, show=None) -> dict:
 
     def stage(**results) -> None:  # one stage done: keep it on disk
         res.update(results, seconds=round(time.perf_counter() - t0, 1))
-        write_json_atomic(out / "demo.json", res)
+        write_json(out / "demo.json", res, indent=2)
 
     stage(train=train(cfg, out, progress=not cmd.json))
     _, model, tok = load_run(out)

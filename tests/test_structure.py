@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "duollm"
 # The layers, bottom up (docs/design.md §3): a module imports from its own package or from a lower layer only.
 LAYERS = [
     ("errors",),
-    ("extras", "flags"),
+    ("extras", "flags", "files"),
     ("analysis",),  # reads run files; imports no torch code
     ("routing",),
     ("kernels",),

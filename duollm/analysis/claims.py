@@ -35,6 +35,7 @@ import numpy as np
 from duollm.analysis.routers import read_routers
 from duollm.analysis.table import BIG, SKIP, read_summary, read_table, usage_ks
 from duollm.errors import DuoError
+from duollm.files import write_json
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
 
@@ -227,9 +228,7 @@ def _numbers(c: dict) -> str:
 def main(cmd: ClaimsCommand) -> None:
     res = claims(cmd.run, cmd.freeze)
     path = Path(cmd.run) / "claims.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_json(path, res, ensure_ascii=False)
     if cmd.json:
         print(json.dumps(res, ensure_ascii=False))
         return

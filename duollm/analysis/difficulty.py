@@ -20,7 +20,6 @@ which nothing predicts, is not in the table, so the context of position 0 is emp
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from duollm.analysis.table import OracleTable, read_table
 from duollm.errors import DuoError
+from duollm.files import write_json
 from duollm.flags import Count
 
 
@@ -118,11 +118,8 @@ def measure(table: OracleTable, mode: str = "shared", budget: str = "free", top:
 def write_summary(run: str | Path, summary: dict) -> Path:
     """RUN/difficulty/summary.json, written to a temporary file first and then moved into place."""
     folder = Path(run) / "difficulty"
-    folder.mkdir(exist_ok=True)
-    path, tmp = folder / "summary.json", folder / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    write_json(folder / "summary.json", summary, ensure_ascii=False)
+    return folder / "summary.json"
 
 
 def read_summary(run: str | Path) -> dict | None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import html
 import json
 import shlex
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from duollm.analysis.table import (
 )
 from duollm.errors import DuoError
 from duollm.extras import require
+from duollm.files import atomic_folder
 
 esc = html.escape
 N_HIGHLIGHT = 3  # sequences shown as highlighted text
@@ -593,15 +593,6 @@ def _header(page: Page, run: str, summaries: dict[str, dict], st: dict, routers:
     page.add("<h2>How to reproduce</h2><pre>" + esc("\n".join(cmds)) + "</pre>")
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.replace(old)
-    tmp.replace(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def build_report(run: str) -> dict:
     """Write RUN/report/; return {"report": path of report.html, "figures": [PNG names]}."""
     if not Path(run).is_dir():
@@ -615,21 +606,18 @@ def build_report(run: str) -> dict:
     evaluated = {r.options for r in routers if r.evals}  # a router's figures need its oracle's table
     tables = {o: read_table(run, o) for o in present if o in ("big,small", "big,skip") or o in evaluated}
     folder = Path(run) / "report"
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    page = Page(tmp)
-    st = difficulty_settings(run)
-    _header(page, run, summaries, st, routers)
-    _ppl_section(page, summaries, routers, run)
-    _usage_section(page, tables)
-    _skip_section(page, tables)
-    _route_section(page, tables)
-    _router_section(page, summaries, tables, routers)
-    _difficulty_section(page, run, tables, st)
-    page.add("</body></html>")
-    (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")
-    _swap_in(tmp, folder)
+    with atomic_folder(folder) as tmp:
+        page = Page(tmp)
+        st = difficulty_settings(run)
+        _header(page, run, summaries, st, routers)
+        _ppl_section(page, summaries, routers, run)
+        _usage_section(page, tables)
+        _skip_section(page, tables)
+        _route_section(page, tables)
+        _router_section(page, summaries, tables, routers)
+        _difficulty_section(page, run, tables, st)
+        page.add("</body></html>")
+        (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")
     return {"report": str(folder / "report.html"), "figures": page.figures}
 
 

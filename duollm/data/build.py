@@ -45,6 +45,7 @@ from typing import Annotated
 from duollm.data import extract
 from duollm.data.sources import cache_dir, check_deb, debian_tools, download_deb, sha256_file, unpack_deb, verses_by_book
 from duollm.errors import DuoError
+from duollm.files import atomic_path, temp_name, write_json
 from duollm.flags import Range
 
 VAL_FRACTION = 0.05  # of each source's bytes, in whole documents
@@ -201,7 +202,7 @@ class _Writer:
     """A file written under a temporary name, hashed as it goes, renamed into place on `commit()`."""
 
     def __init__(self, path: Path):
-        self.path, self.tmp = path, path.with_name(f".{path.name}.tmp{os.getpid()}")
+        self.path, self.tmp = path, temp_name(path)
         self.f, self.h, self.n = open(self.tmp, "wb"), hashlib.sha256(), 0
 
     def write(self, data: bytes) -> None:
@@ -217,12 +218,6 @@ class _Writer:
     def abort(self) -> None:
         self.f.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path):
@@ -351,9 +346,7 @@ def count_tokens(out: Path, manifest: dict, sources: tuple[Source, ...], log: Ca
 def write_archive(out: Path, archive: Path, manifest: dict) -> dict:
     """The splits, the tokenizer and the manifest as one xz-compressed tar (preset 9)."""
     names = [f"{sp}.jsonl" for sp in SPLITS] + ["tokenizer.json", "MANIFEST.json"]
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(f".{archive.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(archive) as tmp:
         with tarfile.open(tmp, "w:xz", preset=9) as tar:
             for n in names:
                 info = tar.gettarinfo(str(out / n), arcname=n)
@@ -362,10 +355,6 @@ def write_archive(out: Path, archive: Path, manifest: dict) -> dict:
                 info.mtime = 0  # the same corpus gives the same archive
                 with open(out / n, "rb") as f:
                     tar.addfile(info, f)
-        os.replace(tmp, archive)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {"file": str(archive), "bytes": archive.stat().st_size, "sha256": sha256_file(archive), "members": names}
 
 
@@ -419,7 +408,7 @@ def build(
         t = time.perf_counter()
         rec = write_source(out, s, extract_fn(s))
         manifest["sources"][s.name] = rec
-        write_json_atomic(out / "MANIFEST.json", manifest)  # a later run resumes after this source
+        write_json(out / "MANIFEST.json", manifest)  # a later run resumes after this source
         log(f"{s.name}: {rec['documents']:,} documents, {rec['bytes'] / 1e6:.1f} MB ({time.perf_counter() - t:.1f} s)")
 
     src_key = _key([manifest["sources"][s.name]["sha256"] for s in sources], [s.name for s in sources])
@@ -436,9 +425,8 @@ def build(
         log(f"training a byte-level BPE of {vocab:,} tokens on {', '.join(TRAIN_SPLITS)} ...")
         t = time.perf_counter()
         texts = [r["text"] for sp in TRAIN_SPLITS for r in read_jsonl(out / f"{sp}.jsonl")]
-        tmp = out / f".tokenizer.json.tmp{os.getpid()}"
-        train_bpe(texts, vocab, tmp)
-        os.replace(tmp, out / "tokenizer.json")
+        with atomic_path(out / "tokenizer.json") as tmp:
+            train_bpe(texts, vocab, tmp)
         del texts
         manifest["tokenizer"] = {"file": "tokenizer.json", "vocab_size": vocab, "trained_on": list(TRAIN_SPLITS), "key": tok_key}
         manifest["tokenizer"]["sha256"] = sha256_file(out / "tokenizer.json")
@@ -465,7 +453,7 @@ def build(
             and sha256_file(archive) == arc_rec["sha256"]
         ):
             log(f"writing {archive} (xz -9) ...")
-            write_json_atomic(out / "MANIFEST.json", manifest)  # the copy inside the archive
+            write_json(out / "MANIFEST.json", manifest)  # the copy inside the archive
             t = time.perf_counter()
             arc_rec = {**write_archive(out, archive, manifest), "key": arc_key}
             log(f"archive: {arc_rec['bytes'] / 2**20:.1f} MiB ({time.perf_counter() - t:.0f} s)")
@@ -474,7 +462,7 @@ def build(
                 f"warning: the archive is {arc_rec['bytes'] / 2**20:.1f} MiB, over the {ARCHIVE_LIMIT / 2**20:.0f} MiB it should stay under"
             )
         manifest["archive"] = arc_rec
-    write_json_atomic(out / "MANIFEST.json", manifest)
+    write_json(out / "MANIFEST.json", manifest)
     manifest["seconds"] = time.perf_counter() - t0  # of this call, not stored
     return manifest
 

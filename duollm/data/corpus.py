@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from duollm.data import build, sources
 from duollm.data.synthetic import synthetic_documents
 from duollm.data.tokenizer import Tokenizer
 from duollm.errors import DuoError
+from duollm.files import atomic_path
 
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".rst")
 CODE_TRAIN_BYTES = 4_000_000  # stdlib code used for training by default (about 1M tokens)
@@ -112,10 +112,8 @@ def token_array(source: str, tok: Tokenizer, cache: Path | None = None) -> np.nd
     if not path.exists():
         ids = tok.encode_batch(list(docs.values()))
         flat = np.fromiter((i for doc in ids for i in (*doc, tok.eos_id)), dtype=dtype)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        flat.tofile(tmp)
-        os.replace(tmp, path)  # atomic: a reader never sees half a shard
+        with atomic_path(path) as tmp:  # a reader never sees half a shard
+            flat.tofile(tmp)
     return np.memmap(path, dtype=dtype, mode="r")
 
 

@@ -25,7 +25,6 @@ import html
 import io
 import json
 import lzma
-import os
 import re
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 
 from duollm.data import extract
 from duollm.errors import DuoError
+from duollm.files import write_bytes
 
 PROSE_PACKAGE = "sword-text-web"
 PROSE_VERSION = "426.0-1"
@@ -181,13 +181,7 @@ def write_archive(path: Path, books: dict[str, list[str]], provenance: dict) -> 
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(lzma.compress(raw.getvalue(), preset=9 | lzma.PRESET_EXTREME))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(path, lzma.compress(raw.getvalue(), preset=9 | lzma.PRESET_EXTREME))
 
 
 def read_archive(path: Path | None = None) -> dict[str, bytes]:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.eval.policy import Policy, run_policy
+from duollm.files import atomic_path
 from duollm.flags import Count, Positive
 from duollm.model.transformer import DuoLM
 from duollm.runs.load import load_run
@@ -88,13 +89,9 @@ def evaluate(cmd: EvalCommand) -> dict:
     folder = Path(cmd.run) / "evals"
     folder.mkdir(exist_ok=True)
     name = f"{Path(source).name}__{cmd.policy.replace(':', '_')}.safetensors"
-    tmp = folder / f".{name}.tmp"
-    save_file(
-        {"loss": losses.contiguous(), "input_ids": windows.contiguous(), "route": routes.contiguous()},
-        tmp,
-        metadata={k: str(v) for k, v in res.items()},
-    )
-    tmp.replace(folder / name)
+    with atomic_path(folder / name) as tmp:
+        tensors = {"loss": losses.contiguous(), "input_ids": windows.contiguous(), "route": routes.contiguous()}
+        save_file(tensors, tmp, metadata={k: str(v) for k, v in res.items()})
     return res
 
 

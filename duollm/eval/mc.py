@@ -28,6 +28,7 @@ from torch import Tensor
 
 from duollm.errors import DuoError
 from duollm.eval.policy import Policy, run_policy
+from duollm.files import write_json
 from duollm.flags import Count
 
 
@@ -160,9 +161,7 @@ def evaluate_mc(cmd: MCCommand) -> dict:
     folder = Path(cmd.run) / "evals"
     folder.mkdir(exist_ok=True)
     name = f"mc__{Path(cmd.data).stem}__{cmd.policy.replace(':', '_')}.json"
-    tmp = folder / f".{name}.tmp"
-    tmp.write_text(json.dumps({**res, "questions": rows}) + "\n")
-    tmp.replace(folder / name)
+    write_json(folder / name, {**res, "questions": rows}, indent=None)
     return res
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 
 from duollm.errors import DuoError
 from duollm.extras import require
+from duollm.files import atomic_folder, write_json
 
 
 @dataclass
@@ -55,25 +54,6 @@ def require_transformers():
     import transformers
 
     return transformers
-
-
-@contextmanager
-def fresh_folder(target: Path):
-    """Yield a temporary folder beside `target`; on success it becomes `target`, on failure it is removed."""
-    target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise DuoError(f"{target} already exists and is not an empty folder; choose another or remove it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if target.exists():
-            target.rmdir()  # empty: checked above
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def exportable_routers(run: Path) -> tuple[list[Path], list[str]]:
@@ -119,7 +99,7 @@ def export(cmd: ExportCommand) -> dict:
         model.routers[folder.name] = (router.eval(), info)
     model.routing()  # checks the policy (a route string's length, a router's presence) before anything is written
     hf_logging.disable_progress_bar()
-    with fresh_folder(target) as tmp:
+    with atomic_folder(target, fresh=True) as tmp:
         model.save_pretrained(tmp)
         hf_tokenizer(cfg.data.tokenizer, cfg.model.max_seq_len).save_pretrained(tmp)
     n_params = sum(p.numel() for p in duo.parameters())
@@ -191,7 +171,7 @@ def import_folder(cmd: ImportCommand) -> dict:
     if keep_tokenizer and not (folder / "tokenizer.json").is_file():
         raise DuoError(f"{folder} has no tokenizer.json")
     step = int(config.get("duollm_step", 0))
-    with fresh_folder(out) as tmp:
+    with atomic_folder(out, fresh=True) as tmp:
         if keep_tokenizer:
             shutil.copy(folder / "tokenizer.json", tmp / "tokenizer.json")
             run_cfg.data = dataclasses.replace(run_cfg.data, tokenizer=str((out / "tokenizer.json").resolve()))
@@ -199,7 +179,7 @@ def import_folder(cmd: ImportCommand) -> dict:
         ck = tmp / "ckpt" / f"step-{step:06d}"
         ck.mkdir(parents=True)
         checkpoint.save_weights(ck / "model.safetensors", model, step=str(step), config=save_json(run_cfg))
-        checkpoint.write_json_atomic(tmp / "ckpt" / "latest.json", {"step": step, "dir": ck.name})
+        write_json(tmp / "ckpt" / "latest.json", {"step": step, "dir": ck.name}, indent=2)
         if (folder / "routers").is_dir():
             shutil.copytree(folder / "routers", tmp / "routers")
     routers = sorted(p.name for p in (out / "routers").glob("*")) if (out / "routers").is_dir() else []

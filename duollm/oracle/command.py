@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.files import atomic_folder, write_json
 from duollm.flags import Count, Positive
 from duollm.routing.budget import Budget, Schedule, parse_options
 from duollm.routing.route import format_route
@@ -216,10 +216,7 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
         if d.is_main:
             seconds = round(time.perf_counter() - t0, 2)
             s = _summary(cmd, res, budgets, modes, {**extra, "seconds": seconds, "partial": f"up to {phase}"})
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.partial-summary.json.tmp")
-            tmp.write_text(json.dumps(s, indent=1) + "\n")
-            tmp.replace(out.with_name(f"{out.name}.partial-summary.json"))
+            write_json(out.with_name(f"{out.name}.partial-summary.json"), s)
 
     with tqdm(total=total, unit="rt", unit_scale=True, disable=not (progress and d.is_main), file=sys.stderr) as bar:
         with autocast(cmd.dtype, d.device):
@@ -249,16 +246,9 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
 
 def save(folder: Path, summary: dict, res, windows, tok) -> None:
     """Write into a fresh temporary folder, then swap it in for the old one."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    write_table(tmp / "tokens.jsonl.gz", res, windows, tok)
-    old = folder.with_name(f".{folder.name}.old")
-    if folder.exists():
-        folder.replace(old)
-    tmp.replace(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(folder) as tmp:
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_table(tmp / "tokens.jsonl.gz", res, windows, tok)
 
 
 def main(cmd: OracleCommand) -> None:

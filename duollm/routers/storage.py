@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from duollm.errors import DuoError
+from duollm.files import atomic_path, write_json
 from duollm.routers.linear import NAMES, LinearRouter
 from duollm.routers.route import RouteRouter
 from duollm.routing.route import Choice
@@ -27,10 +28,9 @@ def save_router(router: nn.Module, folder: Path, meta: dict) -> None:
     info = {"class": "linear" if isinstance(router, LinearRouter) else "route", **meta}
     info.update(options=[Choice(c).name.lower() for c in router.options], n_layer=cfg_layers(router), d_model=cfg_width(router))
     state = {k: v.detach().cpu().contiguous() for k, v in router.state_dict().items()}
-    save_file(state, folder / ".router.safetensors.tmp")
-    (folder / ".router.json.tmp").write_text(json.dumps(info, indent=1) + "\n")
-    (folder / ".router.safetensors.tmp").replace(folder / "router.safetensors")
-    (folder / ".router.json.tmp").replace(folder / "router.json")
+    with atomic_path(folder / "router.safetensors") as tmp:
+        save_file(state, tmp)
+    write_json(folder / "router.json", info)
 
 
 def cfg_layers(router: nn.Module) -> int:

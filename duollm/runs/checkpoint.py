@@ -23,23 +23,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from duollm.errors import DuoError
+from duollm.files import atomic_path, write_json
 
 FORMAT = "duollm-ckpt-1"
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def save_weights(path: Path, model: nn.Module, **meta: str) -> None:
     """`model`'s state dict as safetensors at `path` (metadata: the format, then `meta`), written to a temporary
     name and renamed, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, tmp, metadata={"format": FORMAT, **meta})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(weights, tmp, metadata={"format": FORMAT, **meta})
 
 
 def save_checkpoint(run: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, config: dict) -> Path:
@@ -57,7 +51,7 @@ def save_checkpoint(run: Path, model: nn.Module, opt: torch.optim.Optimizer, gen
         for key, v in s.items():
             state[f"opt.{names[p]}.{key}"] = torch.as_tensor(v).detach().to("cpu").contiguous()
     save_file(state, folder / "train_state.safetensors", metadata={"format": FORMAT, "step": str(step)})
-    write_json_atomic(root / "latest.json", {"step": step, "dir": name})
+    write_json(root / "latest.json", {"step": step, "dir": name}, indent=2)
     for old in root.glob("step-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)

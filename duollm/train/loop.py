@@ -26,6 +26,7 @@ import torch
 from duollm import distributed
 from duollm.config import TrainConfig
 from duollm.errors import DuoError
+from duollm.files import write_text
 from duollm.flags import Count, Range
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
@@ -182,9 +183,7 @@ def prepare_run_dir(out: Path, cfg, resume: bool) -> None:
     elif resume:
         raise DuoError(f"nothing to resume: {out} holds no run")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.json.tmp"
-    tmp.write_text(config_mod.save_json(cfg))
-    tmp.replace(cfg_file)
+    write_text(cfg_file, config_mod.save_json(cfg))
 
 
 def read_metrics(path: Path) -> list[dict]:

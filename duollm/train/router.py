@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.files import atomic_path, write_json
 from duollm.flags import Count, NonNegative, Positive, PositiveFloat
 from duollm.routers.linear import LinearRouter, budget_penalty, realised
 from duollm.routers.storage import load_named, save_router
@@ -475,16 +476,14 @@ def eval_router(cmd: RouterEvalCommand) -> dict:
         res["gap_recovered"] = (row["ppl_fixed"] - ppl) / gap if gap > 0 else None
     folder = Path(cmd.run) / "routers" / name
     tag = Path(source).stem  # prose-val, or a file name without its suffix
-    (folder / f".eval-{tag}.json.tmp").write_text(json.dumps(res, indent=1) + "\n")
-    (folder / f".eval-{tag}.json.tmp").replace(folder / f"eval-{tag}.json")
+    write_json(folder / f"eval-{tag}.json", res)
     _write_tokens(folder / f"tokens-{tag}.jsonl.gz", windows, loss, route)
     return res
 
 
 def _write_tokens(path: Path, windows, loss, route) -> None:
     """Per predicted token: seq, pos, token, loss, route (B/S/- string); written to a temporary name first."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as f:
         for n in range(len(windows)):
             ids = windows[n].tolist()
             for t in range(loss.shape[1]):
@@ -494,7 +493,6 @@ def _write_tokens(path: Path, windows, loss, route) -> None:
                     )
                     + "\n"
                 )
-    tmp.replace(path)
 
 
 def main_train(cmd: RouterTrainCommand) -> None:
