@@ -6,8 +6,8 @@ Hugging Face `LlamaForCausalLM` of the same dimensions, in one process.
 Random weights (speed does not depend on them), bf16, a prompt of `--prompt-len` random tokens per sequence,
 greedy decoding of `--new` tokens; new tokens per second with the prefill subtracted (a run of 1 new token is
 timed and taken off). Implementations:
-  graphs  `model/generate.py` `Decoder`: every step one CUDA graph replay (one graph per batch bucket),
-  eager   `model/generate.py` `generate`, the readable reference (launch-bound at small batch),
+  graphs  `model/decode.py` `Decoder`: every step one CUDA graph replay (one graph per batch bucket),
+  eager   `model/decode.py` `generate`, the readable reference (launch-bound at small batch),
   hf      transformers' `generate` of a dense Llama with the all-big dimensions (tied head, SDPA, its default
           dynamic cache), for the same batches.
 Policies: all-big; a static route with k of 12 layers BIG and the rest SMALL (the whole batch takes it, so a
@@ -27,7 +27,7 @@ import json
 import torch
 
 from benchmarks.timing import DEVICE, hf_llama, timed
-from duollm.model.generate import Decoder, generate
+from duollm.model.decode import Decoder, generate
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
 from duollm.routing.cost import route_cost

@@ -9,7 +9,7 @@ rest SMALL for k = 4, 6, 8, drawn per token): the time of
   ref      duollm's reference `RoutedFFN` (per choice: nonzero, gather the rows, run, scatter back),
   sorted   kernels/sorted.py (one device sort, one gather, exact-size matmuls, in-place scatter; one host read),
   grouped  kernels/grouped.py (sorted on the device, `torch._grouped_mm` with device offsets, no host sync),
-  fused    kernels/fused_ffn.py (Triton: gather, SwiGLU and scatter fused into the matmuls; where it can run),
+  fused    kernels/triton_ffn.py (Triton: gather, SwiGLU and scatter fused into the matmuls; where it can run),
   bound    the modules alone on contiguous rows of the mix's counts (no routing work: what a perfect
            gather/scatter would cost),
 and the ideal speedup over dense from the counted FLOPs (routing/cost.py), with the fraction of it reached.
@@ -24,7 +24,7 @@ import statistics
 import torch
 
 from benchmarks.timing import DEVICE, sync, timed
-from duollm.kernels import fused_ffn
+from duollm.kernels import triton_ffn
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
@@ -70,8 +70,8 @@ with torch.no_grad():
             impls = {"naive": lambda u=u, c=choice: routed_ffn_masked(u, c, ffn.small, ffn.big), "ref": lambda u=u, c=choice: ffn(u, c)}
             impls["sorted"] = lambda u=u, c=choice: routed_ffn_sorted(u, c, ffn.small, ffn.big)
             impls["grouped"] = lambda u=u, c=choice: routed_ffn_grouped(u, c, ffn.small, ffn.big)
-            if fused_ffn.usable(u):
-                impls["fused"] = lambda u=u, c=choice: fused_ffn.routed_ffn_fused(u, c, ffn.small, ffn.big)
+            if triton_ffn.usable(u):
+                impls["fused"] = lambda u=u, c=choice: triton_ffn.routed_ffn_fused(u, c, ffn.small, ffn.big)
             nb, ns = int((choice == Choice.BIG).sum()), int((choice == Choice.SMALL).sum())
             impls["bound"] = lambda u=u, nb=nb, ns=ns: (ffn.big(u[:, :nb]) if nb else None, ffn.small(u[:, :ns]) if ns else None)
             for name, fn in impls.items():

@@ -127,6 +127,12 @@ def sample_batch(tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.G
     return torch.stack(rows)  # (B, T)
 
 
+def seeded_windows(tokens: np.ndarray, n: int, seq_len: int, seed: int) -> Tensor:
+    """`n` random windows of `seq_len` tokens, (n, T) int64, the same for the same seed (`sample_batch` from a fresh
+    generator): the windows routers train, label and calibrate on."""
+    return sample_batch(tokens, n, seq_len, torch.Generator().manual_seed(seed))  # (n, T)
+
+
 def eval_windows(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None) -> Tensor:
     """Consecutive non-overlapping windows of `seq_len` tokens covering the data, (N, T) int64.
 

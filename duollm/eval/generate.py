@@ -6,7 +6,7 @@ Prints the text and how much of each module the generated tokens used; `--json` 
 ids and one route string per generated token. Several prompts (`--prompt` lines separated by `\\n` in a
 file given with `--prompts FILE`) are generated together as one batch when they have the same length in
 tokens, else one after another. On a GPU, static routes and the paper's router decode through CUDA graphs
-(`model/generate.py` `Decoder`); other policies through the readable reference, with the same tokens.
+(`model/decode.py` `Decoder`); other policies through the readable reference, with the same tokens.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) 
 
 
 def run_generate(cmd: GenerateCommand) -> list[dict]:
-    from duollm.model.generate import Decoder, generate
+    from duollm.model.decode import Decoder, generate
     from duollm.routers import LinearRouter
     from duollm.runs.load import load_run
 

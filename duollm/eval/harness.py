@@ -85,7 +85,7 @@ class DuoHarnessLM(LM):
         return out
 
     def generate_until(self, requests) -> list[str]:
-        from duollm.model.generate import generate
+        from duollm.model.decode import generate
 
         T = self.model.cfg.max_seq_len
         out = []

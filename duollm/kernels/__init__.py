@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from duollm.kernels import fused_ffn, grouped
-from duollm.kernels.fused_ffn import routed_ffn_fused
+from duollm.kernels import grouped, triton_ffn
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
+from duollm.kernels.triton_ffn import routed_ffn_fused
 
 PATHS = {"grouped": routed_ffn_grouped, "sorted": routed_ffn_sorted, "masked": routed_ffn_masked, "fused": routed_ffn_fused}
 MASKED_ROWS = 1024  # inside a CUDA graph, per-token choices of at most this many rows run masked
@@ -33,6 +33,6 @@ def choose(kernel: str, u: Tensor) -> str:
         kernel = "grouped"
     if capturing and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:
         kernel = "masked"  # a decode step: a few rows, where masking beats sorting (kernels/masked.py)
-    if kernel == "fused" and not fused_ffn.usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
+    if kernel == "fused" and not triton_ffn.usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
         kernel = "masked" if capturing else "sorted" if u.is_cuda else "reference"
     return kernel if kernel != "grouped" or grouped.usable(u) else "reference"

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from duollm.kernels import fused
+from duollm.kernels import compiled
 from duollm.model.ffn import RoutedFFN
 from duollm.routing.cost import CostTable, cost_table
 from duollm.routing.route import Choice, check_route
@@ -78,11 +78,11 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return out.type_as(x)
 
 
-rope = fused.on_gpu(apply_rope)  # the same rotation, one fused kernel on a GPU (kernels/fused.py)
+rope = compiled.on_gpu(apply_rope)  # the same rotation, one fused kernel on a GPU (kernels/compiled.py)
 
 
 class Slots(NamedTuple):
-    """Where a step's tokens go in a static-shape cache (model/generate.py `Decoder`), made once per forward."""
+    """Where a step's tokens go in a static-shape cache (model/decode.py `Decoder`), made once per forward."""
 
     at: Tensor  # (T,) int64 positions of the new tokens
     mask: Tensor  # (T, T_max) bool: query i sees cache slots 0..at[i]
@@ -231,11 +231,11 @@ class DuoLM(nn.Module):
         `router`, instead of a route: a callable `router(layer, u)` from the pre-FFN normalised state u (B, T, C)
         to choices (B, T) uint8, or soft weights (B, T, 3); the realised route comes back in `DuoOutput.route`
         (the argmax of soft weights). `cache`: the tokens continue the cached ones (positions cache.pos onward),
-        their keys and values are added to it, and cache.pos advances by T (model/generate.py).
+        their keys and values are added to it, and cache.pos advances by T (model/decode.py).
         `attention_mask` (B, cache.pos + T): 1 for tokens, 0 for padding on the left of shorter sequences (`padding`)."""
         T = input_ids.shape[1]
         pos = cache.pos if cache is not None else 0
-        if isinstance(pos, Tensor):  # device-side position (model/generate.py `Decoder`): nothing read on the host
+        if isinstance(pos, Tensor):  # device-side position (model/decode.py `Decoder`): nothing read on the host
             at = pos + torch.arange(T, device=pos.device)  # (T,); the cache's length bounds it
             cos, sin = self.rope_cos.index_select(0, at), self.rope_sin.index_select(0, at)
             slots = Slots(at, torch.arange(cache.k.shape[3], device=pos.device) <= at[:, None])  # once, not per layer

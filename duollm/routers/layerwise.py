@@ -1,6 +1,6 @@
 """The layer-wise oracle-supervised router (ours): the paper router's shape, fitted to the causal oracle.
 
-`routers/route.py` plans a token's whole route from its layer-0 state. This one decides layer by layer from the
+`routers/route_head.py` plans a token's whole route from its layer-0 state. This one decides layer by layer from the
 state u_l the layer sees, as the paper's router does (a `LinearRouter`), but learns from the oracle instead of
 through the language-model loss:
 
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.routers.linear import LinearRouter
-from duollm.routers.route import RIDGE, best_fixed_route, clear_gain, ridge
+from duollm.routers.route_head import RIDGE, best_fixed_route, clear_gain, ridge
 from duollm.routing.budget import Budget
 
 

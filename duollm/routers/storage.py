@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from duollm.errors import DuoError
 from duollm.files import atomic_path, write_json
 from duollm.routers.linear import NAMES, LinearRouter
-from duollm.routers.route import RouteRouter
+from duollm.routers.route_head import RouteRouter
 from duollm.routing.route import Choice
 from duollm.runs.checkpoint import load_weights
 

@@ -12,14 +12,14 @@ Budgets: `--budget F` is the fraction of (token, layer) choices taking the count
 - paper (arXiv:2410.10846 §2; docs/design.md §2): the base model frozen (unless `--train-base`), the router's
   soft weights softmax(β·logits) mix the modules' outputs, β grows geometrically from 1 to `--beta-max`, and the
   loss is CE + α·Σ_c (mean P_c − target_c)² over the constrained choices.
-- supervised (ours, routers/route.py): the causal oracle (or the shared one, `--labels shared`) with exactly
+- supervised (ours, routers/route_head.py): the causal oracle (or the shared one, `--labels shared`) with exactly
   F·L counted layers per token runs on `--label-seqs` training windows and keeps every route's loss for every
   token; a ridge regression from the token's layer-0 state to those losses picks each token's route.
   `--head layer` (routers/layerwise.py) instead fits the paper router's shape, one score per layer from the
   state that layer sees, to the value of the counted choice there under the causal oracle without a budget,
   and is calibrated like the paper router (any fraction, met on average); with `--values mean`, to that value
   averaged over every route, from the states under random routes (`--shrink`: those scores shrunk towards each
-  layer's mean by the factor with the lowest held-out loss over every route, or the fixed route). `--head priced` (routers/route.py)
+  layer's mean by the factor with the lowest held-out loss over every route, or the fixed route). `--head priced` (routers/route_head.py)
   labels every route (the oracle without a budget), and each token takes the route with the lowest predicted
   loss plus a price per counted layer, the price set on the calibration windows so that the budget is met on
   average: hard tokens can take more BIG layers than easy ones. Without a clear held-out gain it is the fixed route.
@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 
+from duollm.data.corpus import seeded_windows
 from duollm.errors import DuoError
 from duollm.files import atomic_path, write_json
 from duollm.flags import Count, NonNegative, Positive, PositiveFloat
@@ -156,12 +157,6 @@ def _whole_spend(target: dict[int, float], counted: int, n_layer: int, budget: s
     return spend
 
 
-def _windows(tokens, n: int, T: int, seed: int) -> torch.Tensor:
-    from duollm.data.corpus import sample_batch
-
-    return sample_batch(tokens, n, T, torch.Generator().manual_seed(seed))  # (n, T)
-
-
 def train_paper(
     model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool
 ) -> list[float]:
@@ -224,7 +219,7 @@ def _labelled(model, windows: torch.Tensor, budget: Budget, labels: str, batch_s
 @torch.no_grad()
 def oracle_tables(model, windows: torch.Tensor, budget: Budget, labels: str, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer-0 states (N, C) of the predicted tokens and every route's loss for them (N, R), from the oracle."""
-    from duollm.routers.route import layer0_states
+    from duollm.routers.route_head import layer0_states
 
     feats, losses = [], []
     for x, res in _labelled(model, windows, budget, labels, batch_size):
@@ -271,7 +266,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     from duollm.routers.calibrate import calibrate, realised_on
     from duollm.routers.layerwise import fit_layer_router
     from duollm.routers.linear import constrained
-    from duollm.routers.route import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
+    from duollm.routers.route_head import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
     from duollm.runs.load import autocast, load_run
 
     if cmd.kind not in ("paper", "supervised"):
@@ -307,13 +302,13 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         raise DuoError(str(e)) from None
     torch.manual_seed(cmd.seed)
     tokens = token_array(cfg.data.train, tok)
-    calib = _windows(tokens, cmd.calib_seqs, T, cmd.seed + 1)
+    calib = seeded_windows(tokens, cmd.calib_seqs, T, cmd.seed + 1)
     t0 = time.perf_counter()
     if cmd.kind == "paper":
         router = LinearRouter(L, cfg.model.d_model, parse_options(cmd.options)).to(device)
         losses, fit = train_paper(model, router, tokens, target, cmd, T, progress), {}
     else:
-        label_windows = _windows(tokens, cmd.label_seqs, T, cmd.seed)
+        label_windows = seeded_windows(tokens, cmd.label_seqs, T, cmd.seed)
         if cmd.head == "expected":  # the paper's objective, its expectation taken over the oracle's table
             from duollm.routers.layerwise import fit_expected_router
 
@@ -418,7 +413,7 @@ def calibrate_router(cmd: RouterCalibrateCommand) -> dict:
         raise DuoError(f"{folder} exists; give the new router another name with --out")
     conf = info.get("config", {})
     T = cmd.seq_len or conf.get("seq_len") or cfg.train.seq_len
-    windows = _windows(token_array(cmd.data, tok), cmd.seqs, T, cmd.seed + 1)
+    windows = seeded_windows(token_array(cmd.data, tok), cmd.seqs, T, cmd.seed + 1)
     target = {NAMES[c]: v for c, v in info["target"].items()}
     with autocast(cmd.dtype or conf.get("dtype", "fp32"), device):
         real = calibrate(model, router, windows, target)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from duollm.data.corpus import token_array
-from duollm.routers.route import RouteRouter, fit_route_router
+from duollm.data.corpus import seeded_windows, token_array
+from duollm.routers.route_head import RouteRouter, fit_route_router
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
 from duollm.runs.load import load_run
-from duollm.train.router import _windows, oracle_tables
+from duollm.train.router import oracle_tables
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def difficulty(model, x: torch.Tensor) -> torch.Tensor:
 def main(run: str, n: int = 512) -> None:
     torch.manual_seed(0)
     cfg, model, tok = load_run(Path(run))
-    windows = _windows(token_array(cfg.data.train, tok), n, cfg.train.seq_len, 0)
+    windows = seeded_windows(token_array(cfg.data.train, tok), n, cfg.train.seq_len, 0)
     budget = Budget.exactly_big(cfg.model.n_layer // 2)
     feats, table = oracle_tables(model, windows, budget, "causal", 128)
     extra = torch.cat([difficulty(model, x) for x in windows.split(128)])

@@ -57,7 +57,7 @@ def test_bad_input(run_dir, capsys, argv, match):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_on_gpu_the_graph_decoder_gives_the_reference_tokens(run_dir, capsys):
     """On a GPU `duollm generate` decodes a static route through CUDA graphs: the reference's tokens."""
-    from duollm.model.generate import generate
+    from duollm.model.decode import generate
     from duollm.routing.route import parse_route
     from duollm.runs.load import load_run
 

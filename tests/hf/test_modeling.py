@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from duollm import DuoConfig  # noqa: E402
 from duollm.hf.config import DuoLMConfig  # noqa: E402
 from duollm.hf.modeling import DuoForCausalLM  # noqa: E402
-from duollm.model.generate import generate  # noqa: E402
+from duollm.model.decode import generate  # noqa: E402
 from duollm.routers.linear import LinearRouter  # noqa: E402
 from duollm.routing.route import parse_route  # noqa: E402
 from duollm.routing.sample import RandomRouter  # noqa: E402

@@ -6,7 +6,7 @@ import torch
 from duollm import Choice, DuoConfig, DuoLM
 from duollm.routers import LinearRouter, calibrate, load_router, realised_on
 from duollm.routers.linear import budget_penalty
-from duollm.routers.route import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
+from duollm.routers.route_head import RouteRouter, fit_priced_router, fit_route_router, layer0_states, set_price
 from duollm.routers.storage import save_router
 from duollm.routing.budget import Budget
 

@@ -1,14 +1,14 @@
 """Decoding with a KV cache equals recomputing the whole sequence, for static routes and routers.
-Run: pytest tests/model/test_generate.py"""
+Run: pytest tests/model/test_decode.py"""
 
 import pytest
 import torch
 
 from duollm import Choice, DuoConfig, DuoLM
-from duollm.model.generate import Decoder, generate, sample
+from duollm.model.decode import Decoder, generate, sample
 from duollm.model.transformer import KVCache
 from duollm.routers import LinearRouter
-from duollm.routers.route import RouteRouter
+from duollm.routers.route_head import RouteRouter
 from duollm.routing.budget import Budget
 from duollm.routing.sample import RandomRouter
 

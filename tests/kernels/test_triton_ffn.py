@@ -1,5 +1,5 @@
 """The Triton routed FFN (forward only) equals the reference: on a GPU in bf16 (marked gpu), and through Triton's
-CPU interpreter where Triton is installed (it is not in CI). Run: pytest tests/kernels/test_fused_ffn.py"""
+CPU interpreter where Triton is installed (it is not in CI). Run: pytest tests/kernels/test_triton_ffn.py"""
 
 import importlib.util
 import os
@@ -15,7 +15,7 @@ MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0
 
 
 def check(device: str, dtype: torch.dtype, atol: float) -> None:
-    from duollm.kernels.fused_ffn import routed_ffn_fused
+    from duollm.kernels.triton_ffn import routed_ffn_fused
 
     torch.manual_seed(0)
     for C, ds, db, N in ((64, 16, 256, 37), (96, 32, 384, 1000)):  # rows and widths off the tile sizes
@@ -37,7 +37,7 @@ def test_bf16_on_gpu_equals_reference():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_interpreted_on_cpu_equals_reference():
-    code = "from tests.kernels.test_fused_ffn import check; import torch; check('cpu', torch.float32, 1e-5)"
+    code = "from tests.kernels.test_triton_ffn import check; import torch; check('cpu', torch.float32, 1e-5)"
     env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined: a process of its own
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
