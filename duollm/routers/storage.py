@@ -22,6 +22,10 @@ from duollm.routing.route import Choice
 from duollm.runs.checkpoint import load_weights
 
 
+def router_name(kind: str, budget: str, options: str) -> str:
+    return f"{kind}-{budget}" + ("" if options == "big,small" else f"-{options.replace(',', '-')}")
+
+
 def save_router(router: nn.Module, folder: Path, meta: dict) -> None:
     """`folder/router.safetensors` + `folder/router.json`, written to temporary names, then renamed."""
     folder.mkdir(parents=True, exist_ok=True)

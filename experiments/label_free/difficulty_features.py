@@ -17,7 +17,7 @@ from duollm.routers.route_head import RouteRouter, fit_route_router
 from duollm.routing.budget import Budget
 from duollm.routing.route import Choice
 from duollm.runs.load import load_run
-from duollm.train.router import oracle_tables
+from duollm.train.router_fit import oracle_tables
 
 
 @torch.no_grad()
