@@ -24,42 +24,34 @@ The page and figures are written into a temporary folder that then replaces `RUN
 
 from __future__ import annotations
 
-import html
 import json
 import shlex
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from duollm.analysis import difficulty as diff
-from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_spread, plot_usage
-from duollm.analysis.routers import COUNTED, KINDS, Router, RouterEval, read_routers, window_key
+from duollm.analysis.commands import oracle_command, router_commands
+from duollm.analysis.page import CSS, Page, cell, esc, new_figure
+from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_usage
+from duollm.analysis.report_routers import router_section
+from duollm.analysis.routers import Router, read_routers, window_key
 from duollm.analysis.table import (
     BIG,
-    OPTIONS,
     SKIP,
     OracleTable,
     options_present,
     oracle_folder,
     read_summary,
     read_table,
-    spread,
     usage,
     usage_ks,
 )
 from duollm.errors import DuoError
-from duollm.extras import require
 from duollm.files import atomic_folder
 
-esc = html.escape
 N_HIGHLIGHT = 3  # sequences shown as highlighted text
-CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f0f0f0}td.l{text-align:left;font-family:monospace}figure{margin:1em 0}img{max-width:100%}
-figcaption{font-size:13px;color:#555}.note{color:#a33;font-style:italic}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}
-.text{white-space:pre-wrap;font-family:monospace;font-size:13px;border:1px solid #ddd;padding:.5em;margin:.4em 0;line-height:1.6}"""
 
 
 @dataclass
@@ -68,139 +60,6 @@ class ReportCommand:
 
     run: str  # run directory with oracle results (from duollm oracle)
     json: bool = False  # print one JSON object instead of a line
-
-
-@dataclass
-class Page:
-    """The HTML being built and the PNG figures written beside it."""
-
-    out: Path  # folder for report.html and the PNGs
-    parts: list[str] = field(default_factory=list)  # HTML pieces, in order
-    figures: list[str] = field(default_factory=list)  # PNG file names, in order
-
-    def add(self, text: str) -> None:
-        self.parts.append(text)
-
-    def note(self, text: str) -> None:
-        self.parts.append(f'<p class="note">{esc(text)}</p>')
-
-    def figure(self, fig, name: str, caption: str) -> None:
-        with warnings.catch_warnings():  # a token text in a script the font lacks only loses its glyphs
-            warnings.simplefilter("ignore", UserWarning)
-            fig.savefig(self.out / name, dpi=100, bbox_inches="tight")
-        self.figures.append(name)
-        self.parts.append(f'<figure><img src="{esc(name)}" alt="{esc(name)}"><figcaption>{esc(caption)}</figcaption></figure>')
-
-
-def budget_list(labels: list[str]) -> str:
-    """Budget labels as `duollm oracle --budgets` takes them, runs of counts joined: 0,1,2,free → 0-2,free."""
-    items: list = []
-    for lab in labels:
-        if lab.isdigit() and items and isinstance(items[-1], list) and int(lab) == items[-1][1] + 1:
-            items[-1][1] = int(lab)
-        else:
-            items.append([int(lab), int(lab)] if lab.isdigit() else lab)
-    return ",".join(x if isinstance(x, str) else f"{x[0]}-{x[1]}" if x[1] > x[0] else str(x[0]) for x in items)
-
-
-def source_flag(split: str) -> str:
-    """` --split NAME` for a built-in split, ` --data PATH` for a user's file or folder."""
-    return f" --data {shlex.quote(split)}" if "/" in split or Path(split).suffix else f" --split {shlex.quote(split)}"
-
-
-def oracle_command(run: str, s: dict) -> str:
-    """The `duollm oracle` command line that writes a folder like the one summarised by `s`."""
-    q = shlex.quote
-    cmd = f"duollm oracle --run {q(run)} --options {s['options']} --budgets {q(budget_list([str(r['k']) for r in s['budgets']]))}"
-    cmd += f" --mode {s.get('mode', 'shared')}"
-    causal = [str(r["k"]) for r in s["budgets"] if "ppl_oracle_causal" in r]
-    if s.get("mode") == "causal" and len(causal) < len(s["budgets"]):
-        cmd += f" --causal-budgets {q(budget_list(causal))}"
-    rand = [str(r["k"]) for r in s["budgets"] if r.get("ppl_random_best") is not None]
-    if s.get("random") and len(rand) < len(s["budgets"]):
-        cmd += f" --random-budgets {q(budget_list(rand))}"
-    for key in ("random", "seqs", "seq_len"):
-        if key in s:
-            cmd += f" --{key.replace('_', '-')} {s[key]}"
-    if s.get("pick", "first") != "first":
-        cmd += f" --pick {s['pick']}"
-    split = str(s.get("split", ""))
-    if split:
-        cmd += source_flag(split)
-    if s.get("seed", 0):
-        cmd += f" --seed {s['seed']}"
-    if s.get("dtype", "fp32") != "fp32":
-        cmd += f" --dtype {s['dtype']}"
-    return cmd
-
-
-# the defaults of RouterTrainCommand (duollm/train/router.py), repeated since analysis imports no torch code;
-# tests/analysis/test_routers.py checks that they agree
-TRAIN_DEFAULTS = {
-    "kind": "paper",
-    "budget": "0.5",
-    "options": "big,small",
-    "name": "",
-    "steps": 300,
-    "lr": 1e-2,
-    "batch_size": 16,
-    "alpha": 10.0,
-    "beta_max": 20.0,
-    "train_base": False,
-    "labels": "causal",
-    "head": "route",
-    "values": "flip",
-    "shrink": False,
-    "tune": 0,
-    "label_seqs": 64,
-    "label_batch_size": 64,
-    "calib_seqs": 16,
-    "seq_len": 0,
-    "dtype": "fp32",
-    "seed": 0,
-}
-
-
-def router_commands(run: str, r: Router, summary: dict | None) -> list[str]:
-    """The `duollm router train` line that makes router `r` and a `duollm router eval` line per evaluation."""
-    q = shlex.quote
-    saved = r.info.get("config")
-    cfg = {
-        **TRAIN_DEFAULTS,
-        **(saved if isinstance(saved, dict) else {}),
-        "kind": r.kind,
-        "budget": str(r.info.get("budget", "")),
-        "options": r.options,
-    }
-    cmd = f"duollm router train --run {q(run)} --kind {q(r.kind)} --budget {q(cfg['budget'])}"
-    cmd += "" if r.options == "big,small" else f" --options {r.options}"
-    default_name = f"{r.kind}-{cfg['budget']}" + ("" if r.options == "big,small" else f"-{r.options.replace(',', '-')}")
-    cmd += "" if r.name == default_name else f" --name {q(r.name)}"
-    for key, default in TRAIN_DEFAULTS.items():
-        if key in ("kind", "budget", "options", "name") or cfg[key] == default:
-            continue
-        cmd += f" --{key.replace('_', '-')}" + ("" if isinstance(default, bool) else f" {q(str(cfg[key]))}")
-    cmds = [cmd]
-    for ev in r.evals.values():
-        line = f"duollm router eval --run {q(run)} --name {q(r.name)}"
-        if not ev.same_windows(summary):  # `router eval` takes the oracle's windows unless told otherwise
-            line += source_flag(ev.split) + f" --seqs {ev.result['seqs']} --seq-len {ev.result['seq_len']}"
-            line += f" --pick {ev.result['pick']}" if ev.result.get("pick", "first") != "first" else ""
-        default = (summary or {}).get("dtype", "fp32") if ev.same_windows(summary) else "fp32"  # `router eval` follows the oracle's
-        line += f" --dtype {ev.result['dtype']}" if ev.result.get("dtype", default) != default else ""
-        cmds.append(line)
-    return cmds
-
-
-def _new_figure(width: float, height: float):
-    require("analysis", "duollm report")
-    from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI backend
-
-    return Figure(figsize=(width, height))
-
-
-def _cell(v) -> str:
-    return "–" if v is None else f"{v:.2f}" if isinstance(v, float) else esc(str(v))
 
 
 def budget_table(s: dict) -> str:
@@ -213,7 +72,7 @@ def budget_table(s: dict) -> str:
         if isinstance(fixed, list):  # a schedule: one route per position
             fixed = f"{fixed[0]} … {fixed[-1]} (per position)" if fixed else ""
         vals = [r["k"], r.get("n_routes"), *(r.get(f"ppl_oracle_{m}") for m in modes), r.get("ppl_fixed"), r.get("ppl_random_best")]
-        rows.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in vals) + f'<td class="l">{esc(str(fixed))}</td></tr>')
+        rows.append("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in vals) + f'<td class="l">{esc(str(fixed))}</td></tr>')
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -251,7 +110,7 @@ def _ppl_section(page: Page, summaries: dict[str, dict], routers: list[Router], 
     for options, s in summaries.items():
         page.add(f"<h3>{esc(options)}</h3>")
         if any(isinstance(r["k"], int) for r in s["budgets"]) and options != "big,small,skip":
-            fig = _new_figure(6, 4)
+            fig = new_figure(6, 4)
             pts = router_points(routers, s) + label_free_points(run, s)
             plot_ppl(s, fig.subplots(), pts)
             what = "BIG" if options == "big,small" else "SKIP"
@@ -284,7 +143,7 @@ def _usage_section(page: Page, tables: dict[str, OracleTable]) -> None:
     if not ks:
         page.note(f"no shared oracle routes for k in {usage_ks(t.n_layer)} BIG layers: add them to `duollm oracle --budgets`")
         return
-    fig = _new_figure(4.2 * len(ks), 2.8 * len(modes))
+    fig = new_figure(4.2 * len(ks), 2.8 * len(modes))
     axes = fig.subplots(len(modes), len(ks), squeeze=False)  # (modes, ks) Axes
     for i, m in enumerate(modes):
         for j, k in enumerate(ks):
@@ -307,7 +166,7 @@ def _skip_section(page: Page, tables: dict[str, OracleTable]) -> None:
     if f"shared/{s}" not in t.route:
         page.note(f"no big,skip shared oracle with {s} skipped layers: add {s} to `duollm oracle --run RUN --options big,skip --budgets`")
         return
-    fig = _new_figure(7, 3)
+    fig = new_figure(7, 3)
     plot_usage(usage(t.route[f"shared/{s}"], SKIP), fig.subplots(), f"shared oracle, {s} of {t.n_layer} layers skipped", "skip")
     page.figure(
         fig, "skip-map.png", f"Fraction of sequences that skip each layer at each position when {s} of {t.n_layer} layers are skipped."
@@ -326,188 +185,12 @@ def _route_section(page: Page, tables: dict[str, OracleTable]) -> None:
         page.note(f"no oracle routes with k = {k} BIG layers: add {k} to `duollm oracle --budgets`")
         return
     P = len(t.text[0])
-    fig = _new_figure(min(24.0, max(7.0, 0.16 * P)), 2.2 * len(modes) + 1.0)
+    fig = new_figure(min(24.0, max(7.0, 0.16 * P)), 2.2 * len(modes) + 1.0)
     axes = fig.subplots(len(modes), 1, squeeze=False)[:, 0]  # (modes,) Axes
     for ax, m in zip(axes, modes, strict=True):
         plot_route_map(t.route[f"{m}/{k}"][0], t.text[0], ax, f"{m} oracle, k = {k} BIG, sequence 0")
     fig.tight_layout()
     page.figure(fig, "routes-seq0.png", f"Choice of every layer (rows) for every token of sequence 0 (columns), k = {k} BIG layers.")
-
-
-def _num(v, fmt: str = ".2f") -> str:
-    return "–" if v is None else format(v, fmt)
-
-
-def _kind_order(kind: str) -> tuple[int, str]:
-    return (KINDS.index(kind) if kind in KINDS else len(KINDS), kind)
-
-
-def _gap_k(ev: RouterEval, label: str) -> str:
-    """`router eval` rounds the target to whole layers for its gap: say so where that is not the row's budget."""
-    k = ev.result.get("k")
-    return "" if k is None or str(k) == label else f" (gap against k = {k})"
-
-
-def router_table(options: str, evals: list[tuple[Router, RouterEval]], summary: dict | None) -> str:
-    """Routers of one options folder evaluated on the same windows, a row per budget (more where a kind has
-    several routers): baselines and oracles from `summary` (None: not the oracle's windows, shown as –), the
-    routers' perplexity, gap recovered and realised fractions from their eval JSON. A target of fractional
-    layers (1.2) has no oracle row."""
-    kinds = [*KINDS, *sorted({r.kind for r, _ in evals} - set(KINDS))]
-    counted = COUNTED[options]
-    head = ["budget", "all-small", "all-big", "fixed", "random best", *(f"{k} router" for k in kinds), "oracle causal", "oracle shared"]
-    head += [f"gap recovered, {k}" for k in kinds] + [f"realised {'/'.join(counted)}, {k}" for k in kinds] + ["routers"]
-    rows = [f"<tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>"]
-    by_label: dict[str, dict[str, list]] = {}
-    for r, ev in sorted(evals, key=lambda x: (x[0].counts(), x[0].name)):
-        by_label.setdefault(r.budget_label(), {}).setdefault(r.kind, []).append((r, ev))
-    for label, by_kind in by_label.items():
-        b = next((b for b in summary["budgets"] if str(b["k"]) == label), {}) if summary else {}
-        base = [
-            summary and summary.get("ppl_all_small"),
-            summary and summary.get("ppl_all_big"),
-            b.get("ppl_fixed"),
-            b.get("ppl_random_best"),
-        ]
-        for i in range(max(len(v) for v in by_kind.values())):
-            pick = [by_kind[k][i] if i < len(by_kind.get(k, [])) else None for k in kinds]  # (router, eval) or None per kind
-            cells = [esc(label), *(_num(v) for v in base), *(_num(x and x[1].ppl) for x in pick)]
-            cells += [_num(b.get("ppl_oracle_causal")), _num(b.get("ppl_oracle_shared"))]
-            cells += [_num(x and x[1].result.get("gap_recovered"), ".3f") for x in pick]
-            cells += ["–" if x is None else " / ".join(f"{x[1].result['realized'].get(c, 0.0):.3f}" for c in counted) for x in pick]
-            names = ", ".join(f"{x[0].kind}: {x[0].name}{_gap_k(x[1], label)}" for x in pick if x)
-            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="l">{esc(names)}</td></tr>')
-    return "<table>" + "".join(rows) + "</table>"
-
-
-def router_list(routers: list[Router]) -> str:
-    """Every router found, evaluated or not, as an HTML table."""
-    head = ["name", "kind", "class", "options", "budget", "target", "train steps", "train s", "evaluated on"]
-    rows = [f"<tr>{''.join(f'<th>{esc(h)}</th>' for h in head)}</tr>"]
-    for r in routers:
-        target = ", ".join(f"{c} {v:g}" for c, v in r.info["target"].items())
-        train = r.info.get("train", {})
-        evs = ", ".join(f"{e.split} ({e.result['seqs']} x {e.result['seq_len']})" for e in r.evals.values()) or "–"
-        vals = [
-            r.name,
-            r.kind,
-            r.info.get("class", "–"),
-            r.options,
-            r.info.get("budget", "–"),
-            target,
-            train.get("steps"),
-            train.get("seconds"),
-            evs,
-        ]
-        rows.append("<tr>" + "".join(f'<td class="l">{_cell(v)}</td>' for v in vals) + "</tr>")
-    return "<table>" + "".join(rows) + "</table>"
-
-
-def _windows_text(res: dict) -> str:
-    return f"{res['split']}, {res['seqs']} windows × {res['seq_len']} tokens"
-
-
-def _router_tables(page: Page, summaries: dict[str, dict], routers: list[Router]) -> None:
-    groups: dict[tuple, list[tuple[Router, RouterEval]]] = {}
-    for o in OPTIONS:
-        s = summaries.get(o)
-        evals = [(r, e) for r in routers if r.options == o for e in r.evals.values()]
-        for r, e in sorted(evals, key=lambda x: (not x[1].same_windows(s), str(window_key(x[1].result)))):
-            groups.setdefault((o, *window_key(e.result)), []).append((r, e))
-    for (o, *_), evals in groups.items():
-        s = summaries.get(o)
-        same = evals[0][1].same_windows(s)
-        page.add(f"<h3>{esc(o)} on {esc(_windows_text(evals[0][1].result))}</h3>")
-        if s is None:
-            page.add(f"<p>No {esc(o)} oracle: run `duollm oracle --run RUN --options {esc(o)}` for the baselines and oracles.</p>")
-        elif not same:
-            page.add(f"<p>Not the oracle's windows ({esc(_windows_text(s))}): no baselines or oracles to compare with.</p>")
-        page.add(router_table(o, evals, s if same else None))
-
-
-def _router_figures(page: Page, summaries: dict[str, dict], tables: dict[str, OracleTable], routers: list[Router]) -> None:
-    drawn: list[tuple[Router, RouterEval, OracleTable]] = []
-    for r in sorted(routers, key=lambda r: (OPTIONS.index(r.options), r.counts(), _kind_order(r.kind), r.name)):
-        ev = r.matching_eval(summaries.get(r.options))
-        if ev is None:
-            continue
-        t = tables[r.options]
-        if ev.token.shape != t.token.shape or not np.array_equal(ev.token, t.token) or r.n_layer != t.n_layer:
-            page.note(f"{ev.path} does not hold the tokens of {t.folder}: router {r.name} not drawn")
-            continue
-        drawn.append((r, ev, t))
-    if not drawn:
-        page.note(
-            "no router evaluated on an oracle's windows: run `duollm router eval --run RUN --name NAME` (it takes the oracle's windows)"
-        )
-        return
-    modes = [m for m in ("shared", "causal") if any(f"{m}/{r.budget_label()}" in t.route for r, _, t in drawn)]
-    fig = _new_figure(4.2 * len(drawn), 2.8 * (1 + len(modes)))
-    axes = fig.subplots(1 + len(modes), len(drawn), squeeze=False)  # (1 + modes, routers) Axes
-    for j, (r, ev, t) in enumerate(drawn):
-        label, (choice, what) = r.budget_label(), (SKIP, "skip") if r.options == "big,skip" else (BIG, "big")
-        real = ev.result["realized"].get(what, 0.0)
-        plot_usage(usage(ev.route, choice), axes[0, j], f"{r.kind} router {r.name} ({real:.2f} {what})", what)
-        for i, m in enumerate(modes, 1):
-            if f"{m}/{label}" in t.route:
-                plot_usage(usage(t.route[f"{m}/{label}"], choice), axes[i, j], f"{m} oracle {r.options}, k = {label}", what)
-            else:
-                axes[i, j].axis("off")
-    fig.tight_layout()
-    page.figure(
-        fig,
-        "routers-usage.png",
-        "Fraction of sequences taking BIG (SKIP for big,skip) at each layer and position: each router (top row) and the "
-        "oracles at the same budget, k = target fraction × L (rows below).",
-    )
-    fig = _new_figure(4.2 * len(drawn), 3.0)
-    for ax, (r, ev, t) in zip(fig.subplots(1, len(drawn), squeeze=False)[0], drawn, strict=True):
-        choice, what = (SKIP, "skip") if r.options == "big,skip" else (BIG, "big")
-        gain = t.loss["all-small"] - t.loss["all-big"] if r.options == "big,small" else None
-        plot_spread(*spread(ev.route, gain, choice), ax, f"{r.kind} router {r.name}", what)
-    fig.tight_layout()
-    page.figure(
-        fig,
-        "routers-spread.png",
-        "How each router spreads its budget over tokens: the share of tokens taking 0, 1, ... BIG (SKIP) layers, and, "
-        "for big/small, the mean gain of all-big over all-small on the tokens of each count holding 0.5% of them or more "
-        "(right axis). A router that gives more BIG layers to the tokens where BIG helps most has a rising line.",
-    )
-    maps: list[tuple[np.ndarray, str]] = []  # (T-1, L) routes of sequence 0 and their titles
-    for key in dict.fromkeys((r.options, r.budget_label()) for r, _, _ in drawn):
-        t = next(t for r, _, t in drawn if (r.options, r.budget_label()) == key)
-        maps += [(t.route[f"{m}/{key[1]}"][0], f"{m} oracle {key[0]}, k = {key[1]}") for m in modes if f"{m}/{key[1]}" in t.route]
-        maps += [(ev.route[0], f"{r.kind} router {r.name}") for r, ev, _ in drawn if (r.options, r.budget_label()) == key]
-    text = drawn[0][2].text[0]
-    fig = _new_figure(min(24.0, max(7.0, 0.16 * len(text))), 2.2 * len(maps) + 1.0)
-    for ax, (route, title) in zip(fig.subplots(len(maps), 1, squeeze=False)[:, 0], maps, strict=True):
-        plot_route_map(route, text, ax, f"{title}, sequence 0")
-    fig.tight_layout()
-    page.figure(
-        fig,
-        "routers-seq0.png",
-        "Choice of every layer (rows) for every token of sequence 0 (columns): each router below the oracles at its budget.",
-    )
-
-
-def _router_section(page: Page, summaries: dict[str, dict], tables: dict[str, OracleTable], routers: list[Router]) -> None:
-    page.add("<h2>Learned routers</h2>")
-    if not routers:
-        page.note(
-            "no routers: train one with `duollm router train --run RUN --kind paper --budget 0.5`, then `duollm router eval --run RUN --name paper-0.5`"
-        )
-        return
-    page.add(router_list(routers))
-    for r in routers:
-        if not r.evals:
-            page.note(f"router {r.name} is not evaluated: run `duollm router eval --run RUN --name {r.name}`")
-    page.add(
-        "<p>Per options and evaluated windows, a row per budget k = target fraction × L. Gap recovered (from "
-        "<code>duollm router eval</code>) = (ppl fixed − ppl router) / (ppl fixed − ppl causal oracle): 0 is the best "
-        "fixed route, 1 the causal oracle. Realised: the fraction of (token, layer) choices taken.</p>"
-    )
-    _router_tables(page, summaries, routers)
-    _router_figures(page, summaries, tables, routers)
 
 
 def _highlight(table: OracleTable, values: np.ndarray, rgb: str) -> str:
@@ -558,7 +241,7 @@ def _difficulty_section(page: Page, run: str, tables: dict[str, OracleTable], st
         f"mean D_conv {s['mean_d_conv']:.3f}, mean D_rel {s['mean_d_rel']:.3f}. "
         "D_conv = loss(all-small); D_rel = loss(all-small) − loss(oracle).</p>"
     )
-    fig = _new_figure(5, 4)
+    fig = new_figure(5, 4)
     plot_difficulty(d_conv, d_rel, fig.subplots(), s["spearman"], s["pearson"])
     page.figure(
         fig,
@@ -600,7 +283,7 @@ def build_report(run: str) -> dict:
     present = options_present(run)
     if not present:
         raise DuoError(f"no oracle results under {oracle_folder(run, 'big,small').parent}: run `duollm oracle --run {run}` first")
-    _new_figure(1, 1)  # fail early, before any file is written, when matplotlib is missing
+    new_figure(1, 1)  # fail early, before any file is written, when matplotlib is missing
     summaries = {o: read_summary(run, o) for o in present}
     routers = read_routers(run)
     evaluated = {r.options for r in routers if r.evals}  # a router's figures need its oracle's table
@@ -614,7 +297,7 @@ def build_report(run: str) -> dict:
         _usage_section(page, tables)
         _skip_section(page, tables)
         _route_section(page, tables)
-        _router_section(page, summaries, tables, routers)
+        router_section(page, summaries, tables, routers)
         _difficulty_section(page, run, tables, st)
         page.add("</body></html>")
         (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from duollm.analysis.report import budget_list
+from duollm.analysis.commands import budget_list
 from duollm.analysis.table import usage_ks
 from duollm.cli import main
 
@@ -106,7 +106,7 @@ def test_exit_code_is_2(tmp_path):
 def test_oracle_command_rebuilds_the_flags_of_a_summary():
     """The command shown beside an oracle's results names the budgets that had the causal oracle and random
     best-of-N when those were a subset, and the windows' pick."""
-    from duollm.analysis.report import oracle_command
+    from duollm.analysis.commands import oracle_command
 
     rows = [{"k": k, "ppl_oracle_shared": 1.0, "ppl_random_best": 2.0 if k in (4, 6) else None} for k in range(13)]
     for r in rows[1:4]:

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from duollm.analysis.commands import TRAIN_DEFAULTS, router_commands
 from duollm.analysis.plots import plot_ppl
-from duollm.analysis.report import TRAIN_DEFAULTS, build_report, router_commands, router_points, router_table
+from duollm.analysis.report import build_report, router_points
+from duollm.analysis.report_routers import router_table
 from duollm.analysis.routers import read_routers
 from duollm.analysis.table import BIG, read_summary, read_table, usage
 from duollm.cli import main
@@ -226,7 +228,7 @@ def test_router_commands(run_dir):
 
 
 def test_train_defaults_agree_with_the_command():
-    router = pytest.importorskip("duollm.train.router")  # imports torch; analysis itself does not
+    router = pytest.importorskip("duollm.train.router_cmd")  # imports torch; analysis itself does not
     fields = {f.name: f.default for f in dataclasses.fields(router.RouterTrainCommand) if f.name not in ("run", "json")}
     assert TRAIN_DEFAULTS == fields
 
