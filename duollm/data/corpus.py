@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from duollm.data import build, sources
+from duollm.data import built, sources
 from duollm.data.synthetic import synthetic_documents
 from duollm.data.tokenizer import Tokenizer
 from duollm.errors import DuoError
@@ -92,8 +92,8 @@ def documents(source: str) -> dict[str, str]:
         return synthetic_documents(n_docs=40 if source.endswith("-val") else 400, seed=1 if source.endswith("-val") else 0)
     if source == "mix":
         return documents("prose") | documents("code")
-    if build.is_built_corpus(Path(source)):
-        return {k: v for split in build.TRAIN_SPLITS for k, v in build.read_split(Path(source), split).items()}
+    if built.is_built_corpus(Path(source)):
+        return {k: v for split in built.TRAIN_SPLITS for k, v in built.read_split(Path(source), split).items()}
     return user_documents(Path(source))
 
 

@@ -1,7 +1,7 @@
 """Extractors for the training corpus: unpacked Debian package files → plain-text documents.
 
 Each extractor is a pure function from file contents (bytes or str) to `{document name: text}`, so tests can
-feed it tiny hand-made inputs. `build.py` fetches the packages and calls them.
+feed it tiny hand-made inputs. `study_sources.py` fetches the packages and calls them.
 
 - SWORD zText/zCom modules (https://wiki.crosswire.org/DevTools:Modules): per testament, `.?zs` holds 12-byte
   records (offset, compressed size, size) of zlib blocks in `.?zz`; `.?zv` holds one record per entry in

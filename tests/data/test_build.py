@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from duollm.data import build, corpus
+from duollm.data import build, built, corpus, study_sources
 from duollm.errors import DuoError
 from tests.conftest import run_cli
 
@@ -66,7 +66,7 @@ def test_build_manifest_splits_and_hashes(tmp_path):
         assert rec == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     seen = {}
     for sp in build.SPLITS:  # each document in exactly one split, matching its source's record
-        for name in build.read_split(out, sp):
+        for name in built.read_split(out, sp):
             assert name not in seen
             seen[name] = sp
     for s in FAKE:
@@ -136,7 +136,7 @@ def test_offline_names_the_package_and_exits_2(tmp_path, capsys, monkeypatch):
 def test_pinned_sha256_is_checked(tmp_path):
     (tmp_path / "sword-text-web_426.0-1_all.deb").write_bytes(b"not the package")
     with pytest.raises(DuoError, match="expected 930b2367"):
-        build.fetch_deb(build.SOURCES[0], tmp_path, debs=tmp_path)
+        study_sources.fetch_deb(study_sources.SOURCES[0], tmp_path, debs=tmp_path)
     with pytest.raises(DuoError, match="out of range"):
         build.build(tmp_path / "c", 100, None, FAKE, Extract())
 
