@@ -26,7 +26,7 @@ from duollm.routing.route import N_CHOICES, Choice
 NAMES = {"big": Choice.BIG, "small": Choice.SMALL, "skip": Choice.SKIP}
 
 
-def exact(u: Tensor):
+def fp32_scores(u: Tensor):
     """Autocast off, for a router's scores: they are tiny to compute, and in bf16 scores that differ by less than
     its 8-bit mantissa tie, so calibration cannot split them. A layer head whose per-layer scores are constants
     then realises whole layers on either side of its target (the study's, 5 of 12 BIG for a target of 6, most
@@ -51,7 +51,7 @@ class LinearRouter(nn.Module):
 
     def logits(self, l: int, u: Tensor) -> Tensor:
         """(B, T, C) → (B, T, K) float32 scores of the options at layer l, in fp32 under autocast too."""
-        with exact(u):
+        with fp32_scores(u):
             return self.layers[l](u.float())
 
     def probs(self, l: int, u: Tensor) -> Tensor:

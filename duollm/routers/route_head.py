@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from duollm.routers.linear import constrained, exact
+from duollm.routers.linear import constrained, fp32_scores
 
 
 class RouteRouter(nn.Module):
@@ -47,7 +47,7 @@ class RouteRouter(nn.Module):
 
     def scores(self, u0: Tensor) -> Tensor:
         """(B, T, C) layer-0 states → (B, T, R) predicted loss of each route, in fp32 under autocast too."""
-        with exact(u0):
+        with fp32_scores(u0):
             return u0.float() @ self.weight + self.bias
 
     def picks(self, u0: Tensor) -> Tensor:
@@ -109,8 +109,8 @@ def clear_gain(gain: Tensor) -> bool:
 def best_fixed_route(losses: Tensor, cost: Tensor, spend: int) -> int:
     """The index of the route with `spend` counted layers (`cost`: (R,) per route) whose mean loss over the tokens of
     `losses` (N, R) is lowest: the fixed route a head falls back to."""
-    exact = cost == spend
-    return int(torch.nonzero(exact)[losses[:, exact].double().mean(0).argmin()])
+    at_spend = cost == spend  # (R,) the routes of exactly `spend` counted layers
+    return int(torch.nonzero(at_spend)[losses[:, at_spend].double().mean(0).argmin()])
 
 
 def fit_route_router(router: RouteRouter, feats: Tensor, losses: Tensor, holdout: float = 0.25) -> dict:

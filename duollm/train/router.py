@@ -105,16 +105,16 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     cfg, model, tok = load_run(Path(cmd.run), device)
     model.eval().requires_grad_(False)
     L, T = cfg.model.n_layer, cmd.seq_len or cfg.train.seq_len
-    exact = exact_budget(target, cmd.options, L)
+    whole = exact_budget(target, cmd.options, L)  # the budget in whole counted layers per token
     try:
-        exact.check(L)
+        whole.check(L)
     except ValueError as e:
         raise DuoError(str(e)) from None
     torch.manual_seed(cmd.seed)
     tokens = token_array(cfg.data.train, tok)
     calib = seeded_windows(tokens, cmd.calib_seqs, T, cmd.seed + 1)
     t0 = time.perf_counter()
-    job = Job(cmd, model, tokens, target, calib, exact, L, T, cfg.model.d_model, device, amp, progress)
+    job = Job(cmd, model, tokens, target, calib, whole, L, T, cfg.model.d_model, device, amp, progress)
     router, losses, fit, real = HEADS[cmd.head if cmd.kind == "supervised" else "paper"](job)
     if isinstance(router, LinearRouter):  # the paper router and the layer-wise heads: (--tune, then) offsets on `calib`
         tune(model, router, tokens, target, cmd, T, progress, fit)

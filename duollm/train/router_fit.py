@@ -42,7 +42,7 @@ class Job:
     tokens: object  # the training split's token array
     target: dict[int, float]  # {Choice: fraction}
     calib: torch.Tensor  # (n, T) calibration windows
-    exact: Budget  # the budget with whole counted layers per token
+    whole: Budget  # the budget in whole counted layers per token (exactly k per token)
     L: int
     T: int
     d_model: int
@@ -215,11 +215,11 @@ def fit_route(job: Job):
     """Every route of the exact budget, its loss predicted from the layer-0 state; each token takes its best."""
     cmd = job.cmd
     label_windows = job.label_windows()
-    if any(whole_layers(job.target[c] * job.L) is None for c in job.exact.targets()):
+    if any(whole_layers(job.target[c] * job.L) is None for c in job.whole.targets()):
         raise DuoError(f"the supervised router keeps exact budgets: --budget {cmd.budget} x {job.L} layers must be whole layers")
-    router = RouteRouter(job.exact.routes(job.L), job.d_model).to(job.device)
+    router = RouteRouter(job.whole.routes(job.L), job.d_model).to(job.device)
     with job.amp:
-        feats, table = oracle_tables(job.model, label_windows, job.exact, cmd.labels, cmd.label_batch_size)
+        feats, table = oracle_tables(job.model, label_windows, job.whole, cmd.labels, cmd.label_batch_size)
     fit = fit_route_router(router, feats.to(job.device), table.to(job.device))
     with job.amp:
         real = realised_on(job.model, router, job.calib)
