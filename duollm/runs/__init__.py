@@ -1,0 +1,1 @@
+"""Run directories: checkpoints (safetensors, atomic, resumable), reading a run back, and its precision."""
