@@ -4,7 +4,7 @@
 
 1. Ratio: on `--ratio-seqs` sequences, the tree walk over the whole free route set (2^L routes) is timed,
    and so is the naive search (a plain forward + head per route) on `--naive-routes` routes drawn from the
-   set, scaled to the whole set. Both use the same head (`search.head_loss`) and bf16 autocast. The ideal
+   set, scaled to the whole set. Both use the same head (`oracle.loss.head_loss`) and bf16 autocast. The ideal
    ratio is the FLOP ratio from cost.py (`search.walk_flops`): the walk is held to ≥ 0.8 of it.
 2. Sweep: the full 2^L sweep (exactly k BIG layers, k = 0..L, in one walk) on `--seqs` × `--seq-len`
    tokens: seconds, and achieved TFLOP/s against the counted FLOPs.

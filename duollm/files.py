@@ -62,14 +62,21 @@ def atomic_folder(folder: Path, fresh: bool = False) -> Iterator[Path]:
     if fresh and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise DuoError(f"{folder} already exists and is not an empty folder; choose another or remove it")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = temp_name(folder), folder.with_name(f".{folder.name}.old{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # fixed names, not one per process: what a killed run left behind is cleared by the next one
+    tmp, old = folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
         if folder.exists():
             folder.replace(old)
-        tmp.replace(folder)
+        try:
+            tmp.replace(folder)
+        except BaseException:
+            if old.exists() and not folder.exists():
+                old.replace(folder)  # the swap failed: the old folder comes back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

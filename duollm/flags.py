@@ -45,7 +45,6 @@ Count = Annotated[int, Range(0)]  # 0 or more (0 often means "the default" or "a
 Positive = Annotated[int, Range(1)]
 NonNegative = Annotated[float, Range(0)]
 PositiveFloat = Annotated[float, Range(0, lo_open=True)]
-Fraction = Annotated[float, Range(0, 1)]
 
 
 def base_type(tp: typing.Any) -> typing.Any:

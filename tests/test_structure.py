@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PKG = Path(__file__).resolve().parents[1] / "duollm"
 
 # The layers, bottom up (docs/design.md §3): a module imports from its own package or from a lower layer only.
@@ -136,6 +138,26 @@ def test_imports_only_look_down_the_layers():
     graph = import_graph()
     assert {m.split(".")[1] for m in graph if m != "duollm"} <= set(RANK), "a package without a layer: add it to LAYERS"
     assert upward(graph) == []
+
+
+# the lower layers are stricter than the order alone: what each may import besides the base (errors, extras, flags,
+# files), as docs/design.md §3 has it
+BASE = {"errors", "extras", "flags", "files"}
+MAY_IMPORT = {
+    "analysis": set(),
+    "routing": set(),
+    "kernels": {"routing"},
+    "model": {"routing", "kernels"},
+    "data": set(),
+    "routers": {"model", "routing", "kernels", "runs"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_the_lower_layers_import_only_what_they_may(package):
+    graph = import_graph()
+    used = {o.split(".")[1] for m, outs in graph.items() if m.startswith(f"duollm.{package}") for o in outs if o != "duollm"}
+    assert used - {package} - BASE - MAY_IMPORT[package] == set()
 
 
 def test_analysis_imports_no_torch():

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
-from duollm.flags import Count, NonNegative
+from duollm.flags import Count, NonNegative, Positive
 from duollm.routing.route import Choice, format_route
 
 
@@ -30,7 +30,7 @@ class GenerateCommand:
     prompt: str = ""  # text to continue ...
     prompts: str = ""  # ... or a file with one prompt per line
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BS-B, router:NAME
-    max_new_tokens: Count = 40
+    max_new_tokens: Positive = 40
     temperature: NonNegative = 0.0  # 0 = greedy
     top_k: Count = 0  # sample from the k most likely tokens; 0 = all
     seed: Count = 0  # sampling and random policies

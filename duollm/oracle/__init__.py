@@ -2,6 +2,7 @@
 the baselines beside them."""
 
 from duollm.oracle.baselines import LabelFreeResult, RandomResult, label_free, random_best_of_n
-from duollm.oracle.search import SearchResult, brute_force, search, search_many
+from duollm.oracle.loss import SearchResult
+from duollm.oracle.search import brute_force, search, search_many
 
 __all__ = ["LabelFreeResult", "RandomResult", "label_free", "random_best_of_n", "SearchResult", "brute_force", "search", "search_many"]

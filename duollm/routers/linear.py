@@ -11,7 +11,7 @@ only, and that state on tokens ≤ t, so the router is causal and works token by
   the realised fraction of each choice meets the budget (routers/calibrate.py); zero until then.
 
 The paper router is this module, trained through the language-model loss and a budget penalty
-(train/router.py); the oracle-supervised router is routers/route_head.py. Both are saved by `storage.save_router` as
+(train/router_fit.py); the oracle-supervised router is routers/route_head.py. Both are saved by `storage.save_router` as
 safetensors (weights and buffers) + JSON (what it is), never pickle.
 """
 

@@ -13,7 +13,6 @@ removed afterwards.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -56,19 +56,23 @@ from duollm.routing.budget import Budget, parse_mix, parse_options
 from duollm.routing.route import Choice
 from duollm.runs.load import autocast, load_run
 from duollm.train.router_cmd import RouterCalibrateCommand, RouterEvalCommand, RouterTrainCommand
-from duollm.train.router_eval import calibrate_router, eval_router  # noqa: F401  (eval_router: the demo's)
+from duollm.train.router_eval import calibrate_router, eval_router
 from duollm.train.router_fit import HEADS, Job, tune
 
 
 def parse_target(budget: str, options: str) -> dict[int, float]:
     """`0.5` (+ options) → {Choice: fraction} for every option (routing.budget.parse_mix); DuoError when malformed."""
     try:
+        parse_options(options)
+    except ValueError as e:
+        raise DuoError(str(e)) from None
+    try:
         return parse_mix(budget, options)
     except ValueError as e:
         raise DuoError(f"bad --budget {budget!r}: {e}") from None
 
 
-def exact_budget(target: dict[int, float], options: str, n_layer: int) -> Budget:
+def whole_budget(target: dict[int, float], options: str, n_layer: int) -> Budget:
     """The oracle budget with round(fraction · L) counted layers per token."""
     if options == "big,small":
         return Budget.exactly_big(round(target[Choice.BIG] * n_layer))
@@ -105,7 +109,7 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
     cfg, model, tok = load_run(Path(cmd.run), device)
     model.eval().requires_grad_(False)
     L, T = cfg.model.n_layer, cmd.seq_len or cfg.train.seq_len
-    whole = exact_budget(target, cmd.options, L)  # the budget in whole counted layers per token
+    whole = whole_budget(target, cmd.options, L)  # the budget in whole counted layers per token
     try:
         whole.check(L)
     except ValueError as e:

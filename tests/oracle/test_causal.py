@@ -56,7 +56,7 @@ def test_routes_keep_the_budget(model_ids):
 def test_gpu_causal_head_in_padded_chunks(monkeypatch):
     """On a GPU the leaf losses go through the compiled head in equal, padded chunks: the same losses as the
     plain head, and the causal oracle's losses still equal its reference's."""
-    S = importlib.import_module("duollm.oracle.search")  # the module (duollm.oracle.search is also a function's name)
+    S = importlib.import_module("duollm.oracle.loss")  # where the head losses and HEAD_CHUNK live
 
     monkeypatch.setattr(S, "HEAD_CHUNK", 7 * 32)  # 7 rows per chunk: 20 rows = 3 chunks, the last one padded
     torch.manual_seed(0)

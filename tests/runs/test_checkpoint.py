@@ -1,13 +1,13 @@
 """Checkpoints: round trip, and clear errors for corrupt, truncated or mismatched files.
-Run: pytest tests/train/test_checkpoint.py"""
+Run: pytest tests/runs/test_checkpoint.py"""
 
 import pytest
 import torch
 
 from duollm import DuoConfig, DuoLM
+from duollm.config import TrainConfig
 from duollm.errors import DuoError
 from duollm.runs import checkpoint
-from duollm.config import TrainConfig
 from duollm.train.loop import make_optimizer
 
 
