@@ -27,7 +27,7 @@ SUMMARY_KEYS = ("options", "modes", "n_layer", "ppl_all_big", "ppl_all_small", "
 
 @dataclass
 class OracleTable:
-    """One oracle folder as arrays. Columns: `all-big`, `all-small`, `shared/K`, `causal/K`, `fixed/K`, `random/K`."""
+    """One oracle folder as arrays. Columns: `all-big`, `all-small`, and `MODE/K` for MODE shared, causal, fixed, random."""
 
     folder: Path  # RUN/oracle/<options>
     summary: dict  # summary.json as written

@@ -8,7 +8,7 @@ Files (everything `duollm difficulty` and `duollm report` read; no model needed 
                      the fixed routes, the random trials' spread and the seconds taken
   tokens.jsonl.gz    one row per predicted token: `seq`, `pos` (of the input token), `token` and `text`
                      (the token to predict), `loss/<column>` for every policy and `route/<column>` as a
-                     B/S/- string, columns `all-big`, `all-small`, `shared/K`, `causal/K`, `fixed/K`, `random/K`
+                     B/S/- string, columns `all-big`, `all-small` and `MODE/K` for MODE shared, causal, fixed, random
   <folder>.partial-summary.json   beside the folder while the sweep runs: the summary of the phases done so far
                      (`partial`: "up to fixed" or "up to causal"), so that a run cut short keeps its numbers; removed
                      when the folder is written

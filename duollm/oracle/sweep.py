@@ -35,8 +35,8 @@ from duollm.routing.sample import draw_routes
 class SweepResult:
     """Per-token losses (n, T-1) and routes (n, T-1, L) by column name, and per-budget summaries."""
 
-    loss: dict[str, Tensor] = field(default_factory=dict)  # "all-big", "shared/4", "causal/4", "fixed/4", "random/4"
-    route: dict[str, Tensor] = field(default_factory=dict)  # "shared/4", "causal/4", "random/4"
+    loss: dict[str, Tensor] = field(default_factory=dict)  # "all-big", and "MODE/4" for MODE shared, causal, fixed, random
+    route: dict[str, Tensor] = field(default_factory=dict)  # "MODE/4" for MODE shared, causal, random
     fixed: dict[str, Tensor] = field(default_factory=dict)  # label → (L,) route, or (T-1, L) for a schedule
     trials: dict[str, list[float]] = field(default_factory=dict)  # label → mean loss of each random trial
     n_routes: dict[str, int] = field(default_factory=dict)  # label → route-set size (largest per position)
