@@ -2,7 +2,7 @@
 
 `init()` works unchanged as one process: without torchrun's variables it returns rank 0 of 1 and starts
 no process group. `parallelize` applies, in this order, `torch.compile` (if asked) and DDP (if more than one
-process). The training loop knows about ranks only through `Dist.is_main` and `print0`.
+process). The training loop knows about ranks only through `Dist.is_main`.
 """
 
 from __future__ import annotations
@@ -80,8 +80,3 @@ def barrier(d: Dist) -> None:
 def shutdown(d: Dist) -> None:
     if d.world > 1 and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def print0(d: Dist, *args, **kwargs) -> None:
-    if d.is_main:
-        print(*args, **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from duollm.config import RunConfig, TrainConfig
+from duollm.data import sources
 from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
 from duollm.model.transformer import DuoConfig
@@ -55,8 +56,6 @@ def study_124m() -> RunConfig:
     """The GPU study's model (scripts/study.sh): gpt2-124m's shape (small = big/16) on the corpus of
     `duollm data build` (default folder `.cache/corpus`, its 16k BPE), compiled. 4000 steps of 32 × 1024 tokens
     (131M tokens) take about six minutes on one H200 at the random-routing rate of docs/benchmarks.md."""
-    from duollm.data import sources
-
     corpus = sources.cache_dir() / "corpus"
     model = DuoConfig(n_layer=12, n_head=12, n_kv_head=12, d_model=768, d_big=3072, d_small=192, vocab_size=16384, max_seq_len=1024)
     data = DataConfig(train=str(corpus), val=str(corpus / "prose-val.jsonl"), tokenizer=str(corpus / "tokenizer.json"))

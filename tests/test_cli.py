@@ -77,17 +77,17 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 def test_demo_prints_each_table_when_it_has_it_and_keeps_it_on_a_failure(tmp_path, capsys, monkeypatch):
-    import duollm.oracle.command
+    import duollm.cli.demo
     from duollm.errors import DuoError
 
-    run_oracle = duollm.oracle.command.run_oracle
+    run_oracle = duollm.cli.demo.run_oracle
 
-    def fail_on_skip(cmd, progress=True):  # the second oracle sweep fails, after the first
+    def fail_on_skip(cmd, progress=True, log=None):  # the second oracle sweep fails, after the first
         if cmd.options == "big,skip":
             raise DuoError("the big/skip sweep failed")
-        return run_oracle(cmd, progress)
+        return run_oracle(cmd, progress, log)
 
-    monkeypatch.setattr(duollm.oracle.command, "run_oracle", fail_on_skip)
+    monkeypatch.setattr(duollm.cli.demo, "run_oracle", fail_on_skip)
     code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), *SMALL_DEMO)
     assert code == 2 and "the big/skip sweep failed" in err
     for head in ("| policy | ppl |", "| BIG layers k | oracle shared | oracle causal | fixed | random best-of-2 |"):

@@ -98,7 +98,7 @@ def test_update_puts_the_demo_output_into_the_block_and_then_checks():
 def test_demo_formatters_print_the_readme_lines():
     """The demo's tables, rendered from made-up numbers, have the README's lines (numbers aside): a change to the
     demo's output that the README misses fails here, not only in CI's five-minute demo run."""
-    from duollm.demo import format_oracle, format_ppl, format_routers
+    from duollm.cli.demo import format_oracle, format_ppl, format_routers
 
     def sweep(options, modes):
         rows = [

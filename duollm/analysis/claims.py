@@ -27,7 +27,6 @@ was cut short (at the end of a GPU lease), claims 1, 2 and 5 are read from the s
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +34,8 @@ import numpy as np
 from duollm.analysis.routers import read_routers
 from duollm.analysis.table import BIG, SKIP, read_summary, read_table, usage_ks
 from duollm.errors import DuoError
-from duollm.files import write_json
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
-
-
-@dataclass
-class ClaimsCommand:
-    """The paper's seven claims as numbers and verdicts, from a run's oracle, router and freeze-ablation files."""
-
-    run: str  # run directory with oracle results (from duollm oracle, scripts/study.sh)
-    freeze: str = ""  # folder with freeze-scratch.jsonl and freeze-frozen.jsonl (scripts/study.sh freeze)
-    json: bool = False  # print one JSON object instead of a table
 
 
 def oracle_ppl(summary: dict, row: dict, mode: str) -> float | None:
@@ -225,13 +214,7 @@ def _numbers(c: dict) -> str:
     return json.dumps(keep, ensure_ascii=False, default=float)[:300]
 
 
-def main(cmd: ClaimsCommand) -> None:
-    res = claims(cmd.run, cmd.freeze)
-    path = Path(cmd.run) / "claims.json"
-    write_json(path, res, ensure_ascii=False)
-    if cmd.json:
-        print(json.dumps(res, ensure_ascii=False))
-        return
-    print("| # | claim | verdict | numbers |\n|---|---|---|---|")
-    for c in res:
-        print(f"| {c['claim']} | {c['text']} | {c['verdict']} | {_numbers(c)} |")
+def format_claims(res: list[dict]) -> str:
+    """The claims as a Markdown table: number, claim, verdict, the numbers behind it."""
+    rows = [f"| {c['claim']} | {c['text']} | {c['verdict']} | {_numbers(c)} |" for c in res]
+    return "\n".join(["| # | claim | verdict | numbers |", "|---|---|---|---|", *rows])

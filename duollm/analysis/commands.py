@@ -51,7 +51,7 @@ def oracle_command(run: str, s: dict) -> str:
     return cmd
 
 
-# the defaults of RouterTrainCommand (duollm/train/router_cmd.py), repeated since analysis imports no torch code;
+# the defaults of RouterTrainSpec (duollm/train/router_spec.py), repeated since analysis imports no torch code;
 # tests/analysis/test_routers.py checks that they agree
 TRAIN_DEFAULTS = {
     "kind": "paper",

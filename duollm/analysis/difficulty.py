@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from duollm.analysis.table import OracleTable, read_table
+from duollm.analysis.table import OracleTable
 from duollm.errors import DuoError
 from duollm.files import write_json
 from duollm.flags import Count
 
 
 @dataclass
-class DifficultyCommand:
-    """Token difficulty: loss(all-small) (conventional) against loss(all-small) - loss(oracle) (relative)."""
+class DifficultySpec:
+    """The settings of a difficulty measure: which oracle column is the reference, how many tokens to list."""
 
     run: str  # run directory with oracle results (from duollm oracle)
     options: str = "big,small"  # which oracle folder: big,small | big,skip | big,small,skip
@@ -41,7 +41,6 @@ class DifficultyCommand:
     budget: str = "free"  # the oracle's budget label: free, a count such as 6, a schedule such as 6>2
     top: Count = 20  # list this many tokens by each measure
     context: Count = 8  # with this many preceding tokens of the same window
-    json: bool = False  # print one JSON object instead of a summary
 
 
 def difficulty(table: OracleTable, mode: str = "shared", budget: str = "free") -> tuple[np.ndarray, np.ndarray]:
@@ -151,9 +150,3 @@ def format_summary(s: dict) -> str:
         for t in s[key]:
             lines.append(f"{t['d_rel']:>8.3f} {t['d_conv']:>7.3f} {t['seq']:>4} {t['pos']:>5}  {_show(t['context'])}[{_show(t['text'])}]")
     return "\n".join(lines)
-
-
-def main(cmd: DifficultyCommand) -> None:
-    s = measure(read_table(cmd.run, cmd.options), cmd.mode, cmd.budget, cmd.top, cmd.context)
-    write_summary(cmd.run, s)
-    print(json.dumps(s, ensure_ascii=False) if cmd.json else format_summary(s))

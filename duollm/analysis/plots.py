@@ -86,7 +86,7 @@ def plot_spread(share: np.ndarray, gain: np.ndarray | None, ax, title: str, what
 
 def plot_route_map(route: np.ndarray, texts: list[str], ax, title: str):
     """One sequence's routes, (T-1, L) choices: positions along x (token text ticks), layers along y, 3 colors."""
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap  # matplotlib is the optional analysis extra: imported on use
     from matplotlib.patches import Patch
 
     P, L = route.shape

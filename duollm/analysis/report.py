@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +51,6 @@ from duollm.errors import DuoError
 from duollm.files import atomic_folder
 
 N_HIGHLIGHT = 3  # sequences shown as highlighted text
-
-
-@dataclass
-class ReportCommand:
-    """An HTML report of a run: every figure rebuilt from the run's saved oracle and difficulty files."""
-
-    run: str  # run directory with oracle results (from duollm oracle)
-    json: bool = False  # print one JSON object instead of a line
 
 
 def budget_table(s: dict) -> str:
@@ -223,7 +214,7 @@ DIFFICULTY_KEYS = ("options", "mode", "budget", "top", "context")
 
 def difficulty_settings(run: str) -> dict:
     """options, mode, budget, top, context of RUN/difficulty/summary.json, or the defaults of `duollm difficulty`."""
-    saved, default = diff.read_summary(run) or {}, diff.DifficultyCommand(run)
+    saved, default = diff.read_summary(run) or {}, diff.DifficultySpec(run)
     return {k: saved.get(k, getattr(default, k)) for k in DIFFICULTY_KEYS}
 
 
@@ -268,7 +259,7 @@ def _header(page: Page, run: str, summaries: dict[str, dict], st: dict, routers:
         f"routers: {esc(', '.join(r.name for r in routers) or 'none')}.</p>"
     )
     q = shlex.quote
-    default = diff.DifficultyCommand(run)
+    default = diff.DifficultySpec(run)
     extra = "".join(f" --{k} {q(str(st[k]))}" for k in DIFFICULTY_KEYS if st[k] != getattr(default, k))
     cmds = [oracle_command(run, s) for s in summaries.values()]
     cmds += [c for r in routers for c in router_commands(run, r, summaries.get(r.options))]
@@ -302,8 +293,3 @@ def build_report(run: str) -> dict:
         page.add("</body></html>")
         (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")
     return {"report": str(folder / "report.html"), "figures": page.figures}
-
-
-def main(cmd: ReportCommand) -> None:
-    res = build_report(cmd.run)
-    print(json.dumps(res) if cmd.json else f"report: {res['report']} ({len(res['figures'])} figures)")

@@ -1,6 +1,6 @@
 """An oracle folder read into numpy: `RUN/oracle/<options>/summary.json` and `tokens.jsonl.gz`.
 
-`duollm oracle` (duollm/oracle/command.py) writes one JSON row per predicted token. Here the rows become
+`duollm oracle` (duollm/oracle/job.py) writes one JSON row per predicted token. Here the rows become
 grids: per column a loss array `(N, T-1)` (float64, nats) and, where the column has routes, a route array
 `(N, T-1, L)` (uint8), with N the windows and T-1 the predicted positions of each. Route letters map to the
 values of `Choice` (duollm/routing/route.py): `-` = SKIP = 0, `S` = SMALL = 1, `B` = BIG = 2. Analysis reads

@@ -8,7 +8,6 @@ book, a commentary chapter, a dictionary's two-letter section, a WordNet lexicog
 a kernel RST file or a Python file), so no held-out text is seen in training.
 
 Output folder (default `<repo>/.cache/corpus/`, git-ignored):
-
     sources/<name>.jsonl         one document per line: {"doc", "split", "text"} (what each source gave)
     prose-train.jsonl ... code-val.jsonl   the four splits: {"source", "doc", "text"} per line
     tokenizer.json               byte-level BPE (HF tokenizers) trained on the train splits only
@@ -36,16 +35,14 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 from duollm.data.built import SPLITS, TRAIN_SPLITS, is_built_corpus, read_jsonl
-from duollm.data.sources import cache_dir, debian_tools, sha256_file
+from duollm.data.sources import sha256_file
 from duollm.data.study_sources import SOURCES, Source, extract_source, source_version
+from duollm.data.tokenizer import load_tokenizer, train_bpe
 from duollm.errors import DuoError
 from duollm.files import atomic_path, temp_name, write_json
-from duollm.flags import Range
 
 VAL_FRACTION = 0.05  # of each source's bytes, in whole documents
 ARCHIVE_LIMIT = 50 * 2**20  # what the archive should stay under to travel with the code
@@ -164,8 +161,6 @@ def write_splits(out: Path, manifest: dict, sources: tuple[Source, ...]) -> None
 
 def count_tokens(out: Path, manifest: dict, sources: tuple[Source, ...], log: Callable[[str], None]) -> None:
     """Tokens of every source and split with the corpus's BPE, each document ended by `<|endoftext|>`."""
-    from duollm.data.tokenizer import load_tokenizer
-
     tok = load_tokenizer(str(out / "tokenizer.json"))
     for sp in manifest["splits"].values():
         sp["tokens"] = 0
@@ -268,8 +263,6 @@ def build(
     tok_key = _key(src_key, vocab)
     tok_rec = manifest.get("tokenizer") or {}
     if tok_rec.get("key") != tok_key or not _file_ok(out, tok_rec):
-        from duollm.data.tokenizer import train_bpe
-
         log(f"training a byte-level BPE of {vocab:,} tokens on {', '.join(TRAIN_SPLITS)} ...")
         t = time.perf_counter()
         texts = [r["text"] for sp in TRAIN_SPLITS for r in read_jsonl(out / f"{sp}.jsonl")]
@@ -356,18 +349,6 @@ def unpack_archive(archive: Path, out: Path) -> dict:
 # ----------------------------------------------------------------------------- command
 
 
-@dataclass
-class BuildCommand:
-    """Build the offline training corpus: seven Debian packages (about 82 MB, downloaded once) and the stdlib."""
-
-    out: str = ""  # output folder; "" = <repo>/.cache/corpus (git-ignored)
-    vocab: Annotated[int, Range(1024, 65536)] = 16384  # BPE vocabulary size (16384 to 32768 for the study)
-    archive: str = ""  # the xz archive to write; "" = <out>.tar.xz
-    from_archive: str = ""  # unpack this archive (from an earlier build) into --out instead of building; no network
-    debs: str = ""  # take the .deb files from this folder instead of apt-get download
-    json: bool = False  # print one JSON object instead of the summary
-
-
 def summary(manifest: dict) -> dict:
     keep = ("documents", "bytes", "tokens")
     return {
@@ -377,31 +358,3 @@ def summary(manifest: dict) -> dict:
         "vocab_size": manifest["tokenizer"].get("vocab_size"),
         "archive": {k: manifest["archive"][k] for k in ("file", "bytes", "sha256")} if manifest.get("archive") else None,
     }
-
-
-def main(cmd: BuildCommand) -> None:
-    out = Path(cmd.out) if cmd.out else cache_dir() / "corpus"
-    log = (lambda _: None) if cmd.json else print
-    if cmd.from_archive:
-        t0 = time.perf_counter()
-        manifest = unpack_archive(Path(cmd.from_archive), out)
-        res = {"out": str(out), **summary(manifest), "seconds": round(time.perf_counter() - t0, 1)}
-    else:
-        debian_tools(
-            not cmd.debs, "duollm data build", "on such a machine unpack a corpus built elsewhere: duollm data build --from-archive FILE"
-        )
-        archive = Path(cmd.archive) if cmd.archive else out.with_name(out.name + ".tar.xz")
-        debs = Path(cmd.debs) if cmd.debs else None
-        manifest = build(out, cmd.vocab, archive, SOURCES, lambda s: extract_source(s, debs), log)
-        res = {"out": str(out), **summary(manifest), "seconds": round(manifest["seconds"], 1)}
-    if cmd.json:
-        print(json.dumps(res))
-        return
-    for d, t in res["totals"].items():
-        print(f"{d}: {t['documents']:,} documents, {t['bytes'] / 1e6:.1f} MB, {t['tokens']:,} tokens")
-    if res["archive"]:
-        print(f"archive: {res['archive']['file']} ({res['archive']['bytes'] / 2**20:.1f} MiB)")
-    print(f"corpus ready in {out} ({res['seconds']:.0f} s); train on it with")
-    print(
-        f"  duollm train --data {out} --data.val={out / 'prose-val.jsonl'} --data.tokenizer={out / 'tokenizer.json'} --model.vocab_size={res['vocab_size']} ..."
-    )

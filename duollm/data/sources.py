@@ -32,7 +32,6 @@ import sysconfig
 import tarfile
 import tempfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from duollm.data import extract
@@ -241,30 +240,3 @@ def code_documents(split: str, max_bytes: int | None = None) -> dict[str, str]:
             break
         docs[rel], total = text, total + len(text)
     return docs
-
-
-@dataclass
-class FetchCommand:
-    """Rebuild the built-in prose archive from Debian's sword-text-web package (about 4 MB) and compare it with the shipped one."""
-
-    out: str = ""  # the archive to write; "" = <cache>/prose.tar.xz (with --force, duollm/data/prose.tar.xz replaces the shipped one)
-    deb: str = ""  # use this already downloaded .deb instead of apt-get download
-    force: bool = False  # fetch again even when --out exists already
-    json: bool = False  # print one JSON object instead of a line
-
-
-def main(cmd: FetchCommand) -> None:
-    out = Path(cmd.out) if cmd.out else cache_dir() / PROSE_ARCHIVE.name
-    shipped = read_archive() if PROSE_ARCHIVE.is_file() else None  # read first: --out may be the shipped file itself
-    if cmd.force or not out.exists():
-        if not cmd.json:
-            print(f"fetching {PROSE_PACKAGE} {PROSE_VERSION} with apt-get download ...")
-        fetch_prose(out, deb=Path(cmd.deb) if cmd.deb else None)
-    files = read_archive(out)
-    same = files == shipped
-    n = sum(len(files[f"{b}.txt"]) for b in PROSE_BOOKS)
-    if cmd.json:
-        print(json.dumps({"archive": str(out), "bytes": n, "books": list(PROSE_BOOKS), "same_as_shipped": same}))
-        return
-    print(f"prose archive: {out} ({n:,} bytes of text, {len(PROSE_BOOKS)} books; {PROSE_NOTE})")
-    print(f"its books {'equal' if same else 'DIFFER from'} those of the package's {PROSE_ARCHIVE} (as it was before this command)")

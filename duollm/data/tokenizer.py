@@ -44,7 +44,7 @@ class BPETokenizer:
     """A `tokenizer.json` loaded with HF `tokenizers`; documents end with `<|endoftext|>`."""
 
     def __init__(self, path: Path):
-        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import Tokenizer as HFTokenizer  # on use: `import duollm` stays torch-only
 
         try:
             self.tok = HFTokenizer.from_file(str(path))
@@ -77,7 +77,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
 
 def train_bpe(texts: list[str], vocab_size: int, out: Path) -> None:
     """Train a byte-level BPE on `texts` and save it as `out` (a `tokenizer.json`)."""
-    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import Tokenizer as HFTokenizer  # on use: `import duollm` stays torch-only
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     tok = HFTokenizer(models.BPE())

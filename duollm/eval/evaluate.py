@@ -1,4 +1,4 @@
-"""`duollm eval`: per-token next-token losses and perplexity of a trained run under a policy.
+"""The evaluation of `duollm eval`: per-token next-token losses and perplexity of a trained run under a policy.
 
 Perplexity = exp(mean next-token cross-entropy) over all predicted positions (docs/design.md §2). The evaluation
 data is cut into consecutive windows of `seq_len` tokens; each window predicts its last T-1 tokens.
@@ -6,7 +6,6 @@ data is cut into consecutive windows of `seq_len` tokens; each window predicts i
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor
 
+from duollm.data.corpus import eval_windows, token_array
 from duollm.eval.policy import Policy, run_policy
 from duollm.files import atomic_path
 from duollm.flags import Count, Positive
@@ -59,8 +60,8 @@ def summarize(losses: Tensor) -> dict:
 
 
 @dataclass
-class EvalCommand:
-    """Per-token losses and perplexity of a run under a policy."""
+class EvalSpec:
+    """The settings of `evaluate`: the run, the policy, the text and its windows."""
 
     run: str  # run directory (from duollm train)
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
@@ -70,15 +71,10 @@ class EvalCommand:
     max_tokens: Count = 0  # evaluate at most this many tokens; 0 = all
     batch_size: Positive = 32
     seed: Count = 0  # for random policies
-    json: bool = False  # print one JSON object instead of a table
 
 
-def evaluate(cmd: EvalCommand) -> dict:
+def evaluate(cmd: EvalSpec) -> dict:
     """Evaluate and save the per-token losses and routes under `RUN/evals/`."""
-    from safetensors.torch import save_file
-
-    from duollm.data.corpus import eval_windows, token_array
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
     policy = run_policy(Path(cmd.run), cmd.policy, model, device)
@@ -93,11 +89,3 @@ def evaluate(cmd: EvalCommand) -> dict:
         tensors = {"loss": losses.contiguous(), "input_ids": windows.contiguous(), "route": routes.contiguous()}
         save_file(tensors, tmp, metadata={k: str(v) for k, v in res.items()})
     return res
-
-
-def main(cmd: EvalCommand) -> None:
-    res = evaluate(cmd)
-    if cmd.json:
-        print(json.dumps(res))
-    else:
-        print(f"{res['policy']} on {res['split']}: {res['tokens']} tokens, loss {res['loss']:.4f}, ppl {res['ppl']:.2f}")

@@ -1,4 +1,4 @@
-"""`duollm generate`: continue a prompt with a trained run under any routing policy.
+"""The generation of `duollm generate`: continue a prompt with a trained run under any routing policy.
 
     duollm generate --run RUN --prompt "In the beginning" --policy router:paper-0.5 --max-new-tokens 40
 
@@ -11,20 +11,23 @@ tokens, else one after another. On a GPU, static routes and the paper's router d
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from duollm.errors import DuoError
+from duollm.eval.policy import run_policy
 from duollm.flags import Count, NonNegative, Positive
+from duollm.model.decode import Decoder, generate
+from duollm.routers import LinearRouter
 from duollm.routing.route import Choice, format_route
+from duollm.runs.load import load_run
 
 
 @dataclass
-class GenerateCommand:
-    """Continue a prompt under a routing policy (static route, random, or a trained router)."""
+class GenerateSpec:
+    """The settings of `run_generate`: the run, the prompts, the policy and the sampling."""
 
     run: str  # run directory (from duollm train)
     prompt: str = ""  # text to continue ...
@@ -34,21 +37,14 @@ class GenerateCommand:
     temperature: NonNegative = 0.0  # 0 = greedy
     top_k: Count = 0  # sample from the k most likely tokens; 0 = all
     seed: Count = 0  # sampling and random policies
-    json: bool = False  # print one JSON object instead of text
 
 
 def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) -> dict:
     """{"route": (L,)} or {"router": callable} for `generate`, from a policy string."""
-    from duollm.eval.policy import run_policy
-
     return run_policy(run, text, model, device).decode_args(gen)
 
 
-def run_generate(cmd: GenerateCommand) -> list[dict]:
-    from duollm.model.decode import Decoder, generate
-    from duollm.routers import LinearRouter
-    from duollm.runs.load import load_run
-
+def run_generate(cmd: GenerateSpec) -> list[dict]:
     if cmd.max_new_tokens < 1:
         raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")
     if bool(cmd.prompt) == bool(cmd.prompts):
@@ -96,13 +92,3 @@ def run_generate(cmd: GenerateCommand) -> list[dict]:
             )
     results.sort(key=lambda r: r.pop("index"))
     return results
-
-
-def main(cmd: GenerateCommand) -> None:
-    results = run_generate(cmd)
-    if cmd.json:
-        print(json.dumps({"policy": cmd.policy, "results": results} if len(results) > 1 else {"policy": cmd.policy, **results[0]}))
-        return
-    for r in results:
-        f = r["realized"]
-        print(f"{r['prompt']}{r['text']}\n  [{cmd.policy}: big {f['big']:.2f} small {f['small']:.2f} skip {f['skip']:.2f}]")

@@ -2,7 +2,6 @@
 
 lm-eval (0.4.x) is an optional extra, not a dependency: `pip install 'lm-eval>=0.4,<0.5'`. Importing this
 module without it raises a DuoError saying so. Importing it registers the model name `duollm`:
-
     import duollm.eval.harness, lm_eval
     lm_eval.simple_evaluate(model="duollm", model_args="run=runs/t,policy=BS-B", tasks=["arc_easy"])
     lm_eval.simple_evaluate(model=DuoHarnessLM(run="runs/t", policy="random:0.5,0.3,0.2"), tasks=[...])
@@ -27,6 +26,10 @@ from pathlib import Path
 import torch
 
 from duollm.errors import DuoError
+from duollm.eval.mc import encode_pair, score_continuations
+from duollm.eval.policy import run_policy
+from duollm.model.decode import generate
+from duollm.runs.load import load_run
 
 try:
     from lm_eval.api.model import LM
@@ -43,8 +46,6 @@ class DuoHarnessLM(LM):
         self, run: str, policy: str = "all-big", seed: int = 0, device: str | None = None, batch_size: int | str = 32, **_harness_options
     ):
         super().__init__()
-        from duollm.eval.policy import run_policy
-        from duollm.runs.load import load_run
 
         self.device_name = device or ("cuda" if torch.cuda.is_available() else "cpu")
         _, self.model, self.tok = load_run(Path(run), self.device_name)
@@ -55,8 +56,6 @@ class DuoHarnessLM(LM):
         self.batch_size = int(batch_size) if str(batch_size).isdigit() and int(batch_size) > 0 else 32
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:
-        from duollm.eval.mc import encode_pair, score_continuations
-
         pairs = [encode_pair(self.tok, *req.args) for req in requests]
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))  # longest first
         out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
@@ -68,8 +67,6 @@ class DuoHarnessLM(LM):
         return out
 
     def loglikelihood_rolling(self, requests) -> list[float]:
-        from duollm.eval.mc import score_continuations
-
         T = self.model.cfg.max_seq_len
         out = []
         for req in requests:
@@ -85,8 +82,6 @@ class DuoHarnessLM(LM):
         return out
 
     def generate_until(self, requests) -> list[str]:
-        from duollm.model.decode import generate
-
         T = self.model.cfg.max_seq_len
         out = []
         for req in requests:

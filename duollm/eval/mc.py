@@ -1,4 +1,4 @@
-"""`duollm mc`: multiple-choice accuracy of a run under a routing policy, offline (ARC / HellaSwag style).
+"""The scoring of `duollm mc`: multiple-choice accuracy of a run under a routing policy, offline (ARC / HellaSwag style).
 
     duollm mc --run runs/t --data arc.jsonl --policy BS-B --json
 
@@ -30,18 +30,18 @@ from duollm.errors import DuoError
 from duollm.eval.policy import Policy, run_policy
 from duollm.files import write_json
 from duollm.flags import Count
+from duollm.runs.load import load_run
 
 
 @dataclass
-class MCCommand:
-    """Multiple-choice accuracy under a policy (JSONL lines: context, choices, label)."""
+class MCSpec:
+    """The settings of `evaluate_mc`: the run, the questions and the policy."""
 
     run: str  # run directory (from duollm train)
     data: str  # JSONL file, one {"context": str, "choices": [str, ...], "label": int} per line
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
     max_examples: Count = 0  # score at most this many questions; 0 = all
     seed: Count = 0  # for random policies
-    json: bool = False  # print one JSON object instead of a line
 
 
 @dataclass
@@ -146,10 +146,8 @@ def accuracy(rows: list[dict]) -> dict:
     }
 
 
-def evaluate_mc(cmd: MCCommand) -> dict:
+def evaluate_mc(cmd: MCSpec) -> dict:
     """Score the questions and save `RUN/evals/mc__DATA__POLICY.json`; returns the summary."""
-    from duollm.runs.load import load_run
-
     if cmd.max_examples < 0:
         raise DuoError(f"--max-examples must be >= 0, got {cmd.max_examples}")
     questions = read_questions(Path(cmd.data))[: cmd.max_examples or None]
@@ -163,11 +161,3 @@ def evaluate_mc(cmd: MCCommand) -> dict:
     name = f"mc__{Path(cmd.data).stem}__{cmd.policy.replace(':', '_')}.json"
     write_json(folder / name, {**res, "questions": rows}, indent=None)
     return res
-
-
-def main(cmd: MCCommand) -> None:
-    res = evaluate_mc(cmd)
-    if cmd.json:
-        print(json.dumps(res))
-    else:
-        print(f"{res['policy']} on {res['data']}: {res['examples']} questions, acc {res['acc']:.4f}, acc_norm {res['acc_norm']:.4f}")

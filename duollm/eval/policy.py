@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from duollm.routers.storage import load_named
 from duollm.routing.budget import parse_mix
 from duollm.routing.route import Choice, parse_route
 from duollm.routing.sample import RandomRouter, random_route
@@ -68,7 +69,5 @@ def parse_policy(text: str, n_layer: int) -> Policy:
 def run_policy(run, text: str, model, device: str) -> Policy:
     """A policy string of `duollm eval`, including `router:NAME` (a router trained on the run `run`)."""
     if text.startswith("router:"):
-        from duollm.routers.storage import load_named
-
         return Policy(text, router=load_named(run, text[len("router:") :], device, model)[0])
     return parse_policy(text, model.cfg.n_layer)

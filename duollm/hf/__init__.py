@@ -10,7 +10,7 @@
 - modeling.py  `DuoForCausalLM`: the same `DuoLM` modules, routing per call, the DynamicCache adapter
 - register.py  Auto-class registration when both duollm and transformers are imported (either order)
 - tokenizer.py the run's tokenizer as a `PreTrainedTokenizerFast`
-- command.py   `duollm export` (run → folder) and `duollm import` (folder → run)
+- convert.py   a run → a Hugging Face folder (`duollm export`) and back (`duollm import`)
 
 This package's `__init__` stays light (no transformers import) because `import duollm` installs the
 registration hook from it; the classes load on first use (`duollm.hf.DuoForCausalLM`).

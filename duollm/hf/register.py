@@ -23,7 +23,7 @@ MODEL_MODULE = "transformers.models.auto.modeling_auto"
 
 
 def register_config() -> None:
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # runs once transformers is imported (the hook above): never imports it first
 
     from duollm.hf.config import DuoLMConfig
 
@@ -31,7 +31,7 @@ def register_config() -> None:
 
 
 def register_model() -> None:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # as above: transformers is already imported when this runs
 
     from duollm.hf.config import DuoLMConfig
     from duollm.hf.modeling import DuoForCausalLM

@@ -26,7 +26,7 @@ def byte_to_char() -> dict[int, str]:
 
 def byte_tokenizer():
     """duollm's ByteTokenizer as an HF `tokenizers.Tokenizer`: byte b → id b, `<|endoftext|>` → 256."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # on use: `import duollm` stays torch-only
 
     vocab = {c: b for b, c in byte_to_char().items()}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -38,8 +38,8 @@ def byte_tokenizer():
 
 def hf_tokenizer(spec: str, max_len: int):
     """A `PreTrainedTokenizerFast` for a run's tokenizer spec (`builtin`, `bytes`, or a `tokenizer.json` path)."""
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer  # on use: `import duollm` stays torch-only
+    from transformers import PreTrainedTokenizerFast  # the optional hf extra
 
     tok = byte_tokenizer() if spec == "bytes" else Tokenizer.from_file(str(BUILTIN if spec == "builtin" else spec))
     return PreTrainedTokenizerFast(

@@ -17,21 +17,23 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import torch
+from tqdm import tqdm
 
+from duollm import config as config_mod
 from duollm import distributed
 from duollm.config import TrainConfig
+from duollm.data.corpus import sample_batch, token_array
+from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
 from duollm.files import write_text
-from duollm.flags import Count, Range
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice
 from duollm.routing.sample import random_route
+from duollm.runs import checkpoint
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -54,11 +56,6 @@ def make_optimizer(model: DuoLM, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) stage-1 training of `cfg` (a RunConfig) in run directory `out`; return the summary."""
-    from duollm import config as config_mod
-    from duollm.data.corpus import sample_batch, token_array
-    from duollm.data.tokenizer import load_tokenizer
-    from duollm.runs import checkpoint
-
     tc, out = cfg.train, Path(out)
     if tc.seq_len > cfg.model.max_seq_len:
         raise DuoError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
@@ -101,8 +98,6 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
     only = next((c for c, p in mix.items() if p == 1.0), None)
     bar = None
     if progress and d.is_main:
-        from tqdm import tqdm
-
         bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     t0, last_loss, summary_tps = time.perf_counter(), float("nan"), 0.0
     window_tokens, window_t0 = 0, time.perf_counter()
@@ -165,8 +160,6 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
 
 def prepare_run_dir(out: Path, cfg, resume: bool) -> None:
     """Create the run directory with config.json, or check that an existing one holds this same run."""
-    from duollm import config as config_mod
-
     cfg_file = out / "config.json"
     if cfg_file.exists():
         if not resume:
@@ -197,42 +190,3 @@ def trim_metrics(path: Path, step: int) -> None:
     if path.exists():
         keep = [json.dumps(m) for m in read_metrics(path) if m["step"] <= step]
         path.write_text("".join(k + "\n" for k in keep))
-
-
-@dataclass
-class TrainCommand:
-    """Stage-1 training with random routing (resumable; torchrun runs it data-parallel)."""
-
-    out: str  # run directory to create (or to continue with --resume)
-    preset: str = "tiny"  # tiny, small, gpt2-124m, paper-1.4b
-    data: str = ""  # training text: prose, code, mix, or a path (file, folder, .jsonl); sets data.train
-    steps: Count = 0  # optimizer steps; 0 = the preset's train.steps
-    ckpt_every: Annotated[int, Range(-1)] = -1  # steps between checkpoints; -1 = the preset's
-    resume: bool = False  # continue the run in --out from its latest checkpoint
-    json: bool = False  # print one JSON object instead of the summary
-    overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "8"}
-
-
-def resolve(cmd: TrainCommand):
-    """The RunConfig a train command asks for: preset, then the explicit flags, then dotted overrides."""
-    from duollm.config import apply_overrides
-    from duollm.presets import run_config
-
-    flags = {"data.train": cmd.data or None, "train.steps": cmd.steps or None}
-    flags["train.ckpt_every"] = None if cmd.ckpt_every < 0 else cmd.ckpt_every
-    return apply_overrides(run_config(cmd.preset), {k: v for k, v in flags.items() if v is not None} | cmd.overrides)
-
-
-def main(cmd: TrainCommand) -> None:
-    from duollm.config import to_dict
-
-    cfg = resolve(cmd)
-    if not cmd.json and distributed.is_main_process():
-        print("config:", json.dumps(to_dict(cfg)))
-    res = train(cfg, Path(cmd.out), cmd.resume, progress=not cmd.json)
-    if not distributed.is_main_process():
-        return
-    if cmd.json:
-        print(json.dumps(res))
-    else:
-        print(f"trained {res['steps']} steps: loss {res['final_loss']:.4f}, {res['tokens_per_s']:,.0f} tokens/s -> {cmd.out}")

@@ -41,7 +41,6 @@ of 0.5). `router calibrate` sets its offsets again on windows of the text it wil
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -54,10 +53,10 @@ from duollm.routers.linear import LinearRouter
 from duollm.routers.storage import router_name, save_router
 from duollm.routing.budget import Budget, parse_mix, parse_options
 from duollm.routing.route import Choice
+from duollm.runs.checkpoint import save_weights
 from duollm.runs.load import autocast, load_run
-from duollm.train.router_cmd import RouterCalibrateCommand, RouterEvalCommand, RouterTrainCommand
-from duollm.train.router_eval import calibrate_router, eval_router
 from duollm.train.router_fit import HEADS, Job, tune
+from duollm.train.router_spec import RouterTrainSpec
 
 
 def parse_target(budget: str, options: str) -> dict[int, float]:
@@ -82,7 +81,7 @@ def whole_budget(target: dict[int, float], options: str, n_layer: int) -> Budget
     return Budget.counts(big=b, small=n_layer - b - s, skip=s)
 
 
-def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
+def train_router(cmd: RouterTrainSpec, progress: bool = True) -> dict:
     if cmd.kind not in ("paper", "supervised"):
         raise DuoError(f"--kind must be paper or supervised, got {cmd.kind!r}")
     if cmd.labels not in ("causal", "shared"):
@@ -145,61 +144,5 @@ def train_router(cmd: RouterTrainCommand, progress: bool = True) -> dict:
         meta["train_base"] = cmd.train_base
     save_router(router, Path(cmd.run) / "routers" / name, meta)
     if cmd.train_base:
-        from duollm.runs.checkpoint import save_weights
-
         save_weights(Path(cmd.run) / "routers" / name / "model.safetensors", model, config="{}")
     return meta
-
-
-def main_train(cmd: RouterTrainCommand) -> None:
-    meta = train_router(cmd, progress=not cmd.json)
-    if cmd.json:
-        print(json.dumps(meta))
-        return
-    r, t, c = meta["calibration"]["realized"], meta["train"], meta["config"]
-    how = (
-        f"loss {t['first_loss']:.4f} → {t['final_loss']:.4f} in {t['steps']} steps"
-        if meta["kind"] == "paper"
-        else f"fitted on {c['label_seqs']} oracle-labelled windows, held-out {'squared error' if c['head'] == 'layer' else 'loss'} "
-        f"{t['first_loss']:.4f} ({'a constant' if c['head'] == 'layer' else 'fixed'}) → {t['final_loss']:.4f}"
-    )
-    if "shrink" in meta["calibration"]:  # --shrink: the factor, and the decision losses behind it
-        cal = meta["calibration"]
-        how += (
-            f"; scores shrunk by {cal['shrink']} (held-out loss over every route {cal['shrink_losses']['0.0']:.4f} fixed, "
-            f"{cal['shrink_losses'][str(cal['shrink'])]:.4f} shrunk)"
-            if cal["shrink"]
-            else f"; the fixed route (no shrink beat it clearly on held-out tokens: {cal['shrink_losses']['0.0']:.4f} fixed)"
-        )
-    if "tune" in meta["calibration"]:  # --tune: the paper's steps after the fit
-        tune = meta["calibration"]["tune"]
-        how += f"; then {tune['steps']} steps of the paper's objective, loss {tune['first_loss']:.4f} → {tune['final_loss']:.4f}"
-    print(
-        f"router {meta['name']}: {how} ({t['seconds']} s); calibrated realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
-    )
-
-
-def main_calibrate(cmd: RouterCalibrateCommand) -> None:
-    meta = calibrate_router(cmd)
-    if cmd.json:
-        print(json.dumps(meta))
-        return
-    r, before = meta["calibration"]["realized"], meta["calibrated_from"]["calibration"] or {}
-    was = before.get("realized", {})
-    print(
-        f"router {meta['name']}: {meta['calibrated_from']['name']} calibrated on {cmd.data} ({cmd.seqs} windows): realised big "
-        f"{r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
-        + (f" (on its first calibration text: big {was['big']:.3f} small {was['small']:.3f} skip {was['skip']:.3f})" if was else "")
-    )
-
-
-def main_eval(cmd: RouterEvalCommand) -> None:
-    res = eval_router(cmd)
-    if cmd.json:
-        print(json.dumps(res))
-        return
-    r = res["realized"]
-    gap = f", gap recovered {res['gap_recovered']:.3f}" if res["gap_recovered"] is not None else ""
-    print(
-        f"router {res['name']} on {res['split']} ({res['tokens']} tokens): ppl {res['ppl']:.2f}{gap}; realised big {r['big']:.3f} small {r['small']:.3f} skip {r['skip']:.3f}"
-    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -18,17 +19,15 @@ from duollm.errors import DuoError
 from duollm.eval.evaluate import token_losses
 from duollm.eval.policy import Policy
 from duollm.files import atomic_path, write_json
-from duollm.routers.linear import LinearRouter, realised
+from duollm.routers.calibrate import calibrate
+from duollm.routers.linear import NAMES, LinearRouter, realised
 from duollm.routers.storage import load_named, router_name, save_router
 from duollm.routing.route import format_route
 from duollm.runs.load import autocast, check_dtype, load_run
-from duollm.train.router_cmd import RouterCalibrateCommand, RouterEvalCommand
+from duollm.train.router_spec import RouterCalibrateSpec, RouterEvalSpec
 
 
-def calibrate_router(cmd: RouterCalibrateCommand) -> dict:
-    from duollm.routers.calibrate import calibrate
-    from duollm.routers.linear import NAMES
-
+def calibrate_router(cmd: RouterCalibrateSpec) -> dict:
     if cmd.dtype:
         check_dtype(cmd.dtype)
     if cmd.seqs < 1:
@@ -55,13 +54,11 @@ def calibrate_router(cmd: RouterCalibrateCommand) -> dict:
     meta["calibrated_from"] = {"name": cmd.name, "calibration": info.get("calibration")}
     save_router(router, folder, meta)
     if (run / "routers" / cmd.name / "model.safetensors").exists():  # a router trained with its base keeps that base
-        import shutil
-
         shutil.copyfile(run / "routers" / cmd.name / "model.safetensors", folder / "model.safetensors")
     return meta
 
 
-def eval_router(cmd: RouterEvalCommand) -> dict:
+def eval_router(cmd: RouterEvalSpec) -> dict:
 
     if cmd.dtype:
         check_dtype(cmd.dtype)

@@ -30,14 +30,14 @@ from duollm.routers.route_head import RouteRouter, fit_priced_router, fit_route_
 from duollm.routing.budget import Budget, parse_options
 from duollm.routing.sample import random_routes
 from duollm.runs.load import autocast
-from duollm.train.router_cmd import RouterTrainCommand
+from duollm.train.router_spec import RouterTrainSpec
 
 
 @dataclass
 class Job:
     """What every head needs: the command, the frozen model, the training tokens, the budget, the windows."""
 
-    cmd: object  # RouterTrainCommand
+    cmd: object  # RouterTrainSpec
     model: torch.nn.Module
     tokens: object  # the training split's token array
     target: dict[int, float]  # {Choice: fraction}
@@ -63,9 +63,7 @@ def _whole_spend(target: dict[int, float], counted: int, n_layer: int, budget: s
     return spend
 
 
-def train_paper(
-    model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool
-) -> list[float]:
+def train_paper(model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainSpec, T: int, progress: bool) -> list[float]:
     """Soft routing with an annealed inverse temperature, CE + α · budget penalty. Returns the logged losses."""
     dev = next(model.parameters()).device
     model.requires_grad_(cmd.train_base)
@@ -96,7 +94,7 @@ def train_paper(
     return losses
 
 
-def tune(model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainCommand, T: int, progress: bool, fit: dict):
+def tune(model, router: LinearRouter, tokens, target: dict[int, float], cmd: RouterTrainSpec, T: int, progress: bool, fit: dict):
     """`--tune N`: N steps of the paper's training (`train_paper`, the base frozen) from the scores a layer or expected
     head fitted on the oracle's table, before calibration; the table's start, the model's own states and contexts."""
     if cmd.tune:

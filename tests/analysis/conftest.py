@@ -28,7 +28,7 @@ def oracle_loss(label: str, scale: float = 1.0) -> np.ndarray:
 
 
 def write_oracle(run: Path, options: str, modes: tuple[str, ...] = ("shared", "causal"), reverse: bool = False) -> Path:
-    """RUN/oracle/<options>/{summary.json, tokens.jsonl.gz} as duollm/oracle/command.py writes them."""
+    """RUN/oracle/<options>/{summary.json, tokens.jsonl.gz} as duollm/oracle/job.py writes them."""
     on, off = ("B", "S") if options == "big,small" else ("-", "B")
     folder = run / "oracle" / options.replace(",", "-")
     folder.mkdir(parents=True)

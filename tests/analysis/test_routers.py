@@ -228,8 +228,8 @@ def test_router_commands(run_dir):
 
 
 def test_train_defaults_agree_with_the_command():
-    router = pytest.importorskip("duollm.train.router_cmd")  # imports torch; analysis itself does not
-    fields = {f.name: f.default for f in dataclasses.fields(router.RouterTrainCommand) if f.name not in ("run", "json")}
+    router = pytest.importorskip("duollm.train.router_spec")  # imports torch; analysis itself does not
+    fields = {f.name: f.default for f in dataclasses.fields(router.RouterTrainSpec) if f.name not in ("run", "json")}
     assert TRAIN_DEFAULTS == fields
 
 

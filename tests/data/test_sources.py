@@ -116,10 +116,10 @@ def test_without_debian_tools_fetch_and_build_fail_at_once(tmp_path, monkeypatch
     monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get, no dpkg
     with pytest.raises(DuoError, match="needs Debian's apt-get and dpkg, not found on PATH"):
         sources.fetch_prose(tmp_path / "p.tar.xz")
-    from duollm.data.build import BuildCommand, main
+    from duollm.cli.data import BuildCommand, main_build
 
     with pytest.raises(DuoError, match="--from-archive"):
-        main(BuildCommand(out=str(tmp_path / "corpus")))
+        main_build(BuildCommand(out=str(tmp_path / "corpus")))
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 

@@ -3,6 +3,10 @@
 Flags come from the dataclass fields (their trailing comments are the help). `train` and `demo` also take
 dotted config overrides such as `--model.n_layer=8`. Bad input of any kind prints one line on stderr and
 exits with code 2.
+
+Each command group has a module here: its Command dataclass (the flags; for a library job, the job's spec
+dataclass plus `--json`) and its `main`, which calls the library and prints. The library itself prints nothing.
+Command modules are imported only when their command runs (or `--help` lists them), so `duollm` starts fast.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import inspect
 import re
 import sys
 import typing
+
+from duollm.errors import DuoError
+from duollm.extras import require
+from duollm.flags import base_type, range_of
 
 EXAMPLES = """examples:
   duollm demo                                        # the whole study, small, on the built-in books (~4 min on 2 cores)
@@ -28,25 +36,25 @@ EXAMPLES = """examples:
   duollm bench ffn --preset gpt2-124m --tokens 16384   # a speed benchmark of the checkout (GPU); bench list
 """
 
-# subcommand → (module, command dataclass, main function)
+# subcommand → (module, command dataclass, main function); each module of this package holds one command group
 COMMANDS = {
-    "demo": ("duollm.demo", "DemoCommand", "main"),
-    "train": ("duollm.train.loop", "TrainCommand", "main"),
-    "eval": ("duollm.eval.evaluate", "EvalCommand", "main"),
-    "generate": ("duollm.eval.generate", "GenerateCommand", "main"),
-    "oracle": ("duollm.oracle.command", "OracleCommand", "main"),
-    "difficulty": ("duollm.analysis.difficulty", "DifficultyCommand", "main"),
-    "report": ("duollm.analysis.report", "ReportCommand", "main"),
-    "claims": ("duollm.analysis.claims", "ClaimsCommand", "main"),
-    "router train": ("duollm.train.router", "RouterTrainCommand", "main_train"),
-    "router eval": ("duollm.train.router", "RouterEvalCommand", "main_eval"),
-    "router calibrate": ("duollm.train.router", "RouterCalibrateCommand", "main_calibrate"),
-    "data fetch": ("duollm.data.sources", "FetchCommand", "main"),
-    "bench": ("duollm.bench", "BenchCommand", "main"),
-    "export": ("duollm.hf.command", "ExportCommand", "main_export"),
-    "import": ("duollm.hf.command", "ImportCommand", "main_import"),
-    "mc": ("duollm.eval.mc", "MCCommand", "main"),
-    "data build": ("duollm.data.build", "BuildCommand", "main"),
+    "demo": ("duollm.cli.demo", "DemoCommand", "main"),
+    "train": ("duollm.cli.train", "TrainCommand", "main"),
+    "eval": ("duollm.cli.eval", "EvalCommand", "main"),
+    "generate": ("duollm.cli.generate", "GenerateCommand", "main"),
+    "oracle": ("duollm.cli.oracle", "OracleCommand", "main"),
+    "difficulty": ("duollm.cli.difficulty", "DifficultyCommand", "main"),
+    "report": ("duollm.cli.report", "ReportCommand", "main"),
+    "claims": ("duollm.cli.claims", "ClaimsCommand", "main"),
+    "router train": ("duollm.cli.router", "RouterTrainCommand", "main_train"),
+    "router eval": ("duollm.cli.router", "RouterEvalCommand", "main_eval"),
+    "router calibrate": ("duollm.cli.router", "RouterCalibrateCommand", "main_calibrate"),
+    "data fetch": ("duollm.cli.data", "FetchCommand", "main_fetch"),
+    "bench": ("duollm.cli.bench", "BenchCommand", "main"),
+    "export": ("duollm.cli.hf", "ExportCommand", "main_export"),
+    "import": ("duollm.cli.hf", "ImportCommand", "main_import"),
+    "mc": ("duollm.cli.mc", "MCCommand", "main"),
+    "data build": ("duollm.cli.data", "BuildCommand", "main_build"),
 }
 # subcommand → the optional extras it needs, checked before it starts any work (duollm/extras.py)
 NEEDS = {"demo": ("analysis",), "report": ("analysis",), "export": ("hf",)}  # `import` reads the files itself
@@ -60,17 +68,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _field_help(cls: type) -> dict[str, str]:
-    """`name: type = default  # help` comments of a dataclass, read from its source."""
-    try:
-        src = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M))
+    """`name: type = default  # help` comments of a dataclass and of the spec it extends, read from their source."""
+    helps: dict[str, str] = {}
+    for c in reversed(cls.__mro__[:-1]):  # the spec's fields first, the command's own after
+        try:
+            helps.update(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", inspect.getsource(c), re.M))
+        except (OSError, TypeError):
+            pass
+    return helps
 
 
 def _add_fields(p: argparse.ArgumentParser, cls: type) -> None:
-    from duollm.flags import base_type, range_of
-
     helps, hints = _field_help(cls), typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         if f.name in ("overrides", "args"):  # dotted --a.b=value flags, or flags passed on: parsed separately
@@ -91,8 +99,6 @@ def _add_fields(p: argparse.ArgumentParser, cls: type) -> None:
 
 def check_ranges(cls: type, values: dict) -> None:
     """DuoError naming the first numeric flag outside the range its field declares (duollm/flags.py)."""
-    from duollm.flags import range_of
-
     for name, tp in typing.get_type_hints(cls, include_extras=True).items():
         if (rng := range_of(tp)) is not None and name in values:
             rng.check(values[name], "--" + name.replace("_", "-"))
@@ -139,9 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from duollm.errors import DuoError
-    from duollm.extras import require
-
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:

@@ -1,4 +1,4 @@
-"""`duollm oracle`: the oracle sweep of a trained run, written to `RUN/oracle/<options>/`.
+"""The oracle job of `duollm oracle`: the oracle sweep of a trained run, written to `RUN/oracle/<options>/`.
 
     duollm oracle --run RUN --budgets 0-12,free --options big,small --mode causal --random 100
 
@@ -29,21 +29,27 @@ import gzip
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
+from duollm import distributed
+from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
 from duollm.files import atomic_folder, write_json
 from duollm.flags import Count, Positive
+from duollm.oracle.sweep import gather, ppl, sweep, walk_budgets, walk_leaves, work
 from duollm.routing.budget import Budget, Schedule, parse_options
 from duollm.routing.route import format_route
+from duollm.runs.load import autocast, check_dtype, load_run
 
 
 @dataclass
-class OracleCommand:
-    """Oracle routes under compute budgets, with fixed and random baselines, on held-out text."""
+class OracleSpec:
+    """The settings of `run_oracle`: the run, the budgets and modes, the windows, the baselines."""
 
     run: str  # run directory (from duollm train)
     budgets: str = ""  # e.g. 0-12, 4,6,8, 6>2 (schedule), free; default: every count and free
@@ -63,7 +69,6 @@ class OracleCommand:
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU)
     seed: Count = 0  # random baseline
     out: str = ""  # result folder; default RUN/oracle/<options> (e.g. RUN/oracle-code/big-small for another split)
-    json: bool = False  # print one JSON object instead of a table
 
 
 def parse_budgets(text: str, options: str, n_layer: int) -> dict[str, Budget | Schedule]:
@@ -104,9 +109,7 @@ def parse_budgets(text: str, options: str, n_layer: int) -> dict[str, Budget | S
     return out
 
 
-def _summary(cmd: OracleCommand, res, budgets, modes, extra: dict) -> dict:
-    from duollm.oracle.sweep import ppl
-
+def _summary(cmd: OracleSpec, res, budgets, modes, extra: dict) -> dict:
     rows = []
     for label in budgets:
         ran = [m for m in modes if f"{m}/{label}" in res.loss]  # the causal oracle may run for some budgets only
@@ -149,7 +152,7 @@ def write_table(path: Path, res, windows: torch.Tensor, tok) -> None:
                 f.write(json.dumps(row) + "\n")
 
 
-def _subset(flag: str, text: str, budgets: dict, cmd: OracleCommand, n_layer: int) -> set[str] | None:
+def _subset(flag: str, text: str, budgets: dict, cmd: OracleSpec, n_layer: int) -> set[str] | None:
     """The budget labels of --causal-budgets / --random-budgets (None = all); DuoError if one is not in --budgets."""
     if not text:
         return None
@@ -159,14 +162,9 @@ def _subset(flag: str, text: str, budgets: dict, cmd: OracleCommand, n_layer: in
     return labels
 
 
-def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
-    from tqdm import tqdm
-
-    from duollm import distributed
-    from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.oracle.sweep import gather, sweep, walk_budgets, walk_leaves, work
-    from duollm.runs.load import autocast, check_dtype, load_run
-
+def run_oracle(cmd: OracleSpec, progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+    """Sweep, write `out` (the module docstring's files) and return the summary; `log` gets the size of the work
+    before it starts, `progress` shows a bar on stderr."""
     modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
     if modes is None:
         raise DuoError(f"--mode must be shared or causal, got {cmd.mode!r}")
@@ -193,10 +191,9 @@ def run_oracle(cmd: OracleCommand, progress: bool = True) -> dict:
     if walk > cmd.max_routes:
         raise DuoError(f"the search covers {walk} routes, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
     total = sum(est.values())
-    if progress and d.is_main:
-        print(
-            f"oracle: {len(windows)} windows x {seq_len} tokens, {walk} routes in the walk; work {total:.3g} route-tokens ({', '.join(f'{k} {v:.3g}' for k, v in est.items())})",
-            file=sys.stderr,
+    if log and d.is_main:
+        log(
+            f"oracle: {len(windows)} windows x {seq_len} tokens, {walk} routes in the walk; work {total:.3g} route-tokens ({', '.join(f'{k} {v:.3g}' for k, v in est.items())})"
         )
     lo, hi = len(windows) * d.rank // d.world, len(windows) * (d.rank + 1) // d.world
     extra = {
@@ -249,29 +246,3 @@ def save(folder: Path, summary: dict, res, windows, tok) -> None:
     with atomic_folder(folder) as tmp:
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         write_table(tmp / "tokens.jsonl.gz", res, windows, tok)
-
-
-def main(cmd: OracleCommand) -> None:
-    from duollm import distributed
-
-    s = run_oracle(cmd, progress=not cmd.json)
-    if not distributed.is_main_process():  # every rank holds the summary; one prints it (two would interleave)
-        return
-    if cmd.json:
-        print(json.dumps(s))
-        return
-    print(format_table(s))
-
-
-def format_table(s: dict) -> str:
-    """The ppl-vs-budget table."""
-    what = "BIG" if s["options"] == "big,small" else "SKIP" if s["options"] == "big,skip" else "b/m/s"
-    cols = [f"oracle {m}" for m in s["modes"]] + ["fixed", "random best"]
-    lines = [
-        f"{s['split']}: {s['tokens']} tokens, {s['n_layer']} layers; all-big {s['ppl_all_big']:.2f}, all-small {s['ppl_all_small']:.2f}"
-    ]
-    lines.append(f"{what:>6} " + " ".join(f"{c:>14}" for c in cols))
-    for r in s["budgets"]:
-        vals = [r.get(f"ppl_oracle_{m}") for m in s["modes"]] + [r["ppl_fixed"], r["ppl_random_best"]]
-        lines.append(f"{r['k']!s:>6} " + " ".join(f"{v:>14.2f}" if v is not None else f"{'-':>14}" for v in vals))
-    return "\n".join(lines)

@@ -16,11 +16,28 @@ Prints each table as soon as its stage ends, and keeps what it has in RUN/demo.j
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from duollm.analysis.difficulty import measure, write_summary
+from duollm.analysis.report import build_report
+from duollm.analysis.table import read_table
+from duollm.cli.train import TrainCommand, resolve
+from duollm.data.corpus import eval_windows, pick_windows, token_array
+from duollm.eval.evaluate import summarize, token_losses, unigram_losses
+from duollm.eval.policy import parse_policy
+from duollm.files import write_json
 from duollm.flags import Count, Positive
+from duollm.oracle.baselines import label_free_summary
+from duollm.oracle.job import OracleSpec, run_oracle
+from duollm.routing.budget import Budget
+from duollm.runs.load import load_run
+from duollm.train.loop import train
+from duollm.train.router import train_router
+from duollm.train.router_eval import eval_router
+from duollm.train.router_spec import RouterEvalSpec, RouterTrainSpec
 
 DEMO_POLICIES = ("all-big", "random:0.5", "all-small")
 
@@ -41,18 +58,6 @@ class DemoCommand:
 def run_demo(cmd: DemoCommand, show=None) -> dict:
     """Run every stage; return the results (also RUN/demo.json, rewritten after each stage, so a late failure keeps
     what was computed). `show(text)`, when given, receives each table as soon as its stage ends."""
-    from duollm.analysis.difficulty import measure, write_summary
-    from duollm.analysis.report import build_report
-    from duollm.analysis.table import read_table
-    from duollm.data.corpus import eval_windows, token_array
-    from duollm.eval.evaluate import summarize, token_losses, unigram_losses
-    from duollm.eval.policy import parse_policy
-    from duollm.files import write_json
-    from duollm.oracle.command import OracleCommand, run_oracle
-    from duollm.runs.load import load_run
-    from duollm.train.loop import TrainCommand, resolve, train
-    from duollm.train.router import RouterEvalCommand, RouterTrainCommand, eval_router, train_router
-
     show = show or (lambda text: None)
     t0 = time.perf_counter()
     out = Path(cmd.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
@@ -74,15 +79,15 @@ def run_demo(cmd: DemoCommand, show=None) -> dict:
     stage(ppl=ppl, tokens=int(windows[:, 1:].numel()))
     show(format_ppl(res))
     for key, opts, mode in (("oracle", "big,small", "causal"), ("oracle_skip", "big,skip", "shared")):
-        oc = OracleCommand(run=str(out), options=opts, mode=mode, random=cmd.random, seqs=cmd.oracle_seqs)
-        stage(**{key: run_oracle(oc, progress=not cmd.json)})
+        oc = OracleSpec(run=str(out), options=opts, mode=mode, random=cmd.random, seqs=cmd.oracle_seqs)
+        stage(**{key: run_oracle(oc, progress=not cmd.json, log=None if cmd.json else lambda line: print(line, file=sys.stderr))})
         show(format_oracle(res[key]))
     oracle = res["oracle"]
     routers = {}
     for kind in ("paper", "supervised"):
-        rc = RouterTrainCommand(run=str(out), kind=kind, budget="0.5", steps=cmd.router_steps, batch_size=8, label_seqs=32)
+        rc = RouterTrainSpec(run=str(out), kind=kind, budget="0.5", steps=cmd.router_steps, batch_size=8, label_seqs=32)
         train_router(rc, progress=not cmd.json)
-        routers[kind] = eval_router(RouterEvalCommand(run=str(out), kind=kind, budget="0.5"))
+        routers[kind] = eval_router(RouterEvalSpec(run=str(out), kind=kind, budget="0.5"))
     stage(routers=routers, label_free=run_label_free(out, model, tok, oracle))
     show(format_routers(res))
     write_summary(out, measure(read_table(out, "big,small")))
@@ -98,10 +103,6 @@ def run_demo(cmd: DemoCommand, show=None) -> dict:
 def run_label_free(out: Path, model, tok, oracle: dict) -> dict:
     """The label-free choice at half the layers BIG on the oracle's windows, saved where `duollm report` draws it
     (RUN/label-free-<split>.jsonl), with its gap recovered against the causal oracle like the routers'."""
-    from duollm.data.corpus import eval_windows, pick_windows, token_array
-    from duollm.oracle.baselines import label_free_summary
-    from duollm.routing.budget import Budget
-
     k = oracle["n_layer"] // 2
     windows = pick_windows(eval_windows(token_array(oracle["split"], tok), oracle["seq_len"]), oracle["seqs"], oracle["pick"])
     row = {"k": k, **{key: oracle[key] for key in ("split", "seqs", "seq_len", "pick", "dtype")}}

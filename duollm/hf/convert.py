@@ -1,4 +1,4 @@
-"""`duollm export` (a run → a Hugging Face folder) and `duollm import` (a Hugging Face folder → a run).
+"""The conversions of `duollm export` (a run → a Hugging Face folder) and `duollm import` (a Hugging Face folder → a run).
 
     duollm export --run runs/t --hf hf/t [--policy BS-B]     # config.json, model.safetensors, tokenizer, routers/
     duollm import --hf hf/t --out runs/t2                    # config.json, ckpt/ (weights only), routers/
@@ -12,7 +12,7 @@ oracle, router and generate work on it; `train --resume` does not (no optimizer 
 
 Both write into a temporary folder beside the target and rename it into place at the end, so a failure
 leaves nothing behind; an existing non-empty target is refused, never overwritten. This module imports
-transformers only when a command runs, so `duollm --help` stays fast.
+transformers only when an export runs, so `duollm --help` stays fast and import needs no transformers.
 """
 
 from __future__ import annotations
@@ -24,34 +24,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
+from duollm.config import RunConfig, from_dict, save_json, to_dict
+from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
 from duollm.extras import require
 from duollm.files import atomic_folder, write_json
+from duollm.model.transformer import DuoConfig, DuoLM
+from duollm.routers.storage import load_router
+from duollm.runs import checkpoint
+from duollm.runs.load import load_run
 
 
 @dataclass
-class ExportCommand:
-    """Write a run as a Hugging Face folder (AutoModelForCausalLM / AutoTokenizer load it)."""
+class ExportSpec:
+    """The settings of `export`: the run, the folder to write, its default routing."""
 
     run: str  # run directory (from duollm train)
     hf: str  # the folder to write (must not exist, or be empty)
     policy: str = "all-big"  # the folder's default routing: all-big, all-small, random:P, a route string, router:NAME
-    json: bool = False  # print one JSON object instead of text
 
 
 @dataclass
-class ImportCommand:
-    """Turn a Hugging Face folder of a Duo model (from duollm export or save_pretrained) into a run."""
+class ImportSpec:
+    """The settings of `import_folder`: the Hugging Face folder and the run directory to write."""
 
     hf: str  # the Hugging Face folder
     out: str  # the run directory to write (must not exist, or be empty)
-    json: bool = False  # print one JSON object instead of text
 
 
 def require_transformers():
     require("hf", "exporting to Hugging Face")
-    import transformers
+    import transformers  # the optional hf extra, checked just above
 
     return transformers
 
@@ -63,17 +69,12 @@ def exportable_routers(run: Path) -> tuple[list[Path], list[str]]:
     return [p for p in folders if not (p / "model.safetensors").exists()], [p.name for p in folders if (p / "model.safetensors").exists()]
 
 
-def export(cmd: ExportCommand) -> dict:
+def export(cmd: ExportSpec) -> dict:
     """Write RUN as a Hugging Face folder; returns the summary."""
-    from duollm.config import to_dict
-    from duollm.routers.storage import load_router
-    from duollm.runs import checkpoint
-    from duollm.runs.load import load_run
-
     require_transformers()
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # transformers is optional (the hf extra): imported on use
 
-    from duollm.hf.config import DuoLMConfig
+    from duollm.hf.config import DuoLMConfig  # these three import transformers
     from duollm.hf.modeling import DuoForCausalLM
     from duollm.hf.tokenizer import hf_tokenizer
 
@@ -116,9 +117,6 @@ def export(cmd: ExportCommand) -> dict:
 
 def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """(config.json as a dict, weights by name without the `model.` prefix) of a Hugging Face folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     cfg_file = folder / "config.json"
     if not cfg_file.is_file():
         raise DuoError(f"{folder} is not a Hugging Face model folder (no config.json)")
@@ -141,13 +139,8 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, {k.removeprefix("model."): v for k, v in weights.items()}
 
 
-def import_folder(cmd: ImportCommand) -> dict:
+def import_folder(cmd: ImportSpec) -> dict:
     """Write a run directory from a Hugging Face folder; returns the summary."""
-    from duollm.config import RunConfig, from_dict, save_json
-    from duollm.data.corpus import DataConfig
-    from duollm.model.transformer import DuoConfig, DuoLM
-    from duollm.runs import checkpoint
-
     folder, out = Path(cmd.hf), Path(cmd.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DuoError(f"{out} already exists and is not an empty folder; choose another or remove it")
@@ -184,24 +177,3 @@ def import_folder(cmd: ImportCommand) -> dict:
             shutil.copytree(folder / "routers", tmp / "routers")
     routers = sorted(p.name for p in (out / "routers").glob("*")) if (out / "routers").is_dir() else []
     return {"hf": str(folder), "run": str(out), "params": sum(p.numel() for p in model.parameters()), "routers": routers}
-
-
-def main_export(cmd: ExportCommand) -> None:
-    res = export(cmd)
-    if cmd.json:
-        print(json.dumps(res))
-        return
-    extra = f"; routers {', '.join(res['routers'])}" if res["routers"] else ""
-    skipped = f" (skipped, own base weights: {', '.join(res['skipped_routers'])})" if res["skipped_routers"] else ""
-    print(
-        f"exported {res['run']} (step {res['step']}, {res['params']:,} parameters) to {res['hf']}, policy {res['policy']}{extra}{skipped}"
-    )
-
-
-def main_import(cmd: ImportCommand) -> None:
-    res = import_folder(cmd)
-    if cmd.json:
-        print(json.dumps(res))
-        return
-    extra = f"; routers {', '.join(res['routers'])}" if res["routers"] else ""
-    print(f"imported {res['hf']} ({res['params']:,} parameters) as the run {res['run']}{extra}")

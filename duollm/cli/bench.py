@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from duollm.errors import DuoError
 
-ROOT = Path(__file__).resolve().parent.parent  # the checkout, when duollm is installed from one (pip install -e .)
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, when duollm is installed from one (pip install -e .)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The flags of `duollm router train|eval|calibrate` (their meaning: train/router.py's docstring)."""
+"""What `duollm router train|eval|calibrate` run: one spec dataclass per job, its fields the commands' flags (their
+meaning: train/router.py's docstring). The library functions take these; duollm/cli/router.py adds `--json`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from duollm.flags import Count, NonNegative, Positive, PositiveFloat
 
 
 @dataclass
-class RouterTrainCommand:
-    """Train a router (the paper's, or one supervised by the oracle) and calibrate it to the budget."""
+class RouterTrainSpec:
+    """The settings of `train_router` (train/router.py): which router, its budget, its training and calibration."""
 
     run: str  # run directory (from duollm train)
     kind: str = "paper"  # paper | supervised
@@ -33,12 +34,11 @@ class RouterTrainCommand:
     seq_len: Count = 0  # window length; 0 = the run's train.seq_len
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU): training, labels and calibration
     seed: Count = 0
-    json: bool = False  # print one JSON object instead of a line
 
 
 @dataclass
-class RouterEvalCommand:
-    """Perplexity, realised budget and gap recovered of a trained router on held-out text."""
+class RouterEvalSpec:
+    """The settings of `eval_router` (train/router_eval.py): which router, on which windows, at what precision."""
 
     run: str  # run directory
     name: str = ""  # router under RUN/routers/; or give --kind and --budget
@@ -53,12 +53,11 @@ class RouterEvalCommand:
     batch_size: Positive = 16
     oracle: str = ""  # oracle folder to compare with; default RUN/oracle/<options>
     dtype: str = ""  # fp32 | bf16 (autocast on a GPU); default the oracle's, so the gap compares like with like (or fp32)
-    json: bool = False  # print one JSON object instead of a line
 
 
 @dataclass
-class RouterCalibrateCommand:
-    """Calibrate a trained router again on other text, the domain it will serve, and save it as a new router."""
+class RouterCalibrateSpec:
+    """The settings of `calibrate_router` (train/router_eval.py): the router, the text to calibrate on, the new name."""
 
     run: str  # run directory (from duollm train)
     name: str  # the router to calibrate: RUN/routers/NAME (a paper or layer-head router)
@@ -68,4 +67,3 @@ class RouterCalibrateCommand:
     seq_len: Count = 0  # 0 = the router's training windows
     dtype: str = ""  # fp32 | bf16 (autocast on a GPU); default the router's
     seed: Count = 0  # draws the windows
-    json: bool = False  # print the new router's JSON instead of a line

@@ -1,0 +1,23 @@
+"""`duollm eval`: per-token losses and perplexity of a run under a policy (eval/evaluate.py), printed as a line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from duollm.eval.evaluate import EvalSpec, evaluate
+
+
+@dataclass
+class EvalCommand(EvalSpec):
+    """Per-token losses and perplexity of a run under a policy."""
+
+    json: bool = False  # print one JSON object instead of a table
+
+
+def main(cmd: EvalCommand) -> None:
+    res = evaluate(cmd)
+    if cmd.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['policy']} on {res['split']}: {res['tokens']} tokens, loss {res['loss']:.4f}, ppl {res['ppl']:.2f}")

@@ -1,0 +1,25 @@
+"""`duollm generate`: continue prompts with a run under a routing policy (eval/generate.py), printed as text."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from duollm.eval.generate import GenerateSpec, run_generate
+
+
+@dataclass
+class GenerateCommand(GenerateSpec):
+    """Continue a prompt under a routing policy (static route, random, or a trained router)."""
+
+    json: bool = False  # print one JSON object instead of text
+
+
+def main(cmd: GenerateCommand) -> None:
+    results = run_generate(cmd)
+    if cmd.json:
+        print(json.dumps({"policy": cmd.policy, "results": results} if len(results) > 1 else {"policy": cmd.policy, **results[0]}))
+        return
+    for r in results:
+        f = r["realized"]
+        print(f"{r['prompt']}{r['text']}\n  [{cmd.policy}: big {f['big']:.2f} small {f['small']:.2f} skip {f['skip']:.2f}]")
