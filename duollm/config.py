@@ -12,10 +12,11 @@ import dataclasses
 import json
 import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
+from duollm.flags import Count, Fraction, NonNegative, Positive, PositiveFloat, Range, range_of
 from duollm.model.transformer import DuoConfig
 
 
@@ -23,23 +24,23 @@ from duollm.model.transformer import DuoConfig
 class TrainConfig:
     """Stage-1 optimisation and routing."""
 
-    steps: int = 20  # optimizer steps
-    batch_size: int = 8  # sequences per micro-batch on each rank
-    grad_accum: int = 1  # micro-batches per optimizer step
-    seq_len: int = 64  # tokens per sequence (<= model.max_seq_len)
-    lr: float = 3e-3  # peak learning rate
-    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
-    warmup_steps: int = 5  # linear warmup from 0
-    weight_decay: float = 0.1  # on matrices only (not norms)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global grad norm; 0 = off
-    p_big: float = 0.5  # random routing: probability of BIG per (token, layer)
-    p_small: float = 0.5  # probability of SMALL
-    p_skip: float = 0.0  # probability of SKIP (our extension; the paper trains without skips)
-    seed: int = 0  # model init, data order and routes
-    log_every: int = 10  # steps between metrics.jsonl lines
-    ckpt_every: int = 0  # steps between checkpoints; 0 = only at the end
+    steps: Count = 20  # optimizer steps
+    batch_size: Positive = 8  # sequences per micro-batch on each rank
+    grad_accum: Positive = 1  # micro-batches per optimizer step
+    seq_len: Annotated[int, Range(2)] = 64  # tokens per sequence (<= model.max_seq_len)
+    lr: PositiveFloat = 3e-3  # peak learning rate
+    min_lr_ratio: Fraction = 0.1  # the cosine ends at lr * min_lr_ratio
+    warmup_steps: Count = 5  # linear warmup from 0
+    weight_decay: NonNegative = 0.1  # on matrices only (not norms)
+    beta1: Fraction = 0.9
+    beta2: Fraction = 0.95
+    grad_clip: NonNegative = 1.0  # max global grad norm; 0 = off
+    p_big: Fraction = 0.5  # random routing: probability of BIG per (token, layer)
+    p_small: Fraction = 0.5  # probability of SMALL
+    p_skip: Fraction = 0.0  # probability of SKIP (our extension; the paper trains without skips)
+    seed: Count = 0  # model init, data order and routes
+    log_every: Positive = 10  # steps between metrics.jsonl lines
+    ckpt_every: Count = 0  # steps between checkpoints; 0 = only at the end
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile the model
@@ -97,6 +98,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def apply_overrides(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
     """Return a copy of `cfg` with dotted keys (`model.n_layer`) set; unknown keys raise DuoError."""
     types = _field_types(type(cfg))
+    ranged = typing.get_type_hints(type(cfg), include_extras=True)  # Annotated[int, Range(...)] kept
     nested: dict[str, dict[str, Any]] = {}
     flat: dict[str, Any] = {}
     for key, value in overrides.items():
@@ -114,6 +116,8 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], prefix: str = "") -> An
             raise DuoError(f"config key {prefix + key!r} does not name a field")
         else:
             flat[head] = _coerce(value, types[head], full)
+            if isinstance(flat[head], int | float) and not isinstance(flat[head], bool):  # NaN and inf never; a declared range
+                (range_of(ranged[head]) or Range()).check(flat[head], full)
     for head, sub in nested.items():
         flat[head] = apply_overrides(getattr(cfg, head), sub, prefix + head + ".")
     try:

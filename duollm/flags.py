@@ -1,5 +1,6 @@
-"""Ranges of the numeric command-line flags, declared where each Command dataclass declares its fields and checked
-by the CLI before any work starts (one line, exit code 2):
+"""Ranges of numeric settings, declared where a dataclass declares its fields: the command-line flags (checked by
+the CLI before any work starts) and the run config's fields (checked when a dotted override or a config file sets
+them, config.apply_overrides). A bad value is one line, exit code 2:
 
     batch_size: Positive = 32  # sequences per batch        → duollm ...: error: --batch-size must be >= 1, got 0
 
@@ -45,6 +46,7 @@ Count = Annotated[int, Range(0)]  # 0 or more (0 often means "the default" or "a
 Positive = Annotated[int, Range(1)]
 NonNegative = Annotated[float, Range(0)]
 PositiveFloat = Annotated[float, Range(0, lo_open=True)]
+Fraction = Annotated[float, Range(0, 1)]  # a probability, a ratio of two amounts
 
 
 def base_type(tp: typing.Any) -> typing.Any:

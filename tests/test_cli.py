@@ -275,3 +275,36 @@ def test_a_random_policy_takes_probabilities_only(trained, capsys, policy):
     code, out, err = run(capsys, "eval", "--run", str(trained[0]), "--policy", policy, "--split", "synthetic-val")
     assert code == 2 and err.count("\n") == 1 and "probabilit" in err
     assert not (trained[0] / "evals").exists()
+
+
+def numeric_config_keys():
+    """(dotted key, type, Range) for every int or float field of the run config that declares a range."""
+    import dataclasses
+    import typing
+
+    from duollm.config import RunConfig
+    from duollm.flags import base_type, range_of
+
+    out = []
+    for p in dataclasses.fields(RunConfig):
+        if p.default_factory is dataclasses.MISSING:
+            continue
+        cls = p.default_factory
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in dataclasses.fields(cls):
+            if base_type(hints[f.name]) in (int, float) and base_type(hints[f.name]) is not bool and range_of(hints[f.name]):
+                out.append((f"{p.name}.{f.name}", base_type(hints[f.name]), range_of(hints[f.name])))
+    return out
+
+
+def test_the_training_config_declares_ranges():
+    assert {k for k, _, _ in numeric_config_keys()} >= {"train.lr", "train.batch_size", "train.seq_len", "train.p_big", "train.beta2"}
+
+
+@pytest.mark.parametrize("key,tp,rng", numeric_config_keys(), ids=lambda v: v if isinstance(v, str) else "")
+def test_an_out_of_range_config_override_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, key, tp, rng):
+    monkeypatch.chdir(tmp_path)
+    for value in outside(tp, rng):
+        code, out, err = run(capsys, "train", "--out", "r", f"--{key}={value}")
+        assert code == 2 and err.count("\n") == 1 and f"{key} must be" in err, (value, err)
+    assert list(tmp_path.iterdir()) == []
