@@ -17,6 +17,7 @@ from duollm.errors import DuoError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "analysis": ("matplotlib",),
     "hf": ("transformers",),
+    "pretrained": ("transformers", "gguf", "accelerate"),
     "harness": ("transformers", "lm_eval"),
     "kernels": ("triton",),
 }

@@ -45,6 +45,7 @@ class DuoLMConfig(PretrainedConfig):
     max_seq_len: int = DuoConfig.max_seq_len
     rope_theta: float = DuoConfig.rope_theta
     norm_eps: float = DuoConfig.norm_eps
+    tie_embeddings: bool = DuoConfig.tie_embeddings
     init_std: float = DuoConfig.init_std
     kernel: str = DuoConfig.kernel
     # routing and provenance
@@ -52,7 +53,8 @@ class DuoLMConfig(PretrainedConfig):
     seed: int = 0
     duollm_run: dict | None = None
     duollm_step: int = 0
-    # transformers' own, with our values: the output head is the input embedding (one tensor in the file)
+    # transformers' own, with our values; tie_word_embeddings is transformers' name for tie_embeddings and follows it
+    # (tied: the output head is the input embedding, one tensor in the file; untied: `model.lm_head.weight` too)
     tie_word_embeddings: bool = True
     use_cache: bool = True
     bos_token_id: int | None = None
@@ -61,6 +63,7 @@ class DuoLMConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.duo_config()  # DuoConfig checks the sizes (heads divide the width, even head size)
+        self.tie_word_embeddings = self.tie_embeddings
         super().__post_init__(**kwargs)
 
     def duo_config(self) -> DuoConfig:

@@ -96,7 +96,11 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
         return self.model.embed
 
     def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
-        self.model.embed = value  # the output head reads the same weight (DuoLM.head)
+        self.model.embed = value  # a tied output head reads the same weight (DuoLM.output_weight)
+
+    def get_output_embeddings(self) -> torch.nn.Linear | None:
+        """The separate output head of an untied model; None when tied (the head is the input embedding)."""
+        return self.model.lm_head
 
     # ------------------------------------------------------------------ routing
 

@@ -2,8 +2,9 @@
 
 Read top to bottom: config → RoPE helpers → attention → block → model. Pre-norm RMSNorm, rotary position
 embeddings (Su et al. 2021), causal scaled-dot-product attention (optionally grouped-query), SwiGLU FFNs
-without bias, tied input and output embeddings. Attention runs for every token in every layer; only the FFN
-is routed, through one pre-FFN RMSNorm shared by both modules (docs/design.md §2).
+without bias, input and output embeddings tied (or, with `tie_embeddings=False`, a separate output head, as most
+Llama checkpoints have). Attention runs for every token in every layer; only the FFN is routed, through one
+pre-FFN RMSNorm shared by both modules (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class DuoConfig:
     d_model: int = 32  # residual stream width
     d_big: int = 128  # inner width of the big FFN module
     d_small: int = 8  # inner width of the small FFN module
-    vocab_size: int = 64  # rows of the tied embedding (>= the tokenizer's vocabulary)
+    vocab_size: int = 64  # rows of the embedding and the output head (>= the tokenizer's vocabulary)
     max_seq_len: int = 64  # longest sequence (RoPE tables are built this long)
     rope_theta: float = 10000.0  # RoPE base
     norm_eps: float = 1e-5  # RMSNorm epsilon
+    tie_embeddings: bool = True  # the output head reads the input embedding; False: a separate `lm_head` weight
     init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
     kernel: Literal["auto", "reference", "sorted", "grouped", "masked", "fused"] = (
         "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped, masked or fused (kernels/); auto: kernels.choose
@@ -189,7 +191,7 @@ class Block(nn.Module):
 
 
 class DuoLM(nn.Module):
-    """Token embedding → blocks → final norm → tied output head."""
+    """Token embedding → blocks → final norm → output head (the embedding when tied, else `lm_head`)."""
 
     def __init__(self, cfg: DuoConfig):
         super().__init__()
@@ -197,6 +199,7 @@ class DuoLM(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, hs/2)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -213,9 +216,14 @@ class DuoLM(nn.Module):
             else:
                 nn.init.ones_(p)  # RMSNorm gains
 
+    @property
+    def output_weight(self) -> Tensor:
+        """The output head's weight (V, C): the input embedding's when tied, else `lm_head`'s."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
+
     def head(self, x: Tensor) -> Tensor:
-        """Final norm and the tied output projection: (B, T, C) → (B, T, V)."""
-        return F.linear(self.norm(x), self.embed.weight)
+        """Final norm and the output projection: (B, T, C) → (B, T, V)."""
+        return F.linear(self.norm(x), self.output_weight)
 
     def forward(
         self,

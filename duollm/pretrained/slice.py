@@ -1,0 +1,87 @@
+"""SMALL modules sliced from BIG ones: each layer's small FFN is its big FFN restricted to the `d_small` inner
+neurons that matter most.
+
+A SwiGLU module is a sum over its inner neurons j: `down(silu(gate(u)) * up(u)) = Σ_j W_down[:, j] ·
+silu(W_gate[j] · u) · (W_up[j] · u)`. Keeping a subset of neurons (their gate and up rows, their down columns)
+gives a narrower module that computes exactly the big one's sum over that subset; `slice_scores` says which
+neurons to keep:
+
+- without calibration text, from the weights alone: `||W_down[:, j]|| · ||W_gate[j]|| · ||W_up[j]||`;
+- with calibration tokens, from what the neuron does on them: `mean |silu(gate_j(u)) · up_j(u)| · ||W_down[:, j]||`
+  over every token's FFN input u (the state after the layer's `ffn_norm`, from an all-BIG forward).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from duollm.errors import DuoError
+from duollm.model.ffn import SwiGLU
+from duollm.model.transformer import DuoLM
+
+
+def slice_scores(big: SwiGLU, u: Tensor | None = None) -> Tensor:
+    """The importance of each inner neuron of `big`, (d_ff,) float32: the weight-only score, or with `u`
+    (N, C), the FFN inputs of N calibration tokens, the mean size of each neuron's output on them."""
+    down = big.down.weight.float().norm(dim=0)  # (d_ff,): ||W_down[:, j]||
+    if u is None:
+        return down * big.gate.weight.float().norm(dim=1) * big.up.weight.float().norm(dim=1)  # (d_ff,)
+    act = F.silu(big.gate(u)) * big.up(u)  # (N, d_ff): each neuron's coefficient on its down column
+    return act.float().abs().mean(0) * down  # (d_ff,)
+
+
+@torch.no_grad()
+def calib_scores(model: DuoLM, calib: Tensor) -> list[Tensor]:
+    """Each layer's `slice_scores` over the FFN inputs of an all-BIG forward of `calib` (B, T) token ids:
+    L tensors (d_big,). The inputs are caught by a forward hook on each layer's `ffn_norm`."""
+    check_calib(model, calib)
+    scores: list[Tensor | None] = [None] * model.cfg.n_layer
+
+    def catch(l: int):
+        def hook(module, args, u: Tensor) -> None:  # u (B, T, C): what both FFN modules of layer l see
+            scores[l] = slice_scores(model.blocks[l].ffn.big, u.flatten(0, 1))
+
+        return hook
+
+    hooks = [block.ffn_norm.register_forward_hook(catch(l)) for l, block in enumerate(model.blocks)]
+    try:
+        model(calib.to(model.embed.weight.device))  # route None: all BIG
+    finally:
+        for h in hooks:
+            h.remove()
+    return scores
+
+
+def check_calib(model: DuoLM, calib: Tensor) -> None:
+    """DuoError unless `calib` is a (B, T) integer tensor of token ids the model can run."""
+    cfg = model.cfg
+    if not isinstance(calib, Tensor) or calib.dim() != 2 or calib.is_floating_point() or calib.numel() == 0:
+        raise DuoError("calib must be a non-empty (batch, seq_len) tensor of token ids")
+    if calib.shape[1] > cfg.max_seq_len:
+        raise DuoError(f"calib has {calib.shape[1]} tokens per row, more than max_seq_len {cfg.max_seq_len}")
+    if int(calib.min()) < 0 or int(calib.max()) >= cfg.vocab_size:
+        raise DuoError(f"calib holds token ids outside 0..{cfg.vocab_size - 1}")
+
+
+def top_neurons(scores: Tensor, k: int) -> Tensor:
+    """The k highest-scoring neurons, (k,) int64 in ascending index order (the big module's own order)."""
+    return scores.topk(k).indices.sort().values
+
+
+@torch.no_grad()
+def slice_into(small: SwiGLU, big: SwiGLU, keep: Tensor) -> None:
+    """Make `small` the sub-network of `big` on the neurons `keep` (d_small,): their gate and up rows, their down columns."""
+    small.gate.weight.copy_(big.gate.weight[keep])  # (d_small, C)
+    small.up.weight.copy_(big.up.weight[keep])  # (d_small, C)
+    small.down.weight.copy_(big.down.weight[:, keep])  # (C, d_small)
+
+
+def slice_small(model: DuoLM, calib: Tensor | None = None) -> None:
+    """Every layer's SMALL := its BIG on the `cfg.d_small` neurons with the highest `slice_scores` (from the
+    weights alone, or from the calibration tokens `calib` (B, T) when given)."""
+    blocks = model.blocks
+    scores = calib_scores(model, calib) if calib is not None else [slice_scores(b.ffn.big) for b in blocks]
+    for block, s in zip(blocks, scores, strict=True):
+        slice_into(block.ffn.small, block.ffn.big, top_neurons(s, model.cfg.d_small))
