@@ -27,7 +27,7 @@ LAYERS = [
     ("routers",),
     ("eval",),
     ("train", "hf", "pretrained"),
-    ("bench", "demo", "cli"),
+    ("cli",),  # one module per command group: its Command dataclass and main
     ("__main__",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
@@ -209,3 +209,69 @@ def test_the_project_cites_nothing_outside_the_repository():
         if OUTSIDE.search(line)
     ]
     assert not cites, f"these lines cite files outside the repository (say it in docs/design.md instead): {cites}"
+
+
+# where the program meets the user: only the cli package prints; the library returns values
+def library_files() -> list[Path]:
+    return sorted(f for f in PKG.rglob("*.py") if "cli" not in f.relative_to(PKG).parts[:1] and f.name != "__main__.py")
+
+
+def test_the_library_prints_nothing():
+    printing = [
+        f"{f.relative_to(PKG.parent)}:{n.lineno}"
+        for f in library_files()
+        for n in ast.walk(ast.parse(f.read_text()))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+    ]
+    assert printing == []
+
+
+def test_each_command_lives_in_a_cli_module_with_its_dataclass_and_main():
+    import dataclasses
+    import importlib
+
+    from duollm.cli import COMMANDS
+
+    for name, (module, cls_name, fn) in COMMANDS.items():
+        assert module.startswith("duollm.cli."), f"{name}: {module} is not in the cli package"
+        mod = importlib.import_module(module)
+        assert dataclasses.is_dataclass(getattr(mod, cls_name)) and callable(getattr(mod, fn)), name
+    modules = {m for m, _, _ in COMMANDS.values()}
+    assert modules == {module_name(f) for f in (PKG / "cli").glob("*.py") if f.name != "__init__.py"}, "a cli module without a command"
+
+
+# imports inside functions: optional dependencies only, each group with a one-line reason
+OPTIONAL = {"matplotlib", "transformers", "tokenizers", "triton", "lm_eval", "gguf", "accelerate"}
+IMPORT_OPTIONAL = {"duollm.hf.config", "duollm.hf.modeling", "duollm.hf.tokenizer"}  # these import transformers at the top
+
+
+def local_imports(f: Path) -> list[tuple[int, str]]:
+    tree, out = ast.parse(f.read_text()), []
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for n in ast.walk(fn):
+                if isinstance(n, ast.Import):
+                    out += [(n.lineno, a.name) for a in n.names]
+                elif isinstance(n, ast.ImportFrom):
+                    out.append((n.lineno, n.module or ""))
+    return sorted(set(out))
+
+
+def test_imports_inside_functions_are_optional_dependencies_with_a_reason():
+    bad = []
+    for f in sorted(PKG.rglob("*.py")):
+        lines = f.read_text().splitlines()
+        for lineno, name in local_imports(f):
+            where = f"{f.relative_to(PKG.parent)}:{lineno} {name}"
+            if name.split(".")[0] not in OPTIONAL and name not in IMPORT_OPTIONAL:
+                bad.append(f"{where}: import it at the top of the file")
+                continue
+            first = lineno - 1  # the group of import lines this one belongs to carries the reason
+            while first > 0 and lines[first - 1].strip().startswith(("from ", "import ")):
+                first -= 1
+            last = lineno - 1
+            while last + 1 < len(lines) and lines[last + 1].strip().startswith(("from ", "import ")):
+                last += 1
+            if not any("#" in line for line in lines[first : last + 1]):
+                bad.append(f"{where}: say in a comment why it is imported here")
+    assert bad == []
