@@ -37,8 +37,11 @@ from torch import Tensor
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from duollm.eval.policy import parse_policy
 from duollm.hf.config import DuoLMConfig
 from duollm.model.transformer import DuoLM, rope_tables
+from duollm.routers.storage import load_router, save_router
+from duollm.routing.sample import RandomRouter
 
 # the output's field for the cache: `cache` in newer transformers 5, `past_key_values` before
 CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -121,9 +124,6 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
             if name not in self.routers:
                 raise ValueError(f"no router {name!r} in this model (have: {', '.join(sorted(self.routers)) or 'none'})")
             return {"router": self.routers[name][0].to(self.device)}
-        from duollm.eval.policy import parse_policy
-        from duollm.routing.sample import RandomRouter
-
         pol = parse_policy(policy, self.config.n_layer)
         if pol.route is not None:
             return {"route": pol.route}
@@ -169,8 +169,6 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """transformers' `save_pretrained`, then each router as `routers/NAME/router.{safetensors,json}`."""
-        from duollm.routers.storage import save_router
-
         super().save_pretrained(save_directory, *args, **kwargs)
         for name, (router, info) in self.routers.items():
             save_router(router, Path(save_directory) / "routers" / name, info)
@@ -189,8 +187,6 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
 
     def load_routers(self, folder: Path) -> None:
         """Load every `folder/NAME/` written by `save_router` into `self.routers`."""
-        from duollm.routers.storage import load_router
-
         for sub in sorted(Path(folder).iterdir()):
             if (sub / "router.json").exists():
                 router, info = load_router(sub)
