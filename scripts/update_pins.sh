@@ -18,7 +18,7 @@ cd "$tmp/repo"
 python3 -m venv .venv
 . .venv/bin/activate
 # torch stays at the CPU build this machine holds (a newer torch from the registry is a CUDA build of GBs)
-pip install -q torch==2.13.0 -e '.[dev,analysis,hf,harness]'
+pip install -q torch==2.13.0 -e '.[dev,analysis,hf,harness,pretrained]'
 if ! python -m pytest -q -p no:cacheprovider; then
   echo "update_pins: the suite fails on the newest versions; constraints.txt is unchanged" >&2
   exit 1

@@ -25,7 +25,7 @@ MODEL_MODULE = "transformers.models.auto.modeling_auto"
 def register_config() -> None:
     from transformers import AutoConfig  # runs once transformers is imported (the hook above): never imports it first
 
-    from duollm.hf.config import DuoLMConfig
+    from duollm.hf.config import DuoLMConfig  # imports transformers: only once it is imported anyway
 
     AutoConfig.register("duollm", DuoLMConfig, exist_ok=True)
 
@@ -33,7 +33,7 @@ def register_config() -> None:
 def register_model() -> None:
     from transformers import AutoModelForCausalLM  # as above: transformers is already imported when this runs
 
-    from duollm.hf.config import DuoLMConfig
+    from duollm.hf.config import DuoLMConfig  # these two import transformers: only once it is imported anyway
     from duollm.hf.modeling import DuoForCausalLM
 
     register_config()

@@ -71,7 +71,7 @@ def head_loss(model: DuoLM, h: Tensor, ids: Tensor) -> Tensor:
     step = max(1, HEAD_CHUNK // (T * model.cfg.vocab_size))
     if h.is_cuda:
         n, fn = model.norm, _compiled(_fused_nll)
-        return torch.cat([fn(h[i : i + step], n.weight, n.eps, model.embed.weight, ids[i : i + step]) for i in range(0, B, step)])
+        return torch.cat([fn(h[i : i + step], n.weight, n.eps, model.output_weight, ids[i : i + step]) for i in range(0, B, step)])
     return torch.cat([token_loss(model.head(h[i : i + step]), ids[i : i + step]) for i in range(0, B, step)])
 
 
@@ -93,5 +93,5 @@ def rows_loss(model: DuoLM, x: Tensor, target: Tensor) -> Tensor:
         if len(xi) < rows:  # pad the last chunk: one compiled shape
             xi = torch.cat([xi, xi.new_zeros(rows - len(xi), C)])
             ti = torch.cat([ti, ti.new_zeros(rows - len(ti))])
-        out.append(fn(xi, w.weight, w.eps, model.embed.weight, ti)[: n - i])
+        out.append(fn(xi, w.weight, w.eps, model.output_weight, ti)[: n - i])
     return torch.cat(out)

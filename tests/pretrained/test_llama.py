@@ -1,7 +1,7 @@
 """Duo models from Llama models (duollm.pretrained): all-BIG logits equal transformers' own (fp32, random weights,
 grouped-query and full attention, two RoPE bases, tied and untied heads), from an instance or a folder; every
 feature a Duo model cannot hold is refused by name; a sliced SMALL module is a sub-network of its BIG one.
-CPU, small random models, no downloads. Run: pytest tests/test_pretrained.py"""
+CPU, small random models, no downloads. Run: pytest tests/pretrained/test_llama.py"""
 
 import subprocess
 import sys
