@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from duollm.hf.convert import ExportSpec, ImportSpec, export, import_folder
+from duollm.hf.convert import ExportSpec, ImportSpec, export, import_folder, model_type
+from duollm.pretrained.job import PretrainedSpec, import_pretrained
 
 
 @dataclass
@@ -16,8 +19,8 @@ class ExportCommand(ExportSpec):
 
 
 @dataclass
-class ImportCommand(ImportSpec):
-    """Turn a Hugging Face folder of a Duo model (from duollm export or save_pretrained) into a run."""
+class ImportCommand(PretrainedSpec):
+    """Turn a pretrained Llama model (a folder, a GGUF file, or a short name) or a Duo model's folder into a run."""
 
     json: bool = False  # print one JSON object instead of text
 
@@ -35,9 +38,19 @@ def main_export(cmd: ExportCommand) -> None:
 
 
 def main_import(cmd: ImportCommand) -> None:
-    res = import_folder(cmd)
+    if cmd.hf and not (cmd.gguf or cmd.pretrained) and model_type(Path(cmd.hf)) != "llama":  # a Duo folder (duollm export)
+        res = import_folder(ImportSpec(hf=cmd.hf, out=cmd.out))
+        if cmd.json:
+            print(json.dumps(res))
+            return
+        extra = f"; routers {', '.join(res['routers'])}" if res["routers"] else ""
+        print(f"imported {res['hf']} ({res['params']:,} parameters) as the run {res['run']}{extra}")
+        return
+    res = import_pretrained(cmd, log=None if cmd.json else lambda line: print(line, file=sys.stderr))
     if cmd.json:
         print(json.dumps(res))
         return
-    extra = f"; routers {', '.join(res['routers'])}" if res["routers"] else ""
-    print(f"imported {res['hf']} ({res['params']:,} parameters) as the run {res['run']}{extra}")
+    print(
+        f"imported {res['source']} ({res['params']:,} parameters, SMALL {res['d_small']} by {res['small']}, "
+        f"relative error {res['small_error']['mean']:.3f}) as the run {res['run']} in {res['seconds']:.0f} s"
+    )

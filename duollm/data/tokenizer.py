@@ -8,6 +8,7 @@ separates documents. The byte tokenizer needs no library and serves unit tests: 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Protocol
 
@@ -51,8 +52,12 @@ class BPETokenizer:
         except Exception as e:  # tokenizers raises plain Exception subclasses with long messages
             raise DuoError(f"cannot load tokenizer {path}: {str(e).splitlines()[0]}") from None
         eos = self.tok.token_to_id(EOS)
+        if eos is None and (named := config_eos(Path(path))) is not None:  # a pretrained model's own end-of-text token
+            eos = self.tok.token_to_id(named)
         if eos is None:
-            raise DuoError(f"tokenizer {path} has no {EOS} token to end documents with")
+            raise DuoError(
+                f"tokenizer {path} has no {EOS} token (nor an eos_token in a tokenizer_config.json beside it) to end documents with"
+            )
         self.vocab_size, self.eos_id, self.name = self.tok.get_vocab_size(), eos, str(path)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -60,6 +65,16 @@ class BPETokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
+
+
+def config_eos(path: Path) -> str | None:
+    """The `eos_token` of the `tokenizer_config.json` beside a `tokenizer.json` (transformers' layout), if any."""
+    cfg = path.with_name("tokenizer_config.json")
+    try:
+        eos = json.loads(cfg.read_text()).get("eos_token") if cfg.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    return eos.get("content") if isinstance(eos, dict) else eos if isinstance(eos, str) else None
 
 
 def load_tokenizer(spec: str) -> Tokenizer:

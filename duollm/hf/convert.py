@@ -31,7 +31,7 @@ from duollm.config import RunConfig, from_dict, save_json, to_dict
 from duollm.data.corpus import DataConfig
 from duollm.errors import DuoError
 from duollm.extras import require
-from duollm.files import atomic_folder, write_json
+from duollm.files import atomic_folder
 from duollm.model.transformer import DuoConfig, DuoLM
 from duollm.routers.storage import load_router
 from duollm.runs import checkpoint
@@ -125,7 +125,9 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except json.JSONDecodeError as e:
         raise DuoError(f"{cfg_file} is not valid JSON ({e.msg})") from None
     if config.get("model_type") != "duollm":
-        raise DuoError(f"{folder} holds a {config.get('model_type')!r} model, not a duollm one")
+        raise DuoError(
+            f"{folder} holds a {config.get('model_type')!r} model, not a duollm one (nor a llama one, which duollm import turns into a Duo model)"
+        )
     index = folder / "model.safetensors.index.json"  # large models are saved in shards
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
     weights = {}
@@ -137,6 +139,14 @@ def read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         except (SafetensorError, OSError) as e:
             raise DuoError(f"{folder / name} is corrupt or truncated ({str(e).splitlines()[0]})") from None
     return config, {k.removeprefix("model."): v for k, v in weights.items()}
+
+
+def model_type(folder: Path) -> str | None:
+    """The `model_type` of a folder's config.json (`duollm` for what `duollm export` writes), or None."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def import_folder(cmd: ImportSpec) -> dict:
@@ -169,10 +179,7 @@ def import_folder(cmd: ImportSpec) -> dict:
             shutil.copy(folder / "tokenizer.json", tmp / "tokenizer.json")
             run_cfg.data = dataclasses.replace(run_cfg.data, tokenizer=str((out / "tokenizer.json").resolve()))
         (tmp / "config.json").write_text(save_json(run_cfg))
-        ck = tmp / "ckpt" / f"step-{step:06d}"
-        ck.mkdir(parents=True)
-        checkpoint.save_weights(ck / "model.safetensors", model, step=str(step), config=save_json(run_cfg))
-        write_json(tmp / "ckpt" / "latest.json", {"step": step, "dir": ck.name}, indent=2)
+        checkpoint.save_weights_only(tmp, model, step, save_json(run_cfg))
         if (folder / "routers").is_dir():
             shutil.copytree(folder / "routers", tmp / "routers")
     routers = sorted(p.name for p in (out / "routers").glob("*")) if (out / "routers").is_dir() else []

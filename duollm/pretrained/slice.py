@@ -33,25 +33,31 @@ def slice_scores(big: SwiGLU, u: Tensor | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def calib_scores(model: DuoLM, calib: Tensor) -> list[Tensor]:
-    """Each layer's `slice_scores` over the FFN inputs of an all-BIG forward of `calib` (B, T) token ids:
-    L tensors (d_big,). The inputs are caught by a forward hook on each layer's `ffn_norm`."""
+def ffn_inputs(model: DuoLM, calib: Tensor, batch: int = 8) -> list[Tensor]:
+    """Each layer's FFN input (the state after its `ffn_norm`, what both modules see) on an all-BIG forward of
+    `calib` (B, T) token ids: L tensors (B·T, C) float32 on the CPU, caught by forward hooks, `batch` rows at a time."""
     check_calib(model, calib)
-    scores: list[Tensor | None] = [None] * model.cfg.n_layer
-
-    def catch(l: int):
-        def hook(module, args, u: Tensor) -> None:  # u (B, T, C): what both FFN modules of layer l see
-            scores[l] = slice_scores(model.blocks[l].ffn.big, u.flatten(0, 1))
-
-        return hook
-
-    hooks = [block.ffn_norm.register_forward_hook(catch(l)) for l, block in enumerate(model.blocks)]
+    caught: list[list[Tensor]] = [[] for _ in model.blocks]
+    hooks = [
+        block.ffn_norm.register_forward_hook(lambda m, a, u, l=l: caught[l].append(u.flatten(0, 1).float().cpu()))
+        for l, block in enumerate(model.blocks)
+    ]
     try:
-        model(calib.to(model.embed.weight.device))  # route None: all BIG
+        device = model.embed.weight.device
+        for i in range(0, len(calib), batch):
+            model(calib[i : i + batch].to(device))  # route None: all BIG
     finally:
         for h in hooks:
             h.remove()
-    return scores
+    return [torch.cat(c) for c in caught]
+
+
+@torch.no_grad()
+def calib_scores(model: DuoLM, calib: Tensor | None = None, inputs: list[Tensor] | None = None) -> list[Tensor]:
+    """Each layer's `slice_scores` over its FFN inputs on calibration text: L tensors (d_big,). Give the token ids
+    `calib` (B, T), or the `inputs` of `ffn_inputs` when they are at hand already."""
+    inputs = ffn_inputs(model, calib) if inputs is None else inputs
+    return [slice_scores(b.ffn.big, u.to(b.ffn.big.gate.weight.device)) for b, u in zip(model.blocks, inputs, strict=True)]
 
 
 def check_calib(model: DuoLM, calib: Tensor) -> None:
@@ -78,10 +84,13 @@ def slice_into(small: SwiGLU, big: SwiGLU, keep: Tensor) -> None:
     small.down.weight.copy_(big.down.weight[:, keep])  # (C, d_small)
 
 
-def slice_small(model: DuoLM, calib: Tensor | None = None) -> None:
-    """Every layer's SMALL := its BIG on the `cfg.d_small` neurons with the highest `slice_scores` (from the
-    weights alone, or from the calibration tokens `calib` (B, T) when given)."""
+def slice_small(model: DuoLM, calib: Tensor | None = None, inputs: list[Tensor] | None = None) -> None:
+    """Every layer's SMALL := its BIG on the `cfg.d_small` neurons with the highest `slice_scores`: from the
+    weights alone, or from calibration text (token ids `calib` (B, T), or the FFN inputs `inputs` of `ffn_inputs`)."""
     blocks = model.blocks
-    scores = calib_scores(model, calib) if calib is not None else [slice_scores(b.ffn.big) for b in blocks]
+    if calib is None and inputs is None:
+        scores = [slice_scores(b.ffn.big) for b in blocks]
+    else:
+        scores = calib_scores(model, calib, inputs)
     for block, s in zip(blocks, scores, strict=True):
         slice_into(block.ffn.small, block.ffn.big, top_neurons(s, model.cfg.d_small))

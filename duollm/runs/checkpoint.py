@@ -57,6 +57,16 @@ def save_checkpoint(run: Path, model: nn.Module, opt: torch.optim.Optimizer, gen
     return folder
 
 
+def save_weights_only(run: Path, model: nn.Module, step: int, config: str) -> Path:
+    """A checkpoint of weights only (no optimizer state: `train --resume` cannot continue it) at `step` in the run
+    directory `run` being written, with `latest.json` pointing at it: what an imported model's run holds."""
+    folder = Path(run) / "ckpt" / f"step-{step:06d}"
+    folder.mkdir(parents=True)
+    save_weights(folder / "model.safetensors", model, step=str(step), config=config)
+    write_json(Path(run) / "ckpt" / "latest.json", {"step": step, "dir": folder.name}, indent=2)
+    return folder
+
+
 def latest(run: Path) -> tuple[int, Path] | None:
     """(step, folder) of the current checkpoint, or None when the run has none yet."""
     ptr = Path(run) / "ckpt" / "latest.json"
