@@ -18,6 +18,7 @@ import torch
 
 from duollm.errors import DuoError
 from duollm.eval.policy import run_policy
+from duollm.extras import require
 from duollm.flags import Count, NonNegative, Positive
 from duollm.model.decode import Decoder, generate
 from duollm.routers import LinearRouter
@@ -31,7 +32,8 @@ class GenerateSpec:
 
     run: str  # run directory (from duollm train)
     prompt: str = ""  # text to continue ...
-    prompts: str = ""  # ... or a file with one prompt per line
+    prompts: str = ""  # ... or a file with one prompt per line ...
+    chat: str = ""  # ... or a user message, put in the run's chat template (a run of duollm import); the answer ends with its turn
     policy: str = "all-big"  # all-big, all-small, random:P, a route string like BS-B, router:NAME
     max_new_tokens: Positive = 40
     temperature: NonNegative = 0.0  # 0 = greedy
@@ -44,16 +46,37 @@ def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) 
     return run_policy(run, text, model, device).decode_args(gen)
 
 
+def chat_prompt(tokenizer_file: Path, message: str) -> tuple[str, str | None]:
+    """(`message` as the user's turn in the chat template of the tokenizer folder holding `tokenizer_file`, with the
+    assistant's turn opened; the token that ends a turn). transformers renders the template (its Jinja)."""
+    require("hf", "duollm generate --chat")
+    from transformers import AutoTokenizer  # the optional hf extra, checked just above
+
+    folder = tokenizer_file.parent
+    if not (folder / "tokenizer_config.json").is_file():
+        raise DuoError(f"the run's tokenizer ({tokenizer_file}) has no chat template: --chat is for runs of chat models (duollm import)")
+    hf = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    if not hf.chat_template:
+        raise DuoError(f"the run's tokenizer ({folder}) has no chat template: --chat is for runs of chat models (duollm import)")
+    text = hf.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True, tokenize=False)
+    return text, hf.eos_token
+
+
 def run_generate(cmd: GenerateSpec) -> list[dict]:
     if cmd.max_new_tokens < 1:
         raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")
-    if bool(cmd.prompt) == bool(cmd.prompts):
-        raise DuoError("give --prompt TEXT or --prompts FILE (one of them)")
-    texts = [cmd.prompt] if cmd.prompt else [t for t in Path(cmd.prompts).read_text().splitlines() if t.strip()]
+    if sum(map(bool, (cmd.prompt, cmd.prompts, cmd.chat))) != 1:
+        raise DuoError("give --prompt TEXT, --prompts FILE or --chat TEXT (one of them)")
+    texts = [cmd.prompt or cmd.chat] if not cmd.prompts else [t for t in Path(cmd.prompts).read_text().splitlines() if t.strip()]
     if not texts:
         raise DuoError(f"{cmd.prompts} holds no prompt")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(Path(cmd.run), device)
+    stop = None  # the token that ends an answer's turn (chat only)
+    if cmd.chat:
+        text, end = chat_prompt(Path(cfg.data.tokenizer), cmd.chat)
+        texts, end_ids = [text], tok.encode_batch([end])[0] if end else []
+        stop = end_ids[0] if len(end_ids) == 1 else None  # one special token, as chat templates have it
     gen = torch.Generator().manual_seed(cmd.seed)
     pol = policy_args(cmd.policy, Path(cmd.run), model, device, gen)
     encoded = tok.encode_batch(texts)
@@ -80,6 +103,8 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
         for row, i in enumerate(members):
             new = out.ids[row, n:].tolist()
             routes = out.route[row, n - 1 :].cpu()  # (max_new, L): routes of the tokens whose outputs were the new ones
+            if stop in new:  # the answer's turn ended: what follows is not part of it
+                new, routes = new[: new.index(stop)], routes[: new.index(stop) + 1]
             results.append(
                 {
                     "prompt": texts[i],

