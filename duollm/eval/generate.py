@@ -66,7 +66,7 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
     if cmd.max_new_tokens < 1:
         raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")
     if sum(map(bool, (cmd.prompt, cmd.prompts, cmd.chat))) != 1:
-        raise DuoError("give --prompt TEXT, --prompts FILE or --chat TEXT (one of them)")
+        raise DuoError("give --prompt TEXT or --prompts FILE or --chat TEXT (one of them)")
     texts = [cmd.prompt or cmd.chat] if not cmd.prompts else [t for t in Path(cmd.prompts).read_text().splitlines() if t.strip()]
     if not texts:
         raise DuoError(f"{cmd.prompts} holds no prompt")
