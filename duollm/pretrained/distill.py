@@ -20,30 +20,30 @@ from duollm.model.ffn import SwiGLU
 from duollm.model.transformer import DuoLM
 
 
-def relative_error(small: SwiGLU, big: SwiGLU, u: Tensor) -> Tensor:
-    """||small(u) - big(u)||² / ||big(u)||² over the rows of u (N, C): a scalar."""
-    with torch.no_grad():
-        target = big(u)
-    return (small(u) - target).pow(2).sum() / target.pow(2).sum()  # grad flows through small only
+def relative_error(out: Tensor, target: Tensor) -> Tensor:
+    """||out - target||² / ||target||² over the rows of (N, C) tensors: a scalar."""
+    return (out - target).pow(2).sum() / target.pow(2).sum()
 
 
 def distill_layer(small: SwiGLU, big: SwiGLU, u: Tensor, steps: int, lr: float, batch: int, gen: torch.Generator) -> dict:
     """Train `small` on the rows of `u` (N, C) to match `big`; {"before", "after"}: held-out relative error."""
-    n_held = max(1, len(u) // 8)
-    train, held = u[:-n_held], u[-n_held:]
     with torch.no_grad():
-        before = float(relative_error(small, big, held))
+        target = big(u)  # (N, C): computed once, BIG does not change
+    n_held = max(1, len(u) // 8)
+    (train, held), (y_train, y_held) = (u[:-n_held], u[-n_held:]), (target[:-n_held], target[-n_held:])
+    with torch.no_grad():
+        before = float(relative_error(small(held), y_held))
     opt = torch.optim.Adam(small.parameters(), lr=lr)
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        rows = train[torch.randint(0, len(train), (min(batch, len(train)),), generator=gen)]
-        loss = relative_error(small, big, rows)
+        rows = torch.randint(0, len(train), (min(batch, len(train)),), generator=gen)
+        loss = relative_error(small(train[rows]), y_train[rows])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        after = float(relative_error(small, big, held))
+        after = float(relative_error(small(held), y_held))
     return {"before": before, "after": after}
 
 
@@ -54,11 +54,11 @@ def small_errors(model: DuoLM, inputs: list[Tensor]) -> list[dict]:
     out = []
     for block, u in zip(model.blocks, inputs, strict=True):
         held = u[-max(1, len(u) // 8) :].to(block.ffn.big.gate.weight.device)
-        out.append({"after": float(relative_error(block.ffn.small, block.ffn.big, held))})
+        out.append({"after": float(relative_error(block.ffn.small(held), block.ffn.big(held)))})
     return out
 
 
-def distill_small(model: DuoLM, inputs: list[Tensor], steps: int = 200, lr: float = 1e-3, batch: int = 1024, seed: int = 0) -> list[dict]:
+def distill_small(model: DuoLM, inputs: list[Tensor], steps: int = 200, lr: float = 1e-3, batch: int = 512, seed: int = 0) -> list[dict]:
     """Distil every layer's SMALL from its BIG on its FFN inputs `inputs` (L tensors (N, C), from slice.ffn_inputs);
     per layer {"before", "after"}: the held-out relative error."""
     gen = torch.Generator().manual_seed(seed)

@@ -50,7 +50,7 @@ class PretrainedSpec:
     calib: str = "mix"  # calibration text: a built-in source (prose, code, mix) or a path
     calib_seqs: Positive = 8  # calibration windows, drawn at random from it (8 x 512 tokens: ~25 s of forward on 2 CPU cores)
     seq_len: Annotated[int, Range(2)] = 512  # window length of calibration, and the run's evaluation windows
-    distill_steps: Positive = 300  # distill: Adam steps per layer
+    distill_steps: Positive = 200  # distill: Adam steps per layer, 512 states each
     distill_lr: PositiveFloat = 1e-3  # distill: peak learning rate (cosine decay)
     max_seq_len: Annotated[int, Range(2)] = 2048  # longest sequence the Duo model serves (its RoPE tables)
     seed: Count = 0  # draws the calibration windows and the distillation batches
