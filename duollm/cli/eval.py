@@ -20,4 +20,5 @@ def main(cmd: EvalCommand) -> None:
     if cmd.json:
         print(json.dumps(res))
     else:
-        print(f"{res['policy']} on {res['split']}: {res['tokens']} tokens, loss {res['loss']:.4f}, ppl {res['ppl']:.2f}")
+        flops = f"{res['flops_per_token'] / 1e6:.3f} MFLOP/token ({res['flops_per_token'] / res['flops_all_big']:.1%} of all-big)"
+        print(f"{res['policy']} on {res['split']}: {res['tokens']} tokens, loss {res['loss']:.4f}, ppl {res['ppl']:.2f}, {flops}")

@@ -1,7 +1,8 @@
 """The evaluation of `duollm eval`: per-token next-token losses and perplexity of a trained run under a policy.
 
 Perplexity = exp(mean next-token cross-entropy) over all predicted positions (docs/design.md §2). The evaluation
-data is cut into consecutive windows of `seq_len` tokens; each window predicts its last T-1 tokens.
+data is cut into consecutive windows of `seq_len` tokens; each window predicts its last T-1 tokens. Beside it, the
+forward FLOPs per predicted token that the policy's routes (and an early exit's head checks) cost (routing/cost.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from duollm.eval.policy import Policy, run_policy
 from duollm.files import atomic_path
 from duollm.flags import Count, Positive
 from duollm.model.transformer import DuoLM
+from duollm.routing.cost import CostTable, dense_cost
 from duollm.runs.load import load_run
 
 
@@ -59,12 +61,19 @@ def summarize(losses: Tensor) -> dict:
     return {"tokens": int(losses.numel()), "loss": round(mean, 5), "ppl": round(math.exp(mean), 4)}
 
 
+def flops_per_token(policy: Policy, routes: Tensor, table: CostTable) -> dict:
+    """The forward FLOPs the policy spent per predicted token (the routes (N, T, L) of `token_losses`, less each
+    window's last token, whose output nothing scores; routing/cost.py), and those of all-BIG beside them."""
+    flops = policy.flops(routes[:, :-1], table)  # (N, T-1) float64
+    return {"flops_per_token": round(float(flops.mean())), "flops_all_big": round(dense_cost(table))}
+
+
 @dataclass
 class EvalSpec:
     """The settings of `evaluate`: the run, the policy, the text and its windows."""
 
     run: str  # run directory (from duollm train)
-    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
+    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME, skipllm:T, exit:T
     split: str = "prose-val"  # built-in split (prose-val, code-val) ...
     data: str = ""  # ... or a user's text file, folder or .jsonl (overrides --split)
     seq_len: Count = 0  # window length; 0 = the run's train.seq_len
@@ -81,7 +90,7 @@ def evaluate(cmd: EvalSpec) -> dict:
     source = cmd.data or cmd.split
     windows = eval_windows(token_array(source, tok), cmd.seq_len or cfg.train.seq_len, cmd.max_tokens or None)
     losses, routes = token_losses(model, windows, policy, cmd.batch_size, cmd.seed)
-    res = {"policy": cmd.policy, "split": source, **summarize(losses)}
+    res = {"policy": cmd.policy, "split": source, **summarize(losses), **flops_per_token(policy, routes, model.cfg.cost(windows.shape[1]))}
     folder = Path(cmd.run) / "evals"
     folder.mkdir(exist_ok=True)
     name = f"{Path(source).name}__{cmd.policy.replace(':', '_')}.safetensors"

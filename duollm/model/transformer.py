@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
@@ -182,12 +183,18 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
         self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, cfg.kernel)
 
-    def forward(self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None, mask=None) -> Tensor:
+    def forward(
+        self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None, mask=None, observe=None
+    ) -> Tensor:
         """`choice`: a route's column (0-d or (B, T)), or a function of the normalised state that returns one
-        (or soft weights (B, T, 3)): how a router decides, layer by layer. `kv`: this layer's cache, if any."""
+        (or soft weights (B, T, 3)): how a router decides, layer by layer. `kv`: this layer's cache, if any.
+        `observe(x, y)`, if given, sees the residual stream before and after the FFN, both (B, T, C)."""
         x = x + self.attn(self.attn_norm(x), cos, sin, kv, mask)  # (B, T, C): always runs
         u = self.ffn_norm(x)  # (B, T, C): what both modules, and a router, see
-        return x + self.ffn(u, choice(u) if callable(choice) else choice)  # big, small, or nothing
+        y = x + self.ffn(u, choice(u) if callable(choice) else choice)  # big, small, or nothing
+        if observe is not None:  # a router that watches the residual stream (DuoLM._forward_routed)
+            observe(x, y)
+        return y
 
 
 class DuoLM(nn.Module):
@@ -238,8 +245,9 @@ class DuoLM(nn.Module):
 
         `router`, instead of a route: a callable `router(layer, u)` from the pre-FFN normalised state u (B, T, C)
         to choices (B, T) uint8, or soft weights (B, T, 3); the realised route comes back in `DuoOutput.route`
-        (the argmax of soft weights). `cache`: the tokens continue the cached ones (positions cache.pos onward),
-        their keys and values are added to it, and cache.pos advances by T (model/decode.py).
+        (the argmax of soft weights); it may also watch the forward (`_forward_routed`). `cache`: the tokens
+        continue the cached ones (positions cache.pos onward), their keys and values are added to it, and cache.pos
+        advances by T (model/decode.py).
         `attention_mask` (B, cache.pos + T): 1 for tokens, 0 for padding on the left of shorter sequences (`padding`)."""
         T = input_ids.shape[1]
         pos = cache.pos if cache is not None else 0
@@ -252,6 +260,7 @@ class DuoLM(nn.Module):
             if pos + T > self.cfg.max_seq_len:
                 raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
             cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
+            at = torch.arange(pos, pos + T, device=input_ids.device)  # (T,) positions of the new tokens
             kv = (lambda l: cache.layer(l)) if cache is not None else (lambda l: None)
         mask = None
         if attention_mask is not None:
@@ -262,7 +271,7 @@ class DuoLM(nn.Module):
         if router is not None:
             if route is not None:
                 raise ValueError("give a route or a router, not both")
-            out = self._forward_routed(input_ids, router, targets, cos, sin, kv, mask)
+            out = self._forward_routed(input_ids, router, targets, cos, sin, kv, mask, at.expand(input_ids.shape))
         else:
             out = self._forward_static(input_ids, route, targets, cos, sin, kv, mask)
         if cache is not None:
@@ -282,9 +291,18 @@ class DuoLM(nn.Module):
             x = block(x, route[..., l], cos, sin, kv(l), mask)  # route[..., l]: 0-d or (B, T)
         return self._output(x, targets, route)
 
-    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None, cos, sin, kv, mask=None) -> DuoOutput:
-        """Forward where `router(layer, u)` decides each layer's choices from the state it sees."""
+    def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None, cos, sin, kv, mask, positions: Tensor) -> DuoOutput:
+        """Forward where `router(layer, u)` decides each layer's choices from the state it sees.
+
+        A router may have two more methods, each optional (routers/training_free.py has both): `router.start(model,
+        positions)`, called before the first layer with the tokens' positions (B, T) int64 (a stateful router
+        resets its per-token state there: nothing carries over from one forward, or one decoding step, to the
+        next), and `router.observe(layer, x, y)`, called after each layer's FFN with the residual stream before and
+        after it, both (B, T, C)."""
         realised = []  # (B, T) uint8 per layer
+        start, observe = getattr(router, "start", None), getattr(router, "observe", None)
+        if start is not None:
+            start(self, positions)
 
         def decide(l: int) -> Callable[[Tensor], Tensor]:
             def choose(u: Tensor) -> Tensor:
@@ -296,7 +314,8 @@ class DuoLM(nn.Module):
 
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
-            x = block(x, decide(l), cos, sin, kv(l), mask)
+            watch = partial(observe, l) if observe is not None else None  # watch(x, y) = observe(l, x, y)
+            x = block(x, decide(l), cos, sin, kv(l), mask, watch)
         return self._output(x, targets, torch.stack(realised, dim=-1))  # route (B, T, L)
 
     def _output(self, x: Tensor, targets: Tensor | None, route: Tensor) -> DuoOutput:

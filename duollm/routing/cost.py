@@ -9,7 +9,7 @@ elementwise and left out, as is customary. For one token in a sequence of length
 - attention scores and the weighted sum: `2·2·d·c` where `c` is the number of keys the token attends to;
   averaged over the `T` positions of a causal sequence `c = (T + 1) / 2`, so `2·d·(T + 1)`;
 - a SwiGLU module of width `f` (gate, up and down matrices): `2·3·d·f`; SKIP costs 0;
-- the output head: `2·d·V`; the embedding lookup costs 0.
+- the output head: `2·d·V`, once more for each extra evaluation (an early exit's check); the embedding lookup costs 0.
 
 Training costs three times the forward FLOPs (forward + backward for activations and weights).
 Example, `paper-1.4b` (d = 2560): big module 6·2560·10240 = 157.3 MFLOP, small 9.8 MFLOP, attention
@@ -75,3 +75,12 @@ def route_cost(route: Tensor, table: CostTable) -> Tensor:
 def dense_cost(table: CostTable, choice: int = 2) -> float:
     """Forward FLOPs per token when every layer takes `choice` (BIG by default): the dense reference."""
     return float(route_cost(torch.full((table.n_layer,), choice, dtype=torch.uint8), table))
+
+
+def head_check_cost(checks: Tensor, table: CostTable) -> Tensor:
+    """Forward FLOPs of `checks` extra evaluations of the output head per token (an early exit's confidence checks,
+    routers/training_free.py), any shape → the same shape, float64: `checks · table.head`.
+
+    Each check is the final norm (elementwise, not counted) and the `d × V` output projection; the softmax over
+    the vocabulary is elementwise too. Add it to `route_cost` of the route the token took."""
+    return checks.to(torch.float64) * table.head

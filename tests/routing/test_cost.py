@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from duollm.presets import model_config
-from duollm.routing.cost import cost_table, dense_cost, route_cost
+from duollm.routing.cost import cost_table, dense_cost, head_check_cost, route_cost
 
 
 def test_hand_count_tiny():
@@ -35,3 +35,11 @@ def test_skip_costs_nothing_and_cost_adds_over_layers():
     assert torch.allclose(route_cost(r, t), per_layer + base)
     assert route_cost(r, t).shape == (5, 7)
     assert dense_cost(t) == pytest.approx(base + 12 * float(t.ffn[0, 2]))
+
+
+def test_head_checks_cost_the_head_each():
+    # d=4, vocab 10: one evaluation of the output head is 2·4·10 = 80 FLOPs, the head's entry of the table
+    t = cost_table(n_layer=2, d_model=4, d_big=8, d_small=2, vocab_size=10, seq_len=3)
+    checks = torch.tensor([[0, 1], [3, 2]])
+    assert head_check_cost(checks, t).tolist() == [[0.0, 80.0], [240.0, 160.0]]
+    assert head_check_cost(checks, t).dtype == torch.float64
