@@ -34,7 +34,7 @@ class GenerateSpec:
     prompt: str = ""  # text to continue ...
     prompts: str = ""  # ... or a file with one prompt per line ...
     chat: str = ""  # ... or a user message, put in the run's chat template (a run of duollm import); the answer ends with its turn
-    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BS-B, router:NAME
+    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BS-B, router:NAME, skipllm:T, exit:T (docs/policies.md)
     max_new_tokens: Positive = 40
     temperature: NonNegative = 0.0  # 0 = greedy
     top_k: Count = 0  # sample from the k most likely tokens; 0 = all

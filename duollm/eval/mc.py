@@ -39,7 +39,7 @@ class MCSpec:
 
     run: str  # run directory (from duollm train)
     data: str  # JSONL file, one {"context": str, "choices": [str, ...], "label": int} per line
-    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME
+    policy: str = "all-big"  # all-big, all-small, random:P, a route string like BBSS (B/S/- per layer), router:NAME, skipllm:T, exit:T
     max_examples: Count = 0  # score at most this many questions; 0 = all
     seed: Count = 0  # for random policies
 

@@ -127,6 +127,8 @@ class DuoForCausalLM(PreTrainedModel, GenerationMixin):
         pol = parse_policy(policy, self.config.n_layer)
         if pol.route is not None:
             return {"route": pol.route}
+        if pol.router is not None:  # a training-free method (skipllm:, exit:): a router of its own
+            return {"router": pol.router}
         return {"router": RandomRouter(pol.p, torch.Generator().manual_seed(self.config.seed))}
 
     # ------------------------------------------------------------------ forward and generate

@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from duollm import DuoConfig  # noqa: E402
+from duollm.eval.policy import parse_policy  # noqa: E402
 from duollm.hf.config import DuoLMConfig  # noqa: E402
 from duollm.hf.modeling import DuoForCausalLM  # noqa: E402
 from duollm.model.decode import generate  # noqa: E402
@@ -143,3 +144,11 @@ def test_auto_classes_know_duollm_after_import_duollm(hf_model, prompt, tmp_path
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == "DuoForCausalLM"
+
+
+def test_training_free_policies_run_through_their_own_router(hf_model, prompt):
+    """`exit:` and `skipllm:` are routers of their own, not random routes: the model's forward equals DuoLM's with them."""
+    for policy in ("exit:0.05", "skipllm:0.5,first=0,last=0,warmup=0,window=1"):
+        got = hf_model(prompt, policy=policy).logits
+        ref = hf_model.model(prompt, router=parse_policy(policy, 3).router).logits
+        assert torch.equal(got, ref), policy
