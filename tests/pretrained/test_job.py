@@ -76,6 +76,19 @@ def test_distillation_brings_small_closer_to_big(tmp_path, capsys):
     assert distilled < 0.9 * sliced  # held-out states: never trained on
 
 
+def test_adaptation_lowers_the_kl_to_all_big_and_leaves_big_exact(tmp_path, capsys):
+    model = save_llama(tmp_path / "llama")
+    argv = ["--small", "adapt", "--distill-steps", "20", "--adapt-steps", "40", "--adapt-lr", "3e-3", "--calib", "synthetic"]
+    code, out, err = run_cli(capsys, "import", "--hf", str(tmp_path / "llama"), "--out", str(tmp_path / "a"), *FAST, *argv)
+    assert code == 0, err
+    a = json.loads(out)["adapt"]
+    assert a["held_out_kl_after"] < 0.9 * a["held_out_kl_before"]  # windows and a route it never trained on
+    _, duo, _ = load_run(tmp_path / "a")
+    ids = torch.randint(0, VOCAB, (2, 40), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (duo(ids).logits - model(ids).logits).abs().max().item() <= 1e-4  # only SMALL changed
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -84,7 +97,7 @@ def test_distillation_brings_small_closer_to_big(tmp_path, capsys):
         (["--gguf", "nowhere.gguf"], "GGUF file not found"),
         (["--pretrained", "gpt-5"], "unknown pretrained model 'gpt-5'"),
         (["--hf", "MISTRAL"], "holds a 'mistral' model"),
-        (["--hf", "LLAMA", "--small", "prune"], "--small must be one of slice, distill"),
+        (["--hf", "LLAMA", "--small", "prune"], "--small must be one of slice, distill, adapt"),
         (["--hf", "LLAMA", "--seq-len", "4096"], "exceeds --max-seq-len"),
     ],
 )
