@@ -28,8 +28,9 @@ def format_table(s: dict) -> str:
     """The ppl-vs-budget table."""
     what = "BIG" if s["options"] == "big,small" else "SKIP" if s["options"] == "big,skip" else "b/m/s"
     cols = [f"oracle {m}" for m in s["modes"]] + ["fixed", "random best"]
+    how = (f"; beam {s['beam']}" if s.get("beam") else "") + (f"; groups of {s['groups']} layers" if s.get("groups", 1) > 1 else "")
     lines = [
-        f"{s['split']}: {s['tokens']} tokens, {s['n_layer']} layers; all-big {s['ppl_all_big']:.2f}, all-small {s['ppl_all_small']:.2f}"
+        f"{s['split']}: {s['tokens']} tokens, {s['n_layer']} layers; all-big {s['ppl_all_big']:.2f}, all-small {s['ppl_all_small']:.2f}{how}"
     ]
     lines.append(f"{what:>6} " + " ".join(f"{c:>14}" for c in cols))
     for r in s["budgets"]:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM, apply_rope
+from duollm.oracle.groups import Groups
 from duollm.oracle.loss import SearchResult, rows_loss
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.route import Choice
@@ -74,17 +75,21 @@ def _attend(blk, x: Tensor, k_cache: Tensor, v_cache: Tensor, t: int, cos: Tenso
 
 
 @torch.no_grad()
-def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bool = False) -> SearchResult:
+def causal_search(model: DuoLM, ids: Tensor, budget: Budget | Schedule, keep: bool = False, groups: Groups | None = None) -> SearchResult:
     """Causal oracle for a Budget or a Schedule; returns loss (B, T-1) and route (B, T-1, L).
 
     `keep=True` (one Budget): also every candidate's loss, `candidates` (B, T-1, R) in route order — the loss
-    each route would give token t after the oracle's own choices for tokens < t (what a router learns from)."""
+    each route would give token t after the oracle's own choices for tokens < t (what a router learns from).
+    `groups` (groups.py): the candidates are the grouped routes (consecutive layers sharing one choice)."""
     L, cfg = model.cfg.n_layer, model.cfg
     budget.check(L)
+    groups = groups or Groups.of(L)
     B, T = ids.shape
     per = per_position(budget, T - 1)
     dev = ids.device
-    trees = {b: _Tree(b.routes(L), dev) for b in set(per)}
+    for b in set(per):
+        groups.check(b)
+    trees = {b: _Tree(groups.routes(b), dev) for b in set(per)}
     hs = cfg.d_model // cfg.n_head
     k_cache = [torch.empty(B, cfg.n_kv_head, T - 1, hs, device=dev, dtype=model.embed.weight.dtype) for _ in range(L)]
     v_cache = [torch.empty_like(k) for k in k_cache]

@@ -16,6 +16,10 @@ Files (everything `duollm difficulty` and `duollm report` read; no model needed 
 Budgets: `--options big,small` counts BIG layers (k), `big,skip` counts SKIP layers, `big,small,skip` takes
 `b/m/s` counts. A list mixes single counts (`4`), ranges (`0-12`), schedules (`6>2`: the count moves
 linearly from 6 at the first position to 2 at the last) and `free` (no count: the unconstrained oracle).
+`--beam W` searches each budget by a beam of width W over the route tree (oracle/beam.py) instead of the whole
+route set, in both modes; `--groups G` makes G consecutive layers share one choice (oracle/groups.py). Budgets
+count layers either way, and the summary records `beam` and `groups`.
+
 Under torchrun the windows are split into contiguous blocks, one per rank, and rank 0 writes the files:
 
     torchrun --nproc_per_node=2 -m duollm -- oracle --run RUN ...
@@ -41,7 +45,8 @@ from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
 from duollm.files import atomic_folder, write_json
 from duollm.flags import Count, Positive
-from duollm.oracle.sweep import gather, ppl, sweep, walk_budgets, walk_leaves, work
+from duollm.oracle.groups import Groups, reachable
+from duollm.oracle.sweep import gather, ppl, shared_work, sweep, walk_budgets, work
 from duollm.routing.budget import Budget, Schedule, parse_options
 from duollm.routing.route import format_route
 from duollm.runs.load import autocast, check_dtype, load_run
@@ -65,21 +70,26 @@ class OracleSpec:
     batch_size: Positive = 16  # windows per forward
     causal_budgets: str = ""  # with --mode causal: the budgets the causal oracle runs for (a subset of --budgets); default all
     causal_batch_size: Count = 0  # windows per causal search (it steps position by position: give it many); 0 = --batch-size
-    max_routes: Positive = 5000  # refuse a search over more routes than this
+    max_routes: Positive = 5000  # refuse a search over more routes than this (a beam search: more routes scored per token)
+    beam: Count = 0  # beam search of this width over the route tree instead of the whole route set (both modes); 0 = exhaustive
+    groups: Count = 1  # g consecutive layers share one choice (the last group shorter if g does not divide the layers); 0 or 1 = none; budgets still count layers
     dtype: str = "fp32"  # fp32 (exact) | bf16 (autocast on a GPU)
     seed: Count = 0  # random baseline
     out: str = ""  # result folder; default RUN/oracle/<options> (e.g. RUN/oracle-code/big-small for another split)
 
 
-def parse_budgets(text: str, options: str, n_layer: int) -> dict[str, Budget | Schedule]:
-    """`0-12,free,6>2` → {"0": Budget, …, "free": Budget, "6>2": Schedule}; DuoError naming a bad item."""
+def parse_budgets(text: str, options: str, n_layer: int, groups: int = 1) -> dict[str, Budget | Schedule]:
+    """`0-12,free,6>2` → {"0": Budget, …, "free": Budget, "6>2": Schedule}; DuoError naming a bad item. With
+    `groups` g > 1 a count must be met by whole groups (groups.py), and the default list holds the counts that are."""
     try:
         opts = parse_options(options)
     except ValueError as e:
         raise DuoError(str(e)) from None
     three = len(opts) == 3
     make = Budget.exactly_big if options == "big,small" else Budget.exactly_skip
-    text = text or ("free" if three else f"0-{n_layer},free")
+    units = Groups.of(n_layer, groups)
+    counts = ",".join(str(k) for k in reachable(units, make, n_layer)) if not units.trivial else f"0-{n_layer}"
+    text = text or ("free" if three else f"{counts},free")
     out: dict[str, Budget | Schedule] = {}
     for item in (s.strip() for s in text.split(",")):
         try:
@@ -106,6 +116,12 @@ def parse_budgets(text: str, options: str, n_layer: int) -> dict[str, Budget | S
             b.check(n_layer)
         except ValueError:
             raise DuoError(f"budget {label!r} cannot be met by a {n_layer}-layer model") from None
+        if isinstance(b, Schedule):  # every count the schedule passes through
+            lo, hi = sorted((b.start, b.end))
+            for k in range(lo, hi + 1):
+                units.check(make(k), f"{label!r} (at {k})")
+        else:
+            units.check(b, repr(label))
     return out
 
 
@@ -156,7 +172,7 @@ def _subset(flag: str, text: str, budgets: dict, cmd: OracleSpec, n_layer: int) 
     """The budget labels of --causal-budgets / --random-budgets (None = all); DuoError if one is not in --budgets."""
     if not text:
         return None
-    labels = set(parse_budgets(text, cmd.options, n_layer))
+    labels = set(parse_budgets(text, cmd.options, n_layer, cmd.groups))
     if labels - set(budgets):
         raise DuoError(f"--{flag}-budgets {', '.join(sorted(labels - set(budgets)))} not in --budgets {cmd.budgets or 'default'}")
     return labels
@@ -168,13 +184,14 @@ def run_oracle(cmd: OracleSpec, progress: bool = True, log: Callable[[str], None
     modes = {"shared": ("shared",), "causal": ("shared", "causal")}.get(cmd.mode)
     if modes is None:
         raise DuoError(f"--mode must be shared or causal, got {cmd.mode!r}")
-    if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1 or cmd.causal_batch_size < 0:
-        raise DuoError("--random and --causal-batch-size must be >= 0, and --seqs and --batch-size >= 1")
+    if cmd.random < 0 or cmd.seqs < 1 or cmd.batch_size < 1 or cmd.causal_batch_size < 0 or cmd.beam < 0:
+        raise DuoError("--random, --causal-batch-size and --beam must be >= 0, and --seqs and --batch-size >= 1")
     check_dtype(cmd.dtype)
     d = distributed.init("auto")
     cfg, model, tok = load_run(Path(cmd.run), d.device)
     L = cfg.model.n_layer
-    budgets = parse_budgets(cmd.budgets, cmd.options, L)
+    units = Groups.of(L, cmd.groups)  # DuoError for --groups outside 0..L
+    budgets = parse_budgets(cmd.budgets, cmd.options, L, cmd.groups)
     if cmd.causal_budgets and cmd.mode != "causal":
         raise DuoError("--causal-budgets needs --mode causal")
     causal, rand = (
@@ -186,14 +203,18 @@ def run_oracle(cmd: OracleSpec, progress: bool = True, log: Callable[[str], None
         raise DuoError(f"--seq-len must be in 2..{cfg.model.max_seq_len}, got {seq_len}")
     source = cmd.data or cmd.split or cfg.data.val
     windows = pick_windows(eval_windows(token_array(source, tok), seq_len), cmd.seqs, cmd.pick)  # (N, T)
-    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random, causal, rand)
-    walk = walk_leaves(walk_budgets(budgets, seq_len - 1), L)
+    est = work(budgets, L, len(windows), seq_len - 1, modes, cmd.random, causal, rand, cmd.beam, cmd.groups)
+    walk = shared_work(walk_budgets(budgets, seq_len - 1), L, cmd.beam, units)
+    what = f"the beam search scores up to {walk} routes per token" if cmd.beam else f"the search covers {walk} routes"
     if walk > cmd.max_routes:
-        raise DuoError(f"the search covers {walk} routes, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
+        raise DuoError(f"{what}, more than --max-routes {cmd.max_routes}; narrow --budgets or raise --max-routes")
     total = sum(est.values())
     if log and d.is_main:
+        how = (f"beam {cmd.beam}, up to {walk} routes per token" if cmd.beam else f"{walk} routes in the walk") + (
+            f", groups of {units} layers" if not units.trivial else ""
+        )
         log(
-            f"oracle: {len(windows)} windows x {seq_len} tokens, {walk} routes in the walk; work {total:.3g} route-tokens ({', '.join(f'{k} {v:.3g}' for k, v in est.items())})"
+            f"oracle: {len(windows)} windows x {seq_len} tokens, {how}; work {total:.3g} route-tokens ({', '.join(f'{k} {v:.3g}' for k, v in est.items())})"
         )
     lo, hi = len(windows) * d.rank // d.world, len(windows) * (d.rank + 1) // d.world
     extra = {
@@ -205,6 +226,7 @@ def run_oracle(cmd: OracleSpec, progress: bool = True, log: Callable[[str], None
         "n_layer": L,
     }
     extra.update({"random": cmd.random, "seed": cmd.seed, "dtype": cmd.dtype, "ranks": d.world})
+    extra.update({"beam": cmd.beam, "groups": max(cmd.groups, 1)})
     out = Path(cmd.out) if cmd.out else Path(cmd.run) / "oracle" / cmd.options.replace(",", "-")
     t0 = time.perf_counter()
 
@@ -231,6 +253,8 @@ def run_oracle(cmd: OracleSpec, progress: bool = True, log: Callable[[str], None
                 cmd.causal_batch_size,
                 rand,
                 partial,
+                cmd.beam,
+                cmd.groups,
             )
     res = gather(res)
     summary = _summary(cmd, res, budgets, modes, {**extra, "seconds": round(time.perf_counter() - t0, 2)})

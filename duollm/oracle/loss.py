@@ -95,3 +95,42 @@ def rows_loss(model: DuoLM, x: Tensor, target: Tensor) -> Tensor:
             ti = torch.cat([ti, ti.new_zeros(rows - len(ti))])
         out.append(fn(xi, w.weight, w.eps, model.output_weight, ti)[: n - i])
     return torch.cat(out)
+
+
+class Best:
+    """Running per-token minimum and argmin, and the running best mean route, for one budget: what a search keeps of
+    the routes it evaluates (the exhaustive walk: every route of the set, in order; a beam: the routes it scored)."""
+
+    def __init__(self, B: int, T: int, L: int, device, keep: bool = False):
+        self.loss = torch.full((B, T - 1), float("inf"), device=device)  # (B, T-1)
+        self.route = torch.zeros(B, T - 1, L, dtype=torch.uint8, device=device)  # (B, T-1, L)
+        self.fixed_total, self.fixed_route, self.fixed_loss = float("inf"), None, None
+        self.routes: list[Tensor] = []  # visited routes, in walk order (= Budget.routes order)
+        self.totals: list[Tensor] = []  # (T-1,) float64 per visited route
+        self.kept: list[Tensor] | None = [] if keep else None  # (B, T-1) per visited route
+
+    def update(self, loss: Tensor, route: Tensor) -> None:
+        better = loss < self.loss  # (B, T-1): strict, so the first route wins ties
+        self.loss = torch.where(better, loss, self.loss)
+        self.route[better] = route.to(self.route.device)
+        pos = loss.double().sum(0)  # (T-1,)
+        total = float(pos.sum())  # one host sync per leaf and budget
+        if total < self.fixed_total:
+            self.fixed_total, self.fixed_route, self.fixed_loss = total, route.clone(), loss
+        self.routes.append(route.clone())
+        self.totals.append(pos)
+        if self.kept is not None:
+            self.kept.append(loss)
+
+    def result(self) -> SearchResult:
+        n = len(self.routes)
+        return SearchResult(
+            self.loss,
+            self.route,
+            self.fixed_route,
+            self.fixed_loss,
+            n,
+            torch.stack(self.routes),
+            torch.stack(self.totals).cpu(),
+            torch.stack(self.kept, dim=-1) if self.kept is not None else None,
+        )

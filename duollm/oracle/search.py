@@ -20,8 +20,10 @@ import torch
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM
+from duollm.oracle.beam import causal_beam, shared_beam
 from duollm.oracle.causal import causal_search
-from duollm.oracle.loss import SearchResult, head_loss, token_loss
+from duollm.oracle.groups import Groups
+from duollm.oracle.loss import Best, SearchResult, head_loss, token_loss
 from duollm.routing.budget import Budget, Schedule, per_position
 from duollm.routing.cost import CostTable, route_cost
 from duollm.routing.route import N_CHOICES, check_route
@@ -56,104 +58,98 @@ def walk_flops(routes: Tensor, table: CostTable) -> tuple[float, float]:
     return tree, naive
 
 
-class _Best:
-    """Running per-token minimum and argmin, and the running best mean route, for one budget."""
-
-    def __init__(self, B: int, T: int, L: int, device, keep: bool = False):
-        self.loss = torch.full((B, T - 1), float("inf"), device=device)  # (B, T-1)
-        self.route = torch.zeros(B, T - 1, L, dtype=torch.uint8, device=device)  # (B, T-1, L)
-        self.fixed_total, self.fixed_route, self.fixed_loss = float("inf"), None, None
-        self.routes: list[Tensor] = []  # visited routes, in walk order (= Budget.routes order)
-        self.totals: list[Tensor] = []  # (T-1,) float64 per visited route
-        self.kept: list[Tensor] | None = [] if keep else None  # (B, T-1) per visited route
-
-    def update(self, loss: Tensor, route: Tensor) -> None:
-        better = loss < self.loss  # (B, T-1): strict, so the first route wins ties
-        self.loss = torch.where(better, loss, self.loss)
-        self.route[better] = route.to(self.route.device)
-        pos = loss.double().sum(0)  # (T-1,)
-        total = float(pos.sum())  # one host sync per leaf and budget
-        if total < self.fixed_total:
-            self.fixed_total, self.fixed_route, self.fixed_loss = total, route.clone(), loss
-        self.routes.append(route.clone())
-        self.totals.append(pos)
-        if self.kept is not None:
-            self.kept.append(loss)
-
-    def result(self) -> SearchResult:
-        n = len(self.routes)
-        return SearchResult(
-            self.loss,
-            self.route,
-            self.fixed_route,
-            self.fixed_loss,
-            n,
-            torch.stack(self.routes),
-            torch.stack(self.totals).cpu(),
-            torch.stack(self.kept, dim=-1) if self.kept is not None else None,
-        )
-
-
 @torch.no_grad()
-def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget], keep: bool = False) -> list[SearchResult]:
+def search_many(model: DuoLM, ids: Tensor, budgets: list[Budget], keep: bool = False, groups: Groups | None = None) -> list[SearchResult]:
     """Shared-route oracle for several budgets in one tree walk; one SearchResult per budget.
 
-    `keep=True` also returns every route's per-token loss, `candidates` (B, T-1, R), in route order."""
+    `keep=True` also returns every route's per-token loss, `candidates` (B, T-1, R), in route order. `groups`
+    (groups.py): the walk branches once per group of layers, which share one choice."""
     L = model.cfg.n_layer
+    groups = groups or Groups.of(L)
     for b in budgets:
         b.check(L)
+        groups.check(b)
     B, T = ids.shape
     options = sorted({c for b in budgets for c in b.options})
     cos, sin = model.rope_cos[:T], model.rope_sin[:T]
-    best = [_Best(B, T, L, ids.device, keep) for _ in budgets]
+    best = [Best(B, T, L, ids.device, keep) for _ in budgets]
     route = torch.zeros(L, dtype=torch.uint8)  # (L,) the current prefix, on the host
     counts = torch.zeros(N_CHOICES, dtype=torch.long)  # (3,) choices used by the prefix
+    starts = groups.starts
 
-    def visit(j: int, h: Tensor) -> None:
-        if j == L:  # leaf: one whole-sequence route, scored by every budget that holds it
+    def visit(u: int, h: Tensor) -> None:
+        if u == groups.n_units:  # leaf: one whole-sequence route, scored by every budget that holds it
             loss = head_loss(model, h, ids)  # (B, T-1)
             for b, acc in zip(budgets, best, strict=True):
                 if b.contains(counts):
                     acc.update(loss, route)
             return
+        j, size = starts[u], groups.sizes[u]
         blk = model.blocks[j]
         a = h + blk.attn(blk.attn_norm(h), cos, sin)  # (B, T, C): shared by every child
-        u = blk.ffn_norm(a)  # (B, T, C)
+        x = blk.ffn_norm(a)  # (B, T, C)
         for c in options:
-            counts[c] += 1
-            if any(c in b.options and b.feasible(counts, L - j - 1) for b in budgets):
-                route[j] = c
-                visit(j + 1, a + blk.ffn(u, route[j]))  # child state (B, T, C)
-            counts[c] -= 1
+            counts[c] += size
+            if any(c in b.options and groups.can_finish(b, counts, u + 1) for b in budgets):
+                route[j : j + size] = c
+                child = a + blk.ffn(x, route[j])  # child state (B, T, C)
+                for i in range(j + 1, j + size):  # the group's other layers take the same choice
+                    nxt = model.blocks[i]
+                    ai = child + nxt.attn(nxt.attn_norm(child), cos, sin)
+                    child = ai + nxt.ffn(nxt.ffn_norm(ai), route[i])
+                visit(u + 1, child)
+            counts[c] -= size
 
     visit(0, model.embed(ids))
     return [acc.result() for acc in best]
 
 
-def search(model: DuoLM, input_ids: Tensor, budget: Budget | Schedule, mode: str = "shared") -> SearchResult:
+def search(
+    model: DuoLM, input_ids: Tensor, budget: Budget | Schedule, mode: str = "shared", beam: int = 0, groups: int = 1
+) -> SearchResult:
     """The oracle of docs/design.md §4: per-token best routes under `budget` (a Budget, or a Schedule over positions).
 
     `mode="shared"`: one route for the whole sequence, minimum over the route set (the paper's oracle).
     `mode="causal"`: left to right, each token's best route given the routes chosen before it (causal.py).
+    `beam=W` (W >= 1): a beam search of width W over the route tree instead of the whole set (beam.py); 0 = exhaustive.
+    `groups=g`: g consecutive layers share one choice (groups.py; 0 or 1 = none); budgets still count layers.
     """
-    if mode == "causal":
-        return causal_search(model, input_ids, budget)
-    if mode != "shared":
+    if mode not in ("shared", "causal"):
         raise ValueError(f"oracle mode must be 'shared' or 'causal', got {mode!r}")
+    if beam < 0:
+        raise ValueError(f"beam width must be >= 0 (0 = exhaustive), got {beam}")
+    units = Groups.of(model.cfg.n_layer, groups)
+    if mode == "causal":
+        return causal_beam(model, input_ids, budget, beam, units) if beam else causal_search(model, input_ids, budget, groups=units)
+    if beam:
+        if isinstance(budget, Budget):
+            return shared_beam(model, input_ids, budget, beam, units)
+        return _shared_schedule(model, input_ids, budget, lambda bs: [shared_beam(model, input_ids, b, beam, units) for b in bs])
     if isinstance(budget, Budget):
-        return search_many(model, input_ids, [budget])[0]
-    return _shared_schedule(model, input_ids, budget)
+        return search_many(model, input_ids, [budget], groups=units)[0]
+    return _shared_schedule(model, input_ids, budget, lambda bs: search_many(model, input_ids, bs, groups=units))
+
+
+def beam_search(
+    model: DuoLM, input_ids: Tensor, budget: Budget | Schedule, width: int, mode: str = "shared", groups: int = 1
+) -> SearchResult:
+    """`search` by a beam of `width` >= 1 over the route tree (beam.py): the same result, restricted; exact when the
+    width covers every route."""
+    if width < 1:
+        raise ValueError(f"beam width must be >= 1, got {width}")
+    return search(model, input_ids, budget, mode, beam=width, groups=groups)
 
 
 @torch.no_grad()
-def _shared_schedule(model: DuoLM, ids: Tensor, schedule: Schedule) -> SearchResult:
-    """A schedule in shared mode: each position takes the oracle of its own budget. `fixed` is the best single
-    route per group of positions that share a budget (fixed_route is (T-1, L)), and fixed_loss is that static
-    per-position route run as a policy, so unlike the shared oracle it is realisable and may beat it on a token."""
+def _shared_schedule(model: DuoLM, ids: Tensor, schedule: Schedule, searcher) -> SearchResult:
+    """A schedule in shared mode: each position takes the oracle of its own budget (`searcher(budgets)` → one
+    SearchResult each). `fixed` is the best single route per group of positions that share a budget (fixed_route
+    is (T-1, L)), among the routes the search evaluated, and fixed_loss is that static per-position route run as a
+    policy, so unlike the shared oracle it is realisable and may beat it on a token."""
     schedule.check(model.cfg.n_layer)
     per = per_position(schedule, ids.shape[1] - 1)
     uniq = sorted(set(per), key=per.index)
-    res = dict(zip(uniq, search_many(model, ids, uniq), strict=True))
+    res = dict(zip(uniq, searcher(uniq), strict=True))
     loss, route = torch.empty_like(res[uniq[0]].loss), torch.empty_like(res[uniq[0]].route)
     fixed = torch.empty(len(per), model.cfg.n_layer, dtype=torch.uint8)  # (T-1, L)
     for b, r in res.items():

@@ -102,6 +102,16 @@ def test_big_skip_schedule_and_table(run_dir, capsys):
         (["--causal-budgets", "1"], "--causal-budgets needs --mode causal"),
         (["--budgets", "1", "--random-budgets", "0-1"], "--random-budgets 0 not in --budgets 1"),
         (["--pick", "last"], "--pick must be one of first, spread"),
+        (["--beam", "-1"], "--beam must be >= 0"),
+        (["--groups", "-1"], "--groups must be >= 0"),
+        (["--groups", "4"], "--groups must be in 0..3"),
+        (["--groups", "3", "--budgets", "1"], "budget '1' cannot be met with groups of 3 layers (whole groups add up to 0, 3)"),
+        (["--groups", "2", "--options", "big,small,skip", "--budgets", "1/1/1"], "budget '1/1/1' cannot be met with groups of 2+1"),
+        (["--groups", "3", "--budgets", "3>0"], "budget '3>0' (at 1) cannot be met"),
+        (
+            ["--beam", "1", "--max-routes", "4", "--budgets", "1"],
+            "the beam search scores up to 6 routes per token, more than --max-routes 4",
+        ),
     ],
 )
 def test_bad_input(run_dir, capsys, argv, match):
@@ -148,3 +158,50 @@ def test_no_random_trials_check_no_random_budgets(run_dir, capsys, tmp_path):
     code, out, err = oracle(capsys, "--run", str(run_dir), *SMALL, *argv)  # the last --random wins
     assert code == 0, err
     assert [b["ppl_random_best"] for b in json.loads(out)["budgets"]] == [None]
+
+
+def test_a_beam_that_covers_every_route_gives_the_exhaustive_numbers(run_dir, capsys, tmp_path):
+    """3 layers: C(3, k) <= 3 routes, so a beam of 8 keeps every prefix: the same oracle and fixed perplexities."""
+    base = ["--run", str(run_dir), "--mode", "causal", "--budgets", "1,2,free", "--random", "0", "--json", *SMALL[:6]]
+    ex = json.loads(oracle(capsys, *base, "--out", str(tmp_path / "ex"))[1])
+    code, out, err = oracle(capsys, *base, "--beam", "8", "--out", str(tmp_path / "beam"))
+    assert code == 0, err
+    bm = json.loads(out)
+    assert (bm["beam"], bm["groups"], ex["beam"], ex["groups"]) == (8, 1, 0, 1)
+    for a, b in zip(ex["budgets"], bm["budgets"], strict=True):
+        assert a["ppl_oracle_shared"] == b["ppl_oracle_shared"] and a["ppl_fixed"] == b["ppl_fixed"] and a["n_routes"] == b["n_routes"]
+        assert a["ppl_oracle_causal"] == pytest.approx(b["ppl_oracle_causal"], rel=1e-5)
+    narrow = json.loads(oracle(capsys, *base, "--beam", "1", "--out", str(tmp_path / "narrow"))[1])
+    for a, b in zip(ex["budgets"], narrow["budgets"], strict=True):
+        assert b["ppl_oracle_shared"] >= a["ppl_oracle_shared"]
+
+
+def test_groups_in_every_column(run_dir, capsys, tmp_path):
+    """--groups 3 on 3 layers: one unit, so every route is all-big or all-small; the default budgets are those
+    whole groups can meet, and the oracles, fixed and random keep to grouped routes."""
+    argv = ["--run", str(run_dir), "--groups", "3", "--mode", "causal", "--out", str(tmp_path / "g"), *SMALL]
+    code, out, err = oracle(capsys, *argv, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert [b["k"] for b in s["budgets"]] == [0, 3, "free"] and s["groups"] == 3
+    assert [b["n_routes"] for b in s["budgets"]] == [1, 1, 2]
+    rows = [json.loads(line) for line in gzip.open(tmp_path / "g" / "tokens.jsonl.gz", "rt")]
+    for col in ("shared/free", "causal/free", "random/free", "fixed/free"):
+        if f"route/{col}" in rows[0]:
+            assert {r[f"route/{col}"] for r in rows} <= {"BBB", "SSS"}
+    code, out, err = oracle(capsys, *argv, "--beam", "2")  # the table names the beam and the groups
+    assert code == 0 and "beam 2; groups of 3 layers" in out.splitlines()[0], err
+
+
+def test_max_routes_counts_the_beam_work(tmp_path, capsys):
+    """8 layers, 4 BIG: C(8, 4) = 70 routes, refused at --max-routes 50; a beam of width 1 scores 16 per token."""
+    from tests.conftest import train_debug_run
+
+    run = train_debug_run(tmp_path / "r8", 8)
+    argv = ["--run", str(run), "--budgets", "4", "--max-routes", "50", "--json", *SMALL]
+    code, _, err = oracle(capsys, *argv)
+    assert code == 2 and "the search covers 70 routes, more than --max-routes 50" in err
+    code, out, err = oracle(capsys, *argv, "--beam", "1")
+    assert code == 0, err
+    row = json.loads(out)["budgets"][0]
+    assert row["n_routes"] == 70 and row["ppl_oracle"] <= row["ppl_fixed"] + 1e-9

@@ -75,3 +75,32 @@ def test_causal_and_random_for_some_budgets(setup):
     assert {k for k in res.loss if k.startswith("random/")} == {"random/3"} and set(res.trials) == {"3"}
     for label in ("1", "2>0"):
         assert torch.allclose(res.loss[f"causal/{label}"], search(m, w, budgets[label], mode="causal").loss, atol=1e-5)
+
+
+def test_sweep_by_beam_and_groups(setup):
+    """A beam that covers every route gives the exhaustive sweep's oracle columns; its `fixed` is the best of its
+    candidates (each batch's best route), so never better than the exhaustive sweep's. With groups every column keeps
+    to grouped routes."""
+    m, w, budgets = setup
+    ex = sweep(m, w, budgets, modes=("shared", "causal"), batch_size=2)
+    bm = sweep(m, w, budgets, modes=("shared", "causal"), batch_size=2, beam=8)
+    for label in ("1", "free", "2>0"):
+        assert torch.equal(bm.loss[f"shared/{label}"], ex.loss[f"shared/{label}"])
+        assert torch.allclose(bm.loss[f"causal/{label}"], ex.loss[f"causal/{label}"], atol=1e-5)
+        assert float(bm.loss[f"fixed/{label}"].double().sum()) >= float(ex.loss[f"fixed/{label}"].double().sum()) - 1e-9
+        assert bm.n_routes[label] == ex.n_routes[label]
+    narrow = sweep(m, w, {"1": budgets["1"]}, batch_size=2, beam=1)
+    assert bool((narrow.loss["shared/1"] >= ex.loss["shared/1"]).all())
+    # groups of 2 over 3 layers: units of 2 and 1 layers, so layers 0 and 1 always agree
+    g = sweep(m, w, {"1": budgets["1"], "free": budgets["free"]}, ("shared", "causal"), 3, batch_size=2, groups=2)
+    for col, r in g.route.items():
+        assert torch.equal(r[..., 0], r[..., 1]), col
+    assert torch.equal(g.fixed["1"][0], g.fixed["1"][1]) and g.n_routes == {"1": 1, "free": 4}
+
+
+def test_work_estimate_of_a_beam(setup):
+    _, _, budgets = setup
+    est = work({"1": budgets["1"]}, 3, 10, 7, ("shared", "causal"), 0, beam=1)  # 3 layers, 1 BIG: tree widths 1, 2, 3, 3
+    assert est["shared"] == est["causal"] == (2 + 2 + 2) * 70
+    grouped = work({"free": budgets["free"]}, 3, 10, 7, ("shared",), 0, groups=2)
+    assert grouped["shared"] == 4 * 70
