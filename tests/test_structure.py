@@ -150,7 +150,7 @@ MAY_IMPORT = {
     "model": {"routing", "kernels"},
     "data": set(),
     "routers": {"model", "routing", "kernels", "runs"},
-    "pretrained": {"model", "data", "config", "runs"},  # from_llama needs the model only; the import job writes a run
+    "pretrained": {"model", "data", "config", "runs", "routing"},  # from_llama needs the model only; the import job writes a run
 }
 
 
