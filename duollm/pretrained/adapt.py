@@ -11,8 +11,6 @@ model exactly, and the teacher is the model itself under the all-BIG route (no s
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,18 +63,18 @@ def adapt_small(
         with torch.no_grad():
             out["held_out_kl_before"] = float(routed_kl(model, held_out.to(device), fixed.to(device)))
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)  # lr → 0 at the last step
     losses = []
     model.train()
     try:
-        for step in range(steps):
-            for g in opt.param_groups:
-                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for _ in range(steps):
             x = sample_batch(tokens, batch, seq_len, gen)  # (B, T): the KL needs no targets
             route = random_route((batch, seq_len, L), p_big, 1 - p_big, 0.0, gen)
             loss = routed_kl(model, x.to(device), route.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             losses.append(loss.item())
     finally:
         model.eval()

@@ -11,8 +11,6 @@ The held-out error (on the last eighth of the tokens, never trained on) is measu
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -34,14 +32,14 @@ def distill_layer(small: SwiGLU, big: SwiGLU, u: Tensor, steps: int, lr: float, 
     with torch.no_grad():
         before = float(relative_error(small(held), y_held))
     opt = torch.optim.Adam(small.parameters(), lr=lr)
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)  # lr → 0 at the last step
+    for _ in range(steps):
         rows = torch.randint(0, len(train), (min(batch, len(train)),), generator=gen)
         loss = relative_error(small(train[rows]), y_train[rows])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
     with torch.no_grad():
         after = float(relative_error(small(held), y_held))
     return {"before": before, "after": after}
