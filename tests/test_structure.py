@@ -25,6 +25,7 @@ LAYERS = [
     ("runs", "distributed"),
     ("oracle",),
     ("routers",),
+    ("methods",),  # the arena's entrants behind one interface (methods/base.py)
     ("eval",),
     ("train", "hf", "pretrained"),
     ("cli",),  # one module per command group: its Command dataclass and main

@@ -1,0 +1,43 @@
+"""The arena's entrants, each in its own module behind the interface of base.py (docs/arena.md).
+
+    from duollm.methods import build, greedy, save_entrant, load_entrant
+    model = build("dense", cfg)                  # an entrant on the backbone cfg (a DuoConfig)
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from duollm.errors import DuoError
+from duollm.methods.base import ENTRANT_FILE, WEIGHTS_FILE, Entrant, MethodOutput, greedy, save_entrant
+from duollm.model.transformer import DuoConfig
+
+# every entrant by its name: one line per method module
+METHODS: dict[str, type[Entrant]] = {}
+
+
+def build(method: str, cfg: DuoConfig, **options) -> Entrant:
+    """The entrant `method` on the backbone `cfg`; an unknown method or option is a DuoError naming it."""
+    if method not in METHODS:
+        raise DuoError(f"unknown arena method {method!r}; known: {', '.join(sorted(METHODS))}")
+    try:
+        return METHODS[method](cfg, **options)
+    except TypeError as e:
+        raise DuoError(f"method {method!r}: {e}") from None
+
+
+def load_entrant(folder: str | Path, device: str | torch.device = "cpu") -> Entrant:
+    """The entrant `save_entrant` wrote into `folder`."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / ENTRANT_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise DuoError(f"{folder} holds no readable {ENTRANT_FILE}: {e}") from None
+    model = build(meta["method"], DuoConfig(**meta["config"]), **meta["options"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+    return model.to(device)
+
+
+__all__ = ["METHODS", "Entrant", "MethodOutput", "build", "greedy", "load_entrant", "save_entrant"]
