@@ -1,6 +1,6 @@
 """How much of the shared oracle's gain over `fixed` a per-token choice can reach without the label.
 
-    python3 scripts/label_free.py RUN [--split prose-val] [--seqs 128] [--seq-len 128] [--budgets 1,2,3] [--json]
+    python3 scripts/label_free.py RUN [--split prose-val] [--seqs 128] [--seq-len 128] [--budgets 1,2,3] [--groups G] [--json]
 
 For each budget (exactly k BIG layers), every route runs as a whole-sequence route over the same windows; each
 token then takes the route whose next-token distribution is closest (cross-entropy) to the all-big model's
@@ -8,7 +8,9 @@ token then takes the route whose next-token distribution is closest (cross-entro
 oracle (the best route per token, knowing the label), the share of fixed → oracle that the label-free choice
 recovers, and its paired difference from `fixed` (nats per token ± one standard error); with --json, one JSON
 object per k, also written to --out (a JSONL file, which `duollm report` draws beside the oracle when it is
-RUN/label-free-<split>.jsonl and its windows are the oracle's). One forward per route: C(L, k) + 1 forwards of every window.
+RUN/label-free-<split>.jsonl and its windows are the oracle's). One forward per route: C(L, k) + 1 forwards of every window;
+with `--groups G`, G consecutive layers share one choice (as `duollm oracle --groups`), so a 30-layer model at G = 3
+needs C(10, k/3) + 1.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
+from duollm.oracle.groups import Groups
 from duollm.oracle.baselines import label_free_summary
 from duollm.routing.budget import Budget
 from duollm.runs.load import autocast, check_dtype, load_run
@@ -38,12 +41,15 @@ def main(args) -> None:
         raise DuoError(f"--budgets must be counts of BIG layers separated by commas, got {args.budgets!r}") from None
     if not all(0 <= k <= cfg.model.n_layer for k in ks):
         raise DuoError(f"--budgets {args.budgets}: each must be a count of BIG layers from 0 to {cfg.model.n_layer}")
+    groups = Groups.of(cfg.model.n_layer, args.groups)  # DuoError for a size outside 0..n_layer
+    for k in ks:
+        groups.check(Budget.exactly_big(k), f"--budgets {k}")
     if not args.json:
         print(f"{args.split}: {len(windows)} windows × {args.seq_len} tokens, {cfg.model.n_layer} layers (nats per token)")
     rows = []
     for k in ks:
         with autocast(args.dtype, device):
-            res = label_free_summary(model, windows, Budget.exactly_big(k), args.batch_size)
+            res = label_free_summary(model, windows, Budget.exactly_big(k), args.batch_size, None if groups.trivial else groups)
         if args.json:
             row = {
                 "k": k,
@@ -52,6 +58,7 @@ def main(args) -> None:
                 "seq_len": args.seq_len,
                 "pick": args.pick,
                 "dtype": args.dtype,
+                "groups": max(args.groups, 1),
                 **res,
             }
             print(json.dumps(row), flush=True)
@@ -76,6 +83,7 @@ if __name__ == "__main__":
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--pick", default="first", choices=("first", "spread"))
     p.add_argument("--budgets", default="1,2,3", help="BIG layers per token, comma-separated")
+    p.add_argument("--groups", type=int, default=1, help="G consecutive layers share one choice (0 or 1: none)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", default="fp32", help="fp32 | bf16 (autocast, on a GPU only)")
     p.add_argument("--json", action="store_true", help="one JSON object per budget instead of a line")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from duollm.model.transformer import DuoLM
+from duollm.oracle.groups import Groups
 from duollm.oracle.search import route_loss
 from duollm.routing.budget import Budget, Schedule
 from duollm.routing.route import Choice
@@ -47,15 +48,18 @@ class LabelFreeResult:
 
 
 @torch.no_grad()
-def label_free(model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | None = None) -> LabelFreeResult:
+def label_free(
+    model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | None = None, groups: Groups | None = None
+) -> LabelFreeResult:
     """Each token's route, among `budget`'s whole-sequence routes, by the lowest cross-entropy of its next-token
     distribution against `reference` (B, T-1, V) probabilities (default: the all-big model's); one forward per
-    route. With the label as a one-hot reference, this is the shared oracle."""
+    route. With the label as a one-hot reference, this is the shared oracle. With `groups`, the routes are the
+    grouped ones (groups.py: consecutive layers share a choice), so that a deep model's route set stays small."""
     if not isinstance(budget, Budget):
         raise ValueError("the label-free choice takes a Budget, not a schedule")
     B, T = ids.shape
     L = model.cfg.n_layer
-    routes = budget.routes(L).to(ids.device)
+    routes = (budget.routes(L) if groups is None else groups.routes(budget)).to(ids.device)
 
     def log_probs(route: Tensor) -> Tensor:  # (L,): one route for every token, each module a plain dense call
         return model(ids, route=route).logits[:, :-1].float().log_softmax(-1)
@@ -75,12 +79,12 @@ def label_free(model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | No
     return LabelFreeResult(loss=loss, pick=pick, route_losses=torch.stack(every))
 
 
-def label_free_summary(model: DuoLM, windows: Tensor, budget: Budget, batch_size: int = 32) -> dict:
+def label_free_summary(model: DuoLM, windows: Tensor, budget: Budget, batch_size: int = 32, groups: Groups | None = None) -> dict:
     """`label_free` over windows (N, T), batch by batch: the mean loss (nats per token) of `fixed` (the best single
     route), of the label-free choice and of the shared oracle; the share of fixed → oracle the choice recovers; and
     its paired difference from `fixed` with one standard error."""
     device = next(model.parameters()).device
-    parts = [label_free(model, w.to(device), budget) for w in windows.split(batch_size)]
+    parts = [label_free(model, w.to(device), budget, groups=groups) for w in windows.split(batch_size)]
     chosen = torch.cat([p.loss for p in parts]).double()  # (N, T-1)
     every = torch.cat([p.route_losses for p in parts], 1).double()  # (R, N, T-1)
     fixed = every[every.mean((1, 2)).argmin()]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from duollm.oracle import brute_force, label_free
+from duollm.oracle.groups import Groups
 from duollm.routing.budget import Budget, Schedule
 
 
@@ -37,3 +38,16 @@ def test_a_schedule_is_refused(deep):
     m, ids = deep
     with pytest.raises(ValueError, match="Budget"):
         label_free(m, ids, Schedule("big", 3, 1))
+
+
+def test_groups_choose_among_the_grouped_routes(deep):
+    m, ids = deep  # 4 layers: groups of 2 leave 2 units, 2 grouped routes with 2 BIG layers
+    budget, groups = Budget.exactly_big(2), Groups.of(m.cfg.n_layer, 2)
+    grouped = groups.routes(budget)  # (R, L)
+    got = label_free(m, ids, budget, groups=groups)
+    every = label_free(m, ids, budget)  # the ungrouped set holds the grouped routes
+    rows = [next(i for i, r in enumerate(budget.routes(m.cfg.n_layer)) if torch.equal(r, g)) for g in grouped]
+    assert got.route_losses.shape[0] == len(grouped) < every.route_losses.shape[0]
+    assert torch.allclose(got.route_losses, every.route_losses[rows], atol=1e-6)
+    assert int(got.pick.max()) < len(grouped)
+    assert torch.equal(label_free(m, ids, budget, groups=Groups.of(m.cfg.n_layer, 1)).pick, every.pick)
