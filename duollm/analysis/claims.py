@@ -10,6 +10,10 @@ the causal oracle's numbers stand beside it):
 3. BIG layers move from later to uniform to earlier as k grows: the mean depth of the oracle's BIG choices
    (0 = first layer, 1 = last) at k = L/3, L/2, 2L/3; holds when it falls strictly across the three and starts
    above 0.5 and ends below; partly when it falls without crossing 0.5; else it does not hold.
+   An oracle over route groups (`duollm oracle --groups G`: G consecutive layers share a choice, the summary's
+   `groups`) reaches only the counts whole groups add up to, so there claim 1 reads the smallest (one group BIG:
+   k = G), claim 2 needs every reachable count and allows G layers from L/2, and claim 3 takes the reachable
+   counts nearest L/3, L/2, 2L/3.
 4. The paper router is about as good as the best of N random routes, and far from the oracle: for every paper
    router evaluated on the oracle's windows, "about" = within 5% of the random best's ppl and "far" = the
    causal oracle at least 10% below both; holds when true at every budget, partly at some.
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from duollm.analysis.routers import read_routers
-from duollm.analysis.table import BIG, SKIP, read_summary, read_table, usage_ks
+from duollm.analysis.table import BIG, SKIP, group_counts, read_summary, read_table, usage_ks
 from duollm.errors import DuoError
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly", "does not hold", "not measured"
@@ -57,26 +61,35 @@ def by_k(summary: dict, mode: str = "shared") -> dict[str, float]:
     return out
 
 
+def groups_of(summary: dict) -> int:
+    """The oracle's route group size (1: no groups)."""
+    return max(int(summary.get("groups", 1)), 1)
+
+
 def claim_1(summary: dict) -> dict:
     ppl, big = by_k(summary), float(summary["ppl_all_big"])
-    if "1" not in ppl:
-        return {"verdict": MISSING, "why": "no oracle at k = 1"}
-    causal = by_k(summary, "causal").get("1")
-    return {"verdict": HOLDS if ppl["1"] < big else FAILS, "ppl_oracle_k1": ppl["1"], "ppl_causal_k1": causal, "ppl_all_big": big}
+    one = str(min(k for k in group_counts(int(summary["n_layer"]), groups_of(summary)) if k > 0)) if "n_layer" in summary else "1"
+    if one not in ppl:
+        return {"verdict": MISSING, "why": f"no oracle at k = {one}"}
+    causal = by_k(summary, "causal").get(one)
+    res = {"verdict": HOLDS if ppl[one] < big else FAILS, f"ppl_oracle_k{one}": ppl[one], f"ppl_causal_k{one}": causal, "ppl_all_big": big}
+    return res if one == "1" else {**res, "groups": groups_of(summary)}
 
 
 def claim_2(summary: dict, n_layer: int) -> dict:
-    ppl = by_k(summary)
-    ks = [k for k in range(n_layer + 1) if str(k) in ppl]
-    if ks != list(range(n_layer + 1)):
-        return {"verdict": MISSING, "why": f"the oracle needs every k = 0..{n_layer}"}
+    ppl, g = by_k(summary), groups_of(summary)
+    want = group_counts(n_layer, g)
+    ks = [k for k in want if str(k) in ppl]
+    if ks != want:
+        return {"verdict": MISSING, "why": f"the oracle needs every k in {want[0]}..{n_layer}" + (f" reachable by groups of {g}" if g > 1 else "")}
     curve = [ppl[str(k)] for k in ks]
-    k_min = int(np.argmin(curve))
+    k_min = ks[int(np.argmin(curve))]
     interior = 0 < k_min < n_layer
-    verdict = HOLDS if interior and abs(k_min - n_layer / 2) <= 1 else PARTLY if interior else FAILS
+    verdict = HOLDS if interior and abs(k_min - n_layer / 2) <= g else PARTLY if interior else FAILS
     causal = by_k(summary, "causal")
-    k_causal = int(np.argmin([causal[str(k)] for k in ks])) if all(str(k) in causal for k in ks) else None
-    return {"verdict": verdict, "k_min": k_min, "k_min_causal": k_causal, "ppl": dict(zip(map(str, ks), curve, strict=True))}
+    k_causal = ks[int(np.argmin([causal[str(k)] for k in ks]))] if all(str(k) in causal for k in ks) else None
+    res = {"verdict": verdict, "k_min": k_min, "k_min_causal": k_causal, "ppl": dict(zip(map(str, ks), curve, strict=True))}
+    return res if g == 1 else {**res, "groups": g}
 
 
 def mean_depth(route: np.ndarray, choice: int) -> float:
@@ -169,7 +182,7 @@ def claims(run: str | Path, freeze: str | Path = "") -> list[dict]:
         if "partial" in summary:
             for n in (1, 2, 5):
                 out[n]["partial"] = f"from a sweep cut short ({summary['partial']})"
-        ks = usage_ks(L)  # the k of the report's usage figures
+        ks = usage_ks(L, groups_of(summary))  # the k of the report's usage figures
         try:
             table = read_table(run, "big,small")
             have = [k for k in ks if f"shared/{k}" in table.route]

@@ -129,10 +129,11 @@ def _usage_section(page: Page, tables: dict[str, OracleTable]) -> None:
     if t is None:
         page.note("no big,small oracle: run `duollm oracle --run RUN --options big,small`")
         return
-    ks = [k for k in usage_ks(t.n_layer) if f"shared/{k}" in t.route]
+    want = usage_ks(t.n_layer, int(t.summary.get("groups", 1)))  # counts route groups reach, when the oracle had them
+    ks = [k for k in want if f"shared/{k}" in t.route]
     modes = [m for m in ("shared", "causal") if any(f"{m}/{k}" in t.route for k in ks)]
     if not ks:
-        page.note(f"no shared oracle routes for k in {usage_ks(t.n_layer)} BIG layers: add them to `duollm oracle --budgets`")
+        page.note(f"no shared oracle routes for k in {want} BIG layers: add them to `duollm oracle --budgets`")
         return
     fig = new_figure(4.2 * len(ks), 2.8 * len(modes))
     axes = fig.subplots(len(modes), len(ks), squeeze=False)  # (modes, ks) Axes

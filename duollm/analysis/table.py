@@ -177,10 +177,23 @@ def read_table(run: str | Path, options: str = "big,small") -> OracleTable:
     return OracleTable(folder=folder, summary=summary, token=token, text=text, loss=loss, route=route)
 
 
-def usage_ks(n_layer: int) -> list[int]:
-    """k ≈ L/3, L/2, 2L/3 (rounded half up), distinct and within 1..L-1: 12 layers → [4, 6, 8]."""
+def group_counts(n_layer: int, groups: int = 1) -> list[int]:
+    """The layer counts whole groups of `groups` consecutive layers add up to (the last group shorter when `groups`
+    does not divide `n_layer`; 0 or 1: one per layer), as `duollm oracle --groups` meets budgets: 30, 3 → 0, 3, …, 30."""
+    g = max(groups, 1)
+    sizes = [g] * (n_layer // g) + ([n_layer % g] if n_layer % g else [])
+    sums = {0}
+    for s in sizes:
+        sums |= {x + s for x in sums}
+    return sorted(sums)
+
+
+def usage_ks(n_layer: int, groups: int = 1) -> list[int]:
+    """k ≈ L/3, L/2, 2L/3 (rounded half up), distinct and within 1..L-1: 12 layers → [4, 6, 8]. With route groups,
+    the nearest counts whole groups reach (ties to the lower): 30 layers in groups of 3 → [9, 15, 21]."""
+    reach = [k for k in group_counts(n_layer, groups) if 1 <= k <= n_layer - 1]
     ks = {(2 * n_layer + 3) // 6, (n_layer + 1) // 2, (4 * n_layer + 3) // 6}
-    return sorted(k for k in ks if 1 <= k <= n_layer - 1)
+    return sorted({min(reach, key=lambda r: (abs(r - k), r)) for k in ks if 1 <= k <= n_layer - 1} if reach else set())
 
 
 def usage(route: np.ndarray, choice: int = BIG) -> np.ndarray:

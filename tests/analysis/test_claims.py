@@ -126,3 +126,21 @@ def test_a_sweep_cut_short_still_gives_claims_1_2_and_5(run_dir):
     for n in (1, 2, 5):
         assert cut[n - 1]["verdict"] == full[n - 1]["verdict"] and "up to causal" in cut[n - 1]["partial"]
     assert cut[2]["verdict"] == C.MISSING and cut[3]["verdict"] == C.MISSING  # claim 3 needs the table; 4 random best-of-N
+
+
+def test_route_groups_move_the_budgets_claims_read():
+    from duollm.analysis.claims import claim_1, claim_2
+    from duollm.analysis.table import group_counts, usage_ks
+
+    assert group_counts(30, 3) == list(range(0, 31, 3))
+    assert group_counts(12, 5) == [0, 2, 5, 7, 10, 12]
+    assert usage_ks(30, 3) == [9, 15, 21] and usage_ks(12) == [4, 6, 8] and usage_ks(30) == [10, 15, 20]
+    # a 6-layer oracle over groups of 3: one group BIG is k = 3; every reachable count is 0, 3, 6
+    rows = [{"k": 0, "ppl_oracle": 9.0}, {"k": 3, "ppl_oracle": 5.0}, {"k": 6, "ppl_oracle": 7.0}]
+    summary = {"mode": "shared", "n_layer": 6, "groups": 3, "ppl_all_big": 7.0, "budgets": rows}
+    one = claim_1(summary)
+    assert one["verdict"] == "holds" and one["ppl_oracle_k3"] == 5.0 and one["groups"] == 3
+    two = claim_2(summary, 6)
+    assert two["verdict"] == "holds" and two["k_min"] == 3
+    assert claim_2({**summary, "groups": 1}, 6)["verdict"] == "not measured"  # ungrouped, it needs k = 0..6
+    assert claim_1({**summary, "ppl_all_big": 4.0})["verdict"] == "does not hold"
