@@ -1,0 +1,65 @@
+"""The `duo-random` entrant (duollm/methods/duo.py): hand-counted FLOPs, random routes in training, the best fixed
+route at the budget, kept through save and load. Run: pytest tests/methods/test_duo.py"""
+
+import pytest
+import torch
+
+from duollm.errors import DuoError
+from duollm.methods import build, load_entrant, save_entrant
+from duollm.methods.duo import big_layers_for_budget, spread_route
+from duollm.oracle.search import brute_force
+from duollm.routing.budget import Budget
+from duollm.routing.route import format_route
+
+
+def test_flops_against_a_hand_count(cfg):
+    # cfg: L=2, d=32, 4 heads (kv 4), d_big=128, d_small=8, V=64; budget 0.5 → one BIG layer, one SMALL
+    model = build("duo-random", cfg, route="SB").eval()
+    flops = model(torch.zeros(1, 3, dtype=torch.long)).flops  # positions 0, 1, 2
+    d, V = 32, 64
+    for p in range(3):
+        attn = 2 * d * (4 * d) + 4 * d * (p + 1)
+        assert flops[0, p].item() == 2 * attn + 6 * d * 8 + 6 * d * 128 + 2 * d * V
+
+
+def test_training_draws_random_routes_and_counts_them(cfg, ids):
+    torch.manual_seed(0)
+    model = build("duo-random", cfg, p_big=0.5, p_small=0.25, p_skip=0.25).train()
+    out = model(ids)
+    assert 0 < out.stats["skip"] < 1 and 0 < out.stats["small"] < 1 and 0 < out.stats["big"] < 1
+    d, V = 32, 64
+    fixed = 2 * (2 * d * (4 * d)) + 2 * d * V  # projections and head; FFN and scores vary
+    ffn = out.flops[0] - fixed - torch.tensor([2 * 4 * d * (p + 1) for p in range(ids.shape[1])], dtype=torch.float64)
+    assert set(ffn.tolist()) <= {a + b for a in (0, 6 * d * 8, 6 * d * 128) for b in (0, 6 * d * 8, 6 * d * 128)}
+    assert len(set(ffn.tolist())) > 1  # tokens took different routes
+
+
+def test_the_budget_picks_k_big_layers(cfg):
+    L4 = type(cfg)(**{**cfg.__dict__, "n_layer": 4})
+    r = 8 / 128  # SMALL's FLOPs over BIG's
+    assert big_layers_for_budget(L4, 0.5) == round((0.5 - r) / (1 - r) * 4)
+    assert big_layers_for_budget(L4, 1.0) == 4 and big_layers_for_budget(L4, 0.01) == 0
+    assert format_route(spread_route(4, 2)) == "SBSB" and format_route(spread_route(4, 4)) == "BBBB"
+
+
+def test_calibrate_picks_the_best_fixed_route_and_saves_it(cfg, ids, tmp_path):
+    torch.manual_seed(0)
+    model = build("duo-random", cfg, budget=0.5).eval()
+    frac = model.calibrate(ids, batch_size=2)  # two batches: the totals add up over them
+    losses, routes, _ = brute_force(model.duo, ids, Budget.exactly_big(1))  # (R, B, T-1)
+    best = routes[losses.double().sum((1, 2)).argmin()]
+    assert torch.equal(model.route, best) and model.options["route"] == format_route(best)
+    assert frac == pytest.approx((128 + 8) / 256)
+    save_entrant(model, tmp_path / "duo")
+    back = load_entrant(tmp_path / "duo").eval()
+    assert torch.equal(back.route, best)
+    torch.testing.assert_close(back(ids).logits, model.duo(ids, route=best).logits)
+
+
+def test_options_are_checked(cfg):
+    with pytest.raises(DuoError, match="route"):
+        build("duo-random", cfg, route="BBB")  # 3 letters, 2 layers
+    with pytest.raises(DuoError, match="probabilities"):
+        build("duo-random", cfg, p_big=0.9, p_small=0.9)
+    with pytest.raises(DuoError, match="budget"):
+        build("duo-random", cfg, budget=0)
