@@ -14,12 +14,14 @@ from duollm.errors import DuoError
 from duollm.methods.base import ENTRANT_FILE, WEIGHTS_FILE, Entrant, MethodOutput, greedy, save_entrant
 from duollm.methods.dense import DenseLM
 from duollm.methods.duo import DuoRandom
+from duollm.methods.joint import JointDuo
 from duollm.model.transformer import DuoConfig
 
 # every entrant by its name: one line per method module
 METHODS: dict[str, type[Entrant]] = {
     "dense": DenseLM,
     "duo-random": DuoRandom,
+    "duo-joint": JointDuo,
 }
 
 
