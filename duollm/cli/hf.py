@@ -51,6 +51,6 @@ def main_import(cmd: ImportCommand) -> None:
         print(json.dumps(res))
         return
     print(
-        f"imported {res['source']} ({res['params']:,} parameters, SMALL {res['d_small']} by {res['small']}, "
+        f"imported {res['source']} ({res['params']:,} parameters, SMALL {res['d_small']} by {res['small']}{' as a view of BIG' if res['small_view'] else ''}, "
         f"relative error {res['small_error']['mean']:.3f}) as the run {res['run']} in {res['seconds']:.0f} s"
     )

@@ -48,6 +48,7 @@ class DuoLMConfig(PretrainedConfig):
     tie_embeddings: bool = DuoConfig.tie_embeddings
     init_std: float = DuoConfig.init_std
     kernel: str = DuoConfig.kernel
+    small_view: bool = DuoConfig.small_view  # SMALL reads BIG's first d_small neurons: no SMALL tensors in the file
     # routing and provenance
     policy: str = "all-big"
     seed: int = 0

@@ -110,7 +110,8 @@ def routed_ffn_fused(u: Tensor, choice: Tensor, small, big) -> Tensor:
         F = module.gate.weight.shape[0]
         h = x.new_empty(N, F)  # the worst case; a module writes its first n_m rows
         grid = lambda meta, F=F: (triton.cdiv(N, meta["BM"]), triton.cdiv(F, meta["BN"]))  # noqa: E731
-        wg, wu, wd = (lin.weight.to(x.dtype) for lin in (module.gate, module.up, module.down))  # a copy only under autocast
+        # row-major weights, as the kernels index them: a copy only under autocast, or for SMALL viewing BIG's down columns
+        wg, wu, wd = (lin.weight.to(x.dtype).contiguous() for lin in (module.gate, module.up, module.down))
         _up[grid](x, perm, bounds, wg, wu, h, N, C, F, m)
         grid = lambda meta: (triton.cdiv(N, meta["BM"]), triton.cdiv(C, meta["BN"]))  # noqa: E731
         _down[grid](h, perm, bounds, wd, out, N, C, F, m)

@@ -6,6 +6,12 @@ one its route chooses, or through neither (SKIP adds nothing to the residual str
 gathers the tokens of each choice, runs the module on those rows only and scatters the results back, so a
 module never runs on a token that did not choose it. The fast GPU paths live in `kernels/` and must
 match this one.
+
+`SmallView` is a SMALL module that owns no weights: it reads the first `d_small` inner neurons of its layer's BIG
+(the first rows of BIG's gate and up, the first columns of its down), so SMALL is a sub-network of BIG stored
+once (`DuoConfig.small_view`; pretrained/slice.py orders BIG's neurons so that the kept ones come first).
+Its `gate`, `up` and `down` are `NeuronSlice`s, which offer what the kernels use of an `nn.Linear`: `.weight`
+and a call. The slices are views, so SMALL's gradients land in BIG's weights.
 """
 
 from __future__ import annotations
@@ -31,13 +37,54 @@ class SwiGLU(nn.Module):
         return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)
 
 
-class RoutedFFN(nn.Module):
-    """A layer's `small` and `big` modules and the per-token choice between them (or neither)."""
+class NeuronSlice:
+    """One of a SwiGLU's linear maps on its first `n` inner neurons: gate's and up's first n rows, down's first n
+    columns. Not a module and no parameter: `weight` is a view of the owner's weight, read at each use (so it
+    follows `.to()`, a dtype cast or a weight loaded later). Offers what the kernels use of an `nn.Linear`."""
 
-    def __init__(self, d_model: int, d_small: int, d_big: int, kernel: str = "auto"):
+    def __init__(self, owner: SwiGLU, name: str, n: int):
+        self.owner, self.name, self.n = owner, name, n  # the owner is a plain reference: not a submodule
+
+    @property
+    def weight(self) -> Tensor:
+        w = getattr(self.owner, self.name).weight  # (d_ff, C) for gate/up, (C, d_ff) for down
+        return w[:, : self.n] if self.name == "down" else w[: self.n]  # (C, n) strided, or (n, C) contiguous
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight)
+
+    def __repr__(self) -> str:
+        return f"NeuronSlice({self.name}, first {self.n})"
+
+
+class SmallView(nn.Module):
+    """SMALL as BIG's first `d_ff` inner neurons: SwiGLU's forward over `NeuronSlice`s of `big`; no parameters."""
+
+    def __init__(self, big: SwiGLU, d_ff: int):
         super().__init__()
-        self.small = SwiGLU(d_model, d_small)
-        self.big = SwiGLU(d_model, d_big)
+        if not 1 <= d_ff <= big.gate.weight.shape[0]:
+            raise ValueError(f"a view of {d_ff} neurons needs 1..{big.gate.weight.shape[0]} (BIG's width)")
+        self.gate, self.up, self.down = (NeuronSlice(big, name, d_ff) for name in ("gate", "up", "down"))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)
+
+    def extra_repr(self) -> str:
+        return f"BIG's first {self.gate.n} inner neurons"
+
+
+class RoutedFFN(nn.Module):
+    """A layer's `small` and `big` modules and the per-token choice between them (or neither). With `small_view`,
+    `small` is a `SmallView` of `big` (no weights of its own)."""
+
+    def __init__(self, d_model: int, d_small: int, d_big: int, kernel: str = "auto", small_view: bool = False):
+        super().__init__()
+        if small_view:
+            big = SwiGLU(d_model, d_big)
+            small = SmallView(big, d_small)
+        else:  # SMALL made first: the order of the random init and of the state dict
+            small, big = SwiGLU(d_model, d_small), SwiGLU(d_model, d_big)
+        self.small, self.big = small, big
         self.kernel = kernel  # per-token path: "reference" (below), "sorted", "grouped", "masked" (kernels/), "auto" (kernels.choose)
 
     def forward(self, u: Tensor, choice: Tensor) -> Tensor:

@@ -45,12 +45,15 @@ class DuoConfig:
     kernel: Literal["auto", "reference", "sorted", "grouped", "masked", "fused"] = (
         "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped, masked or fused (kernels/); auto: kernels.choose
     )
+    small_view: bool = False  # SMALL owns no weights: it is BIG's first d_small inner neurons (model/ffn.py SmallView)
 
     def __post_init__(self):
         if self.d_model % self.n_head or self.n_head % self.n_kv_head:
             raise ValueError(f"d_model ({self.d_model}) must divide by n_head ({self.n_head}) and n_head by n_kv_head ({self.n_kv_head})")
         if (self.d_model // self.n_head) % 2:
             raise ValueError(f"head size d_model/n_head = {self.d_model // self.n_head} must be even for RoPE")
+        if self.small_view and self.d_small > self.d_big:
+            raise ValueError(f"small_view needs d_small ({self.d_small}) <= d_big ({self.d_big}): SMALL is BIG's first neurons")
 
     def cost(self, seq_len: int | None = None) -> CostTable:
         """The FLOP table of this model (routing/cost.py) at `seq_len` (default max_seq_len)."""
@@ -181,7 +184,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)  # one norm feeds both modules
-        self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, cfg.kernel)
+        self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, cfg.kernel, cfg.small_view)
 
     def forward(
         self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None, mask=None, observe=None

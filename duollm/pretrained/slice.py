@@ -9,16 +9,23 @@ neurons to keep:
 - without calibration text, from the weights alone: `||W_down[:, j]|| · ||W_gate[j]|| · ||W_up[j]||`;
 - with calibration tokens, from what the neuron does on them: `mean |silu(gate_j(u)) · up_j(u)| · ||W_down[:, j]||`
   over every token's FFN input u (the state after the layer's `ffn_norm`, from an all-BIG forward).
+
+SMALL is stored either as its own weights (a copy of the kept rows and columns), or, with `view=True`, as a view of
+BIG's (`model/ffn.py` `SmallView`): BIG's neurons are reordered so that the kept ones come first, in their own
+order (a SwiGLU is a sum over its neurons, so reordering them changes nothing BIG computes), and SMALL reads
+BIG's first `d_small` neurons. The model then has no SMALL parameters, and SMALL computes what the copy would.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.errors import DuoError
-from duollm.model.ffn import SwiGLU
+from duollm.model.ffn import SmallView, SwiGLU
 from duollm.model.transformer import DuoLM
 
 
@@ -84,13 +91,36 @@ def slice_into(small: SwiGLU, big: SwiGLU, keep: Tensor) -> None:
     small.down.weight.copy_(big.down.weight[:, keep])  # (C, d_small)
 
 
-def slice_small(model: DuoLM, calib: Tensor | None = None, inputs: list[Tensor] | None = None) -> None:
+@torch.no_grad()
+def keep_first(big: SwiGLU, keep: Tensor) -> None:
+    """Reorder `big`'s inner neurons so that `keep` (k,) come first, in their order, then the rest in theirs: gate
+    and up rows and down columns by one permutation, so `big` computes the same function (up to summation order)."""
+    rest = torch.ones(big.gate.weight.shape[0], dtype=torch.bool, device=keep.device)  # (d_ff,)
+    rest[keep] = False
+    perm = torch.cat([keep, rest.nonzero().squeeze(1)])  # (d_ff,) new position i holds old neuron perm[i]
+    big.gate.weight.copy_(big.gate.weight[perm])  # (d_ff, C): the index makes a copy first, so no aliasing
+    big.up.weight.copy_(big.up.weight[perm])  # (d_ff, C)
+    big.down.weight.copy_(big.down.weight[:, perm])  # (C, d_ff)
+
+
+def slice_small(model: DuoLM, calib: Tensor | None = None, inputs: list[Tensor] | None = None, view: bool = False) -> None:
     """Every layer's SMALL := its BIG on the `cfg.d_small` neurons with the highest `slice_scores`: from the
-    weights alone, or from calibration text (token ids `calib` (B, T), or the FFN inputs `inputs` of `ffn_inputs`)."""
+    weights alone, or from calibration text (token ids `calib` (B, T), or the FFN inputs `inputs` of `ffn_inputs`).
+    `view`: reorder BIG's neurons so the kept ones come first and make SMALL a view of them (`SmallView`, no
+    parameters of its own; `model.cfg.small_view` becomes True) instead of copying them into SMALL's weights."""
     blocks = model.blocks
     if calib is None and inputs is None:
         scores = [slice_scores(b.ffn.big) for b in blocks]
     else:
         scores = calib_scores(model, calib, inputs)
     for block, s in zip(blocks, scores, strict=True):
-        slice_into(block.ffn.small, block.ffn.big, top_neurons(s, model.cfg.d_small))
+        keep = top_neurons(s, model.cfg.d_small)  # (d_small,) ascending
+        if view:
+            keep_first(block.ffn.big, keep)
+            block.ffn.small = SmallView(block.ffn.big, model.cfg.d_small)  # replaces SMALL's module and its weights
+        elif isinstance(block.ffn.small, SmallView):
+            raise DuoError("SMALL is a view of BIG (small_view): slice it with view=True, or build the model without small_view")
+        else:
+            slice_into(block.ffn.small, block.ffn.big, keep)
+    if view:
+        model.cfg = dataclasses.replace(model.cfg, small_view=True)  # a new config: the old one may be shared

@@ -99,6 +99,8 @@ def test_adaptation_lowers_the_kl_to_all_big_and_leaves_big_exact(tmp_path, caps
         (["--hf", "MISTRAL"], "holds a 'mistral' model"),
         (["--hf", "LLAMA", "--small", "prune"], "--small must be one of slice, distill, adapt"),
         (["--hf", "LLAMA", "--seq-len", "4096"], "exceeds --max-seq-len"),
+        (["--hf", "LLAMA", "--small", "distill", "--small-view"], "--small-view needs --small slice"),
+        (["--hf", "LLAMA", "--small", "adapt", "--small-view"], "--small-view needs --small slice"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, message):
