@@ -15,6 +15,7 @@ from duollm.methods.base import ENTRANT_FILE, WEIGHTS_FILE, Entrant, MethodOutpu
 from duollm.methods.dense import DenseLM
 from duollm.methods.duo import DuoRandom
 from duollm.methods.joint import JointDuo
+from duollm.methods.mod import MoD
 from duollm.model.transformer import DuoConfig
 
 # every entrant by its name: one line per method module
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Entrant]] = {
     "dense": DenseLM,
     "duo-random": DuoRandom,
     "duo-joint": JointDuo,
+    "mod": MoD,
 }
 
 
