@@ -33,8 +33,11 @@ causal predictor thresholds (below).
 writes no keys or values there, so later tokens' attention at that block sees only the tokens that ran it (RoPE at
 their true positions). The readable reference below computes the block on *every* token, with an attention mask
 that removes skipped tokens as keys, and keeps a skipped token's residual stream unchanged (`torch.where`): it
-computes more than it counts (a fast path would gather the chosen rows). A query always sees at least itself, so no
-mask row is empty (SDPA would return NaN there); a skipped token's own row is computed and thrown away. The KV cache
+computes more than it counts. A query always sees at least itself, so no mask row is empty (SDPA would return NaN
+there); a skipped token's own row is computed and thrown away. Top-k without a cache (training, and evaluation with
+`routing="topk"`) takes the paper's gathered path instead, `routed_gathered`: the k chosen tokens of each sequence
+gathered in order, the block run on them alone (causal among themselves, RoPE at their own positions), scaled and
+scattered back; it equals the reference, forward and backward, and costs what it counts. The KV cache
 (`MoDCache`) holds, per routed block, which cached tokens ran it, so that decoding token by token attends to the
 same keys as one full forward and gives the same logits under the same decisions.
 
@@ -94,6 +97,23 @@ class MoDBlock(nn.Module):
         h = self.attn(self.attn_norm(x), cos, sin, kv, mask)  # (B, T, C): over the keys of tokens that ran
         h = h + self.ffn(self.ffn_norm(x + h))  # (B, T, C): the block's whole output f(x)
         return torch.where(run[..., None], x + weight[..., None].to(h.dtype) * h, x)  # (B, T, C)
+
+
+def routed_gathered(block: MoDBlock, x: Tensor, z: Tensor, idx: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """A routed block on the chosen tokens only, the paper's computation: gather → block → scale → scatter back.
+
+    `x` (B, T, C) the residual stream, `z` (B, T) router logits, `idx` (B, k) ascending positions of the chosen tokens
+    (the same number in every sequence, as top-k gives), `cos`/`sin` (T, hs/2) RoPE tables of positions 0..T-1.
+    The k tokens attend causally among themselves at their own positions. Returns (x (B, T, C), run (B, T) bool)."""
+    B, T, C = x.shape
+    at = idx[..., None].expand(-1, -1, C)  # (B, k, C)
+    xs = x.gather(1, at)  # (B, k, C) the chosen tokens, in order
+    cs, sn = cos[idx].unsqueeze(1), sin[idx].unsqueeze(1)  # (B, 1, k, hs/2): each token's own position
+    h = block.attn(block.attn_norm(xs), cs, sn)  # (B, k, C): causal among the chosen tokens
+    h = h + block.ffn(block.ffn_norm(xs + h))  # (B, k, C): the block's whole output f(x)
+    w = torch.sigmoid(z.gather(1, idx))  # (B, k) the router's weight
+    out = x.scatter(1, at, xs + w[..., None].to(h.dtype) * h)  # (B, T, C): the others pass unchanged
+    return out, torch.zeros(B, T, dtype=torch.bool, device=x.device).scatter_(1, idx, True)
 
 
 @dataclass
@@ -174,23 +194,32 @@ class MoD(Entrant):
         kv = KVCache.empty(self.cfg, batch, max_len, device=p.device, dtype=p.dtype)
         return MoDCache(kv, torch.zeros(len(self.routed), batch, max_len, dtype=torch.bool, device=p.device))
 
+    def top(self, z: Tensor) -> Tensor:
+        """The top-k rule: the positions (B, k) int64, ascending, of each sequence's k largest logits z (B, T),
+        k = max(1, round(capacity · T))."""
+        k = max(1, round(self.capacity * z.shape[1]))
+        return z.topk(k, dim=1).indices.sort(dim=1).values  # (B, k)
+
     def decide(self, z: Tensor, rule: str) -> Tensor:
-        """Which tokens run a routed block, from its logits z (B, T): (B, T) bool. "topk": the k largest of each
-        sequence, k = max(1, round(capacity · T)); "predictor": z > threshold, each token on its own."""
+        """Which tokens run a routed block, from its logits z (B, T): (B, T) bool. "topk": `top`; "predictor":
+        z > threshold, each token on its own."""
         if rule == "predictor":
             return z > self.threshold
-        k = max(1, round(self.capacity * z.shape[1]))
-        top = z.topk(k, dim=1).indices  # (B, k)
-        return torch.zeros_like(z, dtype=torch.bool).scatter_(1, top, True)  # (B, T)
+        return torch.zeros_like(z, dtype=torch.bool).scatter_(1, self.top(z), True)  # (B, T)
 
-    def trunk(self, ids: Tensor, rule: str, cache: MoDCache | None = None) -> Trace:
-        """Embedding and blocks over `ids` (B, T) int64 under `rule`, continuing `cache` if given (it advances by T)."""
+    def trunk(self, ids: Tensor, rule: str, cache: MoDCache | None = None, reference: bool = False) -> Trace:
+        """Embedding and blocks over `ids` (B, T) int64 under `rule`, continuing `cache` if given (it advances by T).
+
+        Top-k without a cache takes the gathered path (`routed_gathered`: a routed block runs on its k chosen tokens
+        only, the paper's computation); `reference=True`, the predictor and decoding take the masked reference
+        (`MoDBlock.forward` on every token). Both give the same result (tests/methods/test_mod.py)."""
         B, T = ids.shape
         pos = 0 if cache is None else cache.pos
         if pos + T > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
         if cache is not None and rule == "topk":
             raise DuoError("mod: top-k routing is not causal and cannot decode through a cache; use routing='predictor'")
+        gathered = rule == "topk" and not reference
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
         causal = torch.ones(T, pos + T, dtype=torch.bool, device=ids.device).tril(pos)  # (T, pos+T): i sees 0..pos+i
         me = torch.arange(T, device=ids.device)  # (T,) query i's own slot is pos + i
@@ -203,11 +232,15 @@ class MoD(Entrant):
                 continue
             r = len(runs)  # index among the routed blocks
             z = block.scores(x)  # (B, T) fp32
-            run = self.decide(z, rule)  # (B, T) bool
+            if gathered:
+                x, run = routed_gathered(block, x, z, self.top(z), self.rope_cos[:T], self.rope_sin[:T])
+            else:
+                run = self.decide(z, rule)  # (B, T) bool
             seen = run if cache is None else torch.cat([cache.valid[r, :, :pos], run], dim=1)  # (B, pos+T): keys here
-            mask = causal & seen[:, None, :]  # (B, T, pos+T): earlier tokens that ran this block
-            mask[:, me, pos + me] = True  # every query sees itself: no empty row (a skipped query's row is discarded)
-            x = block(x, cos, sin, kv, mask[:, None], run, torch.sigmoid(z))
+            if not gathered:
+                mask = causal & seen[:, None, :]  # (B, T, pos+T): earlier tokens that ran this block
+                mask[:, me, pos + me] = True  # every query sees itself: no empty row (a skipped query's row is discarded)
+                x = block(x, cos, sin, kv, mask[:, None], run, torch.sigmoid(z))
             if cache is not None:
                 cache.valid[r, :, pos : pos + T] = run
             runs.append(run)

@@ -67,8 +67,29 @@ def gather_reference(model: MoD, ids, k: int):
 
 def test_topk_equals_the_gather_reference(cfg, ids):
     model = mod(cfg, capacity=0.25, routing="topk")
-    torch.testing.assert_close(model(ids).logits, gather_reference(model, ids, k=4), atol=1e-5, rtol=1e-5)
+    expected = gather_reference(model, ids, k=4)
+    for reference in (True, False):  # the masked reference and the gathered path, each against the loop above
+        x = model.trunk(ids, "topk", reference=reference).x
+        torch.testing.assert_close(F.linear(model.norm(x), model.embed.weight), expected, atol=1e-5, rtol=1e-5)
     assert model(ids).stats["capacity"] == 0.25
+
+
+def test_the_gathered_path_equals_the_masked_reference_forward_and_backward(ids):
+    cfg = DuoConfig(n_layer=4, n_head=4, n_kv_head=2, d_model=32, d_big=64, vocab_size=64, max_seq_len=32)
+    model = mod(cfg, every=1, capacity=0.3).train()
+    grads, traces = [], []
+    for reference in (True, False):
+        model.zero_grad()
+        trace = model.trunk(ids, "topk", reference=reference)
+        (trace.x.square().mean() + trace.logits.sigmoid().mean()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})  # not the head's
+        traces.append(trace)
+    masked, gathered = traces
+    assert torch.equal(masked.run, gathered.run) and torch.equal(masked.keys, gathered.keys)
+    torch.testing.assert_close(gathered.x, masked.x, atol=1e-5, rtol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and any("router" in n for n in grads[0])
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-4, msg=n)
 
 
 @pytest.mark.parametrize("options", [{"every": 1}, {"every": 2, "capacity": 0.5}])
