@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from duollm.errors import DuoError
+from duollm.methods.acm import ACM
 from duollm.methods.base import ENTRANT_FILE, WEIGHTS_FILE, Entrant, MethodOutput, greedy, save_entrant
 from duollm.methods.dense import DenseLM
 from duollm.methods.duo import DuoRandom
@@ -22,6 +23,7 @@ from duollm.model.transformer import DuoConfig
 METHODS: dict[str, type[Entrant]] = {
     "dense": DenseLM,
     "duo-random": DuoRandom,
+    "acm": ACM,
     "duo-joint": JointDuo,
     "mod": MoD,
 }
