@@ -7,6 +7,8 @@
 - `paper-1.4b`: the Duo-LLM paper's model: 12 layers, d=2560, big 10240, small 640, vocab 32000, tied:
   1.399B parameters (arXiv:2410.10846 §3.1; docs/design.md, "The method").
 - `study-124m`: gpt2-124m's shape on the built corpus (`duollm data build`) with its 16k BPE: the GPU study.
+- `arena`: the arena's backbone on one GPU (docs/arena.md): study-124m's family, 8 layers, d=512, on the same corpus.
+- `arena-toy`: the arena on a CPU: 4 layers, d=64, on the built-in books; seconds per entrant.
 `model_config(name)` returns just the DuoConfig (docs/design.md §4).
 """
 
@@ -63,7 +65,31 @@ def study_124m() -> RunConfig:
     return RunConfig(preset="study-124m", model=model, data=data, train=train)
 
 
-PRESETS = {"debug": debug, "tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b, "study-124m": study_124m}
+def arena() -> RunConfig:
+    """The arena's backbone (docs/arena.md, `duollm arena --preset arena`): study-124m's family (Llama-style, small =
+    big/16, its corpus and 16k BPE) at 8 layers, d=512, 8 heads, big 2048, small 128. The dense entrant has 42.0M
+    parameters: 33.6M in the blocks (25.2M of them in the FFNs) and 8.4M in the tied embedding. 1200 steps of
+    32 x 1024 tokens: 39.3M training tokens per entrant. Not compiled: the entrants' routing has data-dependent
+    shapes."""
+    base = study_124m()
+    model = dataclasses.replace(base.model, n_layer=8, n_head=8, n_kv_head=8, d_model=512, d_big=2048, d_small=128)
+    train = dataclasses.replace(base.train, steps=1200, warmup_steps=100, lr=1.5e-3, compile=False)
+    return RunConfig(preset="arena", model=model, data=base.data, train=train)
+
+
+def arena_toy() -> RunConfig:
+    """The arena on a CPU (the demo's arena stage, tests): 4 layers, d=64, 4 heads, big 256, small 16, the built-in
+    tokenizer (4096) and books; 150 steps of 8 x 64 tokens (76,800 tokens per entrant); the dense entrant has 0.52M
+    parameters (0.26M of them the tied embedding)."""
+    model = DuoConfig(n_layer=4, n_head=4, n_kv_head=4, d_model=64, d_big=256, d_small=16, vocab_size=4096, max_seq_len=64)
+    train = TrainConfig(steps=150, batch_size=8, seq_len=64, lr=3e-3, warmup_steps=15, log_every=25)
+    return RunConfig(preset="arena-toy", model=model, data=DataConfig(), train=train)
+
+
+PRESETS = {
+    **{"debug": debug, "tiny": tiny, "small": small, "gpt2-124m": gpt2_124m, "paper-1.4b": paper_1_4b, "study-124m": study_124m},
+    **{"arena": arena, "arena-toy": arena_toy},
+}
 
 
 def run_config(name: str) -> RunConfig:

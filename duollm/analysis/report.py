@@ -19,6 +19,9 @@ absent is left out with a note saying which command makes it:
                       of all-big over all-small on the tokens of each count
   routers-seq0.png    the routes of sequence 0 of those routers, below the oracles' at the same budget
   difficulty.png      D_rel against D_conv, with highlighted text and the top tokens in the page
+  arena.png           when the folder holds `arena.jsonl` (from `duollm arena`): the entrants' table and their
+                      perplexity against FLOPs per token and decode time (analysis/arena.py); a folder with an arena
+                      and no oracle gets that section alone
 The page and figures are written into a temporary folder that then replaces `RUN/report/`.
 """
 
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from duollm.analysis import difficulty as diff
+from duollm.analysis.arena import ARENA_FILE, arena_section
 from duollm.analysis.commands import oracle_command, router_commands
 from duollm.analysis.page import CSS, Page, cell, esc, new_figure
 from duollm.analysis.plots import plot_difficulty, plot_ppl, plot_route_map, plot_usage
@@ -273,9 +277,12 @@ def build_report(run: str) -> dict:
     if not Path(run).is_dir():
         raise DuoError(f"{run} is not a directory (expected a run directory)")
     present = options_present(run)
-    if not present:
+    has_arena = (Path(run) / ARENA_FILE).is_file()
+    if not present and not has_arena:
         raise DuoError(f"no oracle results under {oracle_folder(run, 'big,small').parent}: run `duollm oracle --run {run}` first")
     new_figure(1, 1)  # fail early, before any file is written, when matplotlib is missing
+    if not present:  # an arena folder: its table and figure only
+        return _arena_report(run)
     summaries = {o: read_summary(run, o) for o in present}
     routers = read_routers(run)
     evaluated = {r.options for r in routers if r.evals}  # a router's figures need its oracle's table
@@ -291,6 +298,22 @@ def build_report(run: str) -> dict:
         _route_section(page, tables)
         router_section(page, summaries, tables, routers)
         _difficulty_section(page, run, tables, st)
+        if has_arena:
+            arena_section(page, run)
+        page.add("</body></html>")
+        (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")
+    return {"report": str(folder / "report.html"), "figures": page.figures}
+
+
+def _arena_report(run: str) -> dict:
+    """The report of a folder that holds an arena (arena.jsonl) and no oracle: the arena section alone."""
+    folder = Path(run) / "report"
+    with atomic_folder(folder) as tmp:
+        page = Page(tmp)
+        name = esc(Path(run).resolve().name)
+        page.add(f"<!doctype html><html><head><meta charset='utf-8'><title>duollm report: {name}</title><style>{CSS}</style></head><body>")
+        page.add(f"<h1>duollm report: {name}</h1>")
+        arena_section(page, run)
         page.add("</body></html>")
         (tmp / "report.html").write_text("\n".join(page.parts) + "\n", encoding="utf-8")
     return {"report": str(folder / "report.html"), "figures": page.figures}

@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   duollm export --run runs/t --hf hf/t --policy BSBS   # AutoModelForCausalLM.from_pretrained("hf/t") after import duollm
   duollm mc --run runs/t --data arc.jsonl --policy all-small --json  # multiple-choice accuracy, offline
   duollm bench ffn --preset gpt2-124m --tokens 16384   # a speed benchmark of the checkout (GPU); bench list
+  duollm arena --out runs/arena --entrants dense,dense:budget=0.5,duo-random:budget=0.5   # trained side by side
 """
 
 # subcommand → (module, command dataclass, main function); each module of this package holds one command group
@@ -55,10 +56,11 @@ COMMANDS = {
     "import": ("duollm.cli.hf", "ImportCommand", "main_import"),
     "mc": ("duollm.cli.mc", "MCCommand", "main"),
     "data build": ("duollm.cli.data", "BuildCommand", "main_build"),
+    "arena": ("duollm.cli.arena", "ArenaCommand", "main"),
 }
 # subcommand → the optional extras it needs, checked before it starts any work (duollm/extras.py)
-NEEDS = {"demo": ("analysis",), "report": ("analysis",), "export": ("hf",)}  # `import` reads the files itself
-TAKES_OVERRIDES = {"train", "demo"}
+NEEDS = {"demo": ("analysis",), "report": ("analysis",), "arena": ("analysis",), "export": ("hf",)}  # `import` reads the files itself
+TAKES_OVERRIDES = {"train", "demo", "arena"}
 PASSES_ON = {"bench"}  # commands whose unknown flags go, unchanged, to what they run (their `args` field)
 
 

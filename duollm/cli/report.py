@@ -12,7 +12,7 @@ from duollm.analysis.report import build_report
 class ReportCommand:
     """An HTML report of a run: every figure rebuilt from the run's saved oracle and difficulty files."""
 
-    run: str  # run directory with oracle results (from duollm oracle)
+    run: str  # run directory with oracle results (from duollm oracle), or an arena folder (from duollm arena)
     json: bool = False  # print one JSON object instead of a line
 
 

@@ -77,6 +77,7 @@ class DenseLM(Entrant):
         if not isinstance(d_ff, int) or d_ff < 0:
             raise DuoError(f"dense: d_ff must be a positive integer (0 = d_big), got {d_ff!r}")
         self.d_ff = width_for_budget(cfg, budget) if budget else d_ff or cfg.d_big
+        self.budget = self.d_ff / cfg.d_big  # its FFN FLOPs per token as a fraction of BIG's (the arena's target)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(DenseBlock(cfg, self.d_ff) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)

@@ -62,6 +62,7 @@ class DuoRandom(Entrant):
             raise DuoError(f"duo-random: budget is a fraction of all-BIG's FFN FLOPs in (0, 1], got {budget}")
         random_route((1, 1, 1), p_big, p_small, p_skip, torch.Generator())  # DuoError for a bad mix
         self.p = (float(p_big), float(p_small), float(p_skip))
+        self.budget = float(budget)  # the target; k BIG layers meet it to within a step of 1/L (big_layers_for_budget)
         self.k = big_layers_for_budget(cfg, budget)
         if route:
             try:

@@ -1,0 +1,156 @@
+"""The arena's table and figure, from `arena.jsonl` alone (train/arena.py writes it; docs/arena.md).
+
+    rows = read_arena("runs/arena")              # one dict per entrant and seed
+    points = summarize(rows)                      # one per entrant: means over its seeds, standard errors
+    plot_pareto(points, ax_flops, ax_time)        # perplexity against FLOPs per token, and against decode time
+
+Imports no torch: the report draws these from the saved rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from duollm.analysis.page import Page, esc, new_figure, num
+from duollm.errors import DuoError
+from duollm.files import atomic_path
+
+ARENA_FILE = "arena.jsonl"
+SPEED_KEY = "decode_tokens_per_s"  # measured greedy decoding at batch 1, when a row carries it
+
+
+def read_arena(folder: str | Path) -> list[dict]:
+    """The rows of `folder/arena.jsonl`; DuoError when it is missing or holds a line that is not a row."""
+    path = Path(folder) / ARENA_FILE
+    if not path.is_file():
+        raise DuoError(f"{path} not found: run `duollm arena --out {folder}` first")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or not {"label", "seed", "ppl", "flops_per_token"} <= row.keys():
+                raise DuoError(f"{path}:{i} is not an arena row; run duollm arena again")
+            rows.append(row)
+    return rows
+
+
+def _mean_se(values: list[float]) -> tuple[float, float | None]:
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None
+    var = sum((v - m) ** 2 for v in values) / (len(values) - 1)
+    return m, math.sqrt(var / len(values))
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One point per entrant label, in order of appearance: seeds, mean perplexity per split with its standard error
+    (None for one seed), mean FLOPs per token, compute, FFN share, target, and decode tokens/s where measured."""
+    out = []
+    for lab in dict.fromkeys(r["label"] for r in rows):
+        mine = [r for r in rows if r["label"] == lab]
+        p = {"label": lab, "method": mine[0]["method"], "seeds": sorted(r["seed"] for r in mine), "ppl": {}, "ppl_se": {}}
+        for split in mine[0]["ppl"]:
+            p["ppl"][split], p["ppl_se"][split] = _mean_se([r["ppl"][split] for r in mine])
+        for key in ("flops_per_token", "compute", "ffn_share", "tokens_per_s", "train_tokens"):
+            p[key] = _mean_se([r[key] for r in mine])[0] if all(key in r for r in mine) else None
+        p["target"] = mine[0].get("target")
+        p[SPEED_KEY] = _mean_se([r[SPEED_KEY] for r in mine])[0] if all(r.get(SPEED_KEY) for r in mine) else None
+        out.append(p)
+    return out
+
+
+def pareto(points: list[dict], x: str, split: str) -> list[dict]:
+    """The points no other beats on both `x` (lower is better) and perplexity on `split`, by increasing x."""
+    front, best = [], math.inf
+    for p in sorted((p for p in points if p.get(x) is not None), key=lambda p: (p[x], p["ppl"][split])):
+        if p["ppl"][split] < best:
+            front.append(p)
+            best = p["ppl"][split]
+    return front
+
+
+def _panel(points: list[dict], ax, x: str, scale: float, xlabel: str, splits: list[str]):
+    markers = ("o", "s")
+    for split, marker in zip(splits, markers, strict=False):
+        for p in points:
+            se = p["ppl_se"][split]
+            ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=f"C{points.index(p) % 10}", ms=6, capsize=2)
+        front = pareto(points, x, split)
+        ax.plot([p[x] * scale for p in front], [p["ppl"][split] for p in front], ":", color="gray", lw=1)
+    for p in points:  # one label per entrant, at its first split's point
+        ax.annotate(p["label"], (p[x] * scale, p["ppl"][splits[0]]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ppls = [p["ppl"][s] for p in points for s in splits]
+    if max(ppls) > 3 * min(ppls):
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("perplexity")
+    ax.grid(alpha=0.3)
+
+
+def plot_pareto(points: list[dict], ax_flops, ax_time):
+    """Left: perplexity against forward FLOPs per token (circles: the first split, squares: the second; dotted: each
+    split's Pareto front). Right: against measured decode time per token, or a note that no row carries it."""
+    splits = list(points[0]["ppl"])
+    _panel(points, ax_flops, "flops_per_token", 1e-6, "forward MFLOP per token", splits)
+    ax_flops.set_title(f"perplexity ({' ○, '.join(splits)} □) against FLOPs", fontsize=9)
+    timed = [p for p in points if p[SPEED_KEY]]
+    if timed:
+        for p in timed:
+            p["ms_per_token"] = 1e3 / p[SPEED_KEY]
+        _panel(timed, ax_time, "ms_per_token", 1.0, "greedy decode ms per token (batch 1, measured)", splits)
+        ax_time.set_title("against measured decode time", fontsize=9)
+    else:
+        ax_time.text(0.5, 0.5, "no decode timings in these rows:\nmeasure with duollm arena --speed", ha="center", va="center", fontsize=9)
+        ax_time.set_axis_off()
+    return ax_flops
+
+
+def arena_table(points: list[dict]) -> str:
+    """Every entrant as an HTML table row: perplexities (± standard error over seeds), FLOPs, compute, target."""
+    splits = list(points[0]["ppl"])
+    head = ["entrant", "seeds", *(f"ppl {s}" for s in splits), "MFLOP/token", "of dense BIG", "FFN share", "target", "train tokens/s"]
+    rows = ["<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
+    for p in points:
+        ppl = [num(p["ppl"][s]) + (f" ± {p['ppl_se'][s]:.2f}" if p["ppl_se"][s] is not None else "") for s in splits]
+        vals = [len(p["seeds"]), *ppl, num(p["flops_per_token"] / 1e6, ".3f"), num(p["compute"], ".1%")]
+        vals += [num(p["ffn_share"], ".3f"), num(p["target"], ".3f"), num(p["tokens_per_s"], ",.0f")]
+        rows.append(f'<tr><td class="l">{esc(p["label"])}</td>' + "".join(f"<td>{esc(str(v))}</td>" for v in vals) + "</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+CAPTION = (
+    "Held-out perplexity against forward FLOPs per token (left) and measured decode time (right), one point per "
+    "entrant (mean over seeds, bars: standard error over seeds)."
+)
+
+
+def arena_figure(points: list[dict]):
+    """The two-panel Pareto figure (a matplotlib Figure)."""
+    fig = new_figure(11, 4.2)
+    ax_flops, ax_time = fig.subplots(1, 2)
+    plot_pareto(points, ax_flops, ax_time)
+    fig.tight_layout()
+    return fig
+
+
+def write_arena_figure(folder: str | Path) -> Path:
+    """`folder/arena.png` from `folder/arena.jsonl`, written atomically; its path."""
+    path = Path(folder) / "arena.png"
+    fig = arena_figure(summarize(read_arena(folder)))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    return path
+
+
+def arena_section(page: Page, folder: str | Path) -> None:
+    """The report's arena section: the table and the figure of `folder/arena.jsonl`."""
+    page.add("<h2>Arena</h2>")
+    points = summarize(read_arena(folder))
+    page.add(f"<p>{len(points)} entrants; command: <code>duollm arena --out {esc(str(folder))}</code> (docs/arena.md).</p>")
+    page.add(arena_table(points))
+    page.figure(arena_figure(points), "arena.png", CAPTION)

@@ -1,0 +1,98 @@
+"""The arena (duollm/train/arena.py, duollm arena): the entrant parser, equal batches, rows, resuming, the command.
+Run: pytest tests/train/test_arena.py"""
+
+import json
+
+import pytest
+import torch
+
+import duollm.train.arena as arena
+from duollm.errors import DuoError
+from duollm.train.arena import ArenaSpec, parse_entrants, run_arena
+from tests.conftest import run_cli
+
+TINY = {
+    **{"data.train": "synthetic", "data.tokenizer": "bytes", "model.vocab_size": "257", "model.n_layer": "2"},
+    **{"model.d_model": "32", "model.d_big": "64", "model.d_small": "8", "model.max_seq_len": "32"},
+    **{"train.seq_len": "16", "train.batch_size": "2", "train.warmup_steps": "1"},
+}
+FLAGS = ["--tokens", "96", "--eval-tokens", "256", "--calib-seqs", "2", *(f"--{k}={v}" for k, v in TINY.items())]
+
+
+def test_the_entrant_parser():
+    got = parse_entrants("dense,dense:budget=0.5,duo-random:budget=0.33,route=BSBS,mod:capacity=0.125,every=2,on=true")
+    assert got == [
+        ("dense", {}),
+        ("dense", {"budget": 0.5}),
+        ("duo-random", {"budget": 0.33, "route": "BSBS"}),
+        ("mod", {"capacity": 0.125, "every": 2, "on": True}),
+    ]
+    for bad, match in [
+        ("budget=0.5,dense", "before any entrant"),
+        ("dense:budget", "bad option"),
+        ("dense:budget=0.5,budget=0.3", "twice"),
+        ("dense,,duo-random", "bad entrant"),
+        ("den$e", "bad entrant"),
+    ]:
+        with pytest.raises(DuoError, match=match):
+            parse_entrants(bad)
+
+
+def test_bad_entrants_are_refused_before_any_work(tmp_path):
+    for text, match in [("no-such", "unknown arena method"), ("dense:width=3", "width"), ("dense,dense", "twice")]:
+        with pytest.raises(DuoError, match=match):
+            run_arena(ArenaSpec(out=str(tmp_path / "a"), entrants=text, overrides=TINY))
+    assert not (tmp_path / "a").exists()
+
+
+def test_every_entrant_of_a_seed_trains_on_the_same_batches_and_the_arena_resumes(tmp_path, monkeypatch):
+    seen = []
+
+    def recording(tokens, batch_size, seq_len, gen):
+        x = sample(tokens, batch_size, seq_len, gen)
+        seen.append(x)
+        return x
+
+    sample = arena.sample_batch
+    monkeypatch.setattr(arena, "sample_batch", recording)
+    spec = ArenaSpec(
+        out=str(tmp_path / "a"), entrants="dense,duo-random:budget=0.5", tokens=96, eval_tokens=256, calib_seqs=2, overrides=TINY
+    )
+    res = run_arena(spec)
+    steps = 96 // (2 * 16)
+    assert len(seen) == 2 * steps and all(torch.equal(a, b) for a, b in zip(seen[:steps], seen[steps:], strict=True))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "arena.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["dense", "duo-random:budget=0.5"] and res["rows"] == rows
+    assert set(arena.ROW_KEYS) <= set(rows[0]) and rows[0]["train_tokens"] == rows[1]["train_tokens"] == 96
+    dense, duo = rows
+    assert dense["compute"] == 1.0 and dense["ffn_share"] == 1.0 and dense["flops_per_token"] == dense["flops_dense_big"]
+    assert duo["calibrated"] is not None and len(duo["options"]["route"]) == 2  # the fixed route chosen, in the options
+    assert duo["ffn_share"] == pytest.approx(duo["calibrated"]) and duo["compute"] < 1
+    assert set(duo["ppl"]) == {"prose-val", "code-val"} and all(v > 1 for v in duo["ppl"].values())
+    assert (tmp_path / "a" / "entrants" / "duo-random_budget-0.5-seed0" / "entrant.json").is_file()
+    # a second call with one more entrant trains only that one; other settings are refused
+    res = run_arena(ArenaSpec(**{**spec.__dict__, "entrants": "dense,dense:budget=0.5"}))
+    assert res["skipped"] == ["dense seed 0"] and [r["label"] for r in res["rows"]] == ["dense", "dense:budget=0.5"]
+    with pytest.raises(DuoError, match="other settings"):
+        run_arena(ArenaSpec(**{**spec.__dict__, "tokens": 128}))
+
+
+def test_the_command_writes_rows_and_the_figure_and_report_draws_them(tmp_path, capsys):
+    out = tmp_path / "a"
+    code, stdout, err = run_cli(capsys, "arena", "--out", str(out), "--entrants", "dense,dense:budget=0.5", "--json", *FLAGS)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert [r["label"] for r in res["rows"]] == ["dense", "dense:budget=0.5"] and (out / "arena.png").is_file()
+    code, stdout, err = run_cli(capsys, "arena", "--out", str(out), "--entrants", "dense,dense:budget=0.5", *FLAGS)
+    assert code == 0 and "| dense:budget=0.5 | 1 |" in stdout and "already in" in stdout
+    code, stdout, err = run_cli(capsys, "report", "--run", str(out))
+    assert code == 0, err
+    html = (out / "report" / "report.html").read_text()
+    assert "<h2>Arena</h2>" in html and "dense:budget=0.5" in html and (out / "report" / "arena.png").is_file()
+
+
+@pytest.mark.parametrize("text", ["dense:width=3", "nothing", "dense:budget"])
+def test_the_command_refuses_bad_entrants_in_one_line(tmp_path, capsys, text):
+    code, out, err = run_cli(capsys, "arena", "--out", str(tmp_path / "a"), "--entrants", text, *FLAGS)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("duollm: error: ")
+    assert not (tmp_path / "a").exists()
