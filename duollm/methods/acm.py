@@ -32,7 +32,10 @@ too (calibrate after training).
 Skipped from ACM: its representation-distillation and gate-pretraining phases. Both convert a *pretrained* dense
 model (learner prefixes distilled to reproduce the dense FFN's output, then the gate trained on labels of the
 fewest learners within an error threshold); the arena trains every entrant from scratch, so only ACM's third
-phase, end-to-end training with the budget loss, is used. ACM's optional entropy and diversity terms are left out.
+phase, end-to-end training with the budget loss, is used. ACM's entropy term is an option (`entropy`, default 0):
+`entropy · (1 − H)`, H the entropy of each sequence's choices at each layer over its tokens, normalised by
+log(N + 1) and averaged, which keeps the gate from settling on one n for every token; its diversity term is left
+out.
 
 FLOPs per token (routing/cost.py's convention, 2 per weight): attention as the cost table counts it, at the
 token's own causal context (position p reads p + 1 keys: the mean over a window equals the table's mean context,
@@ -103,14 +106,15 @@ class LearnerFFN(nn.Module):
         return F.linear(h, down)  # (B, T, C)
 
     def forward(self, u: Tensor, offset: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-        """`u` (B, T, C) → (output (B, T, C), learners fraction n/N (B, T) fp32, with the straight-through gradient in
-        training, n (B, T) uint8). Training samples a hard Gumbel-softmax choice; eval takes the argmax."""
+        """`u` (B, T, C) → (output (B, T, C), the choice g (B, T, N+1) fp32 one-hot over n = 0..N, with the
+        straight-through gradient in training, n (B, T) uint8). Training samples a hard Gumbel-softmax choice; eval
+        takes the argmax."""
         z = self.logits(u, offset)  # (B, T, N+1)
         if self.training:
             g = F.gumbel_softmax(z, tau=tau, hard=True)  # (B, T, N+1): one-hot forward, soft gradient
-            return self.mix(u, g), (g * self.steps).sum(-1), g.argmax(-1).to(torch.uint8)
+            return self.mix(u, g), g, g.argmax(-1).to(torch.uint8)
         n = z.argmax(-1)  # (B, T) int64: ties go to the fewest learners
-        return self.run(u, n), self.steps[n], n.to(torch.uint8)
+        return self.run(u, n), F.one_hot(n, self.n + 1).float(), n.to(torch.uint8)
 
 
 class ACMBlock(nn.Module):
@@ -124,17 +128,17 @@ class ACMBlock(nn.Module):
         self.ffn = LearnerFFN(cfg.d_model, cfg.d_big, n_learners)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, kv, offset: Tensor, tau: float) -> tuple[Tensor, Tensor, Tensor]:
-        """x (B, T, C) → (x (B, T, C), learners fraction (B, T), learners run (B, T) uint8)."""
+        """x (B, T, C) → (x (B, T, C), the choice (B, T, N+1), learners run (B, T) uint8)."""
         x = x + self.attn(self.attn_norm(x), cos, sin, kv)  # (B, T, C): always runs
-        y, fraction, n = self.ffn(self.ffn_norm(x), offset, tau)
-        return x + y, fraction, n
+        y, g, n = self.ffn(self.ffn_norm(x), offset, tau)
+        return x + y, g, n
 
 
 class Trace(NamedTuple):
     """The trunk's result: the final residual stream and each token's decisions."""
 
     x: Tensor  # (B, T, C) before the final norm
-    fraction: Tensor  # (B, T, L) fp32: learners run / N (straight-through gradient in training)
+    choice: Tensor  # (B, T, L, N+1) fp32: one-hot over n = 0..N (straight-through gradient in training)
     counts: Tensor  # (B, T, L) uint8: learners run, 0..N
 
 
@@ -142,12 +146,15 @@ class ACM(Entrant):
     """A Duo-style decoder whose every FFN is an ACM: N nested learners and a gate (module docstring).
 
     Options: `learners` N (d_big must divide by it), `budget` the target learners fraction (FFN FLOPs over the full
-    FFN's), `tau` the Gumbel-softmax temperature, `budget_weight` the budget loss's weight."""
+    FFN's), `tau` the Gumbel-softmax temperature, `budget_weight` the budget loss's weight, `entropy` the weight of
+    ACM's entropy term (0: none)."""
 
     method = "acm"
 
-    def __init__(self, cfg: DuoConfig, learners: int = 4, budget: float = 0.5, tau: float = 1.0, budget_weight: float = 1.0):
-        super().__init__(cfg, learners=learners, budget=budget, tau=tau, budget_weight=budget_weight)
+    def __init__(
+        self, cfg: DuoConfig, learners: int = 4, budget: float = 0.5, tau: float = 1.0, budget_weight: float = 1.0, entropy: float = 0.0
+    ):
+        super().__init__(cfg, learners=learners, budget=budget, tau=tau, budget_weight=budget_weight, entropy=entropy)
         if not isinstance(learners, int) or learners < 1 or cfg.d_big % learners:
             raise DuoError(f"acm: learners must be a positive integer dividing d_big ({cfg.d_big}), got {learners!r}")
         if not 0.0 <= budget <= 1.0:
@@ -155,6 +162,7 @@ class ACM(Entrant):
         if not tau > 0:
             raise DuoError(f"acm: tau must be positive, got {tau}")
         self.n_learners, self.budget, self.tau, self.budget_weight = learners, float(budget), float(tau), float(budget_weight)
+        self.entropy = float(entropy)
         # the gate is FFN compute too: the learners aim at the budget less the gate's share of a full FFN
         table = cfg.cost()
         self.gate_share = self.gate_flops() / float(table.ffn[:, Choice.BIG].sum())  # (N+1) / (3 d_big)
@@ -200,14 +208,14 @@ class ACM(Entrant):
             raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
         x = self.embed(ids)  # (B, T, C)
-        fractions, counts = [], []
+        choices, counts = [], []
         for l, block in enumerate(self.blocks):
-            x, f, n = block(x, cos, sin, None if cache is None else cache.layer(l), self.offset, self.tau)
-            fractions.append(f)
+            x, g, n = block(x, cos, sin, None if cache is None else cache.layer(l), self.offset, self.tau)
+            choices.append(g)
             counts.append(n)
         if cache is not None:
             cache.pos += T
-        return Trace(x, torch.stack(fractions, dim=-1), torch.stack(counts, dim=-1))  # (B, T, C), (B, T, L) x2
+        return Trace(x, torch.stack(choices, dim=2), torch.stack(counts, dim=-1))  # (B, T, C), (B, T, L, N+1), (B, T, L)
 
     def token_flops(self, counts: Tensor, pos: int = 0) -> Tensor:
         """Forward FLOPs (B, T) float64 of tokens at positions pos.. that ran `counts` (B, T, L) learners per layer."""
@@ -223,13 +231,18 @@ class ACM(Entrant):
     def forward(self, ids: Tensor, targets: Tensor | None = None, cache: KVCache | None = None) -> MethodOutput:
         """`ids` (B, T) int64, `targets` (B, T) or None (ignore_index -1), `cache` from `new_cache` or None."""
         pos = 0 if cache is None else int(cache.pos)
-        x, fraction, counts = self.trunk(ids, cache)
+        x, choice, counts = self.trunk(ids, cache)
         logits = F.linear(self.norm(x), self.embed.weight if self.lm_head is None else self.lm_head.weight)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        realised = fraction.mean()  # scalar: mean learners fraction over tokens and layers
+        steps = torch.arange(self.n_learners + 1, device=choice.device) / self.n_learners  # (N+1,) n / N
+        realised = (choice * steps).sum(-1).mean()  # scalar: mean learners fraction over tokens and layers
         aux = self.budget_weight * (realised - self.target).abs()
+        if self.entropy > 0:  # ACM's entropy term: each sequence's tokens spread over the choices, at every layer
+            share = choice.mean(1)  # (B, L, N+1): a sequence's choice distribution at each layer
+            h = -(share * share.clamp_min(1e-9).log()).sum(-1) / math.log(self.n_learners + 1)  # (B, L) in [0, 1]
+            aux = aux + self.entropy * (1 - h.mean())
         shares = torch.stack([realised.detach(), (counts == 0).float().mean()]).tolist()  # one host sync
         stats = {"learners": shares[0], "skip": shares[1], "ffn": shares[0] + self.gate_share}
         return MethodOutput(logits=logits, loss=loss, aux=aux, flops=self.token_flops(counts, pos), stats=stats)

@@ -99,8 +99,18 @@ def test_options_are_checked_and_json_able(cfg):
     with pytest.raises(DuoError, match="gates' own share"):
         ACM(cfg, budget=0.01)  # the gates alone cost (4 + 1) / (3 * 128) = 0.013 of the FFN
     model = build("acm", cfg, learners=2, budget=0.33)
-    assert model.options == {"learners": 2, "budget": 0.33, "tau": 1.0, "budget_weight": 1.0}
+    assert model.options == {"learners": 2, "budget": 0.33, "tau": 1.0, "budget_weight": 1.0, "entropy": 0.0}
     assert model.target == pytest.approx(0.33 - 3 / (3 * 128))
+
+
+def test_the_aux_loss_is_the_budget_term_plus_the_entropy_term(cfg, ids):
+    model = acm(cfg, learners=4, budget=0.5, entropy=0.3)
+    spread_gates(model)
+    out, counts = model(ids), model.trunk(ids).counts  # (B, T, L)
+    budget_term = abs(counts.double().mean().item() / 4 - model.target)
+    share = torch.nn.functional.one_hot(counts.long(), 5).double().mean(1)  # (B, L, 5): each sequence's choices per layer
+    h = -(share * share.clamp_min(1e-12).log()).sum(-1) / torch.log(torch.tensor(5.0))  # (B, L)
+    assert out.aux.item() == pytest.approx(budget_term + 0.3 * (1 - h.mean().item()), abs=1e-5)
 
 
 # ----------------------------------------------------------------------------- the entrant rules (base.py)
