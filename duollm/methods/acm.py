@@ -23,11 +23,12 @@ its own state only, so the entrant is causal by construction, and each learner r
 only (gather, run, add back: the readable reference, like model/ffn.py's RoutedFFN).
 
 **Calibration.** The budget loss holds the *sampled* choices near the budget in training; the argmax may spend
-more or less. `calibrate(windows)` sets one offset λ (a persistent buffer, saved with the weights) that lowers
-choice n's logit by `λ · n / N` at every layer, found by bisection on held-out windows so that the realised mean
-learners fraction under `eval()` equals the target. The realised fraction falls monotonically as λ grows (the
-penalty is linear in n), so bisection converges. λ is 0 until `calibrate` is called, and it applies in training
-too (calibrate after training).
+more or less (far less with the entropy term). `calibrate(windows)` sets one offset λ (a persistent buffer, saved
+with the weights) that lowers choice n's logit by `λ · n / N` at every layer, found by bisection on windows that
+the evaluation does not score (the arena takes training text) so that the realised mean learners fraction under
+`eval()` equals the target. The realised fraction falls monotonically as λ grows (the penalty is linear in n), so
+bisection converges. λ is 0 until `calibrate` is called, and it applies in training too (calibrate after
+training).
 
 Skipped from ACM: its representation-distillation and gate-pretraining phases. Both convert a *pretrained* dense
 model (learner prefixes distilled to reproduce the dense FFN's output, then the gate trained on labels of the
@@ -42,7 +43,7 @@ token's own causal context (position p reads p + 1 keys: the mean over a window 
 and a token costs the same decoded or in a full forward); `n_l · (6·d·d_big / N)` for the learners run at layer
 l (1/N of the table's BIG module each); the gate's `2·d·(N + 1)` at every layer; the head `2·d·V` once.
 `out.stats`: `learners` (mean n / N over tokens and layers), `skip` (the share of n = 0) and `ffn` (learners and
-gates over the full FFN's FLOPs, to set against `budget`); `out.aux` is the budget loss.
+gates over the full FFN's FLOPs, to set against `budget`); `out.aux` is the budget loss plus the entropy term.
 """
 
 from __future__ import annotations
