@@ -252,19 +252,23 @@ class MoD(Entrant):
 
     def token_flops(self, run: Tensor, keys: Tensor, pos: int = 0) -> Tensor:
         """Forward FLOPs (B, T) float64 of tokens at positions pos.. that ran the routed blocks as `run` (B, T, R)
-        says, attending `keys` (B, T, R) keys there (module docstring)."""
-        c, T, dev = self.cfg, run.shape[1], run.device
+        says, attending `keys` (B, T, R) keys there (module docstring). The table's numbers stay host floats, so
+        nothing is copied to the device or read back from it (no synchronisation in a training step)."""
+        c, (B, T, R) = self.cfg, run.shape
         one, three = c.cost(1), c.cost(3)  # attention at 1 key, and at 2 keys (the mean context of 3 tokens)
-        attn, step = one.attn.to(dev), (three.attn - one.attn).to(dev)  # (L,) each; step: one more key, 2·2·d
-        big = one.ffn[:, Choice.BIG].to(dev)  # (L,) BIG's FFN
-        routed = torch.zeros(c.n_layer, dtype=torch.bool, device=dev)  # (L,)
-        routed[list(self.routed)] = True
-        dense = ~routed
-        p = torch.arange(pos, pos + T, dtype=torch.float64, device=dev)  # (T,) a dense block reads p + 1 keys
-        flops = attn[dense].sum() + big[dense].sum() + p * step[dense].sum() + one.head  # (T,)
-        work = attn[routed] + big[routed] + (keys.double() - 1) * step[routed]  # (B, T, R) if the token runs
+        attn, step = one.attn.tolist(), (three.attn - one.attn).tolist()  # per layer; step: one more key, 2·2·d
+        big = one.ffn[:, Choice.BIG].tolist()  # per layer: BIG's FFN
+        run, keys = run.double(), keys.double()  # (B, T, R) each
+        p = torch.arange(pos, pos + T, dtype=torch.float64, device=run.device)  # (T,) a dense block reads p + 1 keys
         router = 2 * c.d_model  # a d × 1 matrix per routed block, 2 FLOPs per weight; paid whether the token runs or not
-        return flops + (run.double() * work).sum(-1) + router * len(self.routed)  # (B, T)
+        flops = torch.full((B, T), one.head + router * R, dtype=torch.float64, device=run.device)  # (B, T)
+        for l in range(c.n_layer):
+            if l in self.routed:  # only if the token ran it, over the keys it attended
+                r = self.routed.index(l)
+                flops = flops + run[..., r] * (attn[l] + big[l] + (keys[..., r] - 1) * step[l])  # (B, T)
+            else:
+                flops = flops + (attn[l] + big[l] + p * step[l])  # (B, T) + (T,)
+        return flops
 
     def forward(self, ids: Tensor, targets: Tensor | None = None, cache: MoDCache | None = None) -> MethodOutput:
         """`ids` (B, T) int64, `targets` (B, T) or None (ignore_index -1), `cache` from `new_cache` or None."""
