@@ -14,7 +14,7 @@
 # 5. (claims) on the adapted model, the oracle over groups of 3 at every reachable count (shared) and the causal oracle
 #    at 9, 15 and 21 BIG layers, with fixed and random best-of-20; the label-free bound there; the paper router at
 #    0.3, 0.5, 0.7, calibrated on prose; `duollm claims` on the run;
-# 6. (claims) the beam oracle of width 8 over single layers at 15 (cut after 150 s);
+# 6. (claims) the beam oracle of width 8 over single layers at 15 (cut after 90 s);
 # 7. (policies) adapt × all-big, all-small, random, FFN-SkipLLM thresholds, late early exits and static skip routes at
 #    comparable FLOPs, whole prose-val and code-val;
 # 8. (policies) three chat prompts under all-big, all-small, the best fixed route at 15 BIG and FFN-SkipLLM at the
@@ -50,8 +50,8 @@ if [ "$STAGE" = claims ]; then
   duo claims --run "$R" --json > "$OUT/claims.json"
   duo claims --run "$R" > "$OUT/claims.md"
   stamp claims
-  timeout 150 python -m duollm oracle --run "$R" --beam 8 --budgets 15 --mode shared --random 0 --seqs 32 --seq-len 256 \
-    --batch-size 8 --out "$R/oracle/beam8" --json > "$OUT/oracle-beam8.json" || echo "beam oracle cut at 150 s" >&2
+  timeout 90 python -m duollm oracle --run "$R" --beam 8 --budgets 15 --mode shared --random 0 --seqs 32 --seq-len 256 \
+    --batch-size 8 --out "$R/oracle/beam8" --json > "$OUT/oracle-beam8.json" || echo "beam oracle cut at 90 s" >&2
   stamp "oracle beam 8"
   exit 0
 fi
