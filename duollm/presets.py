@@ -79,10 +79,10 @@ def arena() -> RunConfig:
 
 def arena_toy() -> RunConfig:
     """The arena on a CPU (the demo's arena stage, tests): 4 layers, d=64, 4 heads, big 256, small 16, the built-in
-    tokenizer (4096) and books; 150 steps of 8 x 64 tokens (76,800 tokens per entrant); the dense entrant has 0.52M
+    tokenizer (4096) and books; 200 steps of 8 x 64 tokens (102,400 tokens per entrant); the dense entrant has 0.52M
     parameters (0.26M of them the tied embedding)."""
     model = DuoConfig(n_layer=4, n_head=4, n_kv_head=4, d_model=64, d_big=256, d_small=16, vocab_size=4096, max_seq_len=64)
-    train = TrainConfig(steps=150, batch_size=8, seq_len=64, lr=3e-3, warmup_steps=15, log_every=25)
+    train = TrainConfig(steps=200, batch_size=8, seq_len=64, lr=3e-3, warmup_steps=20, log_every=20)
     return RunConfig(preset="arena-toy", model=model, data=DataConfig(), train=train)
 
 

@@ -43,7 +43,7 @@ def test_train_resume_extends(trained, capsys):
 
 
 SMALL_DEMO = [
-    *("--steps", "3", "--oracle-seqs", "3", "--random", "2", "--router-steps", "2"),
+    *("--steps", "3", "--oracle-seqs", "3", "--random", "2", "--router-steps", "2", "--arena-tokens", "512"),
     "--data.train=synthetic",
     "--data.val=synthetic-val",
     "--data.tokenizer=bytes",
@@ -74,6 +74,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert lf["ppl_oracle_shared"] <= lf["ppl_label_free"]
     assert json.loads((demo / "label-free-synthetic-val.jsonl").read_text())["ppl_label_free"] == lf["ppl_label_free"]
     assert "The label-free choice takes, per token" in (demo / "report" / "report.html").read_text()  # drawn in the report
+    assert [r["label"] for r in res["arena"]] == ["dense", "dense:budget=0.5", "duo-random:budget=0.5"]  # the toy arena
+    assert res["arena"][0]["train_tokens"] == 512 and (demo / "arena.png").is_file()
+    assert "<h2>Arena</h2>" in (demo / "report" / "report.html").read_text()
 
 
 def test_demo_prints_each_table_when_it_has_it_and_keeps_it_on_a_failure(tmp_path, capsys, monkeypatch):

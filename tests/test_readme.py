@@ -98,7 +98,7 @@ def test_update_puts_the_demo_output_into_the_block_and_then_checks():
 def test_demo_formatters_print_the_readme_lines():
     """The demo's tables, rendered from made-up numbers, have the README's lines (numbers aside): a change to the
     demo's output that the README misses fails here, not only in CI's five-minute demo run."""
-    from duollm.cli.demo import format_oracle, format_ppl, format_routers
+    from duollm.cli.demo import format_arena, format_oracle, format_ppl, format_routers
 
     def sweep(options, modes):
         rows = [
@@ -124,8 +124,25 @@ def test_demo_formatters_print_the_readme_lines():
         "oracle_skip": sweep("big,skip", ["shared"]),
         "routers": {kind: {"ppl": 1.0, "realized": {"big": 0.5}, "gap_recovered": 0.0} for kind in ("paper", "supervised")},
         "label_free": {"k": 2, "ppl_label_free": 1.0, "gap_recovered_causal": 0.0},
+        "arena": [
+            {
+                "label": label,
+                "method": label.split(":")[0],
+                "seed": 0,
+                "ppl": {"prose-val": 1.0, "code-val": 1.0},
+                "flops_per_token": 1.0,
+                "compute": 1.0,
+                "ffn_share": 1.0,
+                "target": 1.0,
+                "tokens_per_s": 1.0,
+                "train_tokens": 1,
+                "eval_tokens": {"prose-val": 1},
+            }
+            for label in ("dense", "dense:budget=0.5", "duo-random:budget=0.5")
+        ],
     }
-    text = "\n".join([format_ppl(res), format_oracle(res["oracle"]), format_oracle(res["oracle_skip"]), format_routers(res)])
+    tables = [format_ppl(res), format_oracle(res["oracle"]), format_oracle(res["oracle_skip"]), format_routers(res), format_arena(res)]
+    text = "\n".join(tables)
     shape = lambda s: [readme_commands.NUMBER.sub("#", line) for line in readme_commands.lines(s)]  # noqa: E731
     assert shape(text) == shape(demo_block())
 

@@ -8,9 +8,13 @@
 4. the paper router and the oracle-supervised router at half the layers BIG, scored beside the oracles, and
    the label-free choice (each token's route by its prediction, without the label: about the most a router
    could reach);
-5. token difficulty against the unconstrained shared oracle, and `RUN/report/report.html`.
+5. a toy arena (docs/arena.md): the dense model, the dense model of half BIG's FFN FLOPs and the Duo model with
+   random-routing training at half BIG's FFN FLOPs (its best fixed route), each trained from scratch on the same
+   tokens (the `arena-toy` preset), written into the run (RUN/arena.jsonl, RUN/arena.png);
+6. token difficulty against the unconstrained shared oracle, and `RUN/report/report.html`.
 Prints each table as soon as its stage ends, and keeps what it has in RUN/demo.json after every stage. On a
-2-core CPU it takes about three and a half minutes (the README holds its output, checked by CI).
+2-core CPU it takes about three and a half minutes, the toy arena about 20 s of it (the README holds its
+output, checked by CI).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from duollm.analysis.arena import write_arena_figure
 from duollm.analysis.difficulty import measure, write_summary
 from duollm.analysis.report import build_report
 from duollm.analysis.table import read_table
+from duollm.cli.arena import format_table
 from duollm.cli.train import TrainCommand, resolve
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.eval.evaluate import summarize, token_losses, unigram_losses
@@ -34,12 +40,15 @@ from duollm.oracle.baselines import label_free_summary
 from duollm.oracle.job import OracleSpec, run_oracle
 from duollm.routing.budget import Budget
 from duollm.runs.load import load_run
+from duollm.train.arena import ArenaSpec, run_arena
 from duollm.train.loop import train
 from duollm.train.router import train_router
 from duollm.train.router_eval import eval_router
 from duollm.train.router_spec import RouterEvalSpec, RouterTrainSpec
 
 DEMO_POLICIES = ("all-big", "random:0.5", "all-small")
+DEMO_ENTRANTS = "dense,dense:budget=0.5,duo-random:budget=0.5"  # the toy arena's: entrants of methods/dense.py and duo.py
+ARENA_EVAL_TOKENS = 16384  # of each held-out split
 
 
 @dataclass
@@ -51,6 +60,7 @@ class DemoCommand:
     oracle_seqs: Positive = 32  # held-out windows searched by the oracles
     random: Count = 10  # N of the random best-of-N baseline
     router_steps: Positive = 100  # optimiser steps of the paper router
+    arena_tokens: Count = 0  # training tokens of each toy-arena entrant; 0 = the arena-toy preset's
     json: bool = False  # print one JSON object instead of the table
     overrides: dict = field(default_factory=dict)  # dotted config keys, e.g. {"model.n_layer": "2"}
 
@@ -90,6 +100,11 @@ def run_demo(cmd: DemoCommand, show=None) -> dict:
         routers[kind] = eval_router(RouterEvalSpec(run=str(out), kind=kind, budget="0.5"))
     stage(routers=routers, label_free=run_label_free(out, model, tok, oracle))
     show(format_routers(res))
+    spec = ArenaSpec(out=str(out), entrants=DEMO_ENTRANTS, preset="arena-toy", tokens=cmd.arena_tokens, eval_tokens=ARENA_EVAL_TOKENS)
+    arena = run_arena(spec)
+    write_arena_figure(out)
+    stage(arena=arena["rows"])
+    show(format_arena(res))
     write_summary(out, measure(read_table(out, "big,small")))
     stage(report=build_report(str(out))["report"])
     t = res["train"]
@@ -155,6 +170,14 @@ def format_routers(res: dict) -> str:
         f"| label-free choice: each token's route by its prediction, not the label | {lf['ppl_label_free']:.2f} | {share:.3f} | {gap(lf['gap_recovered_causal'])} |"
     )
     return "\n".join(lines)
+
+
+def format_arena(res: dict) -> str:
+    r = res["arena"][0]
+    return (
+        f"toy arena: each entrant trained from scratch on the same {r['train_tokens']:,} tokens (arena-toy, 4 layers, d = 64), "
+        f"evaluated on {r['eval_tokens']['prose-val']:,} tokens of each split:\n\n" + format_table(res["arena"])
+    )
 
 
 def main(cmd: DemoCommand) -> None:

@@ -225,15 +225,14 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def check_settings(out: Path, settings: dict) -> None:
-    """Write `out/arena.json`, or check that the one there holds the same settings (a resumed arena)."""
+    """Write `out/arena.json`, or check that the one there holds the same settings (a resumed arena). The arena's files
+    have names of their own, so `out` may be a run directory too (the demo's arena sits in its run)."""
     path = out / SETTINGS
     if path.exists():
         saved = json.loads(path.read_text())
         if saved != settings:
             changed = [k for k in settings if saved.get(k) != settings[k]]
             raise DuoError(f"{out} holds an arena with other settings ({', '.join(changed)}); choose another --out")
-    elif out.exists() and any(p.name not in (SETTINGS, RESULTS) for p in out.iterdir()):
-        raise DuoError(f"{out} exists and is not an arena folder; choose another --out")
     write_json(path, settings)
 
 
