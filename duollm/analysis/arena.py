@@ -76,14 +76,14 @@ def pareto(points: list[dict], x: str, split: str) -> list[dict]:
 
 def _panel(points: list[dict], ax, x: str, scale: float, xlabel: str, splits: list[str]):
     markers = ("o", "s")
-    for split, marker in zip(splits, markers, strict=False):
-        for p in points:
+    for i, (split, marker) in enumerate(zip(splits, markers, strict=False)):
+        for j, p in enumerate(points):  # one color per entrant; the legend names it once
             se = p["ppl_se"][split]
-            ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=f"C{points.index(p) % 10}", ms=6, capsize=2)
+            label = p["label"] if i == 0 else None
+            ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=f"C{j % 10}", ms=6, capsize=2, label=label)
         front = pareto(points, x, split)
         ax.plot([p[x] * scale for p in front], [p["ppl"][split] for p in front], ":", color="gray", lw=1)
-    for p in points:  # one label per entrant, at its first split's point
-        ax.annotate(p["label"], (p[x] * scale, p["ppl"][splits[0]]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.legend(fontsize=7)
     ppls = [p["ppl"][s] for p in points for s in splits]
     if max(ppls) > 3 * min(ppls):
         ax.set_yscale("log")
