@@ -41,15 +41,14 @@ if [ "$STAGE" = claims ]; then
   python scripts/label_free.py "$R" --groups 3 --budgets 9,15,21 --seqs 32 --seq-len 256 --batch-size 8 --json \
     --out "$R/label-free-prose-val.jsonl" > "$OUT/label-free-groups3.jsonl"
   stamp "label-free"
-  for b in 0.3 0.5 0.7; do
+  for b in 0.5 0.3 0.7; do
     duo router train --run "$R" --kind paper --budget "$b" --steps 300 --seq-len 256 --json > "$OUT/router-paper-$b.json"
     duo router calibrate --run "$R" --name "paper-$b" --data prose --seqs 64 --seq-len 256 --json > "$OUT/router-paper-$b-cal.json"
     duo router eval --run "$R" --name "paper-$b-cal-prose" --json > "$OUT/router-paper-$b-eval.json"
-    stamp "router $b"
+    duo claims --run "$R" --json > "$OUT/claims.json"  # after each router, so that a lease cut short keeps the verdicts
+    duo claims --run "$R" > "$OUT/claims.md"
+    stamp "router $b, claims"
   done
-  duo claims --run "$R" --json > "$OUT/claims.json"
-  duo claims --run "$R" > "$OUT/claims.md"
-  stamp claims
   timeout 90 python -m duollm oracle --run "$R" --beam 8 --budgets 15 --mode shared --random 0 --seqs 32 --seq-len 256 \
     --batch-size 8 --out "$R/oracle/beam8" --json > "$OUT/oracle-beam8.json" || echo "beam oracle cut at 90 s" >&2
   stamp "oracle beam 8"
