@@ -37,6 +37,7 @@ if [ "$STAGE" = claims ]; then
   duo oracle --run "$R" --groups 3 --mode causal --causal-budgets 9,15,21 --random 20 --random-budgets 9,15,21 \
     --seqs 32 --seq-len 256 --batch-size 8 --causal-batch-size 32 --json > "$OUT/oracle-groups3-causal.json"
   cp "$R/oracle/big-small/summary.json" "$OUT/oracle-groups3-causal-summary.json"
+  cp "$R/oracle/big-small/tokens.jsonl.gz" "$OUT/oracle-groups3-tokens.jsonl.gz"  # per-token routes: claim 3 off the machine
   stamp "oracle groups 3, causal"
   python scripts/label_free.py "$R" --groups 3 --budgets 9,15,21 --seqs 32 --seq-len 256 --batch-size 8 --json \
     --out "$R/label-free-prose-val.jsonl" > "$OUT/label-free-groups3.jsonl"
