@@ -21,5 +21,8 @@ def main(cmd: GenerateCommand) -> None:
         print(json.dumps({"policy": cmd.policy, "results": results} if len(results) > 1 else {"policy": cmd.policy, **results[0]}))
         return
     for r in results:
+        if "realized" not in r:  # an arena entrant: its own routing, its FLOPs
+            print(f"{r['prompt']}{r['text']}\n  [{r['method']}: {r['flops_per_token'] / 1e6:.3f} MFLOP per generated token]")
+            continue
         f = r["realized"]
         print(f"{r['prompt']}{r['text']}\n  [{cmd.policy}: big {f['big']:.2f} small {f['small']:.2f} skip {f['skip']:.2f}]")

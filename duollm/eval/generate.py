@@ -7,19 +7,26 @@ ids and one route string per generated token. Several prompts (`--prompt` lines 
 file given with `--prompts FILE`) are generated together as one batch when they have the same length in
 tokens, else one after another. On a GPU, static routes and the paper's router decode through CUDA graphs
 (`model/decode.py` `Decoder`); other policies through the readable reference, with the same tokens.
+
+`--run` may also name an arena entrant's folder (`OUT/entrants/<label>-seed<s>/`, docs/arena.md): the entrant then
+decodes greedily through its own cache under its own causal routing (`methods.greedy`), `--policy` is not used,
+and the result gives its FLOPs per generated token (from one forward over the whole sequence: decoding equals it).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
 from duollm.eval.policy import run_policy
 from duollm.extras import require
 from duollm.flags import Count, NonNegative, Positive
+from duollm.methods import ENTRANT_FILE, SOURCE_FILE, greedy, load_entrant
 from duollm.model.decode import Decoder, generate
 from duollm.routers import LinearRouter
 from duollm.routing.route import Choice, format_route
@@ -63,6 +70,8 @@ def chat_prompt(tokenizer_file: Path, message: str) -> tuple[str, str | None]:
 
 
 def run_generate(cmd: GenerateSpec) -> list[dict]:
+    if (Path(cmd.run) / ENTRANT_FILE).is_file():
+        return run_entrant(cmd)
     if cmd.max_new_tokens < 1:
         raise DuoError(f"--max-new-tokens must be >= 1, got {cmd.max_new_tokens}")
     if sum(map(bool, (cmd.prompt, cmd.prompts, cmd.chat))) != 1:
@@ -117,3 +126,33 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
             )
     results.sort(key=lambda r: r.pop("index"))
     return results
+
+
+@torch.no_grad()
+def run_entrant(cmd: GenerateSpec) -> list[dict]:
+    """Greedy continuations of the prompts by an arena entrant (a folder `save_entrant` wrote, with source.json)."""
+    folder = Path(cmd.run)
+    if cmd.chat or cmd.temperature > 0 or cmd.policy != "all-big":
+        raise DuoError("an arena entrant decodes greedily under its own routing: give --prompt or --prompts, without --chat, --temperature or --policy")
+    if not (folder / SOURCE_FILE).is_file():
+        raise DuoError(f"{folder} has no {SOURCE_FILE}: it names the entrant's tokenizer (duollm arena writes it)")
+    if sum(map(bool, (cmd.prompt, cmd.prompts))) != 1:
+        raise DuoError("give --prompt TEXT or --prompts FILE (one of them)")
+    texts = [cmd.prompt] if cmd.prompt else [t for t in Path(cmd.prompts).read_text().splitlines() if t.strip()]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_entrant(folder, device).eval()
+    tok = load_tokenizer(json.loads((folder / SOURCE_FILE).read_text())["tokenizer"])
+    results = []
+    for text in texts:  # one prompt at a time: entrants' caches hold no padding
+        ids = torch.tensor([tok.encode_batch([text])[0]], device=device)  # (1, n)
+        if ids.shape[1] == 0:
+            raise DuoError("a prompt encodes to no tokens")
+        if ids.shape[1] + cmd.max_new_tokens > model.cfg.max_seq_len:
+            raise DuoError(f"prompt + --max-new-tokens exceeds the model's max_seq_len {model.cfg.max_seq_len}")
+        seq = greedy(model, ids, cmd.max_new_tokens)  # (1, n + new)
+        n = ids.shape[1]
+        flops = model(seq[:, :-1]).flops[0, n - 1 :]  # (new,): the positions whose outputs were the new tokens
+        new = seq[0, n:].tolist()
+        results.append({"prompt": text, "text": tok.decode(new), "tokens": new, "flops_per_token": float(flops.mean()), "method": model.method})
+    return results
+

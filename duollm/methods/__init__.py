@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from duollm.errors import DuoError
 from duollm.methods.acm import ACM
-from duollm.methods.base import ENTRANT_FILE, WEIGHTS_FILE, Entrant, MethodOutput, greedy, save_entrant
+from duollm.methods.base import ENTRANT_FILE, SOURCE_FILE, WEIGHTS_FILE, Entrant, MethodOutput, greedy, save_entrant
 from duollm.methods.dense import DenseLM
 from duollm.methods.duo import DuoRandom
 from duollm.methods.joint import JointDuo
@@ -51,4 +51,4 @@ def load_entrant(folder: str | Path, device: str | torch.device = "cpu") -> Entr
     return model.to(device)
 
 
-__all__ = ["METHODS", "Entrant", "MethodOutput", "build", "greedy", "load_entrant", "save_entrant"]
+__all__ = ["ENTRANT_FILE", "SOURCE_FILE", "METHODS", "Entrant", "MethodOutput", "build", "greedy", "load_entrant", "save_entrant"]

@@ -37,6 +37,7 @@ from duollm.files import write_bytes, write_json
 from duollm.model.transformer import DuoConfig
 
 ENTRANT_FILE, WEIGHTS_FILE = "entrant.json", "model.safetensors"
+SOURCE_FILE = "source.json"  # beside them, written by the arena: the tokenizer the entrant was trained with
 
 
 @dataclass

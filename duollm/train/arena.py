@@ -17,6 +17,7 @@ Files in `out`, each written atomically (duollm/files.py):
   arena.jsonl            one row per entrant and seed (`ROW_KEYS`); an entrant whose row is there is skipped, so an
                          interrupted arena resumes where it stopped
   entrants/<label>-seed<s>/   the trained entrant (`save_entrant`: safetensors and JSON; `load_entrant` reads it)
+                              and source.json (its tokenizer), so that `duollm generate --run FOLDER` decodes with it
 
 Realised compute: `compute` = FLOPs per token over the dense BIG model's at the same positions; `ffn_share` = the FFN
 part of the FLOPs (all but attention and the head, so a router's scores count here) over all-BIG's FFN FLOPs, beside
@@ -43,7 +44,7 @@ from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
 from duollm.files import write_json, write_text
 from duollm.flags import Count, Positive
-from duollm.methods import Entrant, build, greedy, save_entrant
+from duollm.methods import SOURCE_FILE, Entrant, build, greedy, save_entrant
 from duollm.presets import run_config
 from duollm.routing.cost import dense_cost
 from duollm.routing.route import Choice
@@ -306,7 +307,9 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
             }
             if spec.speed:
                 row.update(measure_speed(model, T, cfg.model.vocab_size, device))
-            save_entrant(model, out / "entrants" / f"{entrant_folder(lab)}-seed{seed}")
+            folder = out / "entrants" / f"{entrant_folder(lab)}-seed{seed}"
+            save_entrant(model, folder)
+            write_json(folder / SOURCE_FILE, {"tokenizer": cfg.data.tokenizer, "preset": spec.preset})  # for duollm generate
             rows.append(row)
             write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in rows))  # the whole file, atomically
             log(format_row(row))
