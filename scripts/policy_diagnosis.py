@@ -64,9 +64,7 @@ def main() -> None:
     print("| layer | cos mean | cos p10 | mean norm of x | max prob ≥ 0.9 | right when so |")
     print("|---|---|---|---|---|---|")
     for layer, r in sorted(watch.rows.items()):
-        print(
-            f"| {layer} | {r['cos_mean']:.3f} | {r['cos_p10']:.3f} | {r['norm_x']:.0f} | {r['sure']:.2f} | {r['right_when_sure']:.2f} |"
-        )
+        print(f"| {layer} | {r['cos_mean']:.3f} | {r['cos_p10']:.3f} | {r['norm_x']:.0f} | {r['sure']:.2f} | {r['right_when_sure']:.2f} |")
 
 
 if __name__ == "__main__":

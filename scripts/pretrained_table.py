@@ -51,5 +51,6 @@ def main() -> None:
             ppl = " | ".join(f"{cells[s]['ppl']:.2f}" for s in splits)
             print(f"| {first['small']} {first['d_small']} | {policy} | {ppl} | {flops} |")
 
+
 if __name__ == "__main__":
     main()

@@ -81,7 +81,10 @@ def claim_2(summary: dict, n_layer: int) -> dict:
     want = group_counts(n_layer, g)
     ks = [k for k in want if str(k) in ppl]
     if ks != want:
-        return {"verdict": MISSING, "why": f"the oracle needs every k in {want[0]}..{n_layer}" + (f" reachable by groups of {g}" if g > 1 else "")}
+        return {
+            "verdict": MISSING,
+            "why": f"the oracle needs every k in {want[0]}..{n_layer}" + (f" reachable by groups of {g}" if g > 1 else ""),
+        }
     curve = [ppl[str(k)] for k in ks]
     k_min = ks[int(np.argmin(curve))]
     interior = 0 < k_min < n_layer

@@ -133,7 +133,9 @@ def run_entrant(cmd: GenerateSpec) -> list[dict]:
     """Greedy continuations of the prompts by an arena entrant (a folder `save_entrant` wrote, with source.json)."""
     folder = Path(cmd.run)
     if cmd.chat or cmd.temperature > 0 or cmd.policy != "all-big":
-        raise DuoError("an arena entrant decodes greedily under its own routing: give --prompt or --prompts, without --chat, --temperature or --policy")
+        raise DuoError(
+            "an arena entrant decodes greedily under its own routing: give --prompt or --prompts, without --chat, --temperature or --policy"
+        )
     if not (folder / SOURCE_FILE).is_file():
         raise DuoError(f"{folder} has no {SOURCE_FILE}: it names the entrant's tokenizer (duollm arena writes it)")
     if sum(map(bool, (cmd.prompt, cmd.prompts))) != 1:
@@ -153,6 +155,7 @@ def run_entrant(cmd: GenerateSpec) -> list[dict]:
         n = ids.shape[1]
         flops = model(seq[:, :-1]).flops[0, n - 1 :]  # (new,): the positions whose outputs were the new tokens
         new = seq[0, n:].tolist()
-        results.append({"prompt": text, "text": tok.decode(new), "tokens": new, "flops_per_token": float(flops.mean()), "method": model.method})
+        results.append(
+            {"prompt": text, "text": tok.decode(new), "tokens": new, "flops_per_token": float(flops.mean()), "method": model.method}
+        )
     return results
-

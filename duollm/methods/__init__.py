@@ -1,7 +1,7 @@
 """The arena's entrants, each in its own module behind the interface of base.py (docs/arena.md).
 
-    from duollm.methods import build, greedy, save_entrant, load_entrant
-    model = build("dense", cfg)                  # an entrant on the backbone cfg (a DuoConfig)
+from duollm.methods import build, greedy, save_entrant, load_entrant
+model = build("dense", cfg)                  # an entrant on the backbone cfg (a DuoConfig)
 """
 
 import json

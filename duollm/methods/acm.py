@@ -57,9 +57,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.errors import DuoError
-from duollm.methods.base import Entrant, MethodOutput
+from duollm.methods.base import Entrant, MethodOutput, bisect
 from duollm.model.ffn import SwiGLU
-from duollm.model.transformer import Attention, DuoConfig, KVCache, rope_tables
+from duollm.model.transformer import Attention, DuoConfig, KVCache, init_weights, rope_tables
 from duollm.routing.cost import cost_table
 from duollm.routing.route import Choice
 
@@ -183,14 +183,7 @@ class ACM(Entrant):
     def reset_parameters(self) -> None:
         """DuoLM's init: Normal(0, init_std) matrices, projections into the residual stream scaled down by
         sqrt(2 L); gate biases 0, so every n starts equally likely (an expected fraction of 1/2)."""
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                scaled = name.endswith(("o.weight", "down.weight"))
-                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std / (math.sqrt(2 * self.cfg.n_layer) if scaled else 1.0))
-            elif name.endswith("gate.bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.ones_(p)  # RMSNorm gains
+        init_weights(self, self.cfg)
 
     def gate_flops(self) -> float:
         """FLOPs per token of the gates of all layers: a d × (N+1) matrix each, 2 FLOPs per weight (cost.py)."""
@@ -268,17 +261,4 @@ class ACM(Entrant):
             self.offset.fill_(lam)
             return self.realised_fraction(windows, batch_size)
 
-        lo, hi = -1.0, 1.0  # widen until at(lo) >= target >= at(hi): the fraction falls as λ grows
-        for _ in range(40):
-            if at(lo) >= self.target:
-                break
-            lo *= 2
-        for _ in range(40):
-            if at(hi) <= self.target:
-                break
-            hi *= 2
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if at(mid) > self.target else (lo, mid)
-        best = min((lo, hi), key=lambda lam: abs(at(lam) - self.target))
-        return at(best) + self.gate_share
+        return bisect(at, self.target, iters)[1] + self.gate_share  # the fraction falls as λ grows

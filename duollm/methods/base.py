@@ -25,6 +25,7 @@ A new method: a module here with an `Entrant` subclass, and one line in `METHODS
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -76,6 +77,31 @@ def save_entrant(model: Entrant, folder: str | Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     write_bytes(folder / WEIGHTS_FILE, save(state))
     write_json(folder / ENTRANT_FILE, {"method": model.method, "config": asdict(model.cfg), "options": model.options})
+
+
+def bisect(at: Callable[[float], float], target: float, iters: int = 30, rising: bool = False) -> tuple[float, float]:
+    """(x, at(x)) for the x where a monotone step function `at` comes nearest `target`: how entrants calibrate one
+    offset, threshold or price to a budget on held-out windows. Falling by default (`rising`: increasing). The
+    bracket [-1, 1] widens by doubling until it holds the target, then halves `iters` times; the nearer end wins,
+    since where scores tie the function jumps. `at` usually sets the model's state as it evaluates: it is called
+    last at the x returned."""
+    sign = -1.0 if rising else 1.0
+    f = lambda x: sign * at(x)  # noqa: E731  falling in x
+    goal = sign * target
+    lo, hi = -1.0, 1.0
+    for _ in range(40):
+        if f(lo) >= goal:
+            break
+        lo *= 2
+    for _ in range(40):
+        if f(hi) <= goal:
+            break
+        hi *= 2
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) > goal else (lo, mid)
+    best = min((lo, hi), key=lambda x: abs(f(x) - goal))
+    return best, at(best)
 
 
 @torch.no_grad()

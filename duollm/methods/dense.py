@@ -18,8 +18,6 @@ the head.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,7 +26,7 @@ from torch import Tensor
 from duollm.errors import DuoError
 from duollm.methods.base import Entrant, MethodOutput
 from duollm.model.ffn import SwiGLU
-from duollm.model.transformer import Attention, DuoConfig, KVCache, rope_tables
+from duollm.model.transformer import Attention, DuoConfig, KVCache, init_weights, rope_tables
 from duollm.routing.cost import CostTable, cost_table
 from duollm.routing.route import Choice
 
@@ -89,12 +87,7 @@ class DenseLM(Entrant):
 
     def reset_parameters(self) -> None:
         """DuoLM's init: Normal(0, init_std) matrices, the projections into the residual stream scaled by 1/sqrt(2L)."""
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                scaled = name.endswith(("o.weight", "down.weight"))
-                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std / (math.sqrt(2 * self.cfg.n_layer) if scaled else 1.0))
-            else:
-                nn.init.ones_(p)  # RMSNorm gains
+        init_weights(self, self.cfg)
 
     def table(self, seq_len: int | None = None) -> CostTable:
         """The cost table of this model: cost.py's with BIG at width d_ff (every layer takes BIG)."""

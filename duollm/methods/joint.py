@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from duollm.errors import DuoError
-from duollm.methods.base import Entrant, MethodOutput
+from duollm.methods.base import Entrant, MethodOutput, bisect
 from duollm.model.transformer import DuoConfig, DuoLM, KVCache
 from duollm.routers.linear import fp32_scores
 from duollm.routing.cost import route_cost
@@ -153,24 +153,15 @@ class JointDuo(Entrant):
         return total / len(windows)
 
     @torch.no_grad()
-    def calibrate(self, windows: Tensor, batch_size: int = 16, iters: int = 30, bound: float = 50.0) -> float:
-        """Set `price` by bisection in [-bound, bound] so that the argmax routes spend `budget` on `windows` (N, T)
-        (held-out text, not the evaluation's); returns the fraction realised there. Ends on whichever end of the
-        last bracket is nearer the target: where scores tie, the fraction jumps."""
-        lo, hi = -bound, bound
-        frac = {}
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            self.price.fill_(mid)
-            frac[mid] = self.realised_cost(windows, batch_size)
-            lo, hi = (mid, hi) if frac[mid] < self.budget else (lo, mid)
-        for end in (lo, hi):
-            if end not in frac:
-                self.price.fill_(end)
-                frac[end] = self.realised_cost(windows, batch_size)
-        best = min((lo, hi), key=lambda o: abs(frac[o] - self.budget))
-        self.price.fill_(best)
-        return frac[best]
+    def calibrate(self, windows: Tensor, batch_size: int = 16, iters: int = 30) -> float:
+        """Set `price` by bisection (`base.bisect`: the cost rises with the price) so that the argmax routes spend
+        `budget` on `windows` (N, T) (held-out text, not the evaluation's); returns the fraction realised there."""
+
+        def at(price: float) -> float:
+            self.price.fill_(price)
+            return self.realised_cost(windows, batch_size)
+
+        return bisect(at, self.budget, iters, rising=True)[1]
 
 
 def paper_router_flags(model: JointDuo, shares: dict[str, float] | None = None) -> list[str]:

@@ -54,7 +54,6 @@ the table's). A router's bias is elementwise and not counted.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -64,9 +63,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.errors import DuoError
-from duollm.methods.base import Entrant, MethodOutput
+from duollm.methods.base import Entrant, MethodOutput, bisect
 from duollm.model.ffn import SwiGLU
-from duollm.model.transformer import Attention, DuoConfig, KVCache, rope_tables
+from duollm.model.transformer import Attention, DuoConfig, KVCache, init_weights, rope_tables
 from duollm.routing.route import Choice
 
 ROUTING = ("predictor", "topk")  # evaluation rules: the causal predictor (realisable) or top-k over the window (not)
@@ -174,14 +173,7 @@ class MoD(Entrant):
     def reset_parameters(self) -> None:
         """DuoLM's init: Normal(0, init_std) matrices, projections into the residual stream scaled down by
         sqrt(2 L); router biases 0 (sigmoid 0.5: about half the tokens pass the predictor at init)."""
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                scaled = name.endswith(("o.weight", "down.weight"))
-                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std / (math.sqrt(2 * self.cfg.n_layer) if scaled else 1.0))
-            elif name.endswith("router.bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.ones_(p)  # RMSNorm gains
+        init_weights(self, self.cfg)
 
     def set_routing(self, routing: str) -> None:
         """Switch the evaluation rule ("predictor" or "topk"); `options` follow, so a saved model keeps it."""
@@ -309,20 +301,4 @@ class MoD(Entrant):
             self.threshold.fill_(t)
             return self.realised_capacity(windows, batch_size)
 
-        lo, hi = -1.0, 1.0  # capacity(lo) >= target >= capacity(hi): widen until it holds
-        for _ in range(40):
-            if at(lo) >= self.capacity:
-                break
-            lo *= 2
-        for _ in range(40):
-            if at(hi) <= self.capacity:
-                break
-            hi *= 2
-        for _ in range(iters):
-            mid = (lo + hi) / 2
-            if at(mid) > self.capacity:
-                lo = mid
-            else:
-                hi = mid
-        c_lo, c_hi = at(lo), at(hi)
-        return at(lo if abs(c_lo - self.capacity) < abs(c_hi - self.capacity) else hi)
+        return bisect(at, self.capacity, iters)[1]  # capacity falls as the threshold rises

@@ -200,6 +200,20 @@ class Block(nn.Module):
         return y
 
 
+def init_weights(model: nn.Module, cfg: DuoConfig) -> None:
+    """The init of DuoLM and of every model built of its pieces (the arena's entrants): Normal(0, init_std) for
+    every matrix, the projections into the residual stream (attention `o`, FFN `down`) scaled by 1/sqrt(2L);
+    biases (routers', gates') 0; RMSNorm gains 1."""
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            scaled = name.endswith(("o.weight", "down.weight"))
+            nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer) if scaled else cfg.init_std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
+        else:
+            nn.init.ones_(p)
+
+
 class DuoLM(nn.Module):
     """Token embedding → blocks → final norm → output head (the embedding when tied, else `lm_head`)."""
 
@@ -217,14 +231,7 @@ class DuoLM(nn.Module):
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) for every matrix; the projections into the residual stream are scaled down."""
-        for name, p in self.named_parameters():
-            if p.dim() == 2:
-                std = (
-                    self.cfg.init_std / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("o.weight", "down.weight")) else self.cfg.init_std
-                )
-                nn.init.normal_(p, mean=0.0, std=std)
-            else:
-                nn.init.ones_(p)  # RMSNorm gains
+        init_weights(self, self.cfg)
 
     @property
     def output_weight(self) -> Tensor:

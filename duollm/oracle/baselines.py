@@ -48,9 +48,7 @@ class LabelFreeResult:
 
 
 @torch.no_grad()
-def label_free(
-    model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | None = None, groups: Groups | None = None
-) -> LabelFreeResult:
+def label_free(model: DuoLM, ids: Tensor, budget: Budget, reference: Tensor | None = None, groups: Groups | None = None) -> LabelFreeResult:
     """Each token's route, among `budget`'s whole-sequence routes, by the lowest cross-entropy of its next-token
     distribution against `reference` (B, T-1, V) probabilities (default: the all-big model's); one forward per
     route. With the label as a one-hot reference, this is the shared oracle. With `groups`, the routes are the

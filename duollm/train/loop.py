@@ -61,7 +61,9 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
         raise DuoError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
     random_route((1, 1, 1), tc.p_big, tc.p_small, tc.p_skip, torch.Generator())  # validate p early
     if tc.train_only == "small" and cfg.model.small_view:
-        raise DuoError("train.train_only=small: SMALL is a view of BIG's weights here (model.small_view), so it has no weights of its own to train")
+        raise DuoError(
+            "train.train_only=small: SMALL is a view of BIG's weights here (model.small_view), so it has no weights of its own to train"
+        )
     tok = load_tokenizer(cfg.data.tokenizer)  # check the inputs before the run directory is touched
     if tok.vocab_size > cfg.model.vocab_size:
         raise DuoError(f"the tokenizer has {tok.vocab_size} tokens but model.vocab_size is {cfg.model.vocab_size}")

@@ -243,5 +243,15 @@ def test_gpu_kernels_give_the_copy_s_output_for_the_view():
 def test_training_only_a_view_small_is_refused_in_one_line(tmp_path):
     from duollm.cli import main
 
-    argv = ["train", "--preset", "debug", "--out", str(tmp_path / "r"), "--steps", "1", "--model.small_view=true", "--train.train_only=small"]
+    argv = [
+        "train",
+        "--preset",
+        "debug",
+        "--out",
+        str(tmp_path / "r"),
+        "--steps",
+        "1",
+        "--model.small_view=true",
+        "--train.train_only=small",
+    ]
     assert main(argv) == 2 and not (tmp_path / "r").exists()
