@@ -59,7 +59,7 @@ from torch import Tensor
 from duollm.errors import DuoError
 from duollm.methods.base import Entrant, MethodOutput, bisect
 from duollm.model.ffn import SwiGLU
-from duollm.model.transformer import Attention, DuoConfig, KVCache, init_weights, rope_tables
+from duollm.model.transformer import Attention, DuoConfig, KVCache, add_trunk, init_weights
 from duollm.routing.cost import cost_table
 from duollm.routing.route import Choice
 
@@ -170,13 +170,7 @@ class ACM(Entrant):
         self.target = self.budget - self.gate_share  # the learners fraction to reach
         if self.target < 0:
             raise DuoError(f"acm: budget {budget} is below the gates' own share of the FFN FLOPs ({self.gate_share:.4f})")
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(ACMBlock(cfg, learners) for _ in range(cfg.n_layer))
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, hs/2)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        add_trunk(self, cfg, (ACMBlock(cfg, learners) for _ in range(cfg.n_layer)))
         self.register_buffer("offset", torch.zeros(()))  # calibration λ (0-d), saved with the weights
         self.reset_parameters()
 

@@ -26,7 +26,7 @@ from torch import Tensor
 from duollm.errors import DuoError
 from duollm.methods.base import Entrant, MethodOutput
 from duollm.model.ffn import SwiGLU
-from duollm.model.transformer import Attention, DuoConfig, KVCache, init_weights, rope_tables
+from duollm.model.transformer import Attention, DuoConfig, KVCache, add_trunk, init_weights
 from duollm.routing.cost import CostTable, cost_table
 from duollm.routing.route import Choice
 
@@ -76,13 +76,7 @@ class DenseLM(Entrant):
             raise DuoError(f"dense: d_ff must be a positive integer (0 = d_big), got {d_ff!r}")
         self.d_ff = width_for_budget(cfg, budget) if budget else d_ff or cfg.d_big
         self.budget = self.d_ff / cfg.d_big  # its FFN FLOPs per token as a fraction of BIG's (the arena's target)
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(DenseBlock(cfg, self.d_ff) for _ in range(cfg.n_layer))
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, hs/2)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        add_trunk(self, cfg, (DenseBlock(cfg, self.d_ff) for _ in range(cfg.n_layer)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

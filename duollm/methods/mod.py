@@ -65,7 +65,7 @@ from torch import Tensor
 from duollm.errors import DuoError
 from duollm.methods.base import Entrant, MethodOutput, bisect
 from duollm.model.ffn import SwiGLU
-from duollm.model.transformer import Attention, DuoConfig, KVCache, init_weights, rope_tables
+from duollm.model.transformer import Attention, DuoConfig, KVCache, add_trunk, init_weights
 from duollm.routing.route import Choice
 
 ROUTING = ("predictor", "topk")  # evaluation rules: the causal predictor (realisable) or top-k over the window (not)
@@ -160,13 +160,7 @@ class MoD(Entrant):
         self.routed = tuple(l for l in range(cfg.n_layer) if l % every == every - 1)  # routed block indices
         L, R = cfg.n_layer, len(self.routed)
         self.budget = (L - R + capacity * R) / L  # target FFN FLOPs over the dense model's (attention saves too)
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(MoDBlock(cfg, l in self.routed) for l in range(L))
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, hs/2)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        add_trunk(self, cfg, (MoDBlock(cfg, l in self.routed) for l in range(L)))
         self.register_buffer("threshold", torch.zeros(()))  # the predictor's logit threshold (0-d), saved
         self.reset_parameters()
 

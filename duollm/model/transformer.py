@@ -200,6 +200,19 @@ class Block(nn.Module):
         return y
 
 
+def add_trunk(model: nn.Module, cfg: DuoConfig, blocks) -> None:
+    """Give `model` the Llama trunk every model here shares, under the names checkpoints use: `embed`, `blocks` (from
+    the iterable given), the final `norm`, `lm_head` (None when the head is tied to the embedding) and the RoPE
+    tables as the buffers `rope_cos`, `rope_sin` (T_max, hs/2)."""
+    model.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+    model.blocks = nn.ModuleList(blocks)
+    model.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+    model.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+    cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
+    model.register_buffer("rope_cos", cos, persistent=False)
+    model.register_buffer("rope_sin", sin, persistent=False)
+
+
 def init_weights(model: nn.Module, cfg: DuoConfig) -> None:
     """The init of DuoLM and of every model built of its pieces (the arena's entrants): Normal(0, init_std) for
     every matrix, the projections into the residual stream (attention `o`, FFN `down`) scaled by 1/sqrt(2L);
@@ -220,13 +233,7 @@ class DuoLM(nn.Module):
     def __init__(self, cfg: DuoConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (T_max, hs/2)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        add_trunk(self, cfg, (Block(cfg) for _ in range(cfg.n_layer)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
