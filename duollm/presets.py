@@ -68,13 +68,14 @@ def study_124m() -> RunConfig:
 def arena() -> RunConfig:
     """The arena's backbone (docs/arena.md, `duollm arena --preset arena`): study-124m's family (Llama-style, small =
     big/16, its corpus and 16k BPE) at 8 layers, d=512, 8 heads, big 2048, small 128. The dense entrant has 42.0M
-    parameters: 33.6M in the blocks (25.2M of them in the FFNs) and 8.4M in the tied embedding. 2400 steps of
-    32 x 1024 tokens: 78.6M training tokens per entrant, about 1.5 to 3 minutes of training each on one H200
-    (scripts/arena_rate.py: 460k to 820k tokens/s, docs/arena.md). Not compiled: the entrants' routing has
-    data-dependent shapes."""
+    parameters: 33.6M in the blocks (25.2M of them in the FFNs) and 8.4M in the tied embedding. 1200 steps of
+    32 x 1024 tokens: 39.3M training tokens per entrant, 48 to 86 seconds of training each on one H200
+    (scripts/arena_rate.py: 460k to 820k tokens/s, docs/arena.md), so that a round of a dozen entrants and a second
+    seed of the leaders fits in 30 minutes of one H200. Not compiled: the entrants' routing has data-dependent
+    shapes."""
     base = study_124m()
     model = dataclasses.replace(base.model, n_layer=8, n_head=8, n_kv_head=8, d_model=512, d_big=2048, d_small=128)
-    train = dataclasses.replace(base.train, steps=2400, warmup_steps=200, lr=1.5e-3, compile=False)
+    train = dataclasses.replace(base.train, steps=1200, warmup_steps=100, lr=1.5e-3, compile=False)
     return RunConfig(preset="arena", model=model, data=base.data, train=train)
 
 

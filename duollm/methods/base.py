@@ -57,6 +57,12 @@ class Entrant(nn.Module):
     and `new_cache`."""
 
     method: ClassVar[str] = ""
+    eval_options: ClassVar[tuple[str, ...]] = ()  # options that change evaluation only: the arena trains such entrants once
+
+    @property
+    def decodes(self) -> bool:
+        """Whether the entrant decodes through its cache; False for a rule that needs later tokens (mod's top-k)."""
+        return True
 
     def __init__(self, cfg: DuoConfig, **options):
         super().__init__()

@@ -145,6 +145,7 @@ class MoD(Entrant):
     "topk"), `aux_weight` the weight of the predictor's BCE loss."""
 
     method = "mod"
+    eval_options = ("routing",)  # training takes top-k under either rule
 
     def __init__(self, cfg: DuoConfig, capacity: float = 0.125, every: int = 2, routing: str = "predictor", aux_weight: float = 1.0):
         super().__init__(cfg, capacity=capacity, every=every, routing=routing, aux_weight=aux_weight)
@@ -168,6 +169,10 @@ class MoD(Entrant):
         """DuoLM's init: Normal(0, init_std) matrices, projections into the residual stream scaled down by
         sqrt(2 L); router biases 0 (sigmoid 0.5: about half the tokens pass the predictor at init)."""
         init_weights(self, self.cfg)
+
+    @property
+    def decodes(self) -> bool:
+        return self.routing != "topk"
 
     def set_routing(self, routing: str) -> None:
         """Switch the evaluation rule ("predictor" or "topk"); `options` follow, so a saved model keeps it."""

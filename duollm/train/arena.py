@@ -19,6 +19,16 @@ Files in `out`, each written atomically (duollm/files.py):
   entrants/<label>-seed<s>/   the trained entrant (`save_entrant`: safetensors and JSON; `load_entrant` reads it)
                               and source.json (its tokenizer), so that `duollm generate --run FOLDER` decodes with it
 
+Entrants whose options differ only in what changes evaluation (an entrant's `eval_options`: duo-random's budget and
+route, mod's routing rule) train once per seed and process; the others start from a copy of that training
+(`shared_training` in their rows names it), so `duo-random:budget=0.5,duo-random:budget=0.33` costs one training.
+
+Several processes may share one `out`, each training its own entrants (the same settings, distinct entrants): each
+row is added under a lock on `out/.arena.lock`, re-reading the file first. Their `tokens_per_s` then shares the device;
+`--speed` measures every entrant again, one after the other in one process: training tokens/s
+(`speed_train_tokens_per_s`, 10 timed steps on random tokens after 2 warm-up steps), prefill and greedy decoding
+(`measure_speed`), for each row of the spec that lacks them, loading the saved entrant.
+
 Realised compute: `compute` = FLOPs per token over the dense BIG model's at the same positions; `ffn_share` = the FFN
 part of the FLOPs (all but attention and the head, so a router's scores count here) over all-BIG's FFN FLOPs, beside
 `target`, the entrant's `budget` attribute (its target FFN share) where it has one.
@@ -27,11 +37,12 @@ part of the FLOPs (all but attention and the head, so a router's scores count he
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +55,7 @@ from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
 from duollm.files import write_json, write_text
 from duollm.flags import Count, Positive
-from duollm.methods import SOURCE_FILE, Entrant, build, greedy, save_entrant
+from duollm.methods import SOURCE_FILE, Entrant, build, greedy, load_entrant, save_entrant
 from duollm.presets import run_config
 from duollm.routing.cost import dense_cost
 from duollm.routing.route import Choice
@@ -55,7 +66,9 @@ ROW_KEYS = (
     *("label", "method", "options", "seed", "preset", "ppl", "loss", "eval_tokens", "flops", "flops_per_token"),
     *("flops_dense_big", "compute", "ffn_share", "target", "calibrated", "params", "train_tokens", "train_seconds"),
     *("tokens_per_s", "final_loss", "stats"),
-)  # and, with --speed, prefill_tokens_per_s, decode_tokens_per_s (batch 1), decode_tokens_per_s_b64
+)  # and shared_training where it applies; with --speed speed_train_tokens_per_s, prefill_tokens_per_s,
+# decode_tokens_per_s (batch 1), decode_tokens_per_s_b64
+SPEED_KEYS = ("speed_train_tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "decode_tokens_per_s_b64")
 
 
 @dataclass
@@ -192,7 +205,8 @@ def evaluate_entrant(model: Entrant, windows: torch.Tensor, batch_size: int, dev
 def measure_speed(model: Entrant, seq_len: int, vocab: int, device: str, n_new: int = 64) -> dict:
     """Tokens/s of one forward over 16 windows of `seq_len` (prefill) and of greedy decoding of `n_new` tokens after a
     16-token prompt at batch 1 and 64 (methods/base.py `greedy`), each timed after one warm-up run, in this process
-    (a window shorter than 32 tokens: a prompt of half of it, and the other half decoded)."""
+    (a window shorter than 32 tokens: a prompt of half of it, and the other half decoded). None for the decoding of an
+    entrant that does not decode (`Entrant.decodes`)."""
     model.eval()
     gen = torch.Generator().manual_seed(0)
     n_prompt = min(16, seq_len // 2)
@@ -210,9 +224,26 @@ def measure_speed(model: Entrant, seq_len: int, vocab: int, device: str, n_new: 
     ids = torch.randint(0, vocab, (16, seq_len), generator=gen).to(device)  # (16, T)
     out = {"prefill_tokens_per_s": round(ids.numel() / timed(lambda: model(ids)), 1)}
     for B, key in ((1, "decode_tokens_per_s"), (64, "decode_tokens_per_s_b64")):
+        if not model.decodes:  # a rule that needs later tokens (mod's top-k) has no decoding to time
+            out[key] = None
+            continue
         prompt = torch.randint(0, vocab, (B, n_prompt), generator=gen).to(device)  # (B, n_prompt)
         out[key] = round(B * n_new / timed(lambda p=prompt: greedy(model, p, n_new)), 1)
     return out
+
+
+def measure_training(name: str, options: dict, cfg: RunConfig, device: str, steps: int = 10) -> float:
+    """Training tokens/s of a fresh entrant at `cfg`'s batch and length: `steps` timed steps of `train_entrant` after 2
+    warm-up steps, on random tokens (the rate does not depend on the text)."""
+    tokens = torch.randint(0, cfg.model.vocab_size, (4_000_000,), generator=torch.Generator().manual_seed(0)).numpy()
+    torch.manual_seed(0)
+    model = build(name, cfg.model, **options).to(device)
+    train_entrant(model, tokens, cfg, 2, torch.Generator().manual_seed(0), device)  # warm-up: allocations, kernel choices
+    rate = train_entrant(model, tokens, cfg, steps, torch.Generator().manual_seed(1), device)["tokens_per_s"]
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return rate
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -223,6 +254,30 @@ def read_rows(out: Path) -> list[dict]:
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except json.JSONDecodeError:
         raise DuoError(f"{path} holds a line that is not JSON; remove it or choose another --out") from None
+
+
+@contextmanager
+def locked(out: Path):
+    """An exclusive lock on `out/.arena.lock`, for the read-modify-write of arena.jsonl by processes sharing `out`."""
+    with open(out / ".arena.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def put_row(out: Path, row: dict) -> None:
+    """Add `row` to `out/arena.jsonl` (replacing the row of the same label and seed), atomically and under the lock."""
+    with locked(out):
+        rows = [r for r in read_rows(out) if (r["label"], r["seed"]) != (row["label"], row["seed"])]
+        write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in [*rows, row]))
+
+
+def training_key(model: Entrant, seed: int) -> str:
+    """What fixes an entrant's training: its method, its options but those that change evaluation only, the seed."""
+    train_options = {k: v for k, v in model.options.items() if k not in model.eval_options}
+    return json.dumps([model.method, train_options, seed], sort_keys=True)
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -267,17 +322,27 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
     device = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     table = cfg.model.cost(T - 1)  # predicted tokens sit at positions 0..T-2: the mean context of T-1 tokens
     dense_big, ffn_big = dense_cost(table), float(table.ffn[:, Choice.BIG].sum())
-    rows, skipped = read_rows(out), []
-    done = {(r["label"], r["seed"]) for r in rows}
+    done = {(r["label"], r["seed"]) for r in read_rows(out)}
+    skipped: list[str] = []
     for seed in range(spec.seeds):
-        for (name, options), lab in zip(entrants, labels, strict=True):
-            if (lab, seed) in done:
-                skipped.append(f"{lab} seed {seed}")
-                continue
+        todo = [(name, options, lab) for (name, options), lab in zip(entrants, labels, strict=True) if (lab, seed) not in done]
+        skipped += [f"{lab} seed {seed}" for lab in labels if (lab, seed) in done]
+        with torch.random.fork_rng(devices=[]):  # what fixes each one's training, found without touching the seeds
+            keys = {lab: training_key(build(name, cfg.model, **options), seed) for name, options, lab in todo}
+        first: dict[str, tuple[str, dict, dict]] = {}  # training key -> (label, state before calibration, training row)
+        for name, options, lab in todo:
             torch.manual_seed(cfg.train.seed + seed)  # the init, and whatever the entrant draws from torch's generator
             model = build(name, cfg.model, **options).to(device)
-            gen = torch.Generator().manual_seed(cfg.train.seed + seed)  # the batches: the same for every entrant of a seed
-            trained = train_entrant(model, train_tokens, cfg, steps, gen, device)
+            key = keys[lab]
+            if key in first:  # the same training as an entrant before it: start from a copy of it
+                source, state, trained = first[key]
+                model.load_state_dict(state)
+                trained = {**trained, "shared_training": source}
+            else:
+                gen = torch.Generator().manual_seed(cfg.train.seed + seed)  # the batches: the same for every entrant of a seed
+                trained = train_entrant(model, train_tokens, cfg, steps, gen, device)
+                if any(k == key for other, k in keys.items() if other != lab):
+                    first[key] = (lab, {k: v.detach().clone() for k, v in model.state_dict().items()}, trained)
             calibrated = None
             if callable(getattr(model, "calibrate", None)):
                 windows = seeded_windows(train_tokens, spec.calib_seqs, T, seed=10_000 + cfg.train.seed + seed)  # (n, T)
@@ -305,16 +370,25 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
                 "params": sum(p.numel() for p in model.parameters()),
                 **trained,
             }
-            if spec.speed:
-                row.update(measure_speed(model, T, cfg.model.vocab_size, device))
             folder = out / "entrants" / f"{entrant_folder(lab)}-seed{seed}"
             save_entrant(model, folder)
             write_json(folder / SOURCE_FILE, {"tokenizer": cfg.data.tokenizer, "preset": spec.preset})  # for duollm generate
-            rows.append(row)
-            write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in rows))  # the whole file, atomically
+            put_row(out, row)
             log(format_row(row))
+            del model
+        first.clear()
     wanted = {(lab, s) for lab in labels for s in range(spec.seeds)}
-    mine = [r for r in rows if (r["label"], r["seed"]) in wanted]
+    if spec.speed:  # every entrant of the spec timed one after the other, in this process
+        for row in [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted and any(k not in r for k in SPEED_KEYS)]:
+            model = load_entrant(out / "entrants" / f"{entrant_folder(row['label'])}-seed{row['seed']}", device)
+            speed = measure_speed(model, T, cfg.model.vocab_size, device)
+            del model
+            speed["speed_train_tokens_per_s"] = measure_training(row["method"], row["options"], cfg, device)
+            put_row(out, {**row, **speed})
+            log(f"{row['label']} seed {row['seed']}: " + ", ".join(f"{k} {v:,.0f}" for k, v in speed.items() if v is not None))
+    mine = [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted]
+    order = {(lab, s): i for i, (lab, s) in enumerate((lab, s) for s in range(spec.seeds) for lab in labels)}
+    mine.sort(key=lambda r: order[(r["label"], r["seed"])])
     return {"out": str(out), "rows": mine, "skipped": skipped, "seconds": round(time.perf_counter() - t0, 1)}
 
 
