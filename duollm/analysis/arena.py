@@ -19,6 +19,7 @@ from duollm.files import atomic_path
 
 ARENA_FILE = "arena.jsonl"
 SPEED_KEY = "decode_tokens_per_s"  # measured greedy decoding at batch 1, when a row carries it
+TIMINGS = ("speed_train_tokens_per_s", "prefill_tokens_per_s", SPEED_KEY, "decode_tokens_per_s_b64")  # arena --speed
 
 
 def read_arena(folder: str | Path) -> list[dict]:
@@ -49,7 +50,8 @@ def _mean_se(values: list[float]) -> tuple[float, float | None]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """One point per entrant label, in order of appearance: seeds, mean perplexity per split with its standard error
-    (None for one seed), mean FLOPs per token, compute, FFN share, target, and decode tokens/s where measured."""
+    (None for one seed), mean FLOPs per token, compute, FFN share, target, and the --speed timings (`TIMINGS`) over the
+seeds that carry them (None where none does)."""
     out = []
     for lab in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == lab]
@@ -59,7 +61,9 @@ def summarize(rows: list[dict]) -> list[dict]:
         for key in ("flops_per_token", "compute", "ffn_share", "tokens_per_s", "train_tokens"):
             p[key] = _mean_se([r[key] for r in mine])[0] if all(key in r for r in mine) else None
         p["target"] = mine[0].get("target")
-        p[SPEED_KEY] = _mean_se([r[SPEED_KEY] for r in mine])[0] if all(r.get(SPEED_KEY) for r in mine) else None
+        for key in TIMINGS:  # over the seeds that were timed (a speed pass may time one seed of an entrant)
+            timed = [r[key] for r in mine if r.get(key)]
+            p[key] = _mean_se(timed)[0] if timed else None
         out.append(p)
     return out
 

@@ -6,6 +6,11 @@ same function compiled once with dynamic shapes, so that a chain of small ops re
 once instead of once per op. Used for the rotary embedding: eager, it is some nine passes over q and k, a
 fifth of a prefill's GPU time at the paper's width and a third of the kernels of a decode step
 (docs/benchmarks.md).
+
+Dynamic shapes cover lengths and batch sizes; each new rank or dtype of the arguments compiles once more. A process
+that meets many (the arena: a dozen entrants, training under autocast, decoding, top-k on gathered tokens) can pass
+Dynamo's limit on recompilations of one function: past it, the function runs eager from then on, with the same
+result.
 """
 
 from __future__ import annotations
@@ -21,12 +26,20 @@ def _compiled(fn):
 
 
 def on_gpu(fn):
-    """`fn`, fused on CUDA tensors (its first argument decides); eager on a CPU and inside a compilation."""
+    """`fn`, fused on CUDA tensors (its first argument decides); eager on a CPU, inside a compilation, and once Dynamo
+    has refused to compile it again (its recompilation limit)."""
+    eager = False
 
     @functools.wraps(fn)
     def run(x, *args):
-        if x.is_cuda and not torch.compiler.is_compiling():
-            return _compiled(fn)(x, *args)
+        nonlocal eager
+        if x.is_cuda and not eager and not torch.compiler.is_compiling():
+            try:
+                return _compiled(fn)(x, *args)
+            except Exception as e:  # only the recompilation limit: anything else is raised again
+                if "RecompileLimit" not in type(e).__name__ and "recompile limit" not in str(e):
+                    raise
+                eager = True
         return fn(x, *args)
 
     return run

@@ -58,6 +58,7 @@ class Entrant(nn.Module):
 
     method: ClassVar[str] = ""
     eval_options: ClassVar[tuple[str, ...]] = ()  # options that change evaluation only: the arena trains such entrants once
+    fixed_compute: ClassVar[bool] = False  # True when the options alone fix every token's compute (not the weights)
 
     @property
     def decodes(self) -> bool:

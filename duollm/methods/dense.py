@@ -67,6 +67,7 @@ class DenseLM(Entrant):
     """Token embedding → dense blocks → final norm → output head. Options: `d_ff` (0 = cfg.d_big) or `budget`."""
 
     method = "dense"
+    fixed_compute = True
 
     def __init__(self, cfg: DuoConfig, d_ff: int = 0, budget: float = 0.0):
         super().__init__(cfg, d_ff=d_ff, budget=budget)

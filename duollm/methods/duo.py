@@ -78,6 +78,7 @@ class DuoRandom(Entrant):
 
     method = "duo-random"
     eval_options = ("budget", "route", "mix_route", "mix")  # training draws random routes whatever the budget
+    fixed_compute = True  # the evaluation routes are options
 
     def __init__(
         self,

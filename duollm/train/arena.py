@@ -27,7 +27,9 @@ Several processes may share one `out`, each training its own entrants (the same 
 row is added under a lock on `out/.arena.lock`, re-reading the file first. Their `tokens_per_s` then shares the device;
 `--speed` measures every entrant again, one after the other in one process: training tokens/s
 (`speed_train_tokens_per_s`, 10 timed steps on random tokens after 2 warm-up steps), prefill and greedy decoding
-(`measure_speed`), for each row of the spec that lacks them, loading the saved entrant.
+(`measure_speed`), for each row of the spec that lacks them, loading the saved entrant (`speed_weights` "trained"), or,
+where that is gone, building a fresh one from the row's options when they alone fix its compute (`fixed_compute`:
+dense, duo-random; "untrained"). `--speed-only` trains nothing and times the rows that are there.
 
 Realised compute: `compute` = FLOPs per token over the dense BIG model's at the same positions; `ffn_share` = the FFN
 part of the FLOPs (all but attention and the head, so a router's scores count here) over all-BIG's FFN FLOPs, beside
@@ -83,6 +85,7 @@ class ArenaSpec:
     eval_tokens: Count = 0  # evaluate at most this many tokens of each held-out split; 0 = all of it
     calib_seqs: Positive = 16  # training-text windows an entrant calibrates on (its budget offset or fixed route)
     speed: bool = False  # also time prefill (16 windows) and greedy decoding (batch 1 and 64) of each trained entrant
+    speed_only: bool = False  # train nothing: time the entrants whose rows are there (as --speed) and stop
     overrides: dict = field(default_factory=dict)  # dotted config keys applied to the preset, e.g. {"train.batch_size": "4"}
 
 
@@ -326,6 +329,9 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
     skipped: list[str] = []
     for seed in range(spec.seeds):
         todo = [(name, options, lab) for (name, options), lab in zip(entrants, labels, strict=True) if (lab, seed) not in done]
+        if spec.speed_only:
+            skipped += [f"{lab} seed {seed} (not trained: --speed-only)" for _, _, lab in todo]
+            todo = []
         skipped += [f"{lab} seed {seed}" for lab in labels if (lab, seed) in done]
         with torch.random.fork_rng(devices=[]):  # what fixes each one's training, found without touching the seeds
             keys = {lab: training_key(build(name, cfg.model, **options), seed) for name, options, lab in todo}
@@ -378,13 +384,20 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
             del model
         first.clear()
     wanted = {(lab, s) for lab in labels for s in range(spec.seeds)}
-    if spec.speed:  # every entrant of the spec timed one after the other, in this process
+    if spec.speed or spec.speed_only:  # every entrant of the spec timed one after the other, in this process
         for row in [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted and any(k not in r for k in SPEED_KEYS)]:
-            model = load_entrant(out / "entrants" / f"{entrant_folder(row['label'])}-seed{row['seed']}", device)
+            folder = out / "entrants" / f"{entrant_folder(row['label'])}-seed{row['seed']}"
+            if (folder / "entrant.json").is_file():
+                model, weights = load_entrant(folder, device), "trained"
+            elif build(row["method"], cfg.model, **row["options"]).fixed_compute:  # the options fix its compute
+                model, weights = build(row["method"], cfg.model, **row["options"]).to(device), "untrained"
+            else:
+                log(f"{row['label']} seed {row['seed']}: no saved entrant in {folder}, not timed")
+                continue
             speed = measure_speed(model, T, cfg.model.vocab_size, device)
             del model
             speed["speed_train_tokens_per_s"] = measure_training(row["method"], row["options"], cfg, device)
-            put_row(out, {**row, **speed})
+            put_row(out, {**row, **speed, "speed_weights": weights})
             log(f"{row['label']} seed {row['seed']}: " + ", ".join(f"{k} {v:,.0f}" for k, v in speed.items() if v is not None))
     mine = [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted]
     order = {(lab, s): i for i, (lab, s) in enumerate((lab, s) for s in range(spec.seeds) for lab in labels)}
