@@ -22,8 +22,8 @@ import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.errors import DuoError
-from duollm.oracle.groups import Groups
 from duollm.oracle.baselines import label_free_summary
+from duollm.oracle.groups import Groups
 from duollm.routing.budget import Budget
 from duollm.runs.load import autocast, check_dtype, load_run
 

@@ -50,8 +50,8 @@ def _mean_se(values: list[float]) -> tuple[float, float | None]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """One point per entrant label, in order of appearance: seeds, mean perplexity per split with its standard error
-    (None for one seed), mean FLOPs per token, compute, FFN share, target, and the --speed timings (`TIMINGS`) over the
-seeds that carry them (None where none does)."""
+        (None for one seed), mean FLOPs per token, compute, FFN share, target, and the --speed timings (`TIMINGS`) over the
+    seeds that carry them (None where none does)."""
     out = []
     for lab in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == lab]
@@ -68,6 +68,56 @@ seeds that carry them (None where none does)."""
     return out
 
 
+def paired(rows: list[dict], baseline: str = "dense") -> list[dict]:
+    """Each entrant of another method against the `baseline` method's entrant of nearest mean `compute` (the dense
+    model of equal FLOPs): per split, the mean over the seeds both have of the difference in held-out loss (nats per
+    token; above 0: worse than the baseline) and its paired standard error over those seeds (None for one seed).
+    Seed s of every entrant starts from the same init seed and sees the same batches, so the pairs share both."""
+    points = {p["label"]: p for p in summarize(rows)}
+    bases = [p for p in points.values() if p["method"] == baseline]
+    out = []
+    for p in points.values():
+        if p["method"] == baseline or not bases:
+            continue
+        base = min(bases, key=lambda b: abs(b["compute"] - p["compute"]))
+        mine = {r["seed"]: r for r in rows if r["label"] == p["label"]}
+        theirs = {r["seed"]: r for r in rows if r["label"] == base["label"]}
+        seeds = sorted(set(mine) & set(theirs))
+        if not seeds:
+            continue
+        diff, se = {}, {}
+        for split in p["ppl"]:
+            diff[split], se[split] = _mean_se([mine[s]["loss"][split] - theirs[s]["loss"][split] for s in seeds])
+        out.append(
+            {
+                "label": p["label"],
+                "baseline": base["label"],
+                "seeds": seeds,
+                "compute": p["compute"],
+                "baseline_compute": base["compute"],
+                "diff": diff,
+                "se": se,
+            }
+        )
+    return out
+
+
+def speed_ratios(rows: list[dict], baseline: str = "dense") -> list[dict]:
+    """Each timed row against the `baseline` method's row of nearest `compute` timed in the same pass (the same
+    `speed_pass`, one process): its training, prefill and decode tokens/s over the baseline's."""
+    out = []
+    for r in rows:
+        if not r.get("prefill_tokens_per_s"):
+            continue
+        same = [b for b in rows if b["method"] == baseline and b.get("prefill_tokens_per_s") and b.get("speed_pass") == r.get("speed_pass")]
+        if not same:
+            continue
+        base = min(same, key=lambda b: (abs(b["compute"] - r["compute"]), b["seed"]))
+        ratio = {k: (r[k] / base[k] if r.get(k) and base.get(k) else None) for k in TIMINGS}
+        out.append({"label": r["label"], "seed": r["seed"], "baseline": base["label"], "speed_pass": r.get("speed_pass"), **ratio})
+    return out
+
+
 def pareto(points: list[dict], x: str, split: str) -> list[dict]:
     """The points no other beats on both `x` (lower is better) and perplexity on `split`, by increasing x."""
     front, best = [], math.inf
@@ -78,13 +128,20 @@ def pareto(points: list[dict], x: str, split: str) -> list[dict]:
     return front
 
 
+def _color(j: int) -> str:
+    """The j-th entrant's color: tab20's pairs, dark shades first, so that up to 20 entrants differ."""
+    import matplotlib  # the analysis extra, imported when a figure is drawn (as page.py imports Figure)
+
+    return matplotlib.colors.to_hex(matplotlib.colormaps["tab20"]((2 * j) % 20 + (j // 10) % 2))
+
+
 def _panel(points: list[dict], ax, x: str, scale: float, xlabel: str, splits: list[str]):
     markers = ("o", "s")
     for i, (split, marker) in enumerate(zip(splits, markers, strict=False)):
-        for j, p in enumerate(points):  # one color per entrant; the legend names it once
+        for p in points:  # one color per entrant (`p["color"]`, the same in both panels); the legend names it once
             se = p["ppl_se"][split]
             label = p["label"] if i == 0 else None
-            ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=f"C{j % 10}", ms=6, capsize=2, label=label)
+            ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=p["color"], ms=6, capsize=2, label=label)
         front = pareto(points, x, split)
         ax.plot([p[x] * scale for p in front], [p["ppl"][split] for p in front], ":", color="gray", lw=1)
     ax.legend(fontsize=7)
@@ -100,13 +157,17 @@ def plot_pareto(points: list[dict], ax_flops, ax_time):
     """Left: perplexity against forward FLOPs per token (circles: the first split, squares: the second; dotted: each
     split's Pareto front). Right: against measured decode time per token, or a note that no row carries it."""
     splits = list(points[0]["ppl"])
+    for j, p in enumerate(points):
+        p["color"] = _color(j)
     _panel(points, ax_flops, "flops_per_token", 1e-6, "forward MFLOP per token", splits)
     ax_flops.set_title(f"perplexity ({' ○, '.join(splits)} □) against FLOPs", fontsize=9)
     timed = [p for p in points if p[SPEED_KEY]]
     if timed:
         for p in timed:
             p["ms_per_token"] = 1e3 / p[SPEED_KEY]
-        _panel(timed, ax_time, "ms_per_token", 1.0, "greedy decode ms per token (batch 1, measured)", splits)
+        _panel(
+            timed, ax_time, "ms_per_token", 1.0, "greedy decode ms per token (batch 1, measured; compare within one --speed pass)", splits
+        )
         ax_time.set_title("against measured decode time", fontsize=9)
     else:
         ax_time.text(0.5, 0.5, "no decode timings in these rows:\nmeasure with duollm arena --speed", ha="center", va="center", fontsize=9)

@@ -95,7 +95,9 @@ class DuoRandom(Entrant):
         if not 0 < budget <= 1:
             raise DuoError(f"duo-random: budget is a fraction of all-BIG's FFN FLOPs in (0, 1], got {budget}")
         if not 0 <= mix <= 1 or (mix > 0) != bool(mix_route):
-            raise DuoError(f"duo-random: mix is the fraction in [0, 1] of positions on mix_route, and needs one (mix={mix}, mix_route={mix_route!r})")
+            raise DuoError(
+                f"duo-random: mix is the fraction in [0, 1] of positions on mix_route, and needs one (mix={mix}, mix_route={mix_route!r})"
+            )
         random_route((1, 1, 1), p_big, p_small, p_skip, torch.Generator())  # DuoError for a bad mix
         self.p = (float(p_big), float(p_small), float(p_skip))
         self.budget = float(budget)  # the target FFN share
@@ -185,7 +187,9 @@ class DuoRandom(Entrant):
         self.train(was)
         T = windows.shape[1]
         second = mixed_positions(torch.arange(T - 1), self.mix).double().mean() if self.mix else 0.0
-        return float(route_share(self.cfg, counts_of(self.route)) * (1 - second) + route_share(self.cfg, counts_of(self.mix_route)) * second)
+        return float(
+            route_share(self.cfg, counts_of(self.route)) * (1 - second) + route_share(self.cfg, counts_of(self.mix_route)) * second
+        )
 
 
 def counts_of(route: Tensor) -> tuple[int, int]:

@@ -17,7 +17,9 @@ Files in `out`, each written atomically (duollm/files.py):
   arena.jsonl            one row per entrant and seed (`ROW_KEYS`); an entrant whose row is there is skipped, so an
                          interrupted arena resumes where it stopped
   entrants/<label>-seed<s>/   the trained entrant (`save_entrant`: safetensors and JSON; `load_entrant` reads it)
-                              and source.json (its tokenizer), so that `duollm generate --run FOLDER` decodes with it
+                              and source.json (its tokenizer), so that `duollm generate --run FOLDER` decodes with it;
+                              for an entrant with a Duo model inside (duo-random, duo-joint) also run/, a run directory
+                              of that model (`write_duo_run`), for the paper's frozen-base router and the oracle
 
 Entrants whose options differ only in what changes evaluation (an entrant's `eval_options`: duo-random's budget and
 route, mod's routing rule) train once per seed and process; the others start from a copy of that training
@@ -29,7 +31,8 @@ row is added under a lock on `out/.arena.lock`, re-reading the file first. Their
 (`speed_train_tokens_per_s`, 10 timed steps on random tokens after 2 warm-up steps), prefill and greedy decoding
 (`measure_speed`), for each row of the spec that lacks them, loading the saved entrant (`speed_weights` "trained"), or,
 where that is gone, building a fresh one from the row's options when they alone fix its compute (`fixed_compute`:
-dense, duo-random; "untrained"). `--speed-only` trains nothing and times the rows that are there.
+dense, duo-random; "untrained"). `speed_pass` names the pass (its start time): compare timings within one pass
+(analysis/arena.py `speed_ratios`). `--speed-only` trains nothing and times the rows that are there.
 
 Realised compute: `compute` = FLOPs per token over the dense BIG model's at the same positions; `ffn_share` = the FFN
 part of the FLOPs (all but attention and the head, so a router's scores count here) over all-BIG's FFN FLOPs, beside
@@ -50,17 +53,19 @@ from pathlib import Path
 
 import torch
 
-from duollm.config import RunConfig, apply_overrides, to_dict
+from duollm.config import RunConfig, apply_overrides, save_json, to_dict
 from duollm.data import built
 from duollm.data.corpus import eval_windows, sample_batch, seeded_windows, token_array
 from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
-from duollm.files import write_json, write_text
+from duollm.files import atomic_folder, write_json, write_text
 from duollm.flags import Count, Positive
 from duollm.methods import SOURCE_FILE, Entrant, build, greedy, load_entrant, save_entrant
+from duollm.model.transformer import DuoLM
 from duollm.presets import run_config
 from duollm.routing.cost import dense_cost
 from duollm.routing.route import Choice
+from duollm.runs import checkpoint
 from duollm.train.loop import lr_at, make_optimizer
 
 RESULTS, SETTINGS = "arena.jsonl", "arena.json"
@@ -379,12 +384,15 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
             folder = out / "entrants" / f"{entrant_folder(lab)}-seed{seed}"
             save_entrant(model, folder)
             write_json(folder / SOURCE_FILE, {"tokenizer": cfg.data.tokenizer, "preset": spec.preset})  # for duollm generate
+            if isinstance(getattr(model, "duo", None), DuoLM):  # a Duo model inside: also a run directory, for --run
+                write_duo_run(folder / "run", model.duo.cpu(), cfg)
             put_row(out, row)
             log(format_row(row))
             del model
         first.clear()
     wanted = {(lab, s) for lab in labels for s in range(spec.seeds)}
     if spec.speed or spec.speed_only:  # every entrant of the spec timed one after the other, in this process
+        speed_pass = time.strftime("%Y-%m-%dT%H:%M:%S")  # names this pass: ratios are taken within one
         for row in [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted and any(k not in r for k in SPEED_KEYS)]:
             folder = out / "entrants" / f"{entrant_folder(row['label'])}-seed{row['seed']}"
             if (folder / "entrant.json").is_file():
@@ -397,12 +405,22 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
             speed = measure_speed(model, T, cfg.model.vocab_size, device)
             del model
             speed["speed_train_tokens_per_s"] = measure_training(row["method"], row["options"], cfg, device)
-            put_row(out, {**row, **speed, "speed_weights": weights})
+            put_row(out, {**row, **speed, "speed_weights": weights, "speed_pass": speed_pass})
             log(f"{row['label']} seed {row['seed']}: " + ", ".join(f"{k} {v:,.0f}" for k, v in speed.items() if v is not None))
     mine = [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted]
     order = {(lab, s): i for i, (lab, s) in enumerate((lab, s) for s in range(spec.seeds) for lab in labels)}
     mine.sort(key=lambda r: order[(r["label"], r["seed"])])
     return {"out": str(out), "rows": mine, "skipped": skipped, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def write_duo_run(folder: Path, duo: DuoLM, cfg: RunConfig) -> None:
+    """An entrant's Duo model (duo-random's, duo-joint's) as a run directory: config.json and a weights-only
+    checkpoint, so that the tools that take `--run` read it: `duollm router train --run FOLDER` fits the paper's
+    frozen-base router to it (the comparison with duo-joint), `duollm oracle` and `duollm eval` run on it."""
+    run_cfg = dataclasses.replace(cfg, model=duo.cfg)
+    with atomic_folder(folder) as tmp:
+        (tmp / "config.json").write_text(save_json(run_cfg))
+        checkpoint.save_weights_only(tmp, duo, 0, save_json(run_cfg))
 
 
 def entrant_folder(lab: str) -> str:

@@ -8,6 +8,8 @@ import torch
 
 import duollm.train.arena as arena
 from duollm.errors import DuoError
+from duollm.methods import load_entrant
+from duollm.runs.load import load_run
 from duollm.train.arena import ArenaSpec, parse_entrants, run_arena
 from tests.conftest import run_cli
 
@@ -114,6 +116,13 @@ def test_entrants_that_differ_in_evaluation_only_train_once_and_speed_comes_afte
     assert alone["ppl"] == second["ppl"] and alone["final_loss"] == second["final_loss"]  # the copy is the same training
     for r in (first, second):
         assert r["ffn_share"] == pytest.approx(r["target"], abs=0.02)  # a mix of two routes meets the budget
+    # the Duo model inside, as a run directory that the --run tools read: the same weights
+    folder = tmp_path / "a" / "entrants" / "duo-random_budget-0.3-seed0"
+    _, duo, _ = load_run(folder / "run")
+    entrant = load_entrant(folder).eval()
+    ids = torch.randint(0, 257, (2, 16))
+    route = torch.tensor([2, 1], dtype=torch.uint8)
+    torch.testing.assert_close(duo(ids, route=route).logits, entrant.duo(ids, route=route).logits)
     # --speed on rows already there: every entrant timed, nothing trained again
     rows = run_arena(ArenaSpec(**{**spec.__dict__, "speed": True}))["rows"]
     assert [r["train_seconds"] for r in rows] == [first["train_seconds"], second["train_seconds"]]
