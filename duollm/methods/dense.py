@@ -9,6 +9,14 @@ config says). Every token runs every layer, so the model is causal and decodes t
   of BIG's FFN FLOPs per token, as an adaptive entrant at that budget does on average; attention and the head cost
   the same in every entrant.
 - `build("dense", cfg, d_ff=N)`: any width.
+- `build("dense", cfg, skipllm=T)`: FFN-SkipLLM on the dense model, the training-free reference point of the arena
+  (Jaiswal et al. 2024, arXiv:2404.03865; routers/training_free.py `FFNSkip`, the policy `skipllm:T` of Duo models).
+  Training is the plain dense model's (so `dense:skipllm=T` shares the training of `dense`: `skipllm` is an
+  evaluation option). Under `eval()` a token skips its FFNs once cos(x, x + FFN) was at least T at the last 2 layers
+  whose FFN ran, never in the first 2 and last 2 layers nor at the first 8 positions (FFNSkip's defaults). A
+  token's decisions depend on its own states only, so it stays causal and decodes as in one forward. The readable
+  path computes every FFN and keeps the skipped tokens' residual streams (`torch.where`); `out.flops` counts only
+  the FFNs that ran. 0 (the default) is off; a threshold above 1 never skips.
 
 FLOPs per token (routing/cost.py's convention, 2 per weight): attention projections and scores, the scores at the
 token's own causal context (position p reads p + 1 keys; the mean over a window from position 0 is the table's mean
@@ -27,6 +35,7 @@ from duollm.errors import DuoError
 from duollm.methods.base import Entrant, MethodOutput
 from duollm.model.ffn import SwiGLU
 from duollm.model.transformer import Attention, DuoConfig, KVCache, add_trunk, init_weights
+from duollm.routers.training_free import FFNSkip
 from duollm.routing.cost import CostTable, cost_table
 from duollm.routing.route import Choice
 
@@ -64,15 +73,21 @@ class DenseBlock(nn.Module):
 
 
 class DenseLM(Entrant):
-    """Token embedding → dense blocks → final norm → output head. Options: `d_ff` (0 = cfg.d_big) or `budget`."""
+    """Token embedding → dense blocks → final norm → output head. Options: `d_ff` (0 = cfg.d_big) or `budget`;
+    `skipllm` (FFN-SkipLLM's threshold under eval(), 0 = off)."""
 
     method = "dense"
     fixed_compute = True
+    eval_options = ("skipllm",)
 
-    def __init__(self, cfg: DuoConfig, d_ff: int = 0, budget: float = 0.0):
-        super().__init__(cfg, d_ff=d_ff, budget=budget)
+    def __init__(self, cfg: DuoConfig, d_ff: int = 0, budget: float = 0.0, skipllm: float = 0.0):
+        super().__init__(cfg, d_ff=d_ff, budget=budget, skipllm=skipllm)
         if d_ff and budget:
             raise DuoError("dense: give d_ff or budget, not both")
+        if not isinstance(skipllm, int | float) or skipllm < 0:
+            raise DuoError(f"dense: skipllm is FFN-SkipLLM's cosine threshold (0 = off), got {skipllm!r}")
+        self.skipllm = float(skipllm)
+        self.fixed_compute = not skipllm  # with skipping, a token's compute depends on the weights
         if not isinstance(d_ff, int) or d_ff < 0:
             raise DuoError(f"dense: d_ff must be a positive integer (0 = d_big), got {d_ff!r}")
         self.d_ff = width_for_budget(cfg, budget) if budget else d_ff or cfg.d_big
@@ -107,14 +122,29 @@ class DenseLM(Entrant):
             raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
         x = self.embed(ids)  # (B, T, C)
+        at = torch.arange(pos, pos + T, device=ids.device).expand(B, T)  # (B, T) positions
+        skip = FFNSkip(self.skipllm) if self.skipllm and not self.training else None
+        skipped = torch.zeros(B, T, dtype=torch.long, device=ids.device)  # (B, T) FFNs skipped per token
+        if skip is not None:
+            skip.start(self, at)
         for l, block in enumerate(self.blocks):
-            x = block(x, cos, sin, None if cache is None else cache.layer(l))
+            kv = None if cache is None else cache.layer(l)
+            if skip is None:
+                x = block(x, cos, sin, kv)
+                continue
+            a = x + block.attn(block.attn_norm(x), cos, sin, kv)  # (B, T, C)
+            off = skip(l, a) == Choice.SKIP  # (B, T) bool: saturated tokens skip this FFN
+            y = torch.where(off[..., None], a, a + block.ffn(block.ffn_norm(a)))  # (B, T, C)
+            skip.observe(l, a, y)
+            skipped += off
+            x = y
         if cache is not None:
             cache.pos += T
         logits = F.linear(self.norm(x), self.embed.weight if self.lm_head is None else self.lm_head.weight)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        at = torch.arange(pos, pos + T).expand(B, T)  # (B, T) positions
-        flops = self.token_flops(at).to(ids.device)  # (B, T) float64
-        return MethodOutput(logits=logits, loss=loss, aux=torch.zeros((), device=ids.device), flops=flops, stats={"d_ff": float(self.d_ff)})
+        ffn = float(self.table(1).ffn[0, Choice.BIG])  # one layer's FFN
+        flops = self.token_flops(at.cpu()) - ffn * skipped.cpu().double()  # (B, T) float64
+        stats = {"d_ff": float(self.d_ff), "ffn_skipped": float(skipped.float().mean()) / self.cfg.n_layer}
+        return MethodOutput(logits=logits, loss=loss, aux=torch.zeros((), device=ids.device), flops=flops.to(ids.device), stats=stats)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from duollm.analysis.arena import pareto, read_arena, summarize, write_arena_figure
+from duollm.analysis.arena import paired, pareto, read_arena, speed_ratios, summarize, write_arena_figure
 from duollm.errors import DuoError
 
 
@@ -42,3 +42,47 @@ def test_read_and_draw(tmp_path):
         read_arena(tmp_path)
     with pytest.raises(DuoError, match="not found"):
         read_arena(tmp_path / "nowhere")
+
+
+def lossy(label, method, seed, prose, compute, **extra):
+    r = row(label, seed, 1.0, 1.0, compute * 100, **extra)
+    return {**r, "method": method, "loss": {"prose-val": prose, "code-val": prose}}
+
+
+def test_paired_differences_against_the_dense_entrant_of_nearest_compute():
+    rows = [
+        lossy("dense:budget=0.5", "dense", 0, 3.0, 0.73),
+        lossy("dense:budget=0.5", "dense", 1, 3.2, 0.73),
+        lossy("dense:budget=0.33", "dense", 0, 3.5, 0.63),
+        lossy("mod", "mod", 0, 3.1, 0.72),  # nearest: dense:budget=0.5
+        lossy("mod", "mod", 1, 3.5, 0.72),
+        lossy("acm", "acm", 0, 3.4, 0.64),  # nearest: dense:budget=0.33, one seed in common
+        lossy("acm", "acm", 1, 3.0, 0.64),
+    ]
+    got = {d["label"]: d for d in paired(rows)}
+    assert set(got) == {"mod", "acm"}  # the dense entrants are the baselines, not compared
+    mod, acm = got["mod"], got["acm"]
+    assert mod["baseline"] == "dense:budget=0.5" and mod["seeds"] == [0, 1]
+    assert mod["diff"]["prose-val"] == pytest.approx(0.2) and mod["se"]["prose-val"] == pytest.approx(0.1)  # (0.1, 0.3)
+    assert acm["baseline"] == "dense:budget=0.33" and acm["seeds"] == [0] and acm["se"]["prose-val"] is None
+    assert acm["diff"]["prose-val"] == pytest.approx(-0.1)
+
+
+def test_speed_ratios_stay_within_one_pass():
+    timing = {
+        "speed_train_tokens_per_s": 100.0,
+        "prefill_tokens_per_s": 200.0,
+        "decode_tokens_per_s": 10.0,
+        "decode_tokens_per_s_b64": 50.0,
+    }
+    half = {k: v / 2 for k, v in timing.items()}
+    rows = [
+        lossy("dense:budget=0.5", "dense", 0, 3.0, 0.73, speed_pass="A", **timing),
+        lossy("dense:budget=0.5", "dense", 1, 3.0, 0.73, speed_pass="B", **half),
+        lossy("mod", "mod", 0, 3.0, 0.72, speed_pass="B", **timing),  # against the dense row timed in pass B
+        lossy("acm", "acm", 0, 3.0, 0.72),  # not timed
+    ]
+    got = {(r["label"], r["seed"]): r for r in speed_ratios(rows)}
+    assert set(got) == {("dense:budget=0.5", 0), ("dense:budget=0.5", 1), ("mod", 0)}
+    assert got[("mod", 0)]["decode_tokens_per_s"] == pytest.approx(2.0) and got[("mod", 0)]["baseline"] == "dense:budget=0.5"
+    assert got[("dense:budget=0.5", 0)]["prefill_tokens_per_s"] == pytest.approx(1.0)
