@@ -34,10 +34,12 @@ writes no keys or values there, so later tokens' attention at that block sees on
 their true positions). The readable reference below computes the block on *every* token, with an attention mask
 that removes skipped tokens as keys, and keeps a skipped token's residual stream unchanged (`torch.where`): it
 computes more than it counts. A query always sees at least itself, so no mask row is empty (SDPA would return NaN
-there); a skipped token's own row is computed and thrown away. Top-k without a cache (training, and evaluation with
-`routing="topk"`) takes the paper's gathered path instead, `routed_gathered`: the k chosen tokens of each sequence
+there); a skipped token's own row is computed and thrown away. A forward without a cache (training, evaluation
+under either rule) takes the paper's gathered path instead, `routed_gathered`: the chosen tokens of each sequence
 gathered in order, the block run on them alone (causal among themselves, RoPE at their own positions), scaled and
-scattered back; it equals the reference, forward and backward, and costs what it counts. The KV cache
+scattered back; it equals the reference, forward and backward, and costs what it counts. Under the predictor the
+sequences of a batch choose different numbers of tokens, so each is padded to the batch's largest count with the
+padding masked out as keys (one host read per routed block, for that count). The KV cache
 (`MoDCache`) holds, per routed block, which cached tokens ran it, so that decoding token by token attends to the
 same keys as one full forward and gives the same logits under the same decisions.
 
@@ -98,21 +100,36 @@ class MoDBlock(nn.Module):
         return torch.where(run[..., None], x + weight[..., None].to(h.dtype) * h, x)  # (B, T, C)
 
 
-def routed_gathered(block: MoDBlock, x: Tensor, z: Tensor, idx: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+def routed_gathered(block: MoDBlock, x: Tensor, z: Tensor, run: Tensor, cos: Tensor, sin: Tensor, k: int | None = None) -> Tensor:
     """A routed block on the chosen tokens only, the paper's computation: gather → block → scale → scatter back.
 
-    `x` (B, T, C) the residual stream, `z` (B, T) router logits, `idx` (B, k) ascending positions of the chosen tokens
-    (the same number in every sequence, as top-k gives), `cos`/`sin` (T, hs/2) RoPE tables of positions 0..T-1.
-    The k tokens attend causally among themselves at their own positions. Returns (x (B, T, C), run (B, T) bool)."""
+    `x` (B, T, C) the residual stream, `z` (B, T) router logits, `run` (B, T) bool the chosen tokens, `cos`/`sin`
+    (T, hs/2) RoPE tables of positions 0..T-1. The chosen tokens of a sequence are gathered in order and attend
+    causally among themselves at their own positions. Sequences may choose different numbers of tokens (the
+    predictor): each is padded to the largest count, read from `run` (one host read), and the padding is masked out
+    as keys and left unchanged. `k` given (top-k: exactly k in every sequence): no padding, no read. Returns x."""
     B, T, C = x.shape
+    same_count = k is not None
+    order = torch.sort((~run).to(torch.uint8), dim=1, stable=True).indices  # (B, T): the chosen first, in order
+    k = int(run.sum(1).max()) if k is None else k  # the gather's width
+    if k == 0:
+        return x
+    idx = order[:, :k]  # (B, k) positions: the chosen tokens of each sequence, then padding
     at = idx[..., None].expand(-1, -1, C)  # (B, k, C)
-    xs = x.gather(1, at)  # (B, k, C) the chosen tokens, in order
+    xs = x.gather(1, at)  # (B, k, C)
     cs, sn = cos[idx].unsqueeze(1), sin[idx].unsqueeze(1)  # (B, 1, k, hs/2): each token's own position
-    h = block.attn(block.attn_norm(xs), cs, sn)  # (B, k, C): causal among the chosen tokens
+    mask = None
+    if not same_count:  # padding slots are no key; every query sees itself, so no row is empty
+        valid = run.gather(1, idx)  # (B, k) bool
+        mask = torch.ones(k, k, dtype=torch.bool, device=x.device).tril() & valid[:, None, :]  # (B, k, k)
+        mask = (mask | torch.eye(k, dtype=torch.bool, device=x.device))[:, None]  # (B, 1, k, k)
+    h = block.attn(block.attn_norm(xs), cs, sn, None, mask)  # (B, k, C): causal among the chosen tokens
     h = h + block.ffn(block.ffn_norm(xs + h))  # (B, k, C): the block's whole output f(x)
     w = torch.sigmoid(z.gather(1, idx))  # (B, k) the router's weight
-    out = x.scatter(1, at, xs + w[..., None].to(h.dtype) * h)  # (B, T, C): the others pass unchanged
-    return out, torch.zeros(B, T, dtype=torch.bool, device=x.device).scatter_(1, idx, True)
+    new = xs + w[..., None].to(h.dtype) * h  # (B, k, C)
+    if not same_count:
+        new = torch.where(valid[..., None], new, xs)  # padding slots keep their token's state
+    return x.scatter(1, at, new)  # (B, T, C): the others pass unchanged
 
 
 @dataclass
@@ -188,8 +205,11 @@ class MoD(Entrant):
     def top(self, z: Tensor) -> Tensor:
         """The top-k rule: the positions (B, k) int64, ascending, of each sequence's k largest logits z (B, T),
         k = max(1, round(capacity · T))."""
-        k = max(1, round(self.capacity * z.shape[1]))
-        return z.topk(k, dim=1).indices.sort(dim=1).values  # (B, k)
+        return z.topk(self.top_k(z.shape[1]), dim=1).indices.sort(dim=1).values  # (B, k)
+
+    def top_k(self, T: int) -> int:
+        """Top-k's count in a window of T tokens: max(1, round(capacity · T))."""
+        return max(1, round(self.capacity * T))
 
     def decide(self, z: Tensor, rule: str) -> Tensor:
         """Which tokens run a routed block, from its logits z (B, T): (B, T) bool. "topk": `top`; "predictor":
@@ -201,8 +221,8 @@ class MoD(Entrant):
     def trunk(self, ids: Tensor, rule: str, cache: MoDCache | None = None, reference: bool = False) -> Trace:
         """Embedding and blocks over `ids` (B, T) int64 under `rule`, continuing `cache` if given (it advances by T).
 
-        Top-k without a cache takes the gathered path (`routed_gathered`: a routed block runs on its k chosen tokens
-        only, the paper's computation); `reference=True`, the predictor and decoding take the masked reference
+        Without a cache, either rule takes the gathered path (`routed_gathered`: a routed block runs on its chosen
+        tokens only, the paper's computation); `reference=True` and decoding take the masked reference
         (`MoDBlock.forward` on every token). Both give the same result (tests/methods/test_mod.py)."""
         B, T = ids.shape
         pos = 0 if cache is None else cache.pos
@@ -210,7 +230,7 @@ class MoD(Entrant):
             raise ValueError(f"sequence length {pos + T} exceeds max_seq_len {self.cfg.max_seq_len}")
         if cache is not None and rule == "topk":
             raise DuoError("mod: top-k routing is not causal and cannot decode through a cache; use routing='predictor'")
-        gathered = rule == "topk" and not reference
+        gathered = cache is None and not reference  # a window from position 0: the gathered path
         cos, sin = self.rope_cos[pos : pos + T], self.rope_sin[pos : pos + T]  # (T, hs/2)
         causal = torch.ones(T, pos + T, dtype=torch.bool, device=ids.device).tril(pos)  # (T, pos+T): i sees 0..pos+i
         me = torch.arange(T, device=ids.device)  # (T,) query i's own slot is pos + i
@@ -223,10 +243,10 @@ class MoD(Entrant):
                 continue
             r = len(runs)  # index among the routed blocks
             z = block.scores(x)  # (B, T) fp32
+            run = self.decide(z, rule)  # (B, T) bool
             if gathered:
-                x, run = routed_gathered(block, x, z, self.top(z), self.rope_cos[:T], self.rope_sin[:T])
-            else:
-                run = self.decide(z, rule)  # (B, T) bool
+                k = self.top_k(T) if rule == "topk" else None  # top-k's count, known on the host
+                x = routed_gathered(block, x, z, run, self.rope_cos[:T], self.rope_sin[:T], k)
             seen = run if cache is None else torch.cat([cache.valid[r, :, :pos], run], dim=1)  # (B, pos+T): keys here
             if not gathered:
                 mask = causal & seen[:, None, :]  # (B, T, pos+T): earlier tokens that ran this block

@@ -92,6 +92,20 @@ def test_the_gathered_path_equals_the_masked_reference_forward_and_backward(ids)
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-6, rtol=1e-4, msg=n)
 
 
+def test_the_predictors_gathered_path_equals_the_masked_reference(ids):
+    # under the predictor each sequence takes its own number of tokens: padded to the largest, masked as keys
+    cfg = DuoConfig(n_layer=4, n_head=4, n_kv_head=2, d_model=32, d_big=64, vocab_size=64, max_seq_len=32)
+    model = mod(cfg, every=1).eval()
+    for threshold in (0.0, 0.3, 99.0):  # about half the tokens; fewer; none at all
+        model.threshold.fill_(threshold)
+        masked, gathered = model.trunk(ids, "predictor", reference=True), model.trunk(ids, "predictor")
+        assert torch.equal(masked.run, gathered.run) and torch.equal(masked.keys, gathered.keys)
+        torch.testing.assert_close(gathered.x, masked.x, atol=1e-5, rtol=1e-5)
+    model.threshold.fill_(0.0)
+    counts = model.trunk(ids, "predictor").run.sum(1)  # (B, R) tokens per sequence and routed block
+    assert len(set(counts[:, 0].tolist())) > 1  # the sequences did choose different numbers
+
+
 @pytest.mark.parametrize("options", [{"every": 1}, {"every": 2, "capacity": 0.5}])
 @pytest.mark.parametrize("n_kv_head", [4, 2])
 def test_decoding_through_the_validity_mask_equals_the_full_forward(ids, options, n_kv_head):
