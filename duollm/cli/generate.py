@@ -25,4 +25,11 @@ def main(cmd: GenerateCommand) -> None:
             print(f"{r['prompt']}{r['text']}\n  [{r['method']}: {r['flops_per_token'] / 1e6:.3f} MFLOP per generated token]")
             continue
         f = r["realized"]
+        if "speculation" in r:  # all-BIG's greedy text, drafted by a cheaper route
+            sp = r["speculation"]
+            print(
+                f"{r['prompt']}{r['text']}\n  [all-big, drafted by {sp['draft']} in rounds of {sp['k']}: {sp['accepted']} of "
+                f"{sp['drafted']} drafts kept ({sp['acceptance']:.0%}), {sp['flops'] / sp['flops_all_big']:.2f}x the FLOPs of plain decoding]"
+            )
+            continue
         print(f"{r['prompt']}{r['text']}\n  [{cmd.policy}: big {f['big']:.2f} small {f['small']:.2f} skip {f['skip']:.2f}]")

@@ -11,6 +11,11 @@ tokens, else one after another. On a GPU, static routes and the paper's router d
 `--run` may also name an arena entrant's folder (`OUT/entrants/<label>-seed<s>/`, docs/arena.md): the entrant then
 decodes greedily through its own cache under its own causal routing (`methods.greedy`), `--policy` is not used,
 and the result gives its FLOPs per generated token (from one forward over the whole sequence: decoding equals it).
+
+`--speculate ROUTE` decodes greedily by self-speculation (model/speculate.py): the draft route proposes
+`--draft-tokens` tokens a round and all-BIG keeps the prefix it agrees with, so the text is all-BIG's greedy text;
+each result adds `speculation` (rounds, drafted, accepted, acceptance, flops, flops_all_big). One prompt at a time,
+greedy and all-BIG only (`--policy`, `--temperature` and `--top-k` are refused with it).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from duollm.extras import require
 from duollm.flags import Count, NonNegative, Positive
 from duollm.methods import ENTRANT_FILE, SOURCE_FILE, greedy, load_entrant
 from duollm.model.decode import Decoder, generate
+from duollm.model.speculate import speculative_greedy
 from duollm.routers import LinearRouter
-from duollm.routing.route import Choice, format_route
+from duollm.routing.route import Choice, format_route, parse_route
 from duollm.runs.load import load_run
 
 
@@ -46,6 +52,8 @@ class GenerateSpec:
     temperature: NonNegative = 0.0  # 0 = greedy
     top_k: Count = 0  # sample from the k most likely tokens; 0 = all
     seed: Count = 0  # sampling and random policies
+    speculate: str = ""  # a draft route (B/S/- letters, all-small): self-speculative greedy decoding checked by all-BIG
+    draft_tokens: Positive = 4  # with --speculate: drafts per round
 
 
 def policy_args(text: str, run: Path, model, device: str, gen: torch.Generator) -> dict:
@@ -91,8 +99,11 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
     encoded = tok.encode_batch(texts)
     if any(len(e) == 0 for e in encoded):
         raise DuoError("a prompt encodes to no tokens")
-    if max(len(e) for e in encoded) + cmd.max_new_tokens > cfg.model.max_seq_len:
+    room = cmd.draft_tokens + 1 if cmd.speculate else 0  # the verifier computes past the last token kept
+    if max(len(e) for e in encoded) + cmd.max_new_tokens + room > cfg.model.max_seq_len:
         raise DuoError(f"prompt + --max-new-tokens exceeds the model's max_seq_len {cfg.model.max_seq_len}")
+    if cmd.speculate:
+        return speculate(cmd, model, tok, texts, encoded, stop, device)
     results = []
     groups: dict[int, list[int]] = {}
     for i, e in enumerate(encoded):  # prompts of one length go together as one batch
@@ -125,6 +136,34 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
                 }
             )
     results.sort(key=lambda r: r.pop("index"))
+    return results
+
+
+def draft_route(text: str, n_layer: int):
+    """The draft route of --speculate: `all-small`, `all-big` or a route string of n_layer B/S/- letters."""
+    letters = {"all-small": "S" * n_layer, "all-big": "B" * n_layer}.get(text, text)
+    try:
+        return parse_route(letters, n_layer)
+    except ValueError as e:
+        raise DuoError(f"--speculate: {e}") from None
+
+
+def speculate(cmd: GenerateSpec, model, tok, texts: list[str], encoded: list[list[int]], stop, device: str) -> list[dict]:
+    """Each prompt continued by self-speculative greedy decoding (model/speculate.py), one prompt at a time."""
+    if cmd.policy != "all-big" or cmd.temperature > 0 or cmd.top_k:
+        raise DuoError("--speculate decodes all-BIG's greedy text: leave out --policy, --temperature and --top-k")
+    draft = draft_route(cmd.speculate, model.cfg.n_layer)
+    results = []
+    for text, e in zip(texts, encoded, strict=True):
+        ids = torch.tensor([e], device=device)  # (1, n)
+        seq, stats = speculative_greedy(model, ids, cmd.max_new_tokens, draft, cmd.draft_tokens)
+        new = seq[0, len(e) :].tolist()
+        if stop in new:
+            new = new[: new.index(stop)]
+        big = [format_route(torch.full((model.cfg.n_layer,), Choice.BIG, dtype=torch.uint8))] * len(new)
+        stats = {"draft": format_route(draft), "k": cmd.draft_tokens, **stats}
+        realized = {c.name.lower(): float(c == Choice.BIG) for c in Choice}
+        results.append({"prompt": text, "text": tok.decode(new), "tokens": new, "routes": big, "realized": realized, "speculation": stats})
     return results
 
 
