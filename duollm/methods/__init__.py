@@ -15,8 +15,11 @@ from duollm.methods.acm import ACM
 from duollm.methods.base import ENTRANT_FILE, SOURCE_FILE, WEIGHTS_FILE, Entrant, MethodOutput, greedy, save_entrant
 from duollm.methods.dense import DenseLM
 from duollm.methods.duo import DuoRandom
+from duollm.methods.halting import Halting
 from duollm.methods.joint import JointDuo
+from duollm.methods.layerskip import LayerSkip
 from duollm.methods.mod import MoD
+from duollm.methods.mor import MoR
 from duollm.model.transformer import DuoConfig
 
 # every entrant by its name: one line per method module
@@ -26,6 +29,9 @@ METHODS: dict[str, type[Entrant]] = {
     "acm": ACM,
     "duo-joint": JointDuo,
     "mod": MoD,
+    "layerskip": LayerSkip,
+    "halting": Halting,
+    "mor": MoR,
 }
 
 
