@@ -5,7 +5,10 @@
 #   bash scripts/arena_round.sh more     # a second lease, on a fresh machine that has only $RUN's arena.json and
 #                                        # arena.jsonl (carried): seed 1 of $FIRST, every entrant's timings that are
 #                                        # missing, in one process (--speed-only), then seed 1 of $LATER
-#   bash scripts/arena_round.sh launch [all|more]   # that stage in its own process session (it outlives the command)
+#   bash scripts/arena_round.sh part2    # the entrants of part 2 (docs/arena.md) beside the rows of the first round
+#                                        # ($RUN's arena.json and arena.jsonl carried): $PART2, each trained once per
+#                                        # seed whatever its evaluation options, then their timings
+#   bash scripts/arena_round.sh launch [all|more|part2]   # that stage in its own process session (it outlives the command)
 #   DEST=$OUT bash scripts/arena_round.sh wait   # progress until `all` ends or WAIT seconds (560) pass; the results
 #                                                # so far (arena.jsonl, arena.png, the log) copied into DEST
 #
@@ -27,6 +30,12 @@ EVAL_TOKENS=${EVAL_TOKENS:-524288}
 ENTRANTS=${ENTRANTS:-dense:budget=0.5,dense:budget=0.33,duo-joint:budget=0.5,duo-joint:budget=0.33,acm:budget=0.5,acm:budget=0.33,mod:capacity=0.333,every=2,mod:capacity=0.333,every=2,routing=topk,mod:capacity=0.125,every=2,mod:capacity=0.125,every=2,routing=topk,duo-random:budget=0.5,duo-random:budget=0.33,dense}
 FIRST=${FIRST:-dense:budget=0.5,mod:capacity=0.333,every=2,mod:capacity=0.333,every=2,routing=topk,mod:capacity=0.125,every=2,mod:capacity=0.125,every=2,routing=topk,dense:budget=0.33}
 LATER=${LATER:-acm:budget=0.5,acm:budget=0.33}
+# part 2, at the first round's two FLOP levels (72.7% and 63.5% of dense BIG): early exit and halting calibrated to
+# the dense models of equal FLOPs, and their threshold frontiers (evaluation options: one training each; at d = 512
+# and a 16k vocabulary one head check costs 1.8 layers, so layerskip also checks only after layers 3 and 5); FFN-SkipLLM
+# on the dense model; Mixture-of-Recursions on a stack of 4 (or 3) of the 8 layers, whose blocks-run share 4/8 x 4/3
+# = 0.667 (3/8 x 1.475 = 0.553) gives the FLOPs of dense:budget=0.5 (0.33), beside the plain recursive models
+PART2=${PART2:-layerskip:budget=0.5,layerskip:budget=0.33,layerskip:min_layer=3,check_every=2,budget=0.5,layerskip:min_layer=3,check_every=2,budget=0.33,layerskip:min_layer=3,check_every=2,threshold=0.5,layerskip:min_layer=3,check_every=2,threshold=0.8,layerskip:min_layer=3,check_every=2,threshold=0.95,halting:budget=0.5,halting:budget=0.33,halting:threshold=0.3,halting:threshold=0.7,halting:threshold=0.9,dense:skipllm=0.9,dense:skipllm=0.95,dense:skipllm=0.98,mor:layers=4,capacity=0.333,mor:layers=4,capacity=0.333,routing_eval=topk,mor:layers=3,capacity=0.475,mor:layers=4,routing=token,budget=1.333,mor:layers=3,routing=none,recursions=2,mor:layers=2,routing=none,recursions=3}
 BASE=(--out "$RUN" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS")
 [ -n "${TOKENS:-}" ] && BASE+=(--tokens "$TOKENS")
 FLAGS=("${BASE[@]}" --entrants "$ENTRANTS")
@@ -64,6 +73,15 @@ case "$STAGE" in
     say "done"
     touch "$RUN/.done"
     ;;
+  part2)
+    setup
+    say "part 2: seed 0"
+    duo arena "${BASE[@]}" --entrants "$PART2"
+    say "part 2: timings"
+    duo arena "${BASE[@]}" --entrants "$PART2" --speed-only
+    say "done"
+    touch "$RUN/.done"
+    ;;
   launch)
     mkdir -p "$RUN"
     rm -f "$RUN/.done"
@@ -83,7 +101,7 @@ case "$STAGE" in
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, launch, wait)" >&2
+    echo "unknown stage $STAGE (all, more, part2, launch, wait)" >&2
     exit 2
     ;;
 esac

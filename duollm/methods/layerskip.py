@@ -17,8 +17,8 @@ later layer computes its keys and values from it), trained so that its early lay
 below the last, the head reads the token's state (final norm and output head, softmax over the vocabulary); a
 largest probability >= `threshold` exits the token there, and those logits are its output. `threshold = 1` checks
 nothing and never exits: the model is then the dense model with the same weights, FLOPs and logits alike.
-`threshold` and `budget` change evaluation only (`eval_options`): the arena trains once and evaluates each, and
-`calibrate` (methods/exits.py, with a `budget`) sets the threshold on training windows.
+`threshold`, `budget`, `min_layer` and `check_every` change evaluation only (`eval_options`): the arena trains once
+and evaluates each, and `calibrate` (methods/exits.py, with a `budget`) sets the threshold on training windows.
 
 **FLOPs per token**: methods/exits.py's trunk (the dense layers a token ran, keys and values only after its exit)
 plus the head 2·d·V at every check it took: a token exiting at a check takes that check's logits as its output (no
@@ -44,6 +44,7 @@ class LayerSkip(ExitLM):
     weight, `budget` the FFN share `calibrate` meets (0: none)."""
 
     method = "layerskip"
+    eval_options = ("threshold", "budget", "min_layer", "check_every")  # training checks every layer whatever these say
 
     def __init__(
         self,

@@ -158,7 +158,7 @@ def test_options_are_checked_json_able_and_kept(cfg, ids, tmp_path):
     with pytest.raises(DuoError, match="2 layers"):
         build("layerskip", DuoConfig(n_layer=1))
     model = layerskip(cfg, min_layer=0, check_every=2, p_max=0.2)
-    assert LayerSkip.eval_options == ("threshold", "budget")
+    assert LayerSkip.eval_options == ("threshold", "budget", "min_layer", "check_every")
     expected = {"threshold": 0.9, "min_layer": 0, "check_every": 2, "p_max": 0.2, "exit_weight": 1.0, "budget": 0.0}
     assert json.loads(json.dumps(model.options)) == expected
     model.set_threshold(0.05)
