@@ -8,7 +8,12 @@
 #   bash scripts/arena_round.sh part2    # the entrants of part 2 (docs/arena.md) beside the rows of the first round
 #                                        # ($RUN's arena.json and arena.jsonl carried): $PART2, each trained once per
 #                                        # seed whatever its evaluation options, then their timings
-#   bash scripts/arena_round.sh launch [all|more|part2]   # that stage in its own process session (it outlives the command)
+#   bash scripts/arena_round.sh frozen   # duo-joint against the paper's router on the frozen duo-random base: seed 1
+#                                        # of duo-joint and duo-random at both budgets (their models, with run/, stay
+#                                        # on this machine), then per budget the paper router trained on duo-random's
+#                                        # model at duo-joint's realised mix of choices (methods.joint.paper_router_flags)
+#                                        # and evaluated on the arena's windows: $RUN/frozen-B-SPLIT.json
+#   bash scripts/arena_round.sh launch [all|more|part2|frozen]   # that stage in its own process session
 #   DEST=$OUT bash scripts/arena_round.sh wait   # progress until `all` ends or WAIT seconds (560) pass; the results
 #                                                # so far (arena.jsonl, arena.png, the log) copied into DEST
 #
@@ -27,6 +32,7 @@ STAGE=${1:-all}
 PRESET=${PRESET:-arena}
 RUN=${RUN:-runs/arena-h200}
 EVAL_TOKENS=${EVAL_TOKENS:-524288}
+SEQ_LEN=${SEQ_LEN:-1024}  # the preset's train.seq_len: the arena's windows
 ENTRANTS=${ENTRANTS:-dense:budget=0.5,dense:budget=0.33,duo-joint:budget=0.5,duo-joint:budget=0.33,acm:budget=0.5,acm:budget=0.33,mod:capacity=0.333,every=2,mod:capacity=0.333,every=2,routing=topk,mod:capacity=0.125,every=2,mod:capacity=0.125,every=2,routing=topk,duo-random:budget=0.5,duo-random:budget=0.33,dense}
 FIRST=${FIRST:-dense:budget=0.5,mod:capacity=0.333,every=2,mod:capacity=0.333,every=2,routing=topk,mod:capacity=0.125,every=2,mod:capacity=0.125,every=2,routing=topk,dense:budget=0.33}
 LATER=${LATER:-acm:budget=0.5,acm:budget=0.33}
@@ -82,6 +88,40 @@ case "$STAGE" in
     say "done"
     touch "$RUN/.done"
     ;;
+  frozen)
+    setup
+    say "seed 1 of duo-joint and duo-random"
+    duo arena "${BASE[@]}" --entrants duo-joint:budget=0.5,duo-joint:budget=0.33,duo-random:budget=0.5,duo-random:budget=0.33 --seeds 2
+    for b in 0.5 0.33; do
+      J=$RUN/entrants/duo-joint_budget-$b-seed1 R=$RUN/entrants/duo-random_budget-$b-seed1/run
+      flags=$(python - "$RUN" "$J" "$b" <<'PY'
+import json, sys
+from duollm.methods import load_entrant
+from duollm.methods.joint import paper_router_flags
+run, folder, b = sys.argv[1], sys.argv[2], sys.argv[3]
+row = next(json.loads(l) for l in open(f"{run}/arena.jsonl") if json.loads(l)["label"] == f"duo-joint:budget={b}" and json.loads(l)["seed"] == 1)
+joint = load_entrant(folder)
+mix = paper_router_flags(joint, shares={k: row["stats"][k] for k in ("big", "small", "skip")})  # duo-joint's own mix
+joint.options["skip"] = False  # and BIG and SMALL only at the same FFN FLOPs: the choices duo-random trained on
+print(" ".join(mix) + "|" + " ".join(paper_router_flags(joint)))
+PY
+)
+      for which in 1 2; do  # frozen-B: duo-joint's mix of BIG, SMALL and SKIP; frozen2-B: BIG and SMALL only
+        name=$([ $which = 1 ] && echo "frozen-$b" || echo "frozen2-$b")
+        f=$(echo "$flags" | cut -d'|' -f$which)
+        say "paper router $name on the frozen base: $f"
+        duo router train --run "$R" $f --name "$name" --json > "$RUN/$name-train.json"
+        for split in prose-val code-val; do  # the arena's windows: the first EVAL_TOKENS / SEQ_LEN of the split
+          src=(--data ".cache/corpus/$split.jsonl")
+          [ "$PRESET" = arena ] || src=(--split "$split")
+          duo router eval --run "$R" --name "$name" "${src[@]}" --seq-len "$SEQ_LEN" --seqs $((EVAL_TOKENS / SEQ_LEN)) \
+            --pick first --json > "$RUN/$name-$split.json"
+        done
+      done
+    done
+    say "done"
+    touch "$RUN/.done"
+    ;;
   launch)
     mkdir -p "$RUN"
     rm -f "$RUN/.done"
@@ -96,12 +136,12 @@ case "$STAGE" in
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -n "${DEST:-}" ]; then
       mkdir -p "$DEST"
-      cp "$RUN/arena.jsonl" "$RUN/arena.json" "$RUN/arena.png" "$RUN.log" "$DEST"/ 2>/dev/null || true
+      cp "$RUN/arena.jsonl" "$RUN/arena.json" "$RUN/arena.png" "$RUN"/frozen*.json "$RUN.log" "$DEST"/ 2>/dev/null || true
     fi
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, launch, wait)" >&2
+    echo "unknown stage $STAGE (all, more, part2, frozen, launch, wait)" >&2
     exit 2
     ;;
 esac
