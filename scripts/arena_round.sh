@@ -13,7 +13,9 @@
 #                                        # on this machine), then per budget the paper router trained on duo-random's
 #                                        # model at duo-joint's realised mix of choices (methods.joint.paper_router_flags)
 #                                        # and evaluated on the arena's windows: $RUN/frozen-B-SPLIT.json
-#   bash scripts/arena_round.sh launch [all|more|part2|frozen]   # that stage in its own process session
+#   bash scripts/arena_round.sh confirm  # the leaders confirmed at study-124m scale (12 layers, d = 768), at the
+#                                        # arena's 39.3M training tokens: $CONFIRM into $RUN-124m
+#   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm]   # that stage in its own process session
 #   DEST=$OUT bash scripts/arena_round.sh wait   # progress until `all` ends or WAIT seconds (560) pass; the results
 #                                                # so far (arena.jsonl, arena.png, the log) copied into DEST
 #
@@ -41,6 +43,7 @@ LATER=${LATER:-acm:budget=0.5,acm:budget=0.33}
 # and a 16k vocabulary one head check costs 1.8 layers, so layerskip also checks only after layers 3 and 5); FFN-SkipLLM
 # on the dense model; Mixture-of-Recursions on a stack of 4 (or 3) of the 8 layers, whose blocks-run share 4/8 x 4/3
 # = 0.667 (3/8 x 1.475 = 0.553) gives the FLOPs of dense:budget=0.5 (0.33), beside the plain recursive models
+CONFIRM=${CONFIRM:-dense:budget=0.33,mod:capacity=0.125,every=2,dense:budget=0.5,mod:capacity=0.333,every=2}
 PART2=${PART2:-layerskip:budget=0.5,layerskip:budget=0.33,layerskip:min_layer=3,check_every=2,budget=0.5,layerskip:min_layer=3,check_every=2,budget=0.33,layerskip:min_layer=3,check_every=2,threshold=0.5,layerskip:min_layer=3,check_every=2,threshold=0.8,layerskip:min_layer=3,check_every=2,threshold=0.95,halting:budget=0.5,halting:budget=0.33,halting:threshold=0.3,halting:threshold=0.7,halting:threshold=0.9,dense:skipllm=0.9,dense:skipllm=0.95,dense:skipllm=0.98,mor:layers=4,capacity=0.333,mor:layers=4,capacity=0.333,routing_eval=topk,mor:layers=3,capacity=0.475,mor:layers=4,routing=token,budget=1.333,mor:layers=3,routing=none,recursions=2,mor:layers=2,routing=none,recursions=3}
 BASE=(--out "$RUN" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS")
 [ -n "${TOKENS:-}" ] && BASE+=(--tokens "$TOKENS")
@@ -85,6 +88,14 @@ case "$STAGE" in
     duo arena "${BASE[@]}" --entrants "$PART2"
     say "part 2: timings"
     duo arena "${BASE[@]}" --entrants "$PART2" --speed-only
+    say "done"
+    touch "$RUN/.done"
+    ;;
+  confirm)
+    setup
+    say "study-124m: $CONFIRM"
+    duo arena --out "$RUN-124m" --preset study-124m --eval-tokens "$EVAL_TOKENS" --tokens 39321600 --entrants "$CONFIRM"
+    duo arena --out "$RUN-124m" --preset study-124m --eval-tokens "$EVAL_TOKENS" --tokens 39321600 --entrants "$CONFIRM" --speed-only
     say "done"
     touch "$RUN/.done"
     ;;
@@ -137,11 +148,12 @@ PY
     if [ -n "${DEST:-}" ]; then
       mkdir -p "$DEST"
       cp "$RUN/arena.jsonl" "$RUN/arena.json" "$RUN/arena.png" "$RUN"/frozen*.json "$RUN.log" "$DEST"/ 2>/dev/null || true
+      [ -d "$RUN-124m" ] && mkdir -p "$DEST/124m" && cp "$RUN-124m"/arena.* "$DEST/124m"/ 2>/dev/null || true
     fi
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, frozen, launch, wait)" >&2
+    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, launch, wait)" >&2
     exit 2
     ;;
 esac
