@@ -90,7 +90,11 @@ def test_update_puts_the_demo_output_into_the_block_and_then_checks():
     first = next(r for r in readme_commands.lines(demo_block()) if r.startswith("| all-big |"))
     old = readme_commands.NUMBER.findall(first)[-1]
     new = f"{float(old) * 1.04:.2f}"  # all-big moved by 4%
-    printed = "Successfully installed duollm\n" + demo_block().replace(first, f"| all-big | {new} |") + "\nreport: r/report.html\n\ntrained 600 steps\n"
+    printed = (
+        "Successfully installed duollm\n"
+        + demo_block().replace(first, f"| all-big | {new} |")
+        + "\nreport: r/report.html\n\ntrained 600 steps\n"
+    )
     assert readme_commands.check(README, printed)
     fresh = readme_commands.update(README, printed)
     assert readme_commands.check(fresh, printed) == [] and f"| all-big | {new} |" in fresh

@@ -68,16 +68,23 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def baselines(rows: list[dict], method: str = "dense") -> set[str]:
+    """The labels of the plain `method` entrants: dense models of some width, without a training-free policy on top
+    (`skipllm`), which are entrants to compare like any other."""
+    return {r["label"] for r in rows if r["method"] == method and not r.get("options", {}).get("skipllm")}
+
+
 def paired(rows: list[dict], baseline: str = "dense") -> list[dict]:
-    """Each entrant of another method against the `baseline` method's entrant of nearest mean `compute` (the dense
-    model of equal FLOPs): per split, the mean over the seeds both have of the difference in held-out loss (nats per
+    """Each entrant but the plain `baseline` ones (`baselines`) against the plain one of nearest mean `compute` (the
+    dense model of equal FLOPs): per split, the mean over the seeds both have of the difference in held-out loss (nats per
     token; above 0: worse than the baseline) and its paired standard error over those seeds (None for one seed).
     Seed s of every entrant starts from the same init seed and sees the same batches, so the pairs share both."""
     points = {p["label"]: p for p in summarize(rows)}
-    bases = [p for p in points.values() if p["method"] == baseline]
+    base_labels = baselines(rows, baseline)
+    bases = [points[b] for b in base_labels]
     out = []
     for p in points.values():
-        if p["method"] == baseline or not bases:
+        if p["label"] in base_labels or not bases:
             continue
         base = min(bases, key=lambda b: abs(b["compute"] - p["compute"]))
         mine = {r["seed"]: r for r in rows if r["label"] == p["label"]}
@@ -109,7 +116,8 @@ def speed_ratios(rows: list[dict], baseline: str = "dense") -> list[dict]:
     for r in rows:
         if not r.get("prefill_tokens_per_s"):
             continue
-        same = [b for b in rows if b["method"] == baseline and b.get("prefill_tokens_per_s") and b.get("speed_pass") == r.get("speed_pass")]
+        plain = baselines(rows, baseline)
+        same = [b for b in rows if b["label"] in plain and b.get("prefill_tokens_per_s") and b.get("speed_pass") == r.get("speed_pass")]
         if not same:
             continue
         base = min(same, key=lambda b: (abs(b["compute"] - r["compute"]), b["seed"]))

@@ -99,8 +99,7 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
     encoded = tok.encode_batch(texts)
     if any(len(e) == 0 for e in encoded):
         raise DuoError("a prompt encodes to no tokens")
-    room = cmd.draft_tokens + 1 if cmd.speculate else 0  # the verifier computes past the last token kept
-    if max(len(e) for e in encoded) + cmd.max_new_tokens + room > cfg.model.max_seq_len:
+    if max(len(e) for e in encoded) + cmd.max_new_tokens > cfg.model.max_seq_len:
         raise DuoError(f"prompt + --max-new-tokens exceeds the model's max_seq_len {cfg.model.max_seq_len}")
     if cmd.speculate:
         return speculate(cmd, model, tok, texts, encoded, stop, device)
@@ -171,9 +170,10 @@ def speculate(cmd: GenerateSpec, model, tok, texts: list[str], encoded: list[lis
 def run_entrant(cmd: GenerateSpec) -> list[dict]:
     """Greedy continuations of the prompts by an arena entrant (a folder `save_entrant` wrote, with source.json)."""
     folder = Path(cmd.run)
-    if cmd.chat or cmd.temperature > 0 or cmd.policy != "all-big":
+    if cmd.chat or cmd.temperature > 0 or cmd.top_k or cmd.speculate or cmd.policy != "all-big":
         raise DuoError(
-            "an arena entrant decodes greedily under its own routing: give --prompt or --prompts, without --chat, --temperature or --policy"
+            "an arena entrant decodes greedily under its own routing: give --prompt or --prompts, without --chat, "
+            "--temperature, --top-k, --speculate or --policy"
         )
     if not (folder / SOURCE_FILE).is_file():
         raise DuoError(f"{folder} has no {SOURCE_FILE}: it names the entrant's tokenizer (duollm arena writes it)")

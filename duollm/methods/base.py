@@ -86,21 +86,23 @@ def save_entrant(model: Entrant, folder: str | Path) -> None:
     write_json(folder / ENTRANT_FILE, {"method": model.method, "config": asdict(model.cfg), "options": model.options})
 
 
-def bisect(at: Callable[[float], float], target: float, iters: int = 30, rising: bool = False) -> tuple[float, float]:
+def bisect(
+    at: Callable[[float], float], target: float, iters: int = 30, rising: bool = False, bounds: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """(x, at(x)) for the x where a monotone step function `at` comes nearest `target`: how entrants calibrate one
     offset, threshold or price to a budget on held-out windows. Falling by default (`rising`: increasing). The
-    bracket [-1, 1] widens by doubling until it holds the target, then halves `iters` times; the nearer end wins,
-    since where scores tie the function jumps. `at` usually sets the model's state as it evaluates: it is called
-    last at the x returned."""
+    bracket [-1, 1] widens by doubling until it holds the target (`bounds`: a fixed bracket, for a parameter with a
+    range such as a probability threshold), then halves `iters` times; the nearer end wins, since where scores tie
+    the function jumps. `at` usually sets the model's state as it evaluates: it is called last at the x returned."""
     sign = -1.0 if rising else 1.0
     f = lambda x: sign * at(x)  # noqa: E731  falling in x
     goal = sign * target
-    lo, hi = -1.0, 1.0
-    for _ in range(40):
+    lo, hi = bounds or (-1.0, 1.0)
+    for _ in range(0 if bounds else 40):
         if f(lo) >= goal:
             break
         lo *= 2
-    for _ in range(40):
+    for _ in range(0 if bounds else 40):
         if f(hi) <= goal:
             break
         hi *= 2

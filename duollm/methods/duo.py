@@ -148,7 +148,8 @@ class DuoRandom(Entrant):
         """Counts (BIG, SMALL) of the routes calibrate considers: one within 0.005 of the budget (the best of those),
         else the nearest below and the nearest above it. Only the choices the model trained on."""
         L = self.cfg.n_layer
-        counts = [(k, m) for k in range(L + 1) for m in range(L + 1 - k) if (self.p[1] > 0 or m == 0) and (self.p[2] > 0 or k + m == L)]
+        trained = lambda k, m: (self.p[0] > 0 or k == 0) and (self.p[1] > 0 or m == 0) and (self.p[2] > 0 or k + m == L)  # noqa: E731
+        counts = [(k, m) for k in range(L + 1) for m in range(L + 1 - k) if trained(k, m)]
         share = {c: route_share(self.cfg, c) for c in counts}
         near = [c for c in counts if abs(share[c] - self.budget) <= 0.005]
         if near:

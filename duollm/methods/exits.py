@@ -214,7 +214,7 @@ class ExitLM(Entrant):
         windows = windows.to(self.embed.weight.device)
 
         def at(t: float) -> float:
-            self.set_threshold(min(max(t, 0.0), 1.0))
+            self.set_threshold(t)
             return self.realised_share(windows, batch_size)
 
-        return bisect(at, self.budget, iters, rising=True)[1]
+        return bisect(at, self.budget, iters, rising=True, bounds=(0.0, 1.0))[1]  # a threshold is a probability

@@ -46,9 +46,9 @@ def speculative_greedy(model: DuoLM, ids: Tensor, n_new: int, draft: Tensor, k: 
     draft = draft.to(torch.uint8).cpu()
     model.eval()
     p = next(model.parameters())
-    room = T0 + n_new + k + 1  # the verifier may compute k + 1 tokens past the last one kept
+    room = T0 + n_new  # a round drafts no more than are still wanted, so nothing is computed past the last token
     if room > cfg.max_seq_len:
-        raise ValueError(f"{T0} + {n_new} tokens and {k} drafts exceed max_seq_len {cfg.max_seq_len}")
+        raise ValueError(f"{T0} + {n_new} tokens exceed max_seq_len {cfg.max_seq_len}")
     verifier = KVCache.empty(cfg, 1, room, device=ids.device, dtype=p.dtype)
     drafter = KVCache.empty(cfg, 1, room, device=ids.device, dtype=p.dtype)
     table = cfg.cost(1)  # at one key; attention at more keys below (routing/cost.py: affine in the context)

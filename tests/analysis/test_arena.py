@@ -58,9 +58,11 @@ def test_paired_differences_against_the_dense_entrant_of_nearest_compute():
         lossy("mod", "mod", 1, 3.5, 0.72),
         lossy("acm", "acm", 0, 3.4, 0.64),  # nearest: dense:budget=0.33, one seed in common
         lossy("acm", "acm", 1, 3.0, 0.64),
+        {**lossy("dense:skipllm=0.9", "dense", 0, 3.3, 0.725), "options": {"skipllm": 0.9}},  # an entrant, not a baseline
     ]
     got = {d["label"]: d for d in paired(rows)}
-    assert set(got) == {"mod", "acm"}  # the dense entrants are the baselines, not compared
+    assert set(got) == {"mod", "acm", "dense:skipllm=0.9"}  # the plain dense entrants are the baselines
+    assert got["dense:skipllm=0.9"]["baseline"] == "dense:budget=0.5"
     mod, acm = got["mod"], got["acm"]
     assert mod["baseline"] == "dense:budget=0.5" and mod["seeds"] == [0, 1]
     assert mod["diff"]["prose-val"] == pytest.approx(0.2) and mod["se"]["prose-val"] == pytest.approx(0.1)  # (0.1, 0.3)

@@ -94,3 +94,9 @@ def test_options_are_checked(cfg):
         build("duo-random", cfg, p_big=0.9, p_small=0.9)
     with pytest.raises(DuoError, match="budget"):
         build("duo-random", cfg, budget=0)
+
+
+def test_calibration_considers_only_the_choices_the_model_trained_on(cfg):
+    L4 = type(cfg)(**{**cfg.__dict__, "n_layer": 4})
+    assert all(k == 0 for k, _ in build("duo-random", L4, p_big=0.0, p_small=1.0, budget=0.3).candidate_counts())
+    assert all(k + m == 4 for k, m in build("duo-random", L4, budget=0.3).candidate_counts())  # no SKIP: p_skip = 0

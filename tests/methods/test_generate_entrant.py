@@ -35,3 +35,6 @@ def test_an_entrant_refuses_a_policy_and_a_missing_tokenizer(tmp_path):
     assert main(["generate", "--run", str(tmp_path), "--prompt", "In", "--max-new-tokens", "2"]) == 2  # no source.json
     write_json(tmp_path / SOURCE_FILE, {"tokenizer": cfg.data.tokenizer})
     assert main(["generate", "--run", str(tmp_path), "--prompt", "In", "--policy", "all-small"]) == 2
+    assert main(["generate", "--run", str(tmp_path), "--prompt", "In", "--speculate", "all-small"]) == 2
+    assert main(["generate", "--run", str(tmp_path), "--prompt", "In", "--top-k", "5"]) == 2
+    assert main(["generate", "--run", str(tmp_path), "--prompt", "In", "--max-new-tokens", "2"]) == 0
