@@ -12,8 +12,8 @@
 
 import argparse
 
-from duollm.analysis.arena import paired, read_arena, speed_ratios
-from duollm.cli.arena import format_table
+from duollm.analysis.arena import read_arena, speed_ratios
+from duollm.cli.arena import format_paired, format_table
 
 
 def main() -> None:
@@ -22,15 +22,7 @@ def main() -> None:
     a = p.parse_args()
     rows = read_arena(a.folder)
     print(format_table(rows))
-    splits = list(rows[0]["loss"])
-    print("\n| entrant | compute | against | its compute | seeds | " + " | ".join(f"Δ loss {s} (nats)" for s in splits) + " |")
-    print("|" + "---|" * (5 + len(splits)))
-    for d in paired(rows):
-        cells = [f"{d['diff'][s]:+.3f}" + (f" ± {d['se'][s]:.3f}" if d["se"][s] is not None else "") for s in splits]
-        seeds = ",".join(str(s) for s in d["seeds"])
-        print(
-            f"| {d['label']} | {d['compute']:.1%} | {d['baseline']} | {d['baseline_compute']:.1%} | {seeds} | " + " | ".join(cells) + " |"
-        )
+    print("\n" + format_paired(rows))
     print(
         "\n| entrant | seed | weights | pass | train tok/s | prefill tok/s | decode tok/s b1 | decode tok/s b64 | against | train | prefill | decode b1 | decode b64 |"
     )

@@ -220,10 +220,40 @@ def write_arena_figure(folder: str | Path) -> Path:
     return path
 
 
+def paired_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """`paired` as a header and rows of text cells (none when nothing pairs), for the CLI's markdown and the
+    report's HTML: each entrant's difference in held-out loss from the plain dense entrant of nearest FLOPs, ± the
+    paired standard error over seeds."""
+    pairs = paired(rows)
+    splits = list(pairs[0]["diff"]) if pairs else []
+    head = ["entrant", "compute", "against", "its compute", "seeds", *(f"Δ loss {s} (nats)" for s in splits)]
+    body = []
+    for d in pairs:
+        cells = [f"{d['diff'][s]:+.3f}" + (f" ± {d['se'][s]:.3f}" if d["se"][s] is not None else "") for s in splits]
+        seeds = ",".join(map(str, d["seeds"]))
+        body.append([d["label"], f"{d['compute']:.1%}", d["baseline"], f"{d['baseline_compute']:.1%}", seeds, *cells])
+    return head, body
+
+
+def paired_table(rows: list[dict]) -> str:
+    """`paired_cells` as an HTML table, "" when nothing pairs."""
+    head, body = paired_cells(rows)
+    if not body:
+        return ""
+    out = ["<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
+    for label, *vals in body:
+        out.append(f'<tr><td class="l">{esc(label)}</td>' + "".join(f"<td>{esc(v)}</td>" for v in vals) + "</tr>")
+    return "<table>" + "".join(out) + "</table>"
+
+
 def arena_section(page: Page, folder: str | Path) -> None:
-    """The report's arena section: the table and the figure of `folder/arena.jsonl`."""
+    """The report's arena section: the tables and the figure of `folder/arena.jsonl`."""
     page.add("<h2>Arena</h2>")
-    points = summarize(read_arena(folder))
+    rows = read_arena(folder)
+    points = summarize(rows)
     page.add(f"<p>{len(points)} entrants; command: <code>duollm arena --out {esc(str(folder))}</code> (docs/arena.md).</p>")
     page.add(arena_table(points))
+    pairs = paired_table(rows)
+    if pairs:
+        page.add("<p>Against the plain dense entrant of nearest FLOPs, paired by seed (above 0: worse):</p>" + pairs)
     page.figure(arena_figure(points), "arena.png", CAPTION)

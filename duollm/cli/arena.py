@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from duollm.analysis.arena import summarize, write_arena_figure
+from duollm.analysis.arena import paired_cells, summarize, write_arena_figure
 from duollm.train.arena import ArenaSpec, run_arena
 
 
@@ -40,6 +40,15 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_paired(rows: list[dict]) -> str:
+    """Each entrant against the plain dense entrant of nearest FLOPs (analysis/arena.py `paired_cells`) as a markdown
+    table; "" when there is nothing to pair."""
+    head, body = paired_cells(rows)
+    if not body:
+        return ""
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)])
+
+
 def main(cmd: ArenaCommand) -> None:
     res = run_arena(cmd, log=None if cmd.json else lambda line: print(line, file=sys.stderr, flush=True))
     res["figure"] = str(write_arena_figure(cmd.out))
@@ -48,4 +57,7 @@ def main(cmd: ArenaCommand) -> None:
         return
     skipped = f"; already in {cmd.out}: {', '.join(res['skipped'])}" if res["skipped"] else ""
     print(format_table(res["rows"]))
+    pairs = format_paired(res["rows"])
+    if pairs:  # above 0: worse than the dense model of equal FLOPs; ± the paired standard error over seeds
+        print("\nagainst the dense entrant of nearest FLOPs, paired by seed:\n\n" + pairs)
     print(f"\n{cmd.out}/arena.jsonl, {res['figure']}; {res['seconds']:.0f} s{skipped}")
