@@ -1,0 +1,86 @@
+"""A sweep of self-speculative decoding over draft routes and round lengths on a trained run (docs/speed.md):
+
+    python scripts/speculate_sweep.py RUN [--drafts all-small,S-S-,BSSB] [--ks 2,4,6] [--prompts 8] [--new 48]
+
+Prompts are the first `--prompt-len` tokens of `--prompts` windows spread over the run's validation text. For each
+draft route and k: the share of drafts kept, tokens per verifier forward, FLOPs against plain all-BIG decoding
+(model/speculate.py), and wall time against plain all-BIG decoding through the same eager reference
+(model/decode.py `generate`), both timed in this process after one warm-up (batch 1, one prompt after another). Every
+speculative output is checked against all-BIG's greedy tokens. One JSON line per setting, then a markdown table.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+from duollm.data.corpus import eval_windows, pick_windows, token_array
+from duollm.eval.generate import draft_route
+from duollm.model.decode import generate
+from duollm.model.speculate import speculative_greedy
+from duollm.runs.load import load_run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run")
+    p.add_argument("--drafts", default="all-small,S-S-,BSSB")
+    p.add_argument("--ks", default="2,4,6")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--new", type=int, default=48)
+    a = p.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg, model, tok = load_run(a.run, device)
+    model.eval()
+    windows = pick_windows(eval_windows(token_array(cfg.data.val, tok), a.prompt_len), a.prompts, "spread").to(device)  # (P, T)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def clock(fn) -> float:
+        fn()  # warm-up
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    plain = [generate(model, w[None], a.new).ids for w in windows]  # all-BIG greedy, the reference output
+    t_plain = clock(lambda: [generate(model, w[None], a.new) for w in windows])
+    rows = []
+    for text in a.drafts.split(","):
+        draft = draft_route(text, cfg.model.n_layer)
+        for k in (int(x) for x in a.ks.split(",")):
+            stats = []
+
+            def run(draft=draft, k=k, stats=stats) -> None:
+                stats.clear()
+                for w, ref in zip(windows, plain, strict=True):
+                    seq, s = speculative_greedy(model, w[None], a.new, draft, k)
+                    assert torch.equal(seq, ref), "speculative output differs from all-BIG greedy decoding"
+                    stats.append(s)
+
+            t = clock(run)
+            drafted, accepted = sum(s["drafted"] for s in stats), sum(s["accepted"] for s in stats)
+            rounds = sum(s["rounds"] for s in stats)
+            row = {
+                "draft": text,
+                "k": k,
+                "acceptance": round(accepted / drafted, 4),
+                "tokens_per_round": round((accepted + rounds) / rounds, 3),
+                "flops_ratio": round(sum(s["flops"] for s in stats) / sum(s["flops_all_big"] for s in stats), 3),
+                "speedup": round(t_plain / t, 3),
+                "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print("\n| draft | k | drafts kept | tokens per verifier forward | FLOPs vs all-BIG | speed vs all-BIG (same eager decoder) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['draft']} | {r['k']} | {r['acceptance']:.0%} | {r['tokens_per_round']:.2f} | {r['flops_ratio']:.2f}x | {r['speedup']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
