@@ -86,8 +86,8 @@ case "$STAGE" in
     setup
     say "part 2: seed 0"
     duo arena "${BASE[@]}" --entrants "$PART2"
-    say "part 2: timings"
-    duo arena "${BASE[@]}" --entrants "$PART2" --speed-only
+    say "part 2: timings, beside the dense models of equal FLOPs timed again in the same pass"
+    duo arena "${BASE[@]}" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2" --speed-only
     say "done"
     touch "$RUN/.done"
     ;;

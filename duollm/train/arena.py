@@ -29,9 +29,9 @@ Several processes may share one `out`, each training its own entrants (the same 
 row is added under a lock on `out/.arena.lock`, re-reading the file first. Their `tokens_per_s` then shares the device;
 `--speed` measures every entrant again, one after the other in one process: training tokens/s
 (`speed_train_tokens_per_s`, 10 timed steps on random tokens after 2 warm-up steps), prefill and greedy decoding
-(`measure_speed`), for each row of the spec that lacks them, loading the saved entrant (`speed_weights` "trained"), or,
-where that is gone, building a fresh one from the row's options when they alone fix its compute (`fixed_compute`:
-dense, duo-random; "untrained"). `speed_pass` names the pass (its start time): compare timings within one pass
+(`measure_speed`), for every row of the spec, timed before or not (ratios compare within one pass), loading the
+saved entrant (`speed_weights` "trained"), or, where that is gone, building a fresh one from the row's options when
+they alone fix its compute (`fixed_compute`: dense, duo-random; "untrained"). `speed_pass` names the pass (its start time): compare timings within one pass
 (analysis/arena.py `speed_ratios`). `--speed-only` trains nothing and times the rows that are there.
 
 Realised compute: `compute` = FLOPs per token over the dense BIG model's at the same positions; `ffn_share` = the FFN
@@ -393,7 +393,7 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
     wanted = {(lab, s) for lab in labels for s in range(spec.seeds)}
     if spec.speed or spec.speed_only:  # every entrant of the spec timed one after the other, in this process
         speed_pass = time.strftime("%Y-%m-%dT%H:%M:%S")  # names this pass: ratios are taken within one
-        for row in [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted and any(k not in r for k in SPEED_KEYS)]:
+        for row in [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted]:  # timed again if timed before
             folder = out / "entrants" / f"{entrant_folder(row['label'])}-seed{row['seed']}"
             if (folder / "entrant.json").is_file():
                 model, weights = load_entrant(folder, device), "trained"
