@@ -5,7 +5,8 @@ Readable reference: `model/ffn.py` `RoutedFFN` (per choice: nonzero → gather �
 does the same work with fewer passes (docs/speed.md, "The fast paths"):
 
 1. key = BIG→0, SMALL→1, SKIP→2 per token; `perm` = a stable sort of the keys; the counts (n_big, n_small,
-   n_skip) are read on the host, once per layer (the reference reads two counts, one sync each).
+   n_skip) are read on the host, once per layer (the reference reads two counts, one sync each), unless the
+   caller hands them over: a route drawn on the host (random-routing training) is counted there, with no read.
 2. One gather of the routed rows in sorted order: xs = u[perm[:n_big + n_small]]. The big module runs on
    xs[:n_big], the small one on xs[n_big:], both contiguous slices (no copy), through cuBLAS at exact sizes:
    no FLOP is spent on a token that did not choose the module, and a skipped token is never read.
@@ -26,12 +27,15 @@ from torch import Tensor
 from duollm.routing.route import Choice
 
 
-def routed_ffn_sorted(u: Tensor, choice: Tensor, small, big) -> Tensor:
-    """Same result as `RoutedFFN(u, choice)` for per-token choices (B, T) uint8."""
+def routed_ffn_sorted(u: Tensor, choice: Tensor, small, big, counts: tuple[int, int, int] | None = None) -> Tensor:
+    """Same result as `RoutedFFN(u, choice)` for per-token choices (B, T) uint8. `counts` (BIG, SMALL, SKIP), when
+    the caller knows them (a route drawn on the host: DuoLM counts it there), saves the one host read."""
     B, T, C = u.shape
     N = B * T
     key = Choice.BIG - choice.reshape(N).long()  # (N,) BIG→0, SMALL→1, SKIP→2
-    n_big, n_small, n_skip = (key[:, None] == torch.arange(3, device=u.device)).sum(0).tolist()  # one host read
+    if counts is None:
+        counts = (key[:, None] == torch.arange(3, device=u.device)).sum(0).tolist()  # one host read
+    n_big, n_small, n_skip = counts
     if n_big == N:
         return big(u)
     if n_small == N:

@@ -87,9 +87,10 @@ class RoutedFFN(nn.Module):
         self.small, self.big = small, big
         self.kernel = kernel  # per-token path: "reference" (below), "sorted", "grouped", "masked" (kernels/), "auto" (kernels.choose)
 
-    def forward(self, u: Tensor, choice: Tensor) -> Tensor:
+    def forward(self, u: Tensor, choice: Tensor, counts: tuple[int, int, int] | None = None) -> Tensor:
         """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8, or
-        (B, T, 3) float weights over (SKIP, SMALL, BIG) for a soft mixture (a router in training).
+        (B, T, 3) float weights over (SKIP, SMALL, BIG) for a soft mixture (a router in training). `counts`
+        (BIG, SMALL, SKIP) of per-token choices, when the caller knows them: the sorted path then reads none.
 
         Returns the FFN's contribution to the residual stream, (B, T, C); zero where the choice is SKIP.
         """
@@ -104,6 +105,8 @@ class RoutedFFN(nn.Module):
                 return self.small(u)
             return torch.zeros_like(u)
         kernel = kernels.choose(self.kernel, u)
+        if kernel == "sorted":
+            return kernels.PATHS[kernel](u, choice, self.small, self.big, counts)
         if kernel != "reference":
             return kernels.PATHS[kernel](u, choice, self.small, self.big)
         B, T, C = u.shape

@@ -176,6 +176,11 @@ def padding(attention_mask: Tensor, pos: int, T: int) -> tuple[Tensor, Tensor]:
     return allowed[:, None], positions
 
 
+def host_counts(route: Tensor) -> Tensor:
+    """(L, 3) int64: the tokens of a per-token route (B, T, L) that take BIG, SMALL and SKIP at each layer."""
+    return torch.stack([(route == c).sum((0, 1)) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)], dim=1)
+
+
 class Block(nn.Module):
     """Attention for every token, then the routed FFN: the residual stream in two lines."""
 
@@ -187,14 +192,23 @@ class Block(nn.Module):
         self.ffn = RoutedFFN(cfg.d_model, cfg.d_small, cfg.d_big, cfg.kernel, cfg.small_view)
 
     def forward(
-        self, x: Tensor, choice: Tensor | Callable[[Tensor], Tensor], cos: Tensor, sin: Tensor, kv=None, mask=None, observe=None
+        self,
+        x: Tensor,
+        choice: Tensor | Callable[[Tensor], Tensor],
+        cos: Tensor,
+        sin: Tensor,
+        kv=None,
+        mask=None,
+        observe=None,
+        counts: tuple[int, int, int] | None = None,
     ) -> Tensor:
         """`choice`: a route's column (0-d or (B, T)), or a function of the normalised state that returns one
         (or soft weights (B, T, 3)): how a router decides, layer by layer. `kv`: this layer's cache, if any.
-        `observe(x, y)`, if given, sees the residual stream before and after the FFN, both (B, T, C)."""
+        `observe(x, y)`, if given, sees the residual stream before and after the FFN, both (B, T, C). `counts`:
+        the column's (BIG, SMALL, SKIP) counts when known on the host (RoutedFFN's sorted path then reads none)."""
         x = x + self.attn(self.attn_norm(x), cos, sin, kv, mask)  # (B, T, C): always runs
         u = self.ffn_norm(x)  # (B, T, C): what both modules, and a router, see
-        y = x + self.ffn(u, choice(u) if callable(choice) else choice)  # big, small, or nothing
+        y = x + self.ffn(u, choice(u) if callable(choice) else choice, counts)  # big, small, or nothing
         if observe is not None:  # a router that watches the residual stream (DuoLM._forward_routed)
             observe(x, y)
         return y
@@ -301,11 +315,14 @@ class DuoLM(nn.Module):
         if route is None:
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
+        counts = [None] * L
+        if route.dim() == 3 and route.device.type == "cpu":  # drawn on the host: counted there, so no layer reads them back
+            counts = [tuple(c) for c in host_counts(route).tolist()]  # L × (BIG, SMALL, SKIP)
         # per-token routes are dispatched on the device; a static route is read on the host (one copy, not one per layer)
         route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks):
-            x = block(x, route[..., l], cos, sin, kv(l), mask)  # route[..., l]: 0-d or (B, T)
+            x = block(x, route[..., l], cos, sin, kv(l), mask, counts=counts[l])  # route[..., l]: 0-d or (B, T)
         return self._output(x, targets, route)
 
     def _forward_routed(self, input_ids: Tensor, router, targets: Tensor | None, cos, sin, kv, mask, positions: Tensor) -> DuoOutput:

@@ -116,3 +116,29 @@ def test_compiles_whole_and_once():
         for seed in range(3):
             c = torch.randint(0, 3, (2, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
             assert torch.allclose(fn(u, c, ffn.small, ffn.big).float(), ffn(u, c).float(), atol=1e-2)
+
+
+def test_a_route_drawn_on_the_host_hands_its_counts_to_the_sorted_path(monkeypatch):
+    # random-routing training draws routes on the host: DuoLM counts each layer's choices there and the sorted path
+    # takes them instead of reading them back from the device (no host read per layer); the result is the same
+    import duollm.kernels as kernels
+    from duollm.model.transformer import host_counts
+    from duollm.routing.sample import random_route
+
+    seen = []
+
+    def recording(u, choice, small, big, counts=None):
+        seen.append(counts)
+        return routed_ffn_sorted(u, choice, small, big, counts)
+
+    monkeypatch.setitem(kernels.PATHS, "sorted", recording)
+    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=4, d_model=32, d_big=64, d_small=8, vocab_size=64, max_seq_len=16)
+    torch.manual_seed(0)
+    fast = DuoLM(DuoConfig(**{**cfg.__dict__, "kernel": "sorted"}))
+    ref = DuoLM(DuoConfig(**{**cfg.__dict__, "kernel": "reference"}))
+    ref.load_state_dict(fast.state_dict())
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    route = random_route((2, 16, 3), 0.4, 0.4, 0.2, torch.Generator().manual_seed(2))  # (B, T, L) on the host
+    torch.testing.assert_close(fast(ids, route=route).logits, ref(ids, route=route).logits)
+    expected = [tuple(int((route[..., l] == c).sum()) for c in (2, 1, 0)) for l in range(3)]  # BIG, SMALL, SKIP
+    assert seen == expected and host_counts(route).tolist() == [list(e) for e in expected]
