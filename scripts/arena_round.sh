@@ -15,7 +15,12 @@
 #                                        # and evaluated on the arena's windows: $RUN/frozen-B-SPLIT.json
 #   bash scripts/arena_round.sh confirm  # the leaders confirmed at study-124m scale (12 layers, d = 768), at the
 #                                        # arena's 39.3M training tokens: $CONFIRM into $RUN-124m
-#   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm]   # that stage in its own process session
+#   bash scripts/arena_round.sh rest     # one lease for all of the above but `all` and `more`: part 2's training, frozen
+#                                        # (then seed 1 of acm:budget=0.33) and confirm's training as three processes
+#                                        # sharing the GPU (their train_seconds are not comparable), then part 2's and
+#                                        # confirm's timings alone, one after the other (part2-train, part2-speed,
+#                                        # acm1, confirm-train, confirm-speed are its pieces)
+#   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest]   # that stage in its own process session
 #   DEST=$OUT bash scripts/arena_round.sh wait   # progress until `all` ends or WAIT seconds (560) pass; the results
 #                                                # so far (arena.jsonl, arena.png, the log) copied into DEST
 #
@@ -44,12 +49,16 @@ LATER=${LATER:-acm:budget=0.5,acm:budget=0.33}
 # on the dense model; Mixture-of-Recursions on a stack of 4 (or 3) of the 8 layers, whose blocks-run share 4/8 x 4/3
 # = 0.667 (3/8 x 1.475 = 0.553) gives the FLOPs of dense:budget=0.5 (0.33), beside the plain recursive models
 CONFIRM=${CONFIRM:-dense:budget=0.33,mod:capacity=0.125,every=2,dense:budget=0.5,mod:capacity=0.333,every=2}
+CONFIRM_PRESET=${CONFIRM_PRESET:-study-124m}
+CONFIRM_TOKENS=${CONFIRM_TOKENS:-39321600}
 PART2=${PART2:-layerskip:budget=0.5,layerskip:budget=0.33,layerskip:min_layer=3,check_every=2,budget=0.5,layerskip:min_layer=3,check_every=2,budget=0.33,layerskip:min_layer=3,check_every=2,threshold=0.5,layerskip:min_layer=3,check_every=2,threshold=0.8,layerskip:min_layer=3,check_every=2,threshold=0.95,halting:budget=0.5,halting:budget=0.33,halting:threshold=0.3,halting:threshold=0.7,halting:threshold=0.9,dense:skipllm=0.9,dense:skipllm=0.95,dense:skipllm=0.98,mor:layers=4,capacity=0.333,mor:layers=4,capacity=0.333,routing_eval=topk,mor:layers=3,capacity=0.475,mor:layers=4,routing=token,budget=1.333,mor:layers=3,routing=none,recursions=2,mor:layers=2,routing=none,recursions=3}
 BASE=(--out "$RUN" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS")
 [ -n "${TOKENS:-}" ] && BASE+=(--tokens "$TOKENS")
 FLAGS=("${BASE[@]}" --entrants "$ENTRANTS")
 duo() { python -m duollm "$@"; }
 say() { echo "[$(date +%T)] $*"; }
+done_() { say "done"; [ -n "${SUB:-}" ] || touch "$RUN/.done"; }  # a piece of `rest` leaves the marker to it
+CONFIRM_FLAGS=(--out "$RUN-124m" --preset "$CONFIRM_PRESET" --eval-tokens "$EVAL_TOKENS" --tokens "$CONFIRM_TOKENS" --entrants "$CONFIRM")
 
 setup() {
   mkdir -p "$RUN"
@@ -68,8 +77,7 @@ case "$STAGE" in
     duo arena "${FLAGS[@]}" --speed
     say "seed 1"
     duo arena "${FLAGS[@]}" --seeds 2
-    say "done"
-    touch "$RUN/.done"
+    done_
     ;;
   more)
     setup
@@ -79,8 +87,49 @@ case "$STAGE" in
     duo arena "${FLAGS[@]}" --seeds 2 --speed-only
     say "seed 1 of $LATER"
     duo arena "${BASE[@]}" --entrants "$LATER" --seeds 2
-    say "done"
-    touch "$RUN/.done"
+    done_
+    ;;
+  part2-train)
+    setup
+    say "part 2: seed 0"
+    duo arena "${BASE[@]}" --entrants "$PART2"
+    done_
+    ;;
+  part2-speed)
+    setup
+    say "part 2: timings, beside the dense models of equal FLOPs timed again in the same pass"
+    duo arena "${BASE[@]}" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2" --speed-only
+    done_
+    ;;
+  acm1)
+    setup
+    say "seed 1 of acm:budget=0.33"
+    duo arena "${BASE[@]}" --entrants acm:budget=0.33 --seeds 2
+    done_
+    ;;
+  confirm-train)
+    setup
+    say "$CONFIRM_PRESET: $CONFIRM"
+    duo arena "${CONFIRM_FLAGS[@]}"
+    done_
+    ;;
+  confirm-speed)
+    setup
+    say "$CONFIRM_PRESET: timings"
+    duo arena "${CONFIRM_FLAGS[@]}" --speed-only
+    done_
+    ;;
+  rest)
+    setup
+    say "in parallel: part 2's training ($RUN.part2.log); frozen, then acm's seed 1 ($RUN.frozen.log); confirm's training ($RUN.confirm.log)"
+    SUB=1 bash "$0" part2-train > "$RUN.part2.log" 2>&1 & p1=$!
+    (SUB=1 bash "$0" frozen || say "frozen failed"; SUB=1 bash "$0" acm1) > "$RUN.frozen.log" 2>&1 & p2=$!
+    SUB=1 bash "$0" confirm-train > "$RUN.confirm.log" 2>&1 & p3=$!
+    for p in $p1 $p2 $p3; do wait $p || say "process $p failed: see its log"; done
+    say "timings, one process at a time"
+    SUB=1 bash "$0" part2-speed || say "part 2's timings failed"
+    SUB=1 bash "$0" confirm-speed || say "confirm's timings failed"
+    done_
     ;;
   part2)
     setup
@@ -88,16 +137,14 @@ case "$STAGE" in
     duo arena "${BASE[@]}" --entrants "$PART2"
     say "part 2: timings, beside the dense models of equal FLOPs timed again in the same pass"
     duo arena "${BASE[@]}" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2" --speed-only
-    say "done"
-    touch "$RUN/.done"
+    done_
     ;;
   confirm)
     setup
-    say "study-124m: $CONFIRM"
-    duo arena --out "$RUN-124m" --preset study-124m --eval-tokens "$EVAL_TOKENS" --tokens 39321600 --entrants "$CONFIRM"
-    duo arena --out "$RUN-124m" --preset study-124m --eval-tokens "$EVAL_TOKENS" --tokens 39321600 --entrants "$CONFIRM" --speed-only
-    say "done"
-    touch "$RUN/.done"
+    say "$CONFIRM_PRESET: $CONFIRM"
+    duo arena "${CONFIRM_FLAGS[@]}"
+    duo arena "${CONFIRM_FLAGS[@]}" --speed-only
+    done_
     ;;
   frozen)
     setup
@@ -130,8 +177,7 @@ PY
         done
       done
     done
-    say "done"
-    touch "$RUN/.done"
+    done_
     ;;
   launch)
     mkdir -p "$RUN"
@@ -144,16 +190,17 @@ PY
     [ -e "$RUN/.done" ] || pgrep -f "$RUN.sh" > /dev/null || { say "no round is running here"; tail -n 20 "$RUN.log" 2>/dev/null; exit 1; }
     until [ -e "$RUN/.done" ] || [ $SECONDS -ge "${WAIT:-560}" ] || ! pgrep -f "$RUN.sh" > /dev/null; do sleep 5; done
     tail -n 40 "$RUN.log"
+    for f in "$RUN".part2.log "$RUN".frozen.log "$RUN".confirm.log; do [ -e "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -n "${DEST:-}" ]; then
       mkdir -p "$DEST"
-      cp "$RUN/arena.jsonl" "$RUN/arena.json" "$RUN/arena.png" "$RUN"/frozen*.json "$RUN.log" "$DEST"/ 2>/dev/null || true
+      cp "$RUN/arena.jsonl" "$RUN/arena.json" "$RUN/arena.png" "$RUN"/frozen*.json "$RUN"*.log "$DEST"/ 2>/dev/null || true
       [ -d "$RUN-124m" ] && mkdir -p "$DEST/124m" && cp "$RUN-124m"/arena.* "$DEST/124m"/ 2>/dev/null || true
     fi
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, launch, wait)" >&2
+    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, launch, wait)" >&2
     exit 2
     ;;
 esac
