@@ -21,8 +21,10 @@
 #                                        # confirm's timings alone, one after the other (part2-train, part2-speed,
 #                                        # acm1, confirm-train, confirm-speed are its pieces)
 #   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest]   # that stage in its own process session
-#   DEST=$OUT bash scripts/arena_round.sh wait   # progress until `all` ends or WAIT seconds (560) pass; the results
-#                                                # so far (arena.jsonl, arena.png, the log) copied into DEST
+#   DEST=$OUT bash scripts/arena_round.sh wait   # progress until the stage ends or WAIT seconds (560) pass; the
+#                                                # results so far (arena.*, frozen*.json, the logs, $RUN-124m's arena.*)
+#                                                # packed into DEST/results.tar.gz. Call it again at once: a machine
+#                                                # left idle goes back, with everything on it
 #
 # 1. seed 0 of every entrant, in the order of $ENTRANTS: the dense models of equal FLOPs first (every comparison is
 #    paired with them), then duo-joint, acm, mod (capacity 1/3 and 1/8 on every other block, each also evaluated with
@@ -131,6 +133,11 @@ case "$STAGE" in
     SUB=1 bash "$0" confirm-speed || say "confirm's timings failed"
     done_
     ;;
+  chain)  # the stages named in $CHAIN (space-separated), one after the other, each as a piece
+    setup
+    for st in $CHAIN; do SUB=1 bash "$0" "$st" || say "$st failed"; done
+    done_
+    ;;
   part2)
     setup
     say "part 2: seed 0"
@@ -193,14 +200,14 @@ PY
     for f in "$RUN".part2.log "$RUN".frozen.log "$RUN".confirm.log; do [ -e "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -n "${DEST:-}" ]; then
-      mkdir -p "$DEST"
-      cp "$RUN/arena.jsonl" "$RUN/arena.json" "$RUN/arena.png" "$RUN"/frozen*.json "$RUN"*.log "$DEST"/ 2>/dev/null || true
-      [ -d "$RUN-124m" ] && mkdir -p "$DEST/124m" && cp "$RUN-124m"/arena.* "$DEST/124m"/ 2>/dev/null || true
+      mkdir -p "$DEST"  # one archive: a device call brings back at most eight files
+      files=$(ls -d "$RUN"/arena.json "$RUN"/arena.jsonl "$RUN"/arena.png "$RUN"/frozen*.json "$RUN"*.log "$RUN"-124m/arena.* 2>/dev/null || true)
+      [ -n "$files" ] && tar czf "$DEST/results.tar.gz" $files && echo "packed into $DEST/results.tar.gz: $(echo $files | wc -w) files"
     fi
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, launch, wait)" >&2
+    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, chain, launch, wait)" >&2
     exit 2
     ;;
 esac
