@@ -24,7 +24,7 @@ import statistics
 import torch
 
 from benchmarks.timing import DEVICE, sync, timed
-from duollm.kernels import triton_ffn
+from duollm import kernels
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
@@ -70,8 +70,8 @@ with torch.no_grad():
             impls = {"naive": lambda u=u, c=choice: routed_ffn_masked(u, c, ffn.small, ffn.big), "ref": lambda u=u, c=choice: ffn(u, c)}
             impls["sorted"] = lambda u=u, c=choice: routed_ffn_sorted(u, c, ffn.small, ffn.big)
             impls["grouped"] = lambda u=u, c=choice: routed_ffn_grouped(u, c, ffn.small, ffn.big)
-            if triton_ffn.usable(u):
-                impls["fused"] = lambda u=u, c=choice: triton_ffn.routed_ffn_fused(u, c, ffn.small, ffn.big)
+            if kernels.triton_usable(u):
+                impls["fused"] = lambda u=u, c=choice: kernels.routed_ffn_fused(u, c, ffn.small, ffn.big)
             nb, ns = int((choice == Choice.BIG).sum()), int((choice == Choice.SMALL).sum())
             impls["bound"] = lambda u=u, nb=nb, ns=ns: (ffn.big(u[:, :nb]) if nb else None, ffn.small(u[:, :ns]) if ns else None)
             for name, fn in impls.items():

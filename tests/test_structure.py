@@ -244,6 +244,7 @@ def test_each_command_lives_in_a_cli_module_with_its_dataclass_and_main():
 # imports inside functions: optional dependencies only, each group with a one-line reason
 OPTIONAL = {"matplotlib", "transformers", "tokenizers", "triton", "lm_eval", "gguf", "accelerate"}
 IMPORT_OPTIONAL = {"duollm.hf.config", "duollm.hf.modeling", "duollm.hf.tokenizer"}  # these import transformers at the top
+IMPORT_OPTIONAL |= {"duollm.kernels.triton_ffn", "duollm.kernels.triton_decode"}  # and these Triton
 
 
 def local_imports(f: Path) -> list[tuple[int, str]]:

@@ -10,29 +10,54 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from duollm.kernels import grouped, triton_ffn
+from duollm.kernels import grouped
+from duollm.kernels.available import DECODE_ROWS, triton_usable
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
-from duollm.kernels.triton_ffn import routed_ffn_fused
 
-PATHS = {"grouped": routed_ffn_grouped, "sorted": routed_ffn_sorted, "masked": routed_ffn_masked, "fused": routed_ffn_fused}
+
+def routed_ffn_fused(u: Tensor, choice: Tensor, small, big) -> Tensor:
+    """kernels/triton_ffn.py, imported at its first use."""
+    from duollm.kernels.triton_ffn import routed_ffn_fused as run  # loads Triton: only when this path runs
+
+    return run(u, choice, small, big)
+
+
+def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
+    """kernels/triton_decode.py, imported at its first use."""
+    from duollm.kernels.triton_decode import routed_ffn_decode as run  # loads Triton: only when this path runs
+
+    return run(u, choice, small, big)
+
+
+PATHS = {
+    "grouped": routed_ffn_grouped,
+    "sorted": routed_ffn_sorted,
+    "masked": routed_ffn_masked,
+    "fused": routed_ffn_fused,
+    "decode": routed_ffn_decode,
+}
 MASKED_ROWS = 1024  # inside a CUDA graph, per-token choices of at most this many rows run masked
 
 
 def choose(kernel: str, u: Tensor) -> str:
     """The path for per-token choices over `u` (B, T, C): `kernel` ("reference", "sorted", "grouped",
-    "masked", or "fused": Triton, forward only, opt-in since it measured slower than sorted), or for "auto"
-    the reference on a CPU, and on a GPU the sorted path (one host read per layer), or the sync-free grouped
-    one under compilation, which cannot wait for the host. A CUDA graph being recorded always gets a sync-free
-    path: masked up to MASKED_ROWS rows (a decode step), grouped above."""
+    "masked", "fused": Triton, forward only, opt-in since it measured slower than sorted, or "decode": Triton,
+    a decode step's few rows, reading only the modules some row chose), or for "auto" the reference on a CPU,
+    and on a GPU the sorted path (one host read per layer), or the sync-free grouped one under compilation,
+    which cannot wait for the host. A CUDA graph being recorded always gets a sync-free path: for a decode
+    step the decode kernel where Triton serves (`triton_usable`), else masked up to MASKED_ROWS rows;
+    grouped above."""
     capturing = u.is_cuda and torch.cuda.is_current_stream_capturing()
     if kernel == "auto":
         kernel = "reference" if not u.is_cuda else "grouped" if capturing or torch.compiler.is_compiling() else "sorted"
-    if capturing and kernel not in ("grouped", "masked"):
+    if capturing and kernel not in ("grouped", "masked", "decode"):
         kernel = "grouped"
-    if capturing and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:
-        kernel = "masked"  # a decode step: a few rows, where masking beats sorting (kernels/masked.py)
-    if kernel == "fused" and not triton_ffn.usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
+    if capturing and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
+        kernel = "decode" if triton_usable(u, DECODE_ROWS) else "masked"  # the chosen modules' weights only, or both modules
+    if kernel == "decode" and not triton_usable(u, DECODE_ROWS):
+        kernel = "masked" if capturing else "sorted" if u.is_cuda else "reference"
+    if kernel == "fused" and not triton_usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
         kernel = "masked" if capturing else "sorted" if u.is_cuda else "reference"
     return kernel if kernel != "grouped" or grouped.usable(u) else "reference"

@@ -25,75 +25,66 @@ from __future__ import annotations
 import os
 
 import torch
+import triton
+import triton.language as tl
 from torch import Tensor
 
 from duollm.routing.route import Choice
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the CPU install: no Triton, the other paths serve
-    triton = None
+CONFIGS = [
+    triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 256, 64, 8, 3), (64, 64, 64, 4, 4))
+]
+if os.environ.get("TRITON_INTERPRET") == "1":  # Triton's CPU interpreter (the tests): one tile shape, no tuning
+    CONFIGS = [triton.Config({"BM": 16, "BN": 16, "BK": 16})]
 
 
-def usable(u: Tensor) -> bool:
-    """Triton present, a CUDA tensor in bf16 or fp16 (fp32 would run its matmuls in tf32), no gradient wanted."""
-    return triton is not None and u.is_cuda and u.dtype in (torch.bfloat16, torch.float16) and not torch.is_grad_enabled()
+@triton.autotune(configs=CONFIGS, key=["C", "F"])
+@triton.jit
+def _up(x, perm, bounds, wg, wu, h, N, C, F, m: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    start, end = tl.load(bounds + m), tl.load(bounds + m + 1)  # this module's sorted rows: [start, end)
+    rows = start + tl.program_id(0) * BM + tl.arange(0, BM)
+    if start + tl.program_id(0) * BM >= end:
+        return
+    rmask = rows < end
+    tok = tl.load(perm + rows, mask=rmask, other=0)  # the gather: which token each row is
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
+    cmask = cols < F
+    acc_g = tl.zeros((BM, BN), dtype=tl.float32)
+    acc_u = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, C, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < C
+        a = tl.load(x + tok[:, None] * C + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
+        bmask = kmask[:, None] & cmask[None, :]
+        g = tl.load(wg + cols[None, :] * C + ks[:, None], mask=bmask, other=0.0)  # (BK, BN) = W_gateᵀ tile
+        u = tl.load(wu + cols[None, :] * C + ks[:, None], mask=bmask, other=0.0)
+        acc_g = tl.dot(a, g, acc_g)
+        acc_u = tl.dot(a, u, acc_u)
+    hval = acc_g * tl.sigmoid(acc_g) * acc_u  # SwiGLU, in fp32
+    dst = h + (rows - start)[:, None] * F + cols[None, :]
+    tl.store(dst, hval.to(h.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
-if triton is not None:
-    CONFIGS = [
-        triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
-        for bm, bn, bk, w, s in ((128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 256, 64, 8, 3), (64, 64, 64, 4, 4))
-    ]
-    if os.environ.get("TRITON_INTERPRET") == "1":  # Triton's CPU interpreter (the tests): one tile shape, no tuning
-        CONFIGS = [triton.Config({"BM": 16, "BN": 16, "BK": 16})]
-
-    @triton.autotune(configs=CONFIGS, key=["C", "F"])
-    @triton.jit
-    def _up(x, perm, bounds, wg, wu, h, N, C, F, m: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-        start, end = tl.load(bounds + m), tl.load(bounds + m + 1)  # this module's sorted rows: [start, end)
-        rows = start + tl.program_id(0) * BM + tl.arange(0, BM)
-        if start + tl.program_id(0) * BM >= end:
-            return
-        rmask = rows < end
-        tok = tl.load(perm + rows, mask=rmask, other=0)  # the gather: which token each row is
-        cols = tl.program_id(1) * BN + tl.arange(0, BN)
-        cmask = cols < F
-        acc_g = tl.zeros((BM, BN), dtype=tl.float32)
-        acc_u = tl.zeros((BM, BN), dtype=tl.float32)
-        for k0 in range(0, C, BK):
-            ks = k0 + tl.arange(0, BK)
-            kmask = ks < C
-            a = tl.load(x + tok[:, None] * C + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
-            bmask = kmask[:, None] & cmask[None, :]
-            g = tl.load(wg + cols[None, :] * C + ks[:, None], mask=bmask, other=0.0)  # (BK, BN) = W_gateᵀ tile
-            u = tl.load(wu + cols[None, :] * C + ks[:, None], mask=bmask, other=0.0)
-            acc_g = tl.dot(a, g, acc_g)
-            acc_u = tl.dot(a, u, acc_u)
-        hval = acc_g * tl.sigmoid(acc_g) * acc_u  # SwiGLU, in fp32
-        dst = h + (rows - start)[:, None] * F + cols[None, :]
-        tl.store(dst, hval.to(h.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
-
-    @triton.autotune(configs=CONFIGS, key=["C", "F"])
-    @triton.jit
-    def _down(h, perm, bounds, wd, out, N, C, F, m: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-        start, end = tl.load(bounds + m), tl.load(bounds + m + 1)
-        rows = start + tl.program_id(0) * BM + tl.arange(0, BM)
-        if start + tl.program_id(0) * BM >= end:
-            return
-        rmask = rows < end
-        tok = tl.load(perm + rows, mask=rmask, other=0)
-        cols = tl.program_id(1) * BN + tl.arange(0, BN)  # output columns (C)
-        cmask = cols < C
-        acc = tl.zeros((BM, BN), dtype=tl.float32)
-        for k0 in range(0, F, BK):
-            ks = k0 + tl.arange(0, BK)
-            kmask = ks < F
-            a = tl.load(h + (rows - start)[:, None] * F + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-            b = tl.load(wd + cols[None, :] * F + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)  # W_downᵀ
-            acc = tl.dot(a, b, acc)
-        tl.store(out + tok[:, None] * C + cols[None, :], acc.to(out.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
+@triton.autotune(configs=CONFIGS, key=["C", "F"])
+@triton.jit
+def _down(h, perm, bounds, wd, out, N, C, F, m: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    start, end = tl.load(bounds + m), tl.load(bounds + m + 1)
+    rows = start + tl.program_id(0) * BM + tl.arange(0, BM)
+    if start + tl.program_id(0) * BM >= end:
+        return
+    rmask = rows < end
+    tok = tl.load(perm + rows, mask=rmask, other=0)
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)  # output columns (C)
+    cmask = cols < C
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, F, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < F
+        a = tl.load(h + (rows - start)[:, None] * F + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        b = tl.load(wd + cols[None, :] * F + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)  # W_downᵀ
+        acc = tl.dot(a, b, acc)
+    tl.store(out + tok[:, None] * C + cols[None, :], acc.to(out.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
 def routed_ffn_fused(u: Tensor, choice: Tensor, small, big) -> Tensor:

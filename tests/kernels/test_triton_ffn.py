@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from duollm.model.ffn import RoutedFFN
+from tests.kernels.interp import interpreter
 
 MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0, 1.0, 0.0), "all-skip": (1.0, 0.0, 0.0)}
 
@@ -35,7 +36,7 @@ def test_bf16_on_gpu_equals_reference():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+@interpreter
 def test_interpreted_on_cpu_equals_reference():
     code = "from tests.kernels.test_triton_ffn import check; import torch; check('cpu', torch.float32, 1e-5)"
     env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined: a process of its own

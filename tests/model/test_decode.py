@@ -104,12 +104,15 @@ def test_device_random_router_draws_its_mix(model):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["masked", "decode"])
 @pytest.mark.parametrize("name", ["all-big", "static", "linear-router"])
-def test_cuda_graph_decoder_equals_eager(name):
+def test_cuda_graph_decoder_equals_eager(name, kernel):
     """The recorded steps replay exactly what the eager static-shape step computes (bf16, per-token choices
-    through the masked routed FFN in both, as a graph of a few rows runs them)."""
+    through the same routed FFN in both: masked, or the decode kernel that reads only the chosen modules)."""
+    if kernel == "decode":
+        pytest.importorskip("triton")
     torch.manual_seed(0)
-    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=16, vocab_size=128, max_seq_len=64, kernel="masked")
+    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=16, vocab_size=128, max_seq_len=64, kernel=kernel)
     m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
     policy = policy_of(name)
     if "router" in policy:

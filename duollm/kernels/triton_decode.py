@@ -1,0 +1,145 @@
+"""The routed FFN of a decode step: per-token choices read on the device, and a module's weights read only when
+some row of the step chose it (forward only; Triton).
+
+Readable reference: `model/ffn.py` `RoutedFFN`. Inside a CUDA graph the other sync-free path, kernels/masked.py,
+runs both modules on every row, so a step reads BIG's and SMALL's weights whatever the routes, and per-token
+routing decodes slower than all-BIG (docs/benchmarks.md). Here, as in vLLM's fused MoE kernel, where an expert
+that no token chose is never read, each program first loads the step's choices and stops at once when no row
+needs its slice of the weights. A decode step has a few rows (`MAX_ROWS`), so the matmuls are matrix-vector
+products bound by the weight bytes, and the bytes a step reads are those of the modules its rows chose.
+
+A module is read through its rows' *widths*: a row that chose it needs its first `width` inner neurons, a row
+that did not needs none. Two kernels per module:
+
+1. `_up`: a program owns BN inner neurons; it computes max(width) over the rows and returns if its neurons lie
+   past it (no weight read). Else it accumulates x·W_gateᵀ and x·W_upᵀ for every row (BM ≥ 16 rows, the extra
+   ones masked) and stores silu(g)·u into h.
+2. `_down`: a program owns BC output columns; it accumulates h·W_downᵀ over the inner neurons below max(width),
+   each row's h masked past its own width, and stores (or adds) its rows of the output.
+
+With separate modules, BIG runs with widths (d_big for rows that chose BIG, else 0) and SMALL with (d_small for
+rows that chose SMALL, else 0), adding into the same output; a module that no row chose reads nothing. With
+SMALL a view of BIG's first neurons (`DuoConfig.small_view`, model/ffn.py `SmallView`), one pass over BIG serves
+both: widths d_big, d_small or 0 by choice, so SMALL's weights are read as part of BIG's, never twice. A row that
+skips has width 0 everywhere and gets zero. The matmuls accumulate in fp32 and round once. Needs Triton and a
+CUDA device (`kernels.available.triton_usable`); tests run it through Triton's CPU interpreter. Imported only when it runs (kernels/__init__.py),
+so the core import never loads Triton.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from duollm.kernels.available import DECODE_ROWS as MAX_ROWS
+from duollm.routing.route import Choice
+
+assert (Choice.SKIP, Choice.SMALL, Choice.BIG) == (0, 1, 2)  # as `_widths` reads them
+
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (the tests): one shape, no tuning
+UP = [
+    triton.Config({"BN": bn, "BK": bk}, num_warps=w, num_stages=s)
+    for bn, bk, w, s in ((32, 128, 4, 4), (64, 128, 4, 4), (16, 256, 4, 4), (64, 64, 4, 5))
+]
+DOWN = [
+    triton.Config({"BC": bc, "BK": bk}, num_warps=w, num_stages=s)
+    for bc, bk, w, s in ((16, 256, 4, 4), (32, 128, 4, 4), (16, 128, 4, 5), (32, 256, 4, 3))
+]
+if _INTERPRET:
+    UP, DOWN = [triton.Config({"BN": 16, "BK": 16})], [triton.Config({"BC": 16, "BK": 16})]
+
+
+@triton.jit
+def _widths(choice, N, w_big, w_small, BM: tl.constexpr):
+    """(BM,) the inner neurons each row needs of this module: w_big if it chose BIG, w_small if SMALL, else 0."""
+    rows = tl.arange(0, BM)
+    c = tl.load(choice + rows, mask=rows < N, other=0).to(tl.int32)  # padding rows read as SKIP (0)
+    return tl.where(c == 2, w_big, tl.where(c == 1, w_small, 0))  # Choice: SKIP 0, SMALL 1, BIG 2
+
+
+@triton.autotune(configs=UP, key=["C", "F", "BM"])
+@triton.jit
+def _up(x, choice, wg, wu, h, N, C, F, w_big, w_small, stride_w, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    width = _widths(choice, N, w_big, w_small, BM)
+    f0 = tl.program_id(0) * BN
+    if f0 >= tl.max(width, axis=0):  # no row needs these neurons: their weights are never read
+        return
+    rows = tl.arange(0, BM)
+    rmask = rows < N
+    cols = f0 + tl.arange(0, BN)  # inner neurons
+    cmask = cols < F
+    acc_g = tl.zeros((BM, BN), dtype=tl.float32)
+    acc_u = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, C, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < C
+        a = tl.load(x + rows[:, None] * C + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)  # (BM, BK)
+        bmask = kmask[:, None] & cmask[None, :]
+        g = tl.load(wg + cols[None, :] * stride_w + ks[:, None], mask=bmask, other=0.0)  # (BK, BN) = W_gateᵀ tile
+        u = tl.load(wu + cols[None, :] * stride_w + ks[:, None], mask=bmask, other=0.0)
+        acc_g = tl.dot(a, g, acc_g)
+        acc_u = tl.dot(a, u, acc_u)
+    hval = acc_g * tl.sigmoid(acc_g) * acc_u  # SwiGLU, in fp32
+    tl.store(h + rows[:, None] * F + cols[None, :], hval.to(h.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
+
+
+@triton.autotune(configs=DOWN, key=["C", "F", "BM"], restore_value=["out"])  # tuning runs it again: SMALL adds
+@triton.jit
+def _down(h, choice, wd, out, N, C, F, w_big, w_small, stride_d, ADD: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    width = _widths(choice, N, w_big, w_small, BM)
+    top = tl.max(width, axis=0)  # inner neurons any row needs; none: nothing is read
+    if ADD and top == 0:
+        return
+    rows = tl.arange(0, BM)
+    rmask = rows < N
+    cols = tl.program_id(0) * BC + tl.arange(0, BC)  # output columns
+    cmask = cols < C
+    acc = tl.zeros((BM, BC), dtype=tl.float32)
+    for k0 in range(0, top, BK):
+        ks = k0 + tl.arange(0, BK)
+        a = tl.load(h + rows[:, None] * F + ks[None, :], mask=rmask[:, None] & (ks[None, :] < width[:, None]), other=0.0)
+        b = tl.load(wd + cols[None, :] * stride_d + ks[:, None], mask=(ks[:, None] < top) & cmask[None, :], other=0.0)  # W_downᵀ
+        acc = tl.dot(a, b, acc)
+    dst = out + rows[:, None] * C + cols[None, :]
+    omask = rmask[:, None] & cmask[None, :]
+    if ADD:
+        acc += tl.load(dst, mask=omask, other=0.0).to(tl.float32)
+    tl.store(dst, acc.to(out.dtype.element_ty), mask=omask)
+
+
+def _module(x: Tensor, choice: Tensor, module, w_big: int, w_small: int, out: Tensor, add: bool) -> None:
+    """out (+)= the module's output for each row's first `width` inner neurons (w_big, w_small or 0 by choice)."""
+    N, C = x.shape
+    wg, wu, wd = module.gate.weight, module.up.weight, module.down.weight  # (F, C), (F, C), (C, F)
+    if wg.dtype != x.dtype:  # under autocast: the weights in the activations' dtype (a copy)
+        wg, wu, wd = wg.to(x.dtype), wu.to(x.dtype), wd.to(x.dtype)
+    F = wg.shape[0]
+    assert wg.stride(1) == 1 and wu.stride() == wg.stride() and wd.stride(1) == 1, "row-major weights"
+    BM = max(16, triton.next_power_of_2(N))  # tl.dot wants 16 rows or more; the extra ones are masked
+    h = x.new_empty(N, F)  # written only where some row needs it, read only there
+    _up[lambda meta: (triton.cdiv(F, meta["BN"]),)](x, choice, wg, wu, h, N, C, F, w_big, w_small, wg.stride(0), BM=BM)
+    _down[lambda meta: (triton.cdiv(C, meta["BC"]),)](h, choice, wd, out, N, C, F, w_big, w_small, wd.stride(0), ADD=add, BM=BM)
+
+
+def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
+    """Same result as `RoutedFFN(u, choice)` for per-token choices (B, T) uint8 of at most MAX_ROWS rows, without
+    autograd and without a host read: (B, T, C)."""
+    B, T, C = u.shape
+    N = B * T
+    if N > MAX_ROWS:
+        raise ValueError(f"the decode kernel takes at most {MAX_ROWS} rows, got {N}")
+    x = u.reshape(N, C).contiguous()
+    picks = choice.reshape(N).contiguous()
+    out = torch.empty_like(x)
+    d_big = big.gate.weight.shape[0]
+    if getattr(small.gate, "owner", None) is big:  # a SmallView: SMALL is BIG's first neurons, one pass for both
+        _module(x, picks, big, d_big, small.gate.n, out, add=False)
+    else:
+        _module(x, picks, big, d_big, 0, out, add=False)
+        _module(x, picks, small, 0, small.gate.weight.shape[0], out, add=True)
+    return out.view(B, T, C)

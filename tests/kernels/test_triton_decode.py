@@ -1,0 +1,58 @@
+"""The decode step's routed FFN (kernels/triton_decode.py, forward only) equals the reference, with SMALL as its own
+module and as a view of BIG: on a GPU in bf16 (marked gpu), and through Triton's CPU interpreter where Triton is
+installed. Run: pytest tests/kernels/test_triton_decode.py"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from duollm.model.ffn import RoutedFFN
+from tests.kernels.interp import interpreter
+
+MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0, 1.0, 0.0), "all-skip": (1.0, 0.0, 0.0)}
+
+
+def check(device: str, dtype: torch.dtype, atol: float) -> None:
+    from duollm.kernels.triton_decode import routed_ffn_decode
+
+    torch.manual_seed(0)
+    for view in (False, True):
+        for C, ds, db in ((64, 16, 256), (96, 40, 200)):  # widths off the tile sizes
+            ffn = RoutedFFN(C, ds, db, kernel="reference", small_view=view).to(device, dtype)
+            for B, T in ((1, 1), (3, 1), (5, 8), (64, 1)):
+                u = torch.randn(B, T, C, device=device, dtype=dtype)
+                for name, mix in MIXES.items():
+                    choice = torch.multinomial(torch.tensor(mix), B * T, replacement=True).to(torch.uint8).view(B, T).to(device)
+                    with torch.no_grad():
+                        ref, got = ffn(u, choice).float(), routed_ffn_decode(u, choice, ffn.small, ffn.big).float()
+                    err = (got - ref).abs().max()
+                    assert torch.allclose(got, ref, atol=atol, rtol=atol), (view, C, B, T, name, err)
+                    assert (got[choice == 0] == 0).all()  # a skipping row gets exactly zero
+
+
+def test_rows_past_the_limit_are_refused():
+    pytest.importorskip("triton")
+    from duollm.kernels.triton_decode import MAX_ROWS, routed_ffn_decode
+
+    ffn = RoutedFFN(16, 8, 32)
+    with pytest.raises(ValueError, match="at most"):
+        routed_ffn_decode(torch.zeros(1, MAX_ROWS + 1, 16), torch.zeros(1, MAX_ROWS + 1, dtype=torch.uint8), ffn.small, ffn.big)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("triton") is None, reason="needs a GPU and Triton")
+def test_bf16_on_gpu_equals_reference():
+    check("cuda", torch.bfloat16, 2e-2)
+
+
+@pytest.mark.slow
+@interpreter
+def test_interpreted_on_cpu_equals_reference():
+    code = "from tests.kernels.test_triton_decode import check; import torch; check('cpu', torch.float32, 1e-5)"
+    env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined: a process of its own
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
