@@ -12,10 +12,14 @@ timed and taken off). Implementations:
           dynamic cache), for the same batches.
 Policies: all-big; a static route with k of 12 layers BIG and the rest SMALL (the whole batch takes it, so a
 step reads k big and 12 − k small modules); `random k/12`, each token and layer BIG with probability k/12 and
-SMALL otherwise, decided on the device inside the graph (per-token routing through kernels/grouped.py).
+SMALL otherwise, decided on the device inside the graph, once per routed-FFN path of `--ffn-kernels`: `masked`
+(kernels/masked.py: both modules on every row, so both modules' weights read) and `decode` (kernels/triton_decode.py:
+only the modules some row of the step chose; Triton). `--small-view` stores SMALL as BIG's first neurons
+(`DuoConfig.small_view`), so that `decode` reads SMALL's weights as part of BIG's.
 
 Ideals against all-big: `ideal_bytes`, the ratio of the weight bytes a step reads (attention, the modules the
-route takes, the head; what bounds batch 1); `ideal_bytes_kv`, the same with the KV cache a step reads added
+route takes, the head; what bounds batch 1; for a random policy at batch B the modules that at least one of the B
+rows chose, in expectation: at batch 64 nearly every module, SMALL's inside BIG's with --small-view); `ideal_bytes_kv`, the same with the KV cache a step reads added
 (the whole buffer of `prompt_len + new` slots per sequence and layer, which the graph's masked attention
 reads; it is not routed, and at large batch it outweighs the weights); `ideal_flops`, the ratio of counted
 FLOPs per token at the final length (routing/cost.py).
@@ -43,6 +47,8 @@ p.add_argument("--ks", default="4,6,8")
 p.add_argument("--eager-batches", default="1,64", help="batches at which the eager reference is also timed")
 p.add_argument("--hf-batches", default="1,64", help="batches at which HF generate is timed ('' = none)")
 p.add_argument("--profile", action="store_true", help="count the kernels of one step and their GPU time, batch 1")
+p.add_argument("--ffn-kernels", default="masked,decode", help="routed-FFN paths of the random policies inside the graphs")
+p.add_argument("--small-view", action="store_true", help="SMALL as BIG's first neurons (DuoConfig.small_view)")
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
@@ -50,6 +56,7 @@ dev = DEVICE
 dtype = torch.bfloat16 if dev == "cuda" else torch.float32
 cfg = model_config(args.preset)
 cfg.kernel = "grouped"  # per-token choices without host synchronisation (inside graphs it is used regardless)
+cfg.small_view = args.small_view
 torch.manual_seed(0)
 model = DuoLM(cfg).to(dev, dtype).eval()
 L, T_final = cfg.n_layer, args.prompt_len + args.new
@@ -60,19 +67,27 @@ ks = [int(k) for k in args.ks.split(",")]
 static = {"all-big": torch.full((L,), Choice.BIG, dtype=torch.uint8)}
 static.update({f"{k}/{L} big": torch.tensor([Choice.BIG] * k + [Choice.SMALL] * (L - k), dtype=torch.uint8) for k in ks})
 policies = {name: {"route": r} for name, r in static.items()}
-policies.update({f"random {k}/{L}": {"router": RandomRouter((k / L, 1 - k / L, 0.0))} for k in ks})
+ffn_kernels = [k for k in args.ffn_kernels.split(",") if k]
+for kern in ffn_kernels:  # BIG with probability k/L, else SMALL
+    policies.update({f"random {k}/{L} [{kern}]": {"router": RandomRouter((k / L, 1 - k / L, 0.0)), "kernel": kern} for k in ks})
 
 attn_params = sum(p.numel() for n, p in model.blocks[0].named_parameters() if not n.startswith("ffn."))
 module_params = {Choice.BIG: sum(p.numel() for p in model.blocks[0].ffn.big.parameters()), Choice.SKIP: 0}
-module_params[Choice.SMALL] = sum(p.numel() for p in model.blocks[0].ffn.small.parameters())
+module_params[Choice.SMALL] = 3 * cfg.d_model * cfg.d_small  # a SmallView owns no parameters, but its reads count
 head_params = model.embed.weight.numel()
 
 
-def step_bytes(name: str) -> float:
-    """Weight elements one step reads for one token (expected value for a random policy)."""
+def step_bytes(name: str, B: int = 1) -> float:
+    """Weight elements one step of B rows reads (expected value for a random policy: a module is read when at
+    least one row chose it; with --small-view SMALL's weights are part of BIG's)."""
     if name.startswith("random"):
         f = int(name.split()[1].split("/")[0]) / L
-        return L * (attn_params + f * module_params[Choice.BIG] + (1 - f) * module_params[Choice.SMALL]) + head_params
+        big, small = 1 - (1 - f) ** B, 1 - f**B  # P(some row chose BIG), P(some row chose SMALL)
+        if "[masked]" in name:  # both modules run on every row
+            big = small = 1.0
+        if args.small_view:
+            small *= 1 - big  # read apart only when no row chose BIG
+        return L * (attn_params + big * module_params[Choice.BIG] + small * module_params[Choice.SMALL]) + head_params
     return L * attn_params + sum(module_params[int(c)] for c in static[name]) + head_params
 
 
@@ -120,13 +135,15 @@ for B in batches:
     ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
     base = None
     for name, policy in policies.items():
-        dec = Decoder(model, B, T_final, **policy)
+        for blk in model.blocks:  # the routed-FFN path its graphs record (per-token policies only)
+            blk.ffn.kernel = policy.get("kernel", "grouped")
+        dec = Decoder(model, B, T_final, **{k: v for k, v in policy.items() if k != "kernel"})
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" else base
         rec = {"batch": B, "policy": name, "impl": "graphs" if dec.graphs else "eager-static", "tokens_per_s": round(tps, 1)}
         kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
-        rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big") / step_bytes(name), 3))
-        rec.update(ideal_bytes_kv=round((step_bytes("all-big") + kv) / (step_bytes(name) + kv), 3))
+        rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big", B) / step_bytes(name, B), 3))
+        rec.update(ideal_bytes_kv=round((step_bytes("all-big", B) + kv) / (step_bytes(name, B) + kv), 3), small_view=args.small_view)
         rec.update(ideal_flops=round(step_flops("all-big") / step_flops(name), 3))
         record(rec)
         del dec
