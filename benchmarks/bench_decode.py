@@ -7,6 +7,9 @@ Random weights (speed does not depend on them), bf16, a prompt of `--prompt-len`
 greedy decoding of `--new` tokens; new tokens per second with the prefill subtracted (a run of 1 new token is
 timed and taken off). Implementations:
   graphs  `model/decode.py` `Decoder`: every step one CUDA graph replay (one graph per batch bucket),
+  fast    the same with `fuse=True, compile=True`: one matmul for q/k/v and for gate/up (model/fuse.py), the step
+          through torch.compile(fullgraph) before it is recorded, for the policies of `--fast-policies` (each
+          decoder compiles its step once per batch: slow to start),
   eager   `model/decode.py` `generate`, the readable reference (launch-bound at small batch),
   hf      transformers' `generate` of a dense Llama with the all-big dimensions (tied head, SDPA, its default
           dynamic cache), for the same batches.
@@ -22,7 +25,9 @@ route takes, the head; what bounds batch 1; for a random policy at batch B the m
 rows chose, in expectation: at batch 64 nearly every module, SMALL's inside BIG's with --small-view); `ideal_bytes_kv`, the same with the KV cache a step reads added
 (the whole buffer of `prompt_len + new` slots per sequence and layer, which the graph's masked attention
 reads; it is not routed, and at large batch it outweighs the weights); `ideal_flops`, the ratio of counted
-FLOPs per token at the final length (routing/cost.py).
+FLOPs per token at the final length (routing/cost.py). `hbm`: the bytes a step reads (the weights it needs, the
+whole KV buffer) times steps per second, as a share of the H200's 4.8 TB/s (on an H200 only): how close a step
+runs to the memory's limit.
 """
 
 import argparse
@@ -49,6 +54,7 @@ p.add_argument("--hf-batches", default="1,64", help="batches at which HF generat
 p.add_argument("--profile", action="store_true", help="count the kernels of one step and their GPU time, batch 1")
 p.add_argument("--ffn-kernels", default="masked,decode", help="routed-FFN paths of the random policies inside the graphs")
 p.add_argument("--small-view", action="store_true", help="SMALL as BIG's first neurons (DuoConfig.small_view)")
+p.add_argument("--fast-policies", default="all-big,random 4/12 [decode]", help="policies also timed fused and compiled ('' = none)")
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
@@ -131,20 +137,29 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
             gemm_ms=round(sum(e.self_device_time_total for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e9, 3)
         )
         record(rec)
+peak = 4.8e12 if "H200" in (torch.cuda.get_device_name() if dev == "cuda" else "") else None  # HBM bytes/s
+fast_policies = [n for n in args.fast_policies.split(",") if n in policies]
 for B in batches:
     ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
     base = None
-    for name, policy in policies.items():
+    runs = [(name, False) for name in policies] + [(name, True) for name in fast_policies]
+    for name, fast in runs:
+        policy = policies[name]
         for blk in model.blocks:  # the routed-FFN path its graphs record (per-token policies only)
             blk.ffn.kernel = policy.get("kernel", "grouped")
-        dec = Decoder(model, B, T_final, **{k: v for k, v in policy.items() if k != "kernel"})
+        if fast:
+            torch.compiler.reset()  # each decoder compiles its own step; no cache limit reached across them
+        dec = Decoder(model, B, T_final, fuse=fast, compile=fast, **{k: v for k, v in policy.items() if k != "kernel"})
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
-        base = tps if name == "all-big" else base
-        rec = {"batch": B, "policy": name, "impl": "graphs" if dec.graphs else "eager-static", "tokens_per_s": round(tps, 1)}
+        base = tps if name == "all-big" and not fast else base
+        impl = ("graphs" if dec.graphs else "eager-static") + ("+fused+compiled" if fast else "")
+        rec = {"batch": B, "policy": name, "impl": impl, "tokens_per_s": round(tps, 1)}
         kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
         rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big", B) / step_bytes(name, B), 3))
         rec.update(ideal_bytes_kv=round((step_bytes("all-big", B) + kv) / (step_bytes(name, B) + kv), 3), small_view=args.small_view)
         rec.update(ideal_flops=round(step_flops("all-big") / step_flops(name), 3))
+        if peak:
+            rec.update(hbm=round((step_bytes(name, B) + kv) * dtype.itemsize * tps / B / peak, 3))
         record(rec)
         del dec
     if str(B) in args.eager_batches.split(","):

@@ -24,11 +24,36 @@ def routed_ffn_fused(u: Tensor, choice: Tensor, small, big) -> Tensor:
     return run(u, choice, small, big)
 
 
-def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
-    """kernels/triton_decode.py, imported at its first use."""
+def _decode_op(
+    x: Tensor, choice: Tensor, bg: Tensor, bu: Tensor, bd: Tensor, sg: Tensor | None, su: Tensor | None, sd: Tensor | None, d_small: int
+) -> Tensor:
     from duollm.kernels.triton_decode import routed_ffn_decode as run  # loads Triton: only when this path runs
 
-    return run(u, choice, small, big)
+    return run(x, choice, (bg, bu, bd), None if sg is None else (sg, su, sd), d_small)
+
+
+# an opaque op to torch.compile, which would otherwise trace into Triton's launcher (model/decode.py compiles steps)
+_DECODE_OP = torch.library.custom_op(
+    "duollm::routed_ffn_decode",
+    _decode_op,
+    mutates_args=(),
+    schema="(Tensor x, Tensor choice, Tensor bg, Tensor bu, Tensor bd, Tensor? sg, Tensor? su, Tensor? sd, int d_small) -> Tensor",
+)
+_DECODE_OP.register_fake(lambda x, *rest: torch.empty_like(x))
+
+
+def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
+    """kernels/triton_decode.py: the same result as `RoutedFFN(u, choice)` for per-token choices (B, T) uint8 of
+    at most DECODE_ROWS rows, reading only the modules some row chose. Forward only."""
+    B, T, C = u.shape
+    x = u.reshape(B * T, C).contiguous()
+    w = lambda lin: lin.weight.to(x.dtype)  # noqa: E731  (a copy only under autocast)
+    if getattr(small.gate, "owner", None) is big:  # a SmallView: SMALL is BIG's first neurons, read within BIG's
+        out = _DECODE_OP(x, choice.reshape(-1), w(big.gate), w(big.up), w(big.down), None, None, None, small.gate.n)
+    else:
+        d_small = small.gate.weight.shape[0]
+        out = _DECODE_OP(x, choice.reshape(-1), w(big.gate), w(big.up), w(big.down), w(small.gate), w(small.up), w(small.down), d_small)
+    return out.view(B, T, C)
 
 
 PATHS = {
@@ -45,19 +70,19 @@ def choose(kernel: str, u: Tensor) -> str:
     """The path for per-token choices over `u` (B, T, C): `kernel` ("reference", "sorted", "grouped",
     "masked", "fused": Triton, forward only, opt-in since it measured slower than sorted, or "decode": Triton,
     a decode step's few rows, reading only the modules some row chose), or for "auto" the reference on a CPU,
-    and on a GPU the sorted path (one host read per layer), or the sync-free grouped one under compilation,
-    which cannot wait for the host. A CUDA graph being recorded always gets a sync-free path: for a decode
-    step the decode kernel where Triton serves (`triton_usable`), else masked up to MASKED_ROWS rows;
-    grouped above."""
+    and on a GPU the sorted path (one host read per layer). A CUDA graph being recorded, or a step being
+    compiled, which cannot wait for the host, gets a sync-free path: for a decode step's few rows the decode
+    kernel where Triton serves (`triton_usable`), else masked, up to MASKED_ROWS rows; grouped above."""
     capturing = u.is_cuda and torch.cuda.is_current_stream_capturing()
+    compiling = torch.compiler.is_compiling()  # cannot wait for the host either
     if kernel == "auto":
-        kernel = "reference" if not u.is_cuda else "grouped" if capturing or torch.compiler.is_compiling() else "sorted"
+        kernel = "grouped" if capturing or compiling else "sorted" if u.is_cuda else "reference"
     if capturing and kernel not in ("grouped", "masked", "decode"):
         kernel = "grouped"
-    if capturing and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
+    if (capturing or compiling) and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
         kernel = "decode" if triton_usable(u, DECODE_ROWS) else "masked"  # the chosen modules' weights only, or both modules
     if kernel == "decode" and not triton_usable(u, DECODE_ROWS):
-        kernel = "masked" if capturing else "sorted" if u.is_cuda else "reference"
+        kernel = "masked" if capturing or compiling else "sorted" if u.is_cuda else "reference"
     if kernel == "fused" and not triton_usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
         kernel = "masked" if capturing else "sorted" if u.is_cuda else "reference"
     return kernel if kernel != "grouped" or grouped.usable(u) else "reference"

@@ -43,3 +43,9 @@ def on_gpu(fn):
         return fn(x, *args)
 
     return run
+
+
+def static_step(fn):
+    """`fn` compiled whole (fullgraph: a graph break is an error, not a silent slow path) at static shapes, each new
+    shape compiling once more: a decode step, recorded afterwards as a CUDA graph (model/decode.py `Decoder`)."""
+    return torch.compile(fn, fullgraph=True, dynamic=False)

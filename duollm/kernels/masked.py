@@ -17,4 +17,5 @@ def routed_ffn_masked(u: Tensor, choice: Tensor, small, big) -> Tensor:
     """Same result as `RoutedFFN(u, choice)` for per-token choices (B, T) uint8: (B, T, C)."""
     c = choice[..., None]  # (B, T, 1)
     yb, ys = big(u), small(u)  # (B, T, C) each, every token
-    return torch.where(c == Choice.BIG, yb, torch.where(c == Choice.SMALL, ys, torch.zeros((), dtype=yb.dtype, device=u.device)))
+    big, small = int(Choice.BIG), int(Choice.SMALL)  # plain ints: torch.compile compares a tensor with them, not with an enum
+    return torch.where(c == big, yb, torch.where(c == small, ys, torch.zeros((), dtype=yb.dtype, device=u.device)))

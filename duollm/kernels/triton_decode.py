@@ -112,12 +112,11 @@ def _down(h, choice, wd, out, N, C, F, w_big, w_small, stride_d, ADD: tl.constex
     tl.store(dst, acc.to(out.dtype.element_ty), mask=omask)
 
 
-def _module(x: Tensor, choice: Tensor, module, w_big: int, w_small: int, out: Tensor, add: bool) -> None:
-    """out (+)= the module's output for each row's first `width` inner neurons (w_big, w_small or 0 by choice)."""
+def _module(x: Tensor, choice: Tensor, weights: tuple[Tensor, Tensor, Tensor], w_big: int, w_small: int, out: Tensor, add: bool) -> None:
+    """out (+)= one module's output for each row's first `width` inner neurons (w_big, w_small or 0 by choice);
+    `weights` its gate (F, C), up (F, C) and down (C, F), row-major."""
     N, C = x.shape
-    wg, wu, wd = module.gate.weight, module.up.weight, module.down.weight  # (F, C), (F, C), (C, F)
-    if wg.dtype != x.dtype:  # under autocast: the weights in the activations' dtype (a copy)
-        wg, wu, wd = wg.to(x.dtype), wu.to(x.dtype), wd.to(x.dtype)
+    wg, wu, wd = weights
     F = wg.shape[0]
     assert wg.stride(1) == 1 and wu.stride() == wg.stride() and wd.stride(1) == 1, "row-major weights"
     BM = max(16, triton.next_power_of_2(N))  # tl.dot wants 16 rows or more; the extra ones are masked
@@ -126,20 +125,21 @@ def _module(x: Tensor, choice: Tensor, module, w_big: int, w_small: int, out: Te
     _down[lambda meta: (triton.cdiv(C, meta["BC"]),)](h, choice, wd, out, N, C, F, w_big, w_small, wd.stride(0), ADD=add, BM=BM)
 
 
-def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
-    """Same result as `RoutedFFN(u, choice)` for per-token choices (B, T) uint8 of at most MAX_ROWS rows, without
-    autograd and without a host read: (B, T, C)."""
-    B, T, C = u.shape
-    N = B * T
+def routed_ffn_decode(
+    x: Tensor, choice: Tensor, big: tuple[Tensor, Tensor, Tensor], small: tuple[Tensor, Tensor, Tensor] | None, d_small: int
+) -> Tensor:
+    """The routed FFN of `x` (N, C) for per-token choices (N,) uint8, N <= MAX_ROWS, without autograd and without a
+    host read: (N, C). `big` and `small`: each module's (gate, up, down) weights in x's dtype; `small` None when
+    SMALL is BIG's first `d_small` neurons (a SmallView), which one pass over BIG serves. Called through the
+    custom op `duollm::routed_ffn_decode` (kernels/__init__.py), which torch.compile keeps whole."""
+    N, C = x.shape
     if N > MAX_ROWS:
         raise ValueError(f"the decode kernel takes at most {MAX_ROWS} rows, got {N}")
-    x = u.reshape(N, C).contiguous()
-    picks = choice.reshape(N).contiguous()
     out = torch.empty_like(x)
-    d_big = big.gate.weight.shape[0]
-    if getattr(small.gate, "owner", None) is big:  # a SmallView: SMALL is BIG's first neurons, one pass for both
-        _module(x, picks, big, d_big, small.gate.n, out, add=False)
+    d_big = big[0].shape[0]
+    if small is None:
+        _module(x, choice, big, d_big, d_small, out, add=False)
     else:
-        _module(x, picks, big, d_big, 0, out, add=False)
-        _module(x, picks, small, 0, small.gate.weight.shape[0], out, add=True)
-    return out.view(B, T, C)
+        _module(x, choice, big, d_big, 0, out, add=False)
+        _module(x, choice, small, 0, d_small, out, add=True)
+    return out

@@ -11,13 +11,16 @@ temperature and top-k from an explicit generator. Returns the tokens and the rou
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from duollm.kernels import compiled
+from duollm.model.fuse import fused
 from duollm.model.transformer import DuoLM, KVCache
-from duollm.routing.route import Choice
+from duollm.routing.route import Choice, check_route
 
 
 @dataclass
@@ -36,8 +39,10 @@ def sample(logits: Tensor, temperature: float, top_k: int, gen: torch.Generator 
     if top_k:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = logits.softmax(-1).cpu()
-    return torch.multinomial(probs, 1, generator=gen).squeeze(1).to(logits.device)
+    probs = logits.softmax(-1)
+    if gen is not None and gen.device != probs.device:  # a host generator: its stream, at the cost of a copy and a sync
+        return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(1).to(logits.device)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(1)  # on the device: nothing read on the host
 
 
 @torch.no_grad()
@@ -94,14 +99,35 @@ class Decoder:
     go through a sync-free routed FFN (`kernels.choose`: masked for a decode step's few rows, grouped above).
     Without CUDA (or with graphs=False) the same
     static-shape step runs eagerly; the tests compare it with `generate` on the CPU.
+
+    Two options make each step fewer, larger kernels (docs/speed.md, "Decoding"): `fuse`, one matmul for each
+    attention's q/k/v and each module's gate/up (model/fuse.py, switched on while this decoder decodes), and
+    `compile`, the step compiled whole at static shapes (kernels/compiled.py `static_step`) (norms, rotary, SwiGLU and the
+    residual adds fused; the static route read as Python ints; per-token choices through the decode kernel's
+    custom op, or masked without Triton), recorded as a graph like the eager step.
     """
 
-    def __init__(self, model: DuoLM, max_batch: int, max_len: int, route: Tensor | None = None, router=None, graphs: bool | None = None):
+    def __init__(
+        self,
+        model: DuoLM,
+        max_batch: int,
+        max_len: int,
+        route: Tensor | None = None,
+        router=None,
+        graphs: bool | None = None,
+        fuse: bool = False,
+        compile: bool = False,
+    ):
         p = next(model.parameters())
         self.model, self.router = model.eval(), router
         L = model.cfg.n_layer
         self.route = torch.full((L,), Choice.BIG, dtype=torch.uint8) if route is None and router is None else route
+        if self.route is not None:
+            check_route(self.route, L)
         self.graphs = p.is_cuda if graphs is None else graphs
+        self.fuse = fuse
+        self._run = compiled.static_step(self._step) if compile else self._step
+        self._static = None if self.route is None else tuple(int(c) for c in self.route)  # what a compiled step reads
         self.max_batch, self.max_len = max_batch, max_len
         self.cache = KVCache.empty(model.cfg, max_batch, max_len, device=p.device, dtype=p.dtype)
         self.tokens = torch.zeros(max_batch, 1, dtype=torch.long, device=p.device)  # the step's input
@@ -118,26 +144,26 @@ class Decoder:
     def _step(self, b: int) -> tuple[Tensor, Tensor]:
         """One token for the first b sequences at position `self.pos` (advanced by one): last logits, route."""
         cache = KVCache(self.cache.k[:, :b], self.cache.v[:, :b], self.pos)
-        out = self.model(self.tokens[:b], route=self.route if self.router is None else None, router=self.router, cache=cache)
+        out = self.model(self.tokens[:b], route=self._static, router=self.router, cache=cache)
         return out.logits[:, -1], out.route
 
     def _capture(self, b: int) -> None:
         pos = self.pos.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation, cuBLAS workspaces
-            self._step(b)
+        with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation, cuBLAS workspaces, compilation
+            self._run(b)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            logits, route = self._step(b)
+            logits, route = self._run(b)
         self._pool = graph.pool()
         self.pos.copy_(pos)  # the warm-up advanced it (and wrote a slot the next real step overwrites)
         self._graphs[b] = (graph, logits, route)
 
     def step(self, b: int) -> tuple[Tensor, Tensor]:
         if not self.graphs:
-            return self._step(b)
+            return self._run(b)
         if b not in self._graphs:
             self._capture(b)
         graph, logits, route = self._graphs[b]
@@ -154,6 +180,13 @@ class Decoder:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if B > self.max_batch or T0 + max_new_tokens - 1 > self.max_len:
             raise ValueError(f"{B} sequences of {T0 + max_new_tokens - 1} tokens exceed the decoder's {self.max_batch} × {self.max_len}")
+        with fused(self.model) if self.fuse else nullcontext(False) as rebuilt:
+            if rebuilt:  # new fused matrices (the first call, or the model was moved): graphs over old ones are stale
+                self._graphs.clear()
+            return self._generate(ids, max_new_tokens, temperature, top_k, gen)
+
+    def _generate(self, ids: Tensor, max_new_tokens: int, temperature: float, top_k: int, gen: torch.Generator | None) -> Generation:
+        B, T0 = ids.shape
         L, b = self.model.cfg.n_layer, self.bucket(B)
         static = self.route if self.router is None else None
         prefill = KVCache(self.cache.k[:, :B], self.cache.v[:, :B], 0)

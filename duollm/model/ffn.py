@@ -32,8 +32,12 @@ class SwiGLU(nn.Module):
         self.gate = nn.Linear(d_model, d_ff, bias=False)
         self.up = nn.Linear(d_model, d_ff, bias=False)
         self.down = nn.Linear(d_ff, d_model, bias=False)
+        self.fused: Tensor | None = None  # gate's and up's weights as one matrix, while model/fuse.py switches it on
 
     def forward(self, u: Tensor) -> Tensor:
+        if self.fused is not None:  # one matmul for gate and up (inference: model/fuse.py)
+            g, up = nn.functional.linear(u, self.fused).chunk(2, dim=-1)
+            return self.down(nn.functional.silu(g) * up)
         return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)
 
 
@@ -87,17 +91,17 @@ class RoutedFFN(nn.Module):
         self.small, self.big = small, big
         self.kernel = kernel  # per-token path: "reference" (below), "sorted", "grouped", "masked" (kernels/), "auto" (kernels.choose)
 
-    def forward(self, u: Tensor, choice: Tensor, counts: tuple[int, int, int] | None = None) -> Tensor:
-        """`u` (B, T, C) normalised input; `choice` a 0-d uint8 (one choice for all) or (B, T) uint8, or
+    def forward(self, u: Tensor, choice: Tensor | int, counts: tuple[int, int, int] | None = None) -> Tensor:
+        """`u` (B, T, C) normalised input; `choice` an int or a 0-d uint8 (one choice for all), (B, T) uint8, or
         (B, T, 3) float weights over (SKIP, SMALL, BIG) for a soft mixture (a router in training). `counts`
         (BIG, SMALL, SKIP) of per-token choices, when the caller knows them: the sorted path then reads none.
 
         Returns the FFN's contribution to the residual stream, (B, T, C); zero where the choice is SKIP.
         """
-        if choice.is_floating_point():  # soft: both modules run on every token, outputs weighted
+        if isinstance(choice, Tensor) and choice.is_floating_point():  # soft: both modules run on every token, outputs weighted
             w = choice.to(u.dtype)
             return w[..., Choice.BIG, None] * self.big(u) + w[..., Choice.SMALL, None] * self.small(u)
-        if choice.dim() == 0:  # one choice for every token: three readable branches, no gather
+        if isinstance(choice, int) or choice.dim() == 0:  # one choice for every token: three readable branches, no gather
             c = int(choice)  # a static route lives on the host side of the model's forward
             if c == Choice.BIG:
                 return self.big(u)

@@ -104,6 +104,7 @@ class Attention(nn.Module):
         self.k = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
         self.v = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
         self.o = nn.Linear(self.nh * self.hs, cfg.d_model, bias=False)
+        self.fused: Tensor | None = None  # q's, k's and v's weights as one matrix, while model/fuse.py switches it on
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor, int] | None = None, mask: Tensor | None = None
@@ -113,9 +114,13 @@ class Attention(nn.Module):
         they are written at `Slots.at` and the queries read the whole buffer under `Slots.mask`. `mask`
         (B, 1, T, pos+T) bool, from `padding`: where each query may look, in place of the causal rule."""
         B, T, C = x.shape
-        q = self.q(x).view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
-        v = self.v(x).view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if self.fused is not None:  # one matmul for the three (inference: model/fuse.py)
+            q, k, v = F.linear(x, self.fused).split([self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs], dim=-1)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.nkv, self.hs).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = rope(q, cos, sin), rope(k, cos, sin)
         given, mask, causal = mask, None, True
         if kv is not None and isinstance(kv[2], Slots):  # static shapes (a CUDA graph): positions on the device
@@ -272,7 +277,8 @@ class DuoLM(nn.Module):
         cache: KVCache | None = None,
         attention_mask: Tensor | None = None,
     ) -> DuoOutput:
-        """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG; `targets` (B, T) or None.
+        """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG, or a tuple of L ints (a static
+        route read without a tensor: model/decode.py's compiled step); `targets` (B, T) or None.
 
         `router`, instead of a route: a callable `router(layer, u)` from the pre-FFN normalised state u (B, T, C)
         to choices (B, T) uint8, or soft weights (B, T, 3); the realised route comes back in `DuoOutput.route`
@@ -312,6 +318,13 @@ class DuoLM(nn.Module):
     def _forward_static(self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv, mask=None) -> DuoOutput:
         B, T = input_ids.shape
         L = self.cfg.n_layer
+        if isinstance(route, tuple):  # a static route as Python ints: what a compiled decode step specialises on
+            if len(route) != L or any(c not in (Choice.SKIP, Choice.SMALL, Choice.BIG) for c in route):
+                raise ValueError(f"a route tuple needs {L} choices of 0 (skip), 1 (small), 2 (big), got {route}")
+            x = self.embed(input_ids)  # (B, T, C)
+            for l, block in enumerate(self.blocks):
+                x = block(x, int(route[l]), cos, sin, kv(l), mask)
+            return self._output(x, targets, torch.tensor(route, dtype=torch.uint8))
         if route is None:
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))

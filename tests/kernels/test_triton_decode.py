@@ -17,7 +17,7 @@ MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0
 
 
 def check(device: str, dtype: torch.dtype, atol: float) -> None:
-    from duollm.kernels.triton_decode import routed_ffn_decode
+    from duollm.kernels import routed_ffn_decode
 
     torch.manual_seed(0)
     for view in (False, True):
@@ -36,11 +36,11 @@ def check(device: str, dtype: torch.dtype, atol: float) -> None:
 
 def test_rows_past_the_limit_are_refused():
     pytest.importorskip("triton")
-    from duollm.kernels.triton_decode import MAX_ROWS, routed_ffn_decode
+    from duollm.kernels import DECODE_ROWS, routed_ffn_decode
 
     ffn = RoutedFFN(16, 8, 32)
     with pytest.raises(ValueError, match="at most"):
-        routed_ffn_decode(torch.zeros(1, MAX_ROWS + 1, 16), torch.zeros(1, MAX_ROWS + 1, dtype=torch.uint8), ffn.small, ffn.big)
+        routed_ffn_decode(torch.zeros(1, DECODE_ROWS + 1, 16), torch.zeros(1, DECODE_ROWS + 1, dtype=torch.uint8), ffn.small, ffn.big)
 
 
 @pytest.mark.gpu

@@ -6,6 +6,7 @@ import torch
 
 from duollm import Choice, DuoConfig, DuoLM
 from duollm.model.decode import Decoder, generate, sample
+from duollm.model.fuse import fuse, fused
 from duollm.model.transformer import KVCache
 from duollm.routers import LinearRouter
 from duollm.routers.route_head import RouteRouter
@@ -104,11 +105,13 @@ def test_device_random_router_draws_its_mix(model):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fast", [False, True], ids=["eager-step", "fused-compiled"])
 @pytest.mark.parametrize("kernel", ["masked", "decode"])
 @pytest.mark.parametrize("name", ["all-big", "static", "linear-router"])
-def test_cuda_graph_decoder_equals_eager(name, kernel):
-    """The recorded steps replay exactly what the eager static-shape step computes (bf16, per-token choices
-    through the same routed FFN in both: masked, or the decode kernel that reads only the chosen modules)."""
+def test_cuda_graph_decoder_equals_eager(name, kernel, fast):
+    """The recorded steps replay exactly what the same step computes unrecorded (bf16, per-token choices through
+    the same routed FFN in both: masked, or the decode kernel that reads only the chosen modules; the step eager,
+    or fused and compiled)."""
     if kernel == "decode":
         pytest.importorskip("triton")
     torch.manual_seed(0)
@@ -121,12 +124,55 @@ def test_cuda_graph_decoder_equals_eager(name, kernel):
             torch.nn.init.normal_(lin.weight, std=3.0)
         policy = {"router": r.cuda().eval()}
     ids = torch.randint(0, 128, (5, 9), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-    eager = Decoder(m, 8, 40, graphs=False, **policy).generate(ids, 12)
-    dec = Decoder(m, 8, 40, graphs=True, **policy)
+    eager = Decoder(m, 8, 40, graphs=False, fuse=fast, compile=fast, **policy).generate(ids, 12)
+    dec = Decoder(m, 8, 40, graphs=True, fuse=fast, compile=fast, **policy)
     for _ in range(2):
         out = dec.generate(ids, 12)
         assert torch.equal(out.ids, eager.ids) and torch.equal(out.route, eager.route)
     assert len(dec._graphs) == 1  # one bucket (8) recorded once
+
+
+def test_fused_projections_equal_separate_ones(model):
+    """model/fuse.py: one matmul for q/k/v and for gate/up gives the separate projections' logits; the state dict
+    is unchanged (the parameters became views); after a cast the views are gone and `fuse` rebuilds them."""
+    ids = prompts()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        ref = model(ids).logits
+        with fused(model) as built:
+            got = model(ids).logits
+        assert built and torch.allclose(got, ref, atol=1e-6)
+        assert model.blocks[0].attn.fused is None  # off again outside the `with`
+        with fused(model) as built:
+            assert not built  # already fused: nothing rebuilt
+        assert model.state_dict().keys() == before.keys()
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        q = model.blocks[0].attn.q.weight
+        assert q.data_ptr() == model.blocks[0].attn._fused_store.data_ptr()  # stored once
+        model.double()
+        assert fuse(model)  # the cast gave each parameter new storage: fused again
+        with fused(model):
+            assert torch.allclose(model(ids).logits.float(), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["static", "linear-router"])
+def test_fused_compiled_decoder_equals_generate(name):
+    """The decoder's fast step (fused projections, torch.compile with fullgraph at static shapes; per-token choices
+    masked on the CPU) gives the reference's tokens and routes, twice (the second call reuses the compiled step)."""
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=2, n_head=2, n_kv_head=1, d_model=16, d_big=32, d_small=8, vocab_size=32, max_seq_len=32)).eval()
+    if name == "static":
+        policy = {"route": torch.tensor([Choice.SMALL, Choice.BIG], dtype=torch.uint8)}
+    else:
+        r = LinearRouter(2, 16, (Choice.SKIP, Choice.SMALL, Choice.BIG))
+        for lin in r.layers:
+            torch.nn.init.normal_(lin.weight, std=3.0)
+        policy = {"router": r.eval()}
+    ref = generate(m, prompts(), 6, **policy)
+    dec = Decoder(m, 4, 12, graphs=False, fuse=True, compile=True, **policy)
+    for _ in range(2):
+        out = dec.generate(prompts(), 6)
+        assert torch.equal(out.ids, ref.ids) and torch.equal(out.route, ref.route)
 
 
 def test_chunked_prefill_equals_one_forward(model):
