@@ -1,12 +1,16 @@
 """A sweep of self-speculative decoding over draft routes and round lengths on a trained run (docs/speed.md):
 
-    python scripts/speculate_sweep.py RUN [--drafts all-small,S-S-,BSSB] [--ks 2,4,6] [--prompts 8] [--new 48]
+    python scripts/speculate_sweep.py RUN [--drafts all-small,S-S-,BSSB] [--ks 2,4,6] [--prompts 8] [--new 48] [--fast [--compile]]
 
 Prompts are the first `--prompt-len` tokens of `--prompts` windows spread over the run's validation text. For each
 draft route and k: the share of drafts kept, tokens per verifier forward, FLOPs against plain all-BIG decoding
 (model/speculate.py), and wall time against plain all-BIG decoding through the same eager reference
 (model/decode.py `generate`), both timed in this process after one warm-up (batch 1, one prompt after another). Every
 speculative output is checked against all-BIG's greedy tokens. One JSON line per setting, then a markdown table.
+
+`--fast` times the fast paths instead: `SpeculativeDecoder` against plain all-BIG decoding through `Decoder` (CUDA
+graphs on a GPU), both with fused projections, and with `--compile` both compiled; the comparison the speedup
+target is stated against (docs/speed.md).
 """
 
 import argparse
@@ -17,8 +21,8 @@ import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.eval.generate import draft_route
-from duollm.model.decode import generate
-from duollm.model.speculate import speculative_greedy
+from duollm.model.decode import Decoder, generate
+from duollm.model.speculate import SpeculativeDecoder, speculative_greedy
 from duollm.runs.load import load_run
 
 
@@ -30,6 +34,8 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new", type=int, default=48)
+    p.add_argument("--fast", action="store_true", help="time Decoder and SpeculativeDecoder (graphs, fused) instead")
+    p.add_argument("--compile", action="store_true", help="with --fast: both compiled")
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(a.run, device)
@@ -46,17 +52,27 @@ def main() -> None:
         return time.perf_counter() - t0
 
     plain = [generate(model, w[None], a.new).ids for w in windows]  # all-BIG greedy, the reference output
-    t_plain = clock(lambda: [generate(model, w[None], a.new) for w in windows])
+    room = a.prompt_len + a.new
+    fast = {"fuse": True, "compile": a.compile}
+    if a.fast:
+        big = Decoder(model, 1, room, **fast)
+        assert all(torch.equal(big.generate(w[None], a.new).ids, ref) for w, ref in zip(windows, plain, strict=True))
+        t_plain = clock(lambda: [big.generate(w[None], a.new) for w in windows])
+    else:
+        t_plain = clock(lambda: [generate(model, w[None], a.new) for w in windows])
+    impl = ("graphs" if device == "cuda" else "static-step") + "+fused" + ("+compiled" if a.compile else "") if a.fast else "eager"
     rows = []
     for text in a.drafts.split(","):
         draft = draft_route(text, cfg.model.n_layer)
         for k in (int(x) for x in a.ks.split(",")):
             stats = []
 
-            def run(draft=draft, k=k, stats=stats) -> None:
+            spec = SpeculativeDecoder(model, room, draft, k, **fast) if a.fast else None
+
+            def run(draft=draft, k=k, stats=stats, spec=spec) -> None:
                 stats.clear()
                 for w, ref in zip(windows, plain, strict=True):
-                    seq, s = speculative_greedy(model, w[None], a.new, draft, k)
+                    seq, s = spec.generate(w[None], a.new) if spec else speculative_greedy(model, w[None], a.new, draft, k)
                     assert torch.equal(seq, ref), "speculative output differs from all-BIG greedy decoding"
                     stats.append(s)
 
@@ -70,11 +86,12 @@ def main() -> None:
                 "tokens_per_round": round((accepted + rounds) / rounds, 3),
                 "flops_ratio": round(sum(s["flops"] for s in stats) / sum(s["flops_all_big"] for s in stats), 3),
                 "speedup": round(t_plain / t, 3),
+                "impl": impl,
                 "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| draft | k | drafts kept | tokens per verifier forward | FLOPs vs all-BIG | speed vs all-BIG (same eager decoder) |")
+    print(f"\n| draft | k | drafts kept | tokens per verifier forward | FLOPs vs all-BIG | speed vs all-BIG ({impl}) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(

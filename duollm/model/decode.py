@@ -94,6 +94,9 @@ class Decoder:
     first b rows of the buffers; B sequences replay the smallest bucket ≥ B, and the rows past B compute values
     nobody reads. The prompt runs eagerly (prefill), then one replay per new token.
 
+    A step may also take `t` tokens per sequence (up to `step_tokens`), each recorded once per (bucket, t): what
+    a speculative decoder's check of its drafts runs (model/speculate.py `SpeculativeDecoder`).
+
     The policy is fixed per decoder: a static route `(L,)`, or a router whose decisions stay on the device
     (`LinearRouter`, `RouteRouter`, `RandomRouter` without a CPU generator). Inside a graph per-token choices
     go through a sync-free routed FFN (`kernels.choose`: masked for a decode step's few rows, grouped above).
@@ -117,6 +120,7 @@ class Decoder:
         graphs: bool | None = None,
         fuse: bool = False,
         compile: bool = False,
+        step_tokens: int = 1,
     ):
         p = next(model.parameters())
         self.model, self.router = model.eval(), router
@@ -130,9 +134,9 @@ class Decoder:
         self._static = None if self.route is None else tuple(int(c) for c in self.route)  # what a compiled step reads
         self.max_batch, self.max_len = max_batch, max_len
         self.cache = KVCache.empty(model.cfg, max_batch, max_len, device=p.device, dtype=p.dtype)
-        self.tokens = torch.zeros(max_batch, 1, dtype=torch.long, device=p.device)  # the step's input
-        self.pos = torch.zeros((), dtype=torch.long, device=p.device)  # where the step's token goes
-        self._graphs: dict[int, tuple] = {}  # bucket → (graph, logits (b, V), route)
+        self.tokens = torch.zeros(max_batch, step_tokens, dtype=torch.long, device=p.device)  # the step's input
+        self.pos = torch.zeros((), dtype=torch.long, device=p.device)  # where the step's first token goes
+        self._graphs: dict[tuple[int, int], tuple] = {}  # (bucket, tokens) → (graph, logits (b, t, V), route)
         self._pool = None  # one memory pool shared by every bucket's graph
 
     def bucket(self, B: int) -> int:
@@ -141,32 +145,34 @@ class Decoder:
             b *= 2
         return min(b, self.max_batch)
 
-    def _step(self, b: int) -> tuple[Tensor, Tensor]:
-        """One token for the first b sequences at position `self.pos` (advanced by one): last logits, route."""
+    def _step(self, b: int, t: int = 1) -> tuple[Tensor, Tensor]:
+        """`self.tokens[:b, :t]`, t tokens for each of the first b sequences, at positions `self.pos`.. (advanced by
+        t): logits (b, t, V), route."""
         cache = KVCache(self.cache.k[:, :b], self.cache.v[:, :b], self.pos)
-        out = self.model(self.tokens[:b], route=self._static, router=self.router, cache=cache)
-        return out.logits[:, -1], out.route
+        out = self.model(self.tokens[:b, :t], route=self._static, router=self.router, cache=cache)
+        return out.logits, out.route
 
-    def _capture(self, b: int) -> None:
+    def _capture(self, b: int, t: int) -> None:
         pos = self.pos.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation, cuBLAS workspaces, compilation
-            self._run(b)
+            self._run(b, t)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            logits, route = self._run(b)
+            logits, route = self._run(b, t)
         self._pool = graph.pool()
-        self.pos.copy_(pos)  # the warm-up advanced it (and wrote a slot the next real step overwrites)
-        self._graphs[b] = (graph, logits, route)
+        self.pos.copy_(pos)  # the warm-up advanced it (and wrote slots the next real step overwrites)
+        self._graphs[b, t] = (graph, logits, route)
 
-    def step(self, b: int) -> tuple[Tensor, Tensor]:
+    def step(self, b: int, t: int = 1) -> tuple[Tensor, Tensor]:
+        """Run the step of bucket b over t tokens each (recorded at its first use): logits (b, t, V), route."""
         if not self.graphs:
-            return self._run(b)
-        if b not in self._graphs:
-            self._capture(b)
-        graph, logits, route = self._graphs[b]
+            return self._run(b, t)
+        if (b, t) not in self._graphs:
+            self._capture(b, t)
+        graph, logits, route = self._graphs[b, t]
         graph.replay()
         return logits, route
 
@@ -201,6 +207,6 @@ class Decoder:
                 break
             self.tokens[:B, 0] = new[:, step]
             logits, route = self.step(b)
-            logits = logits[:B]
+            logits = logits[:B, -1]
             routes.append(route.to(ids.device).expand(B, 1, L) if route.dim() == 1 else route[:B].clone())
         return Generation(torch.cat([ids, new], dim=1), torch.cat(routes, dim=1))

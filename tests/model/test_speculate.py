@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from duollm.model.decode import generate
-from duollm.model.speculate import speculative_greedy
+from duollm.model.speculate import SpeculativeDecoder, speculative_greedy
 from duollm.routing.cost import route_cost
 from duollm.routing.route import parse_route
 
@@ -48,3 +48,55 @@ def test_bad_input_is_refused(model):
         speculative_greedy(model, ids, 4, parse_route("SS"))
     with pytest.raises(ValueError, match="max_seq_len"):
         speculative_greedy(model, ids[:1], model.cfg.max_seq_len, parse_route("SS"))
+
+
+@pytest.mark.parametrize("draft", ["SS", "S-", "BB"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_fast_path_equals_the_reference(model, draft, k):
+    """SpeculativeDecoder (static-shape steps of two Decoders, eager on the CPU) gives the reference's tokens, counts
+    and FLOPs, twice in a row (the second call reuses the decoders' buffers)."""
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 5), generator=torch.Generator().manual_seed(7))
+    ref, ref_stats = speculative_greedy(model, ids, 17, parse_route(draft), k=k)
+    fast = SpeculativeDecoder(model, 24, parse_route(draft), k=k, graphs=False)
+    for _ in range(2):
+        seq, stats = fast.generate(ids, 17)
+        assert torch.equal(seq, ref)
+        assert {key: stats[key] for key in ("rounds", "drafted", "accepted")} == {
+            key: ref_stats[key] for key in ("rounds", "drafted", "accepted")
+        }
+        assert stats["flops"] == pytest.approx(ref_stats["flops"]) and stats["flops_all_big"] == pytest.approx(ref_stats["flops_all_big"])
+
+
+def test_the_fast_path_fused_and_compiled_equals_the_reference(model):
+    ids = torch.randint(0, model.cfg.vocab_size, (1, 5), generator=torch.Generator().manual_seed(9))
+    ref, _ = speculative_greedy(model, ids, 12, parse_route("S-"), k=3)
+    seq, _ = SpeculativeDecoder(model, 24, parse_route("S-"), k=3, graphs=False, fuse=True, compile=True).generate(ids, 12)
+    assert torch.equal(seq, ref)
+
+
+def test_the_fast_path_refuses_bad_input(model):
+    fast = SpeculativeDecoder(model, 10, parse_route("SS"), k=2, graphs=False)
+    with pytest.raises(ValueError, match="one sequence"):
+        fast.generate(torch.zeros(2, 3, dtype=torch.long), 4)
+    with pytest.raises(ValueError, match="exceed"):
+        fast.generate(torch.zeros(1, 3, dtype=torch.long), 8)
+    with pytest.raises(ValueError, match="k must be"):
+        SpeculativeDecoder(model, 10, parse_route("SS"), k=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fast", [False, True], ids=["eager-step", "fused-compiled"])
+def test_recorded_speculation_equals_unrecorded(fast):
+    """On a GPU in bf16: the recorded draft and check steps give the tokens and counts of the same steps unrecorded."""
+    from duollm import DuoConfig, DuoLM
+
+    torch.manual_seed(0)
+    cfg = DuoConfig(n_layer=4, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=32, vocab_size=128, max_seq_len=64)
+    m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
+    ids = torch.randint(0, 128, (1, 7), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    opts = {"fuse": fast, "compile": fast}
+    ref, ref_stats = SpeculativeDecoder(m, 48, parse_route("SS-B"), k=3, graphs=False, **opts).generate(ids, 30)
+    dec = SpeculativeDecoder(m, 48, parse_route("SS-B"), k=3, graphs=True, **opts)
+    for _ in range(2):
+        seq, stats = dec.generate(ids, 30)
+        assert torch.equal(seq, ref) and stats["accepted"] == ref_stats["accepted"]
