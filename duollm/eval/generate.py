@@ -15,7 +15,8 @@ and the result gives its FLOPs per generated token (from one forward over the wh
 `--speculate ROUTE` decodes greedily by self-speculation (model/speculate.py): the draft route proposes
 `--draft-tokens` tokens a round and all-BIG keeps the prefix it agrees with, so the text is all-BIG's greedy text;
 each result adds `speculation` (rounds, drafted, accepted, acceptance, flops, flops_all_big). One prompt at a time,
-greedy and all-BIG only (`--policy`, `--temperature` and `--top-k` are refused with it).
+greedy and all-BIG only (`--policy`, `--temperature` and `--top-k` are refused with it). On a GPU through the
+recorded fast path (`SpeculativeDecoder`), elsewhere through the reference, with the same tokens.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from duollm.extras import require
 from duollm.flags import Count, NonNegative, Positive
 from duollm.methods import ENTRANT_FILE, SOURCE_FILE, greedy, load_entrant
 from duollm.model.decode import Decoder, generate
-from duollm.model.speculate import speculative_greedy
+from duollm.model.speculate import SpeculativeDecoder, speculative_greedy
 from duollm.routers import LinearRouter
 from duollm.routing.route import Choice, format_route, parse_route
 from duollm.runs.load import load_run
@@ -152,10 +153,16 @@ def speculate(cmd: GenerateSpec, model, tok, texts: list[str], encoded: list[lis
     if cmd.policy != "all-big" or cmd.temperature > 0 or cmd.top_k:
         raise DuoError("--speculate decodes all-BIG's greedy text: leave out --policy, --temperature and --top-k")
     draft = draft_route(cmd.speculate, model.cfg.n_layer)
+    fast = None
+    if device == "cuda":  # the recorded fast path, one decoder for every prompt (same tokens as the reference)
+        fast = SpeculativeDecoder(model, max(map(len, encoded)) + cmd.max_new_tokens, draft, cmd.draft_tokens, fuse=True)
     results = []
     for text, e in zip(texts, encoded, strict=True):
         ids = torch.tensor([e], device=device)  # (1, n)
-        seq, stats = speculative_greedy(model, ids, cmd.max_new_tokens, draft, cmd.draft_tokens)
+        if fast is not None:
+            seq, stats = fast.generate(ids, cmd.max_new_tokens)
+        else:
+            seq, stats = speculative_greedy(model, ids, cmd.max_new_tokens, draft, cmd.draft_tokens)
         new = seq[0, len(e) :].tolist()
         if stop in new:
             new = new[: new.index(stop)]
