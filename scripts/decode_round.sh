@@ -10,7 +10,8 @@
 #    fused and compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach);
 # 3. the same per-token routes with SMALL as a view of BIG (--small-view), batch 1 and 64;
 # 4. a Duo model trained for speculation (the arena preset, duo-random:budget=0.5, 39.3M tokens, about 80 s), then
-#    scripts/speculate_sweep.py --fast on it: SpeculativeDecoder against Decoder all-BIG, both recorded and fused.
+#    scripts/speculate_sweep.py --fast on it: SpeculativeDecoder against Decoder all-BIG, both recorded and fused;
+#    and for one draft, transformers' assisted generation with the same draft (--hf).
 # The corpus comes from .cache/corpus.tar.xz (carried) for step 4.
 set -uo pipefail
 DEST=${1:-${OUT:?give DEST or set OUT}}
@@ -30,4 +31,5 @@ step 150 python -m duollm arena --out runs/spec --preset arena --entrants duo-ra
 RUN=$(ls -d runs/spec/entrants/duo-random*/run 2>/dev/null | head -1)
 [ -n "$RUN" ] && step 120 python scripts/speculate_sweep.py "$RUN" --fast --drafts all-small,BSSSSSSB,BBSSSSBB,S-S-S-S- --ks 2,4,6 \
   --prompts 8 --new 64
+[ -n "$RUN" ] && step 90 python scripts/speculate_sweep.py "$RUN" --fast --drafts BBSSSSBB --ks 4 --prompts 4 --new 64 --hf
 say "done"

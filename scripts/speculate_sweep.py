@@ -10,7 +10,10 @@ speculative output is checked against all-BIG's greedy tokens. One JSON line per
 
 `--fast` times the fast paths instead: `SpeculativeDecoder` against plain all-BIG decoding through `Decoder` (CUDA
 graphs on a GPU), both with fused projections, and with `--compile` both compiled; the comparison the speedup
-target is stated against (docs/speed.md).
+target is stated against (docs/speed.md). `--hf` also times transformers' assisted generation with the same draft
+(the Duo model under its draft route as the assistant, sharing the weights, k tokens a round at a constant
+schedule) against transformers' plain greedy `generate` of all-BIG: `hf_assisted_speedup`, and our time against
+it, `over_hf_assisted` (needs the [hf] extra).
 """
 
 import argparse
@@ -36,6 +39,7 @@ def main() -> None:
     p.add_argument("--new", type=int, default=48)
     p.add_argument("--fast", action="store_true", help="time Decoder and SpeculativeDecoder (graphs, fused) instead")
     p.add_argument("--compile", action="store_true", help="with --fast: both compiled")
+    p.add_argument("--hf", action="store_true", help="also transformers' assisted generation with the same drafts")
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(a.run, device)
@@ -77,6 +81,7 @@ def main() -> None:
                     stats.append(s)
 
             t = clock(run)
+            hf = hf_times(model, windows, plain, draft, k, a.new, clock) if a.hf else {}
             drafted, accepted = sum(s["drafted"] for s in stats), sum(s["accepted"] for s in stats)
             rounds = sum(s["rounds"] for s in stats)
             row = {
@@ -87,6 +92,11 @@ def main() -> None:
                 "flops_ratio": round(sum(s["flops"] for s in stats) / sum(s["flops_all_big"] for s in stats), 3),
                 "speedup": round(t_plain / t, 3),
                 "impl": impl,
+                **(
+                    {"hf_assisted_speedup": round(hf["plain"] / hf["assisted"], 3), "over_hf_assisted": round(hf["assisted"] / t, 3)}
+                    if hf
+                    else {}
+                ),
                 "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             }
             rows.append(row)
@@ -97,6 +107,33 @@ def main() -> None:
         print(
             f"| {r['draft']} | {r['k']} | {r['acceptance']:.0%} | {r['tokens_per_round']:.2f} | {r['flops_ratio']:.2f}x | {r['speedup']:.2f}x |"
         )
+
+
+def hf_times(model, windows, plain, draft, k: int, new: int, clock) -> dict:
+    """Seconds for transformers' plain greedy generate and its assisted generation with `draft` as the assistant,
+    over the same prompts, each output checked against all-BIG greedy decoding."""
+    from duollm.hf.config import DuoLMConfig  # transformers: the [hf] extra, only for --hf
+    from duollm.hf.modeling import DuoForCausalLM
+    from duollm.routing.route import format_route
+
+    def wrap(policy: str):  # a transformers model over the same DuoLM (its own initial weights dropped)
+        c = DuoLMConfig.from_duo(model.cfg)
+        c.policy = policy
+        h = DuoForCausalLM(c).eval()
+        h.model = model
+        return h.to(next(model.parameters()).device)
+
+    main, assistant = wrap("all-big"), wrap(format_route(draft))
+    gc = assistant.generation_config
+    gc.num_assistant_tokens, gc.num_assistant_tokens_schedule, gc.assistant_confidence_threshold = k, "constant", 0.0
+    opts = {"max_new_tokens": new, "min_new_tokens": new, "do_sample": False, "pad_token_id": 0}
+
+    def run(**extra):
+        with torch.no_grad():
+            for w, ref in zip(windows, plain, strict=True):
+                assert torch.equal(main.generate(w[None], **opts, **extra), ref), "transformers' output differs from greedy all-BIG"
+
+    return {"plain": clock(run), "assisted": clock(lambda: run(assistant_model=assistant))}
 
 
 if __name__ == "__main__":
