@@ -53,6 +53,7 @@ LATER=${LATER:-acm:budget=0.5,acm:budget=0.33}
 CONFIRM=${CONFIRM:-dense:budget=0.33,mod:capacity=0.125,every=2,dense:budget=0.5,mod:capacity=0.333,every=2}
 CONFIRM_PRESET=${CONFIRM_PRESET:-study-124m}
 CONFIRM_TOKENS=${CONFIRM_TOKENS:-39321600}
+CONFIRM_SEEDS=${CONFIRM_SEEDS:-1}  # seeds 0.. of each; those already in $RUN-124m are kept
 PART2=${PART2:-layerskip:budget=0.5,layerskip:budget=0.33,layerskip:min_layer=3,check_every=2,budget=0.5,layerskip:min_layer=3,check_every=2,budget=0.33,layerskip:min_layer=3,check_every=2,threshold=0.5,layerskip:min_layer=3,check_every=2,threshold=0.8,layerskip:min_layer=3,check_every=2,threshold=0.95,halting:budget=0.5,halting:budget=0.33,halting:threshold=0.3,halting:threshold=0.7,halting:threshold=0.9,dense:skipllm=0.9,dense:skipllm=0.95,dense:skipllm=0.98,mor:layers=4,capacity=0.333,mor:layers=4,capacity=0.333,routing_eval=topk,mor:layers=3,capacity=0.475,mor:layers=4,routing=token,budget=1.333,mor:layers=3,routing=none,recursions=2,mor:layers=2,routing=none,recursions=3}
 BASE=(--out "$RUN" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS")
 [ -n "${TOKENS:-}" ] && BASE+=(--tokens "$TOKENS")
@@ -60,7 +61,7 @@ FLAGS=("${BASE[@]}" --entrants "$ENTRANTS")
 duo() { python -m duollm "$@"; }
 say() { echo "[$(date +%T)] $*"; }
 done_() { say "done"; [ -n "${SUB:-}" ] || touch "$RUN/.done"; }  # a piece of `rest` leaves the marker to it
-CONFIRM_FLAGS=(--out "$RUN-124m" --preset "$CONFIRM_PRESET" --eval-tokens "$EVAL_TOKENS" --tokens "$CONFIRM_TOKENS" --entrants "$CONFIRM")
+CONFIRM_FLAGS=(--out "$RUN-124m" --preset "$CONFIRM_PRESET" --eval-tokens "$EVAL_TOKENS" --tokens "$CONFIRM_TOKENS" --entrants "$CONFIRM" --seeds "$CONFIRM_SEEDS")
 
 setup() {
   mkdir -p "$RUN"
