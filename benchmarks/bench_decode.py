@@ -89,10 +89,10 @@ def step_bytes(name: str, B: int = 1) -> float:
     if name.startswith("random"):
         f = int(name.split()[1].split("/")[0]) / L
         big, small = 1 - (1 - f) ** B, 1 - f**B  # P(some row chose BIG), P(some row chose SMALL)
-        if "[masked]" in name:  # both modules run on every row
+        if "[masked]" in name:  # both modules run on every row, SMALL as matmuls of its own
             big = small = 1.0
-        if args.small_view:
-            small *= 1 - big  # read apart only when no row chose BIG
+        elif args.small_view:  # SMALL's weights read apart only when no row chose BIG (then every row chose SMALL)
+            small = (1 - f) ** B
         return L * (attn_params + big * module_params[Choice.BIG] + small * module_params[Choice.SMALL]) + head_params
     return L * attn_params + sum(module_params[int(c)] for c in static[name]) + head_params
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from duollm.kernels import grouped
-from duollm.kernels.available import DECODE_ROWS, triton_usable
+from duollm.kernels.available import DECODE_ROWS, is_recording, recording, triton_usable  # noqa: F401  (recording: for callers)
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
@@ -47,12 +47,13 @@ def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
     at most DECODE_ROWS rows, reading only the modules some row chose. Forward only."""
     B, T, C = u.shape
     x = u.reshape(B * T, C).contiguous()
+    picks = choice.reshape(-1).contiguous()  # a route's column is strided; the kernel reads choices one after another
     w = lambda lin: lin.weight.to(x.dtype)  # noqa: E731  (a copy only under autocast)
     if getattr(small.gate, "owner", None) is big:  # a SmallView: SMALL is BIG's first neurons, read within BIG's
-        out = _DECODE_OP(x, choice.reshape(-1), w(big.gate), w(big.up), w(big.down), None, None, None, small.gate.n)
+        out = _DECODE_OP(x, picks, w(big.gate), w(big.up), w(big.down), None, None, None, small.gate.n)
     else:
         d_small = small.gate.weight.shape[0]
-        out = _DECODE_OP(x, choice.reshape(-1), w(big.gate), w(big.up), w(big.down), w(small.gate), w(small.up), w(small.down), d_small)
+        out = _DECODE_OP(x, picks, w(big.gate), w(big.up), w(big.down), w(small.gate), w(small.up), w(small.down), d_small)
     return out.view(B, T, C)
 
 
@@ -71,15 +72,17 @@ def choose(kernel: str, u: Tensor) -> str:
     "masked", "fused": Triton, forward only, opt-in since it measured slower than sorted, or "decode": Triton,
     a decode step's few rows, reading only the modules some row chose), or for "auto" the reference on a CPU,
     and on a GPU the sorted path (one host read per layer). A CUDA graph being recorded, or a step being
-    compiled, which cannot wait for the host, gets a sync-free path: for a decode step's few rows the decode
-    kernel where Triton serves (`triton_usable`), else masked, up to MASKED_ROWS rows; grouped above."""
-    capturing = u.is_cuda and torch.cuda.is_current_stream_capturing()
+    compiled, which cannot wait for the host, gets a sync-free path: grouped, and for a decode step's few rows
+    (recorded, or compiled without gradients) the decode kernel where Triton serves (`triton_usable`), else
+    masked, up to MASKED_ROWS rows. A graph's warm-up (`recording`) chooses as its capture does."""
+    capturing = u.is_cuda and (torch.cuda.is_current_stream_capturing() or is_recording())  # a graph's warm-up too
     compiling = torch.compiler.is_compiling()  # cannot wait for the host either
+    inference = capturing or (compiling and not torch.is_grad_enabled())  # a compiled decode step, not training
     if kernel == "auto":
         kernel = "grouped" if capturing or compiling else "sorted" if u.is_cuda else "reference"
     if capturing and kernel not in ("grouped", "masked", "decode"):
         kernel = "grouped"
-    if (capturing or compiling) and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
+    if inference and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
         kernel = "decode" if triton_usable(u, DECODE_ROWS) else "masked"  # the chosen modules' weights only, or both modules
     if kernel == "decode" and not triton_usable(u, DECODE_ROWS):
         kernel = "masked" if capturing or compiling else "sorted" if u.is_cuda else "reference"

@@ -4,11 +4,15 @@ only when one of its kernels runs: kernels/__init__.py)."""
 from __future__ import annotations
 
 import importlib.util
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 TRITON = importlib.util.find_spec("triton") is not None  # found, not imported
+_RECORDING = threading.local()  # .on: a CUDA graph of this thread is being recorded, its warm-up included
 DECODE_ROWS = 64  # a decode step's rows, for kernels/triton_decode.py: past them the weights no longer bound a step
 
 
@@ -22,3 +26,19 @@ def triton_usable(u: Tensor, max_rows: int | None = None) -> bool:
         and not torch.is_grad_enabled()
         and (max_rows is None or u.shape[0] * u.shape[1] <= max_rows)
     )
+
+
+@contextmanager
+def recording() -> Iterator[None]:
+    """Around a CUDA graph's warm-up and its capture (model/decode.py): both then choose the same sync-free path,
+    so a kernel compiles and tunes in the warm-up, never inside the capture (`kernels.choose`)."""
+    before = getattr(_RECORDING, "on", False)
+    _RECORDING.on = True
+    try:
+        yield
+    finally:
+        _RECORDING.on = before
+
+
+def is_recording() -> bool:
+    return getattr(_RECORDING, "on", False)

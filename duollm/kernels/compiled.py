@@ -48,4 +48,6 @@ def on_gpu(fn):
 def static_step(fn):
     """`fn` compiled whole (fullgraph: a graph break is an error, not a silent slow path) at static shapes, each new
     shape compiling once more: a decode step, recorded afterwards as a CUDA graph (model/decode.py `Decoder`)."""
+    config = torch._dynamo.config  # every Decoder compiles the same method once per (bucket, tokens, route): room for them
+    config.recompile_limit = max(config.recompile_limit, 256)
     return torch.compile(fn, fullgraph=True, dynamic=False)

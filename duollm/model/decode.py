@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from duollm import kernels
 from duollm.kernels import compiled
 from duollm.model.fuse import fused
 from duollm.model.transformer import DuoLM, KVCache
@@ -99,7 +100,8 @@ class Decoder:
 
     The policy is fixed per decoder: a static route `(L,)`, or a router whose decisions stay on the device
     (`LinearRouter`, `RouteRouter`, `RandomRouter` without a CPU generator). Inside a graph per-token choices
-    go through a sync-free routed FFN (`kernels.choose`: masked for a decode step's few rows, grouped above).
+    go through a sync-free routed FFN (`kernels.choose`: for a decode step's few rows the decode kernel, which reads
+    only the modules some row chose, or masked without Triton; grouped above).
     Without CUDA (or with graphs=False) the same
     static-shape step runs eagerly; the tests compare it with `generate` on the CPU.
 
@@ -128,6 +130,8 @@ class Decoder:
         self.route = torch.full((L,), Choice.BIG, dtype=torch.uint8) if route is None and router is None else route
         if self.route is not None:
             check_route(self.route, L)
+            if self.route.dim() != 1:
+                raise ValueError(f"a decoder's route is static, shaped ({L},); got {tuple(self.route.shape)} (use a router)")
         self.graphs = p.is_cuda if graphs is None else graphs
         self.fuse = fuse
         self._run = compiled.static_step(self._step) if compile else self._step
@@ -156,18 +160,21 @@ class Decoder:
         pos = self.pos.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation, cuBLAS workspaces, compilation
-            self._run(b, t)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            logits, route = self._run(b, t)
+        with kernels.recording():  # the warm-up takes the paths the capture will (kernels.choose)
+            with torch.cuda.stream(side):  # warm-up outside the graph: lazy initialisation, workspaces, compilation, tuning
+                self._run(b, t)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                logits, route = self._run(b, t)
         self._pool = graph.pool()
         self.pos.copy_(pos)  # the warm-up advanced it (and wrote slots the next real step overwrites)
         self._graphs[b, t] = (graph, logits, route)
 
     def step(self, b: int, t: int = 1) -> tuple[Tensor, Tensor]:
         """Run the step of bucket b over t tokens each (recorded at its first use): logits (b, t, V), route."""
+        if not 1 <= t <= self.tokens.shape[1]:
+            raise ValueError(f"a step of {t} tokens; this decoder takes 1 to {self.tokens.shape[1]} (step_tokens)")
         if not self.graphs:
             return self._run(b, t)
         if (b, t) not in self._graphs:

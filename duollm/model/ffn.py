@@ -35,7 +35,7 @@ class SwiGLU(nn.Module):
         self.fused: Tensor | None = None  # gate's and up's weights as one matrix, while model/fuse.py switches it on
 
     def forward(self, u: Tensor) -> Tensor:
-        if self.fused is not None:  # one matmul for gate and up (inference: model/fuse.py)
+        if self.fused is not None and not torch.is_grad_enabled():  # one matmul for gate and up (inference: model/fuse.py)
             g, up = nn.functional.linear(u, self.fused).chunk(2, dim=-1)
             return self.down(nn.functional.silu(g) * up)
         return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)

@@ -9,7 +9,9 @@ module with a gradient wanted, the model runs its separate projections as before
 
 The views break if the model is later moved or cast (`.to()` gives each parameter new storage); `fuse` notices
 that (a parameter that is no longer where its view was) and fuses again, and says so, so that a caller that
-recorded CUDA graphs over the old matrices can record them again. A SMALL that is a view of BIG's first neurons
+recorded CUDA graphs over the old matrices can record them again (only that caller learns it: two decoders of one
+model that is moved between their calls must both be rebuilt). Until `fuse` runs again, the old matrices stay in
+memory. A SMALL that is a view of BIG's first neurons
 (`SmallView`) runs its own slices; a separate SMALL is fused like BIG.
 """
 

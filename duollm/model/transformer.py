@@ -42,8 +42,8 @@ class DuoConfig:
     norm_eps: float = 1e-5  # RMSNorm epsilon
     tie_embeddings: bool = True  # the output head reads the input embedding; False: a separate `lm_head` weight
     init_std: float = 0.02  # normal init std; output projections get init_std / sqrt(2 * n_layer)
-    kernel: Literal["auto", "reference", "sorted", "grouped", "masked", "fused"] = (
-        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped, masked or fused (kernels/); auto: kernels.choose
+    kernel: Literal["auto", "reference", "sorted", "grouped", "masked", "fused", "decode"] = (
+        "auto"  # per-token routed FFN: reference (model/ffn.py), sorted, grouped, masked, fused or decode (kernels/); auto: kernels.choose
     )
     small_view: bool = False  # SMALL owns no weights: it is BIG's first d_small inner neurons (model/ffn.py SmallView)
 
@@ -114,7 +114,7 @@ class Attention(nn.Module):
         they are written at `Slots.at` and the queries read the whole buffer under `Slots.mask`. `mask`
         (B, 1, T, pos+T) bool, from `padding`: where each query may look, in place of the causal rule."""
         B, T, C = x.shape
-        if self.fused is not None:  # one matmul for the three (inference: model/fuse.py)
+        if self.fused is not None and not torch.is_grad_enabled():  # one matmul for the three (inference: model/fuse.py)
             q, k, v = F.linear(x, self.fused).split([self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs], dim=-1)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)

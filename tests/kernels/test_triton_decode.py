@@ -32,6 +32,11 @@ def check(device: str, dtype: torch.dtype, atol: float) -> None:
                     err = (got - ref).abs().max()
                     assert torch.allclose(got, ref, atol=atol, rtol=atol), (view, C, B, T, name, err)
                     assert (got[choice == 0] == 0).all()  # a skipping row gets exactly zero
+                # a column of a (B, T, L) route, as the model passes it: strided choices
+                route = torch.randint(0, 3, (B, T, 3), dtype=torch.uint8).to(device)
+                with torch.no_grad():
+                    ref, got = ffn(u, route[..., 1]).float(), routed_ffn_decode(u, route[..., 1], ffn.small, ffn.big).float()
+                assert torch.allclose(got, ref, atol=atol, rtol=atol), (view, C, B, T, "strided", (got - ref).abs().max())
 
 
 def test_rows_past_the_limit_are_refused():

@@ -175,6 +175,30 @@ def test_fused_compiled_decoder_equals_generate(name):
         assert torch.equal(out.ids, ref.ids) and torch.equal(out.route, ref.route)
 
 
+def test_decoder_refuses_bad_steps_and_routes(model):
+    with pytest.raises(ValueError, match="static"):
+        Decoder(model, 2, 16, route=torch.full((2, 3, 3), Choice.BIG, dtype=torch.uint8))
+    dec = Decoder(model, 2, 16, graphs=False, step_tokens=2)
+    with pytest.raises(ValueError, match="1 to 2"):
+        dec.step(1, 3)
+
+
+@pytest.mark.slow
+def test_many_compiled_decoders_stay_compiled():
+    """Every Decoder compiles the same method: a dozen decoders and step sizes stay under Dynamo's recompilation
+    limit (a fullgraph compile past it would be an error)."""
+    from duollm.model.speculate import SpeculativeDecoder, speculative_greedy
+    from duollm.routing.route import parse_route
+
+    torch.manual_seed(0)
+    m = DuoLM(DuoConfig(n_layer=2, n_head=2, n_kv_head=1, d_model=16, d_big=32, d_small=8, vocab_size=32, max_seq_len=48)).eval()
+    ids = prompts()[:1]
+    for k in (8, 5, 3):  # the verifier's last rounds take every size up to k + 1
+        ref, _ = speculative_greedy(m, ids, 17, parse_route("S-"), k=k)
+        seq, _ = SpeculativeDecoder(m, 24, parse_route("S-"), k=k, graphs=False, compile=True).generate(ids, 17)
+        assert torch.equal(seq, ref)
+
+
 def test_chunked_prefill_equals_one_forward(model):
     ids = torch.randint(0, 32, (2, 12), generator=torch.Generator().manual_seed(4))
     route = torch.randint(0, 3, (2, 12, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
@@ -207,3 +231,20 @@ def test_bad_lengths(model):
         generate(model, prompts(), 0)
     with pytest.raises(ValueError, match="exceeds max_seq_len"):
         generate(model, prompts(), 40)
+
+
+@pytest.mark.gpu
+def test_recorded_router_steps_with_the_default_kernel():
+    """kernel "auto", bf16, a router: the warm-up before a capture takes the path the capture takes (the decode
+    kernel where Triton serves), so nothing compiles or tunes inside the capture; replays repeat exactly."""
+    torch.manual_seed(0)
+    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=16, vocab_size=128, max_seq_len=64)
+    m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
+    r = LinearRouter(3, 64, (Choice.SKIP, Choice.SMALL, Choice.BIG))
+    for lin in r.layers:
+        torch.nn.init.normal_(lin.weight, std=3.0)
+    ids = torch.randint(0, 128, (2, 9), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    dec = Decoder(m, 2, 40, router=r.cuda().eval())
+    first, again = dec.generate(ids, 12), dec.generate(ids, 12)
+    assert torch.equal(first.ids, again.ids) and torch.equal(first.route, again.route)
+    assert len(dec._graphs) == 1
