@@ -15,7 +15,9 @@ timed and taken off). Implementations:
           dynamic cache), for the same batches.
 Policies: all-big; a static route with k of 12 layers BIG and the rest SMALL (the whole batch takes it, so a
 step reads k big and 12 − k small modules); `random k/12`, each token and layer BIG with probability k/12 and
-SMALL otherwise, decided on the device inside the graph, once per routed-FFN path of `--ffn-kernels`: `masked`
+SMALL otherwise, decided on the device inside the graph (`random L/L [decode]`: every token BIG, through the decode
+kernel, whose matrix-vector products then read what all-big's cuBLAS ones read), once per routed-FFN path of
+`--ffn-kernels`: `masked`
 (kernels/masked.py: both modules on every row, so both modules' weights read) and `decode` (kernels/triton_decode.py:
 only the modules some row of the step chose; Triton). `--small-view` stores SMALL as BIG's first neurons
 (`DuoConfig.small_view`), so that `decode` reads SMALL's weights as part of BIG's.
@@ -76,6 +78,8 @@ policies = {name: {"route": r} for name, r in static.items()}
 ffn_kernels = [k for k in args.ffn_kernels.split(",") if k]
 for kern in ffn_kernels:  # BIG with probability k/L, else SMALL
     policies.update({f"random {k}/{L} [{kern}]": {"router": RandomRouter((k / L, 1 - k / L, 0.0)), "kernel": kern} for k in ks})
+if "decode" in ffn_kernels:  # every token BIG, chosen per token: the decode kernel's matmuls against cuBLAS's at equal bytes
+    policies[f"random {L}/{L} [decode]"] = {"router": RandomRouter((1.0, 0.0, 0.0)), "kernel": "decode"}
 
 attn_params = sum(p.numel() for n, p in model.blocks[0].named_parameters() if not n.startswith("ffn."))
 module_params = {Choice.BIG: sum(p.numel() for p in model.blocks[0].ffn.big.parameters()), Choice.SKIP: 0}
