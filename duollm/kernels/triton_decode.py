@@ -14,11 +14,14 @@ that did not needs none. Two kernels per module:
 1. `_up`: a program owns BN inner neurons; it computes max(width) over the rows and returns if its neurons lie
    past it (no weight read). Else it accumulates x·W_gateᵀ and x·W_upᵀ for every row (BM ≥ 16 rows, the extra
    ones masked) and stores silu(g)·u into h.
-2. `_down`: a program owns BC output columns; it accumulates h·W_downᵀ over the inner neurons below max(width),
-   each row's h masked past its own width, and stores (or adds) its rows of the output.
+2. `_down`: a program owns BC output columns and one of S slices of the inner neurons (split-K: C / BC programs
+   alone are too few to keep the memory busy); it accumulates h·W_downᵀ over its slice below max(width), each
+   row's h masked past its own width, and stores an fp32 partial sum.
+3. `_sum`: the output, the partial sums of the splits (and of both modules) added and rounded once. The order of
+   the additions is fixed, so a step is repeatable bit for bit (no atomics).
 
 With separate modules, BIG runs with widths (d_big for rows that chose BIG, else 0) and SMALL with (d_small for
-rows that chose SMALL, else 0), adding into the same output; a module that no row chose reads nothing. With
+rows that chose SMALL, else 0), into partial sums of their own; a module that no row chose reads no weights. With
 SMALL a view of BIG's first neurons (`DuoConfig.small_view`, model/ffn.py `SmallView`), one pass over BIG serves
 both: widths d_big, d_small or 0 by choice, so SMALL's weights are read as part of BIG's, never twice. A row that
 skips has width 0 everywhere and gets zero. The matmuls accumulate in fp32 and round once. Needs Triton and a
@@ -88,41 +91,60 @@ def _up(x, choice, wg, wu, h, N, C, F, w_big, w_small, stride_w, BM: tl.constexp
     tl.store(h + rows[:, None] * F + cols[None, :], hval.to(h.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
-@triton.autotune(configs=DOWN, key=["C", "F", "BM"], restore_value=["out"])  # tuning runs it again: SMALL adds
+@triton.autotune(configs=DOWN, key=["C", "F", "BM", "S"])
 @triton.jit
-def _down(h, choice, wd, out, N, C, F, w_big, w_small, stride_d, ADD: tl.constexpr, BM: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+def _down(h, choice, wd, part, N, C, F, w_big, w_small, stride_d, chunk, S, BM: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
     width = _widths(choice, N, w_big, w_small, BM)
-    top = tl.max(width, axis=0)  # inner neurons any row needs; none: nothing is read
-    if ADD and top == 0:
-        return
+    top = tl.max(width, axis=0)  # inner neurons any row needs; none: nothing is read, zeros are written
+    k_lo = tl.program_id(1) * chunk  # this program's share of the inner neurons (split-K)
+    k_hi = tl.minimum(k_lo + chunk, top)
     rows = tl.arange(0, BM)
     rmask = rows < N
     cols = tl.program_id(0) * BC + tl.arange(0, BC)  # output columns
     cmask = cols < C
     acc = tl.zeros((BM, BC), dtype=tl.float32)
-    for k0 in range(0, top, BK):
+    for k0 in range(k_lo, k_hi, BK):
         ks = k0 + tl.arange(0, BK)
-        a = tl.load(h + rows[:, None] * F + ks[None, :], mask=rmask[:, None] & (ks[None, :] < width[:, None]), other=0.0)
-        b = tl.load(wd + cols[None, :] * stride_d + ks[:, None], mask=(ks[:, None] < top) & cmask[None, :], other=0.0)  # W_downᵀ
+        a = tl.load(h + rows[:, None] * F + ks[None, :], mask=rmask[:, None] & (ks[None, :] < tl.minimum(width[:, None], k_hi)), other=0.0)
+        b = tl.load(wd + cols[None, :] * stride_d + ks[:, None], mask=(ks[:, None] < k_hi) & cmask[None, :], other=0.0)  # W_downᵀ
         acc = tl.dot(a, b, acc)
-    dst = out + rows[:, None] * C + cols[None, :]
-    omask = rmask[:, None] & cmask[None, :]
-    if ADD:
-        acc += tl.load(dst, mask=omask, other=0.0).to(tl.float32)
-    tl.store(dst, acc.to(out.dtype.element_ty), mask=omask)
+    dst = part + tl.program_id(1) * N * C + rows[:, None] * C + cols[None, :]  # fp32 partial sums, one slice per split
+    tl.store(dst, acc, mask=rmask[:, None] & cmask[None, :])
 
 
-def _module(x: Tensor, choice: Tensor, weights: tuple[Tensor, Tensor, Tensor], w_big: int, w_small: int, out: Tensor, add: bool) -> None:
-    """out (+)= one module's output for each row's first `width` inner neurons (w_big, w_small or 0 by choice);
-    `weights` its gate (F, C), up (F, C) and down (C, F), row-major."""
+@triton.jit
+def _sum(part, out, P, NC, BLOCK: tl.constexpr):
+    """out = the sum of P fp32 slices of NC elements, rounded once: the modules' and the splits' partial sums."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = i < NC
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for p in range(0, P):
+        acc += tl.load(part + p * NC + i, mask=m, other=0.0)
+    tl.store(out + i, acc.to(out.dtype.element_ty), mask=m)
+
+
+def _splits(F: int, C: int, device: torch.device) -> int:
+    """Slices of the inner neurons for the down projection: with one output tile of 16 columns per program, C / 16
+    programs alone are too few to keep the memory busy (paper-1.4b: 160 for 132 SMs), so each tile's sum over F is
+    split until there are some four programs per SM. Two in the interpreter, to test the path."""
+    if _INTERPRET or device.type != "cuda":
+        return 2
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(8, -(-4 * sms // -(-C // 16)), F // 128))
+
+
+def _module(x: Tensor, choice: Tensor, weights: tuple[Tensor, Tensor, Tensor], w_big: int, w_small: int, part: Tensor) -> None:
+    """part (S, N, C) fp32 = one module's output for each row's first `width` inner neurons (w_big, w_small or 0 by
+    choice), in S partial sums; `weights` its gate (F, C), up (F, C) and down (C, F), row-major."""
     N, C = x.shape
     wg, wu, wd = weights
-    F = wg.shape[0]
+    F, S = wg.shape[0], part.shape[0]
     assert wg.stride(1) == 1 and wu.stride() == wg.stride() and wd.stride(1) == 1, "row-major weights"
     BM = max(16, triton.next_power_of_2(N))  # tl.dot wants 16 rows or more; the extra ones are masked
     h = x.new_empty(N, F)  # written only where some row needs it, read only there
     _up[lambda meta: (triton.cdiv(F, meta["BN"]),)](x, choice, wg, wu, h, N, C, F, w_big, w_small, wg.stride(0), BM=BM)
-    _down[lambda meta: (triton.cdiv(C, meta["BC"]),)](h, choice, wd, out, N, C, F, w_big, w_small, wd.stride(0), ADD=add, BM=BM)
+    chunk = triton.cdiv(F, S)
+    _down[lambda meta: (triton.cdiv(C, meta["BC"]), S)](h, choice, wd, part, N, C, F, w_big, w_small, wd.stride(0), chunk, S, BM=BM)
 
 
 def routed_ffn_decode(
@@ -135,11 +157,15 @@ def routed_ffn_decode(
     N, C = x.shape
     if N > MAX_ROWS:
         raise ValueError(f"the decode kernel takes at most {MAX_ROWS} rows, got {N}")
-    out = torch.empty_like(x)
     d_big = big[0].shape[0]
+    S = _splits(d_big, C, x.device)
+    part = x.new_empty(1 if small is None else 2, S, N, C, dtype=torch.float32)  # every slice is written
     if small is None:
-        _module(x, choice, big, d_big, d_small, out, add=False)
+        _module(x, choice, big, d_big, d_small, part[0])
     else:
-        _module(x, choice, big, d_big, 0, out, add=False)
-        _module(x, choice, small, 0, d_small, out, add=True)
+        _module(x, choice, big, d_big, 0, part[0])
+        _module(x, choice, small, 0, d_small, part[1])
+    out = torch.empty_like(x)
+    BLOCK = 1024
+    _sum[(triton.cdiv(N * C, BLOCK),)](part, out, part.shape[0] * S, N * C, BLOCK=BLOCK)
     return out
