@@ -9,7 +9,7 @@ needs its slice of the weights. A decode step has a few rows (`MAX_ROWS`), so th
 products bound by the weight bytes, and the bytes a step reads are those of the modules its rows chose.
 
 A module is read through its rows' *widths*: a row that chose it needs its first `width` inner neurons, a row
-that did not needs none. Two kernels per module:
+that did not needs none. Two kernels per module, then one for the step:
 
 1. `_up`: a program owns BN inner neurons; it computes max(width) over the rows and returns if its neurons lie
    past it (no weight read). Else it accumulates x·W_gateᵀ and x·W_upᵀ for every row (BM ≥ 16 rows, the extra
