@@ -1,16 +1,11 @@
 """The Triton routed FFN (forward only) equals the reference: on a GPU in bf16 (marked gpu), and through Triton's
 CPU interpreter where Triton is installed (it is not in CI). Run: pytest tests/kernels/test_triton_ffn.py"""
 
-import importlib.util
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from duollm.model.ffn import RoutedFFN
-from tests.kernels.interp import interpreter
+from tests.kernels.interp import check_interpreted, gpu_triton, interpreter
 
 MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0, 1.0, 0.0), "all-skip": (1.0, 0.0, 0.0)}
 
@@ -30,7 +25,7 @@ def check(device: str, dtype: torch.dtype, atol: float) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("triton") is None, reason="needs a GPU and Triton")
+@gpu_triton
 def test_bf16_on_gpu_equals_reference():
     check("cuda", torch.bfloat16, 2e-2)
 
@@ -38,7 +33,4 @@ def test_bf16_on_gpu_equals_reference():
 @pytest.mark.slow
 @interpreter
 def test_interpreted_on_cpu_equals_reference():
-    code = "from tests.kernels.test_triton_ffn import check; import torch; check('cpu', torch.float32, 1e-5)"
-    env = {**os.environ, "TRITON_INTERPRET": "1"}  # read when the kernels are defined: a process of its own
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    check_interpreted("tests.kernels.test_triton_ffn")
