@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -22,6 +21,7 @@ from duollm.eval.policy import Policy, run_policy
 from duollm.files import atomic_path
 from duollm.flags import Count, Positive
 from duollm.model.transformer import DuoLM
+from duollm.oracle.loss import token_loss
 from duollm.routing.cost import CostTable, dense_cost
 from duollm.runs.load import load_run
 
@@ -43,7 +43,7 @@ def token_losses(model: DuoLM, windows: Tensor, policy: Policy, batch_size: int 
         else:
             route = policy.routes(x.shape[0], T, L, gen)  # (L,) or (b, T, L)
             logits = model(x, route=route).logits  # (b, T, V)
-        loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), x[:, 1:], reduction="none")  # (b, T-1)
+        loss = token_loss(logits, x)  # (b, T-1)
         losses.append(loss.cpu())
         routes.append(route.expand(x.shape[0], T, L).cpu() if route.dim() == 1 else route.cpu())
     return torch.cat(losses), torch.cat(routes)

@@ -75,8 +75,9 @@ def choose(kernel: str, u: Tensor) -> str:
     compiled, which cannot wait for the host, gets a sync-free path: grouped, and for a decode step's few rows
     (recorded, or compiled without gradients) the decode kernel where Triton serves (`triton_usable`), else
     masked, up to MASKED_ROWS rows. A graph's warm-up (`recording`) chooses as its capture does."""
-    capturing = u.is_cuda and (torch.cuda.is_current_stream_capturing() or is_recording())  # a graph's warm-up too
     compiling = torch.compiler.is_compiling()  # cannot wait for the host either
+    # a graph's warm-up too; Dynamo cannot trace the stream query, and a compiled step is recorded after its warm-up
+    capturing = u.is_cuda and (is_recording() or (not compiling and torch.cuda.is_current_stream_capturing()))
     inference = capturing or (compiling and not torch.is_grad_enabled())  # a compiled decode step, not training
     if kernel == "auto":
         kernel = "grouped" if capturing or compiling else "sorted" if u.is_cuda else "reference"

