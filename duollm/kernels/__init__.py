@@ -65,16 +65,19 @@ PATHS = {
     "decode": routed_ffn_decode,
 }
 MASKED_ROWS = 1024  # inside a CUDA graph, per-token choices of at most this many rows run masked
+VIEW_ROWS = 4  # with SMALL a view of BIG, more rows than this run masked: one pass over BIG, as all-BIG (masked.py)
 
 
-def choose(kernel: str, u: Tensor) -> str:
+def choose(kernel: str, u: Tensor, view: bool = False) -> str:
     """The path for per-token choices over `u` (B, T, C): `kernel` ("reference", "sorted", "grouped",
     "masked", "fused": Triton, forward only, opt-in since it measured slower than sorted, or "decode": Triton,
     a decode step's few rows, reading only the modules some row chose), or for "auto" the reference on a CPU,
     and on a GPU the sorted path (one host read per layer). A CUDA graph being recorded, or a step being
     compiled, which cannot wait for the host, gets a sync-free path: grouped, and for a decode step's few rows
     (recorded, or compiled without gradients) the decode kernel where Triton serves (`triton_usable`), else
-    masked, up to MASKED_ROWS rows. A graph's warm-up (`recording`) chooses as its capture does."""
+    masked, up to MASKED_ROWS rows; with SMALL a view of BIG (`view`), masked already above VIEW_ROWS rows, where
+    mixed routes choose nearly every module and masked costs all-BIG exactly. A graph's warm-up (`recording`)
+    chooses as its capture does."""
     compiling = torch.compiler.is_compiling()  # cannot wait for the host either
     # a graph's warm-up too; Dynamo cannot trace the stream query, and a compiled step is recorded after its warm-up
     capturing = u.is_cuda and (is_recording() or (not compiling and torch.cuda.is_current_stream_capturing()))
@@ -84,7 +87,8 @@ def choose(kernel: str, u: Tensor) -> str:
     if capturing and kernel not in ("grouped", "masked", "decode"):
         kernel = "grouped"
     if inference and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
-        kernel = "decode" if triton_usable(u, DECODE_ROWS) else "masked"  # the chosen modules' weights only, or both modules
+        rows = u.shape[0] * u.shape[1]
+        kernel = "decode" if triton_usable(u, DECODE_ROWS) and not (view and rows > VIEW_ROWS) else "masked"  # the chosen modules' weights only, or both modules
     if kernel == "decode" and not triton_usable(u, DECODE_ROWS):
         kernel = "masked" if capturing or compiling else "sorted" if u.is_cuda else "reference"
     if kernel == "fused" and not triton_usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best

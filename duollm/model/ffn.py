@@ -34,11 +34,15 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=False)
         self.fused: Tensor | None = None  # gate's and up's weights as one matrix, while model/fuse.py switches it on
 
-    def forward(self, u: Tensor) -> Tensor:
+    def hidden(self, u: Tensor) -> Tensor:
+        """silu(gate(u)) * up(u): the inner activations (..., d_ff)."""
         if self.fused is not None and not torch.is_grad_enabled():  # one matmul for gate and up (inference: model/fuse.py)
             g, up = nn.functional.linear(u, self.fused).chunk(2, dim=-1)
-            return self.down(nn.functional.silu(g) * up)
-        return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)
+            return nn.functional.silu(g) * up
+        return nn.functional.silu(self.gate(u)) * self.up(u)
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.down(self.hidden(u))  # (N, C)
 
 
 class NeuronSlice:
@@ -108,7 +112,7 @@ class RoutedFFN(nn.Module):
             if c == Choice.SMALL:
                 return self.small(u)
             return torch.zeros_like(u)
-        kernel = kernels.choose(self.kernel, u)
+        kernel = kernels.choose(self.kernel, u, isinstance(self.small, SmallView))
         if kernel == "sorted":
             return kernels.PATHS[kernel](u, choice, self.small, self.big, counts)
         if kernel != "reference":
