@@ -16,17 +16,26 @@ target is stated against (docs/speed.md). `--hf` also times transformers' assist
 (the Duo model under its draft route as the assistant, sharing the weights, k tokens a round at a constant
 schedule) against transformers' plain greedy `generate` of all-BIG: `hf_assisted_speedup`, and our time against
 it, `over_hf_assisted` (needs the [hf] extra).
+
+With `--fast`, each row also gives what a round costs, in all-BIG decode steps of one token (`Decoder`, same options,
+each timed over `--steps` replays after its recording): `draft_step`, a step of the draft route, and `verify_step`,
+all-BIG's step over k + 1 tokens. A round of k drafts and one check then costs k·draft_step + verify_step and yields
+`tokens_per_round` tokens, so `predicted` = tokens_per_round / (k·draft_step + verify_step) is the speedup that the
+step costs alone predict (the host's work between steps, in either decoder, not counted): where a step's time is fixed by kernel launches and
+latency rather than by the bytes of weights, draft_step stays near 1 whatever the draft skips, and no draft pays.
 """
 
 import argparse
 import json
 import time
+from contextlib import nullcontext
 
 import torch
 
 from duollm.data.corpus import eval_windows, pick_windows, token_array
 from duollm.eval.generate import draft_route
 from duollm.model.decode import Decoder, generate
+from duollm.model.fuse import fused
 from duollm.model.speculate import SpeculativeDecoder, speculative_greedy
 from duollm.runs.load import load_run
 
@@ -42,6 +51,7 @@ def main() -> None:
     p.add_argument("--fast", action="store_true", help="time Decoder and SpeculativeDecoder (graphs, fused) instead")
     p.add_argument("--compile", action="store_true", help="with --fast: both compiled")
     p.add_argument("--hf", action="store_true", help="also transformers' assisted generation with the same drafts")
+    p.add_argument("--steps", type=int, default=50, help="with --fast: replays per step timing (draft_step, verify_step)")
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(a.run, device)
@@ -65,6 +75,7 @@ def main() -> None:
         base_same = sum(torch.equal(big.generate(w[None], a.new).ids, ref) for w, ref in zip(windows, plain, strict=True))
         print(json.dumps({"plain_decoder_identical": base_same / len(windows)}), flush=True)  # against the eager reference
         t_plain = clock(lambda: [big.generate(w[None], a.new) for w in windows])
+        one_big = step_seconds(Decoder(model, 1, room, **fast), 1, a.steps, windows[0])  # a step of one token, all-BIG
     else:
         t_plain = clock(lambda: [generate(model, w[None], a.new) for w in windows])
     impl = ("graphs" if device == "cuda" else "static-step") + "+fused" + ("+compiled" if a.compile else "") if a.fast else "eager"
@@ -86,6 +97,11 @@ def main() -> None:
                     stats.append(s)
 
             t = clock(run)
+            costs = {}
+            if a.fast:  # a round's parts in all-BIG steps of one token
+                d = step_seconds(Decoder(model, 1, room, route=draft, **fast), 1, a.steps, windows[0]) / one_big
+                v = step_seconds(Decoder(model, 1, room, step_tokens=k + 1, **fast), k + 1, a.steps, windows[0]) / one_big
+                costs = {"draft_step": round(d, 3), "verify_step": round(v, 3)}
             hf = hf_times(model, windows, plain, draft, k, a.new, clock) if a.hf else {}
             drafted, accepted = sum(s["drafted"] for s in stats), sum(s["accepted"] for s in stats)
             rounds = sum(s["rounds"] for s in stats)
@@ -96,6 +112,7 @@ def main() -> None:
                 "tokens_per_round": round((accepted + rounds) / rounds, 3),
                 "flops_ratio": round(sum(s["flops"] for s in stats) / sum(s["flops_all_big"] for s in stats), 3),
                 "speedup": round(t_plain / t, 3),
+                **costs,
                 "identical": sum(same) / len(same),  # outputs equal to all-BIG greedy decoding, token for token
                 "impl": impl,
                 **(
@@ -109,14 +126,35 @@ def main() -> None:
                 ),
                 "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             }
+            if costs:
+                row["predicted"] = round(row["tokens_per_round"] / (k * costs["draft_step"] + costs["verify_step"]), 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n| draft | k | drafts kept | tokens per verifier forward | FLOPs vs all-BIG | speed vs all-BIG ({impl}) |")
-    print("|---|---|---|---|---|---|")
+    steps = " draft step | verify step | predicted |" if a.fast else ""
+    print(f"\n| draft | k | drafts kept | tokens per verifier forward | FLOPs vs all-BIG | speed vs all-BIG ({impl}) |{steps}")
+    print("|---|---|---|---|---|---|" + "---|" * (3 if a.fast else 0))
     for r in rows:
+        costs = f" {r['draft_step']:.2f} | {r['verify_step']:.2f} | {r['predicted']:.2f}x |" if a.fast else ""
         print(
-            f"| {r['draft']} | {r['k']} | {r['acceptance']:.0%} | {r['tokens_per_round']:.2f} | {r['flops_ratio']:.2f}x | {r['speedup']:.2f}x |"
+            f"| {r['draft']} | {r['k']} | {r['acceptance']:.0%} | {r['tokens_per_round']:.2f} | {r['flops_ratio']:.2f}x | {r['speedup']:.2f}x |{costs}"
         )
+
+
+def step_seconds(dec: Decoder, t: int, steps: int, prompt: torch.Tensor) -> float:
+    """Seconds of one of `dec`'s steps over t tokens (batch 1), the mean of `steps` replays after the prompt's prefill
+    and the step's recording; each replay starts at the same position, so the cache never fills."""
+    dec.generate(prompt[None], 2)  # prefill; builds the fused matrices (dec.fuse) and records the one-token step
+    sync = torch.cuda.synchronize if prompt.is_cuda else (lambda: None)
+    at = int(dec.pos)
+    with fused(dec.model) if dec.fuse else nullcontext():
+        for i in range(steps + 1):
+            if i == 1:  # the first replay records the step (and compiles it): not timed
+                sync()
+                t0 = time.perf_counter()
+            dec.pos.fill_(at)
+            dec.step(1, t)
+        sync()
+    return (time.perf_counter() - t0) / steps
 
 
 def hf_times(model, windows, plain, draft, k: int, new: int, clock) -> dict:

@@ -88,7 +88,9 @@ def choose(kernel: str, u: Tensor, view: bool = False) -> str:
         kernel = "grouped"
     if inference and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
         rows = u.shape[0] * u.shape[1]
-        kernel = "decode" if triton_usable(u, DECODE_ROWS) and not (view and rows > VIEW_ROWS) else "masked"  # the chosen modules' weights only, or both modules
+        kernel = (
+            "decode" if triton_usable(u, DECODE_ROWS) and not (view and rows > VIEW_ROWS) else "masked"
+        )  # the chosen modules' weights only, or both modules
     if kernel == "decode" and not triton_usable(u, DECODE_ROWS):
         kernel = "masked" if capturing or compiling else "sorted" if u.is_cuda else "reference"
     if kernel == "fused" and not triton_usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
