@@ -34,11 +34,13 @@ runs to the memory's limit.
 
 import argparse
 import json
+from contextlib import nullcontext
 
 import torch
 
 from benchmarks.timing import DEVICE, hf_llama, timed
 from duollm.model.decode import Decoder, generate
+from duollm.model.fuse import fused
 from duollm.model.transformer import DuoLM
 from duollm.presets import model_config
 from duollm.routing.cost import route_cost
@@ -127,19 +129,23 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
     from torch.profiler import ProfilerActivity, profile
 
     ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_len), device=dev)
-    for name in ("all-big", f"{ks[0]}/{L} big"):
-        dec = Decoder(model, 1, T_final, route=static[name], graphs=False)
+    busy = (lambda e: e.self_device_time_total) if dev == "cuda" else (lambda e: e.self_cpu_time_total)  # a CPU: a check that it runs
+    for name, fast in (("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True)):
+        dec = Decoder(model, 1, T_final, route=static[name], graphs=False, fuse=fast, compile=fast)
         dec.generate(ids, 2)
-        with torch.no_grad(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-            dec.step(1)
-            torch.cuda.synchronize()
-        ops = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+        with torch.no_grad(), fused(model) if fast else nullcontext():
+            dec.step(1)  # compiled (fast) before the profile
+            with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
+                dec.step(1)
+                torch.cuda.synchronize() if dev == "cuda" else None
+        ops = [e for e in prof.key_averages() if busy(e) > 0]
         gemm = [e for e in ops if any(w in e.key.lower() for w in ("gemm", "gemv", "nvjet", "cutlass", "splitk"))]
-        rec = {"profile": name, "batch": 1, "kernels": sum(e.count for e in ops), "gemm_kernels": sum(e.count for e in gemm)}
-        rec.update(gpu_busy_ms=round(sum(e.self_device_time_total for e in ops) / 1e3, 3))
-        rec.update(
-            gemm_ms=round(sum(e.self_device_time_total for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e9, 3)
-        )
+        rec = {"profile": name, "impl": "fused+compiled" if fast else "eager", "batch": 1, "kernels": sum(e.count for e in ops)}
+        rec.update(gemm_kernels=sum(e.count for e in gemm))
+        top = sorted(ops, key=lambda e: -busy(e))[:8]  # where the step's GPU time goes
+        rec.update(top=[[e.key[:70], e.count, round(busy(e) / 1e3, 3)] for e in top])
+        rec.update(gpu_busy_ms=round(sum(busy(e) for e in ops) / 1e3, 3))
+        rec.update(gemm_ms=round(sum(busy(e) for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e9, 3))
         record(rec)
 peak = 4.8e12 if "H200" in (torch.cuda.get_device_name() if dev == "cuda" else "") else None  # HBM bytes/s
 fast_policies = [n for n in args.fast_policies.split(",") if n in policies]

@@ -1,35 +1,38 @@
 #!/usr/bin/env bash
 # The decode measurements of docs/speed.md ("Decoding") on one GPU, in one command of under ten minutes; each step
-# writes into DEST (default $OUT) and is cut by `timeout` so that the later ones still run:
+# writes into DEST (default $OUT) and is cut by `timeout` so that the later ones still run (about 15 minutes in all: run it
+# in the background and collect DEST with repeated calls, as scripts/arena_round.sh's `wait` does):
 #
 #   bash scripts/decode_round.sh [DEST]
 #
 # 1. the GPU parity tests of the decode kernel, the fused and compiled decoder, and recorded speculation;
 # 2. bench_decode at paper-1.4b (random weights, bf16), batch 1, 8 and 64: all-BIG, the static route 4/12 and the
 #    per-token route random 4/12 through the masked path and the decode kernel, all-BIG and the per-token route also
-#    fused and compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach);
-# 3. the same per-token routes with SMALL as a view of BIG (--small-view), batch 1 and 64;
+#    fused and compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach); and a profile of one batch-1 step,
+#    eager and fused + compiled (the kernels and where their time goes);
+# 3. the same with SMALL as a view of BIG (--small-view), where masked is one pass over BIG;
 # 4. a Duo model trained for speculation (the arena preset, duo-random:budget=0.5, 39.3M tokens, about 80 s), then
 #    scripts/speculate_sweep.py --fast on it: SpeculativeDecoder against Decoder all-BIG, both recorded and fused;
 #    and for one draft, transformers' assisted generation with the same draft (--hf).
 # The corpus comes from .cache/corpus.tar.xz (carried) for step 4.
 set -uo pipefail
 DEST=${1:-${OUT:?give DEST or set OUT}}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # scripts/*.py import duollm from this checkout
 mkdir -p "$DEST"
 say() { echo "[$(date +%T)] $*" | tee -a "$DEST/round.log"; }
 step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&1 || say "exit $? (timeout $t s): $*"; }
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
 step 150 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py tests/model/test_speculate.py
+step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
+  --fast-policies "all-big,random 4/12 [decode]" --profile --out "$DEST/decode.jsonl"
 step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
-  --fast-policies "all-big,random 4/12 [decode]" --out "$DEST/decode.jsonl"
-step 90 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,64 --ks 4 --eager-batches '' --hf-batches '' \
-  --fast-policies '' --small-view --out "$DEST/decode-view.jsonl"
+  --fast-policies "random 4/12 [masked],random 4/12 [decode]" --small-view --out "$DEST/decode-view.jsonl"
 if [ ! -e .cache/corpus/MANIFEST.json ] && [ -e .cache/corpus.tar.xz ]; then
   step 60 python -m duollm data build --from-archive .cache/corpus.tar.xz
 fi
 step 150 python -m duollm arena --out runs/spec --preset arena --entrants duo-random:budget=0.5 --eval-tokens 65536
 RUN=$(ls -d runs/spec/entrants/duo-random*/run 2>/dev/null | head -1)
-[ -n "$RUN" ] && step 120 python scripts/speculate_sweep.py "$RUN" --fast --drafts all-small,BSSSSSSB,BBSSSSBB,S-S-S-S- --ks 2,4,6 \
+[ -n "$RUN" ] && step 150 python scripts/speculate_sweep.py "$RUN" --fast --drafts all-small,BBSSSSBB,S-S-S-S- --ks 2,4 \
   --prompts 8 --new 64
 [ -n "$RUN" ] && step 90 python scripts/speculate_sweep.py "$RUN" --fast --drafts BBSSSSBB --ks 4 --prompts 4 --new 64 --hf
 say "done"
