@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The decode measurements of docs/speed.md ("Decoding") on one GPU, in one command of under ten minutes; each step
+# The decode measurements of docs/speed.md ("Decoding") on one GPU, in one command; each step
 # writes into DEST (default $OUT) and is cut by `timeout` so that the later ones still run (about 15 minutes in all: run it
 # in the background and collect DEST with repeated calls, as scripts/arena_round.sh's `wait` does):
 #
