@@ -4,7 +4,8 @@ routing mixes in one process (the dense model first: all BIG, which runs each bi
     python3 -m benchmarks.bench_train --preset gpt2-124m --steps 150 [--cases dense=1,0,0;random=0.5,0.5,0]
         [--out-jsonl FILE] [--a.b=value ...]
 
-A case is `name=p_big,p_small,p_skip`. Prints one markdown row per case and the routed/dense speed ratio beside
+A case is `name=p_big,p_small,p_skip`, or `name=p_big,p_small,p_skip,exact` for routes with exact counts per layer
+(`--train.exact_counts`: handed to the model, so a compiled model runs the sorted path at fixed shapes). Prints one markdown row per case and the routed/dense speed ratio beside
 its FLOP ideal (the ratio of counted FLOPs per token, routing/cost.py), and appends one JSON object per metric
 (tokens/s, achieved TFLOP/s, MFU against the H200's 790 TFLOP/s dense bf16) to --out-jsonl (default
 docs/benchmarks.jsonl). Throughput is the mean of the logged windows after the first (which holds start-up,
@@ -41,8 +42,9 @@ date = datetime.date.today().isoformat()
 results, per_token_flops = {}, {}
 for spec in args.cases.split(";"):
     name, probs = spec.split("=")
-    pb, ps, pk = probs.split(",")
-    case_over = {"train.steps": args.steps, "train.ckpt_every": 0, "train.p_big": pb, "train.p_small": ps, "train.p_skip": pk, **overrides}
+    pb, ps, pk, *how = probs.split(",")
+    case_over = {"train.steps": args.steps, "train.ckpt_every": 0, "train.p_big": pb, "train.p_small": ps, "train.p_skip": pk}
+    case_over = {**case_over, "train.exact_counts": how == ["exact"], **overrides}
     cfg = apply_overrides(run_config(args.preset), case_over)
     with tempfile.TemporaryDirectory() as tmp:
         res = train(cfg, Path(tmp) / "run", progress=False)
@@ -56,7 +58,7 @@ for spec in args.cases.split(";"):
     per_token_flops[name] = float(table.attn.sum() + table.head + (table.ffn * mix).sum())
     tc = cfg.train
     case = f"{args.preset} {name} p=big{tc.p_big}/small{tc.p_small}/skip{tc.p_skip} B={tc.batch_size}x{tc.grad_accum} T={tc.seq_len} {tc.dtype}"
-    case += f" kernel={cfg.model.kernel}" + (" compiled" if tc.compile else "")
+    case += f" kernel={cfg.model.kernel}" + (" compiled" if tc.compile else "") + (" exact-counts" if tc.exact_counts else "")
     rows = [("tokens_per_s", round(tps, 1), None), ("model_tflops", round(tflops, 2), None)]
     if peak:
         rows.append(("mfu", round(tflops / peak, 4), None))

@@ -38,6 +38,7 @@ class TrainConfig:
     p_big: Fraction = 0.5  # random routing: probability of BIG per (token, layer)
     p_small: Fraction = 0.5  # probability of SMALL
     p_skip: Fraction = 0.0  # probability of SKIP (our extension; the paper trains without skips)
+    exact_counts: bool = False  # each layer's choices in exact proportions p, the same counts every step (sample.py)
     seed: Count = 0  # model init, data order and routes
     log_every: Positive = 10  # steps between metrics.jsonl lines
     ckpt_every: Count = 0  # steps between checkpoints; 0 = only at the end

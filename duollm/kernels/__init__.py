@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from duollm.kernels import grouped
-from duollm.kernels.available import DECODE_ROWS, is_recording, recording, triton_usable  # noqa: F401  (recording: for callers)
+from duollm.kernels.available import DECODE_ROWS, compiling, is_recording, recording, triton_usable  # noqa: F401  (recording: for callers)
 from duollm.kernels.grouped import routed_ffn_grouped
 from duollm.kernels.masked import routed_ffn_masked
 from duollm.kernels.sorted import routed_ffn_sorted
@@ -68,7 +68,7 @@ MASKED_ROWS = 1024  # inside a CUDA graph, per-token choices of at most this man
 VIEW_ROWS = 4  # with SMALL a view of BIG, more rows than this run masked: one pass over BIG, as all-BIG (masked.py)
 
 
-def choose(kernel: str, u: Tensor, view: bool = False) -> str:
+def choose(kernel: str, u: Tensor, view: bool = False, counted: bool = False) -> str:
     """The path for per-token choices over `u` (B, T, C): `kernel` ("reference", "sorted", "grouped",
     "masked", "fused": Triton, forward only, opt-in since it measured slower than sorted, or "decode": Triton,
     a decode step's few rows, reading only the modules some row chose), or for "auto" the reference on a CPU,
@@ -76,23 +76,22 @@ def choose(kernel: str, u: Tensor, view: bool = False) -> str:
     compiled, which cannot wait for the host, gets a sync-free path: grouped, and for a decode step's few rows
     (recorded, or compiled without gradients) the decode kernel where Triton serves (`triton_usable`), else
     masked, up to MASKED_ROWS rows; with SMALL a view of BIG (`view`), masked already above VIEW_ROWS rows, where
-    mixed routes choose nearly every module and masked costs all-BIG exactly. A graph's warm-up (`recording`)
-    chooses as its capture does."""
-    compiling = torch.compiler.is_compiling()  # cannot wait for the host either
+    mixed routes choose nearly every module and masked costs all-BIG exactly. A compiled step whose caller handed
+    over the counts (`counted`: a route drawn on the host with exact counts, train/loop.py) gets the sorted path,
+    whose shapes they fix. A graph's warm-up (`recording`) chooses as its capture does."""
+    traced = compiling()  # a compiled step cannot wait for the host either
     # a graph's warm-up too; Dynamo cannot trace the stream query, and a compiled step is recorded after its warm-up
-    capturing = u.is_cuda and (is_recording() or (not compiling and torch.cuda.is_current_stream_capturing()))
-    inference = capturing or (compiling and not torch.is_grad_enabled())  # a compiled decode step, not training
+    capturing = u.is_cuda and (is_recording() or (not traced and torch.cuda.is_current_stream_capturing()))
+    inference = capturing or (traced and not torch.is_grad_enabled())  # a compiled decode step, not training
     if kernel == "auto":
-        kernel = "grouped" if capturing or compiling else "sorted" if u.is_cuda else "reference"
+        kernel = "grouped" if capturing or (traced and not counted) else "sorted" if u.is_cuda or traced else "reference"
     if capturing and kernel not in ("grouped", "masked", "decode"):
         kernel = "grouped"
     if inference and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
-        rows = u.shape[0] * u.shape[1]
-        kernel = (
-            "decode" if triton_usable(u, DECODE_ROWS) and not (view and rows > VIEW_ROWS) else "masked"
-        )  # the chosen modules' weights only, or both modules
+        few = not (view and u.shape[0] * u.shape[1] > VIEW_ROWS)  # with a view, more rows run masked: all-BIG's cost
+        kernel = "decode" if few and triton_usable(u, DECODE_ROWS) else "masked"  # the chosen modules' weights only
     if kernel == "decode" and not triton_usable(u, DECODE_ROWS):
-        kernel = "masked" if capturing or compiling else "sorted" if u.is_cuda else "reference"
+        kernel = "masked" if capturing or traced else "sorted" if u.is_cuda else "reference"
     if kernel == "fused" and not triton_usable(u):  # Triton, bf16/fp16 on a GPU, no autograd: else the next best
         kernel = "masked" if capturing else "sorted" if u.is_cuda else "reference"
     return kernel if kernel != "grouped" or grouped.usable(u) else "reference"

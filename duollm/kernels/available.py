@@ -42,3 +42,8 @@ def recording() -> Iterator[None]:
 
 def is_recording() -> bool:
     return getattr(_RECORDING, "on", False)
+
+
+def compiling() -> bool:
+    """A step being traced by torch.compile: nothing may be read back on the host (the model asks here)."""
+    return torch.compiler.is_compiling()

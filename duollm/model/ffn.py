@@ -112,7 +112,7 @@ class RoutedFFN(nn.Module):
             if c == Choice.SMALL:
                 return self.small(u)
             return torch.zeros_like(u)
-        kernel = kernels.choose(self.kernel, u, isinstance(self.small, SmallView))
+        kernel = kernels.choose(self.kernel, u, isinstance(self.small, SmallView), counts is not None)
         if kernel == "sorted":
             return kernels.PATHS[kernel](u, choice, self.small, self.big, counts)
         if kernel != "reference":

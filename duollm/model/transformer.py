@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from duollm.kernels import compiled
+from duollm.kernels.available import compiling
 from duollm.model.ffn import RoutedFFN
 from duollm.routing.cost import CostTable, cost_table
 from duollm.routing.route import Choice, check_route
@@ -276,6 +277,7 @@ class DuoLM(nn.Module):
         router=None,
         cache: KVCache | None = None,
         attention_mask: Tensor | None = None,
+        counts: tuple[tuple[int, int, int], ...] | None = None,
     ) -> DuoOutput:
         """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG, or a tuple of L ints (a static
         route read without a tensor: model/decode.py's compiled step); `targets` (B, T) or None.
@@ -285,7 +287,11 @@ class DuoLM(nn.Module):
         (the argmax of soft weights); it may also watch the forward (`_forward_routed`). `cache`: the tokens
         continue the cached ones (positions cache.pos onward), their keys and values are added to it, and cache.pos
         advances by T (model/decode.py).
-        `attention_mask` (B, cache.pos + T): 1 for tokens, 0 for padding on the left of shorter sequences (`padding`)."""
+        `attention_mask` (B, cache.pos + T): 1 for tokens, 0 for padding on the left of shorter sequences (`padding`).
+        `counts`: with a per-token route, each layer's (BIG, SMALL, SKIP) token counts, when the caller knows them on
+        the host (a route drawn there with exact counts: routing/sample.py `random_route`): the routed FFN then runs
+        the sorted path with no host read, compiled too, at the shapes they fix (the same counts at every call, or
+        a compiled model recompiles)."""
         T = input_ids.shape[1]
         pos = cache.pos if cache is not None else 0
         if isinstance(pos, Tensor):  # device-side position (model/decode.py `Decoder`): nothing read on the host
@@ -310,12 +316,14 @@ class DuoLM(nn.Module):
                 raise ValueError("give a route or a router, not both")
             out = self._forward_routed(input_ids, router, targets, cos, sin, kv, mask, at.expand(input_ids.shape))
         else:
-            out = self._forward_static(input_ids, route, targets, cos, sin, kv, mask)
+            out = self._forward_static(input_ids, route, targets, cos, sin, kv, mask, counts)
         if cache is not None:
             cache.pos += T
         return out
 
-    def _forward_static(self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv, mask=None) -> DuoOutput:
+    def _forward_static(
+        self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv, mask=None, counts=None
+    ) -> DuoOutput:
         B, T = input_ids.shape
         L = self.cfg.n_layer
         if isinstance(route, tuple):  # a static route as Python ints: what a compiled decode step specialises on
@@ -328,9 +336,14 @@ class DuoLM(nn.Module):
         if route is None:
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
-        counts = [None] * L
-        if route.dim() == 3 and route.device.type == "cpu":  # drawn on the host: counted there, so no layer reads them back
-            counts = [tuple(c) for c in host_counts(route).tolist()]  # L × (BIG, SMALL, SKIP)
+        if counts is not None:  # given: in a compiled model the only counts there are (the routed FFN's sorted path)
+            counts = [tuple(int(n) for n in c) for c in counts]
+            if route.dim() != 3 or len(counts) != L or any(len(c) != 3 or sum(c) != B * T for c in counts):
+                raise ValueError(f"counts go with a per-token route: {L} (BIG, SMALL, SKIP) triples of {B * T} tokens each")
+        elif route.dim() == 3 and route.device.type == "cpu" and not compiling():  # no graph break
+            counts = [tuple(c) for c in host_counts(route).tolist()]  # drawn on the host: counted there, so no layer reads them
+        else:
+            counts = [None] * L
         # per-token routes are dispatched on the device; a static route is read on the host (one copy, not one per layer)
         route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
         x = self.embed(input_ids)  # (B, T, C)

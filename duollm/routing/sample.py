@@ -18,13 +18,32 @@ from duollm.errors import DuoError
 from duollm.routing.budget import Budget, Schedule, per_position
 
 
-def random_route(shape: tuple[int, int, int], p_big: float, p_small: float, p_skip: float, gen: torch.Generator) -> Tensor:
-    """Independent choices per (token, layer): (B, T, L) uint8 with P(SKIP, SMALL, BIG) = (p_skip, p_small, p_big)."""
+def random_route(shape: tuple[int, ...], p_big: float, p_small: float, p_skip: float, gen: torch.Generator, exact: bool = False) -> Tensor:
+    """Random choices per (token, layer): (..., B, T, L) uint8 with P(SKIP, SMALL, BIG) = (p_skip, p_small, p_big).
+
+    Independent draws; or with `exact`, exact proportions: at each layer of each (B, T) block, `exact_counts` of the
+    B·T tokens take BIG, SMALL and SKIP, the tokens picked by a random permutation of their own per layer. Every
+    token's choice still has the probabilities p (up to the rounding of the counts) and the layers stay independent;
+    what changes is that the counts are the same at every step, so a compiled model's routed FFN runs at fixed shapes
+    (train/loop.py, `--train.exact_counts`)."""
     total = p_big + p_small + p_skip
     if min(p_big, p_small, p_skip) < 0 or abs(total - 1) > 1e-6:
         raise DuoError(f"routing probabilities must be >= 0 and sum to 1, got big={p_big} small={p_small} skip={p_skip}")
-    u = torch.rand(shape, generator=gen)  # (B, T, L) uniform in [0, 1)
-    return (u >= p_skip).to(torch.uint8) + (u >= p_skip + p_small).to(torch.uint8)  # 0, 1 or 2
+    u = torch.rand(shape, generator=gen)  # (..., B, T, L) uniform in [0, 1)
+    if not exact:
+        return (u >= p_skip).to(torch.uint8) + (u >= p_skip + p_small).to(torch.uint8)  # 0, 1 or 2
+    *lead, B, T, L = shape
+    rank = u.reshape(*lead, B * T, L).argsort(-2).argsort(-2)  # each token's place in its layer's random order
+    n_big, n_small, _ = exact_counts(B * T, p_big, p_small)
+    return ((rank < n_big + n_small).to(torch.uint8) + (rank < n_big).to(torch.uint8)).reshape(shape)  # first BIG, then SMALL
+
+
+def exact_counts(n: int, p_big: float, p_small: float) -> tuple[int, int, int]:
+    """(BIG, SMALL, SKIP) tokens of n in the proportions p, rounded, summing to n: what `random_route(exact=True)`
+    gives every layer."""
+    n_big = round(p_big * n)
+    n_small = min(n - n_big, round(p_small * n))
+    return n_big, n_small, n - n_big - n_small
 
 
 class RandomRouter:

@@ -2,7 +2,10 @@
 
 Every (token, layer) choice is drawn independently, afresh each step, from `p = {big, small, skip}`
 (default 0.5/0.5/0); a mix with one choice at probability 1 (p_big = 1: the dense model) is a static route,
-so nothing is drawn and the modules run on every token without routing. `init` starts from another run's
+so nothing is drawn and the modules run on every token without routing. With `exact_counts` each layer's choices
+come in exact proportions p instead (a random permutation per layer; routing/sample.py `random_route`), so their
+counts are the same at every step and are handed to the model: its routed FFNs run the sorted path with no host
+read, compiled too, at fixed shapes. `init` starts from another run's
 weights and `train_only` lets only the small (or big) modules learn: the paper's freeze-big-then-train-small
 ablation is a dense run, then `--train.init=DENSE --train.train_only=small`. AdamW with linear warmup and
 cosine decay, gradient clipping, gradient accumulation, bf16 autocast on a GPU. One `torch.Generator` draws
@@ -32,7 +35,7 @@ from duollm.files import write_text
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice
-from duollm.routing.sample import random_route
+from duollm.routing.sample import exact_counts, random_route
 from duollm.runs import checkpoint
 
 
@@ -105,6 +108,9 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
         bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     t0, last_loss, summary_tps = time.perf_counter(), float("nan"), 0.0
     window_tokens, window_t0 = 0, time.perf_counter()
+    counts = None  # with exact counts, each layer's (BIG, SMALL, SKIP): the same at every step
+    if tc.exact_counts and only is None:
+        counts = (exact_counts(B * T, tc.p_big, tc.p_small),) * L
     while step < tc.steps:
         lr = lr_at(step, tc)
         for g in opt.param_groups:
@@ -114,12 +120,14 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
             x = sample_batch(tokens, B * d.world, T + 1, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T+1)
             if only is not None:  # one choice with probability 1: a static route, so the model runs it densely
                 route = torch.full((L,), only, dtype=torch.uint8)
+            elif tc.exact_counts:  # exact counts on every rank: fixed shapes, handed to the model (no host read)
+                route = random_route((d.world, B, T, L), tc.p_big, tc.p_small, tc.p_skip, gen, exact=True)[d.rank]  # (B, T, L)
             else:
                 route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
             x = x.to(d.device, non_blocking=True)
             sync = micro == tc.grad_accum - 1 or d.world == 1
             with nullcontext() if sync else dmodel.no_sync(), autocast:
-                res = dmodel(x[:, :-1], route=route, targets=x[:, 1:])
+                res = dmodel(x[:, :-1], route=route, targets=x[:, 1:], counts=counts)
             (res.loss / tc.grad_accum).backward()
             loss_sum += res.loss.detach()
             per_token = route_cost(route, cost)  # (B, T), or a scalar for a static route

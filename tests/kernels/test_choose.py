@@ -5,6 +5,7 @@ a CPU; the paths themselves are tested against the reference in the other files 
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from duollm import kernels
 
@@ -37,3 +38,12 @@ def test_with_small_as_a_view_of_big_more_than_a_few_rows_run_masked(gpu):
     assert kernels.choose("auto", gpu(kernels.VIEW_ROWS), view=True) == "decode"
     assert kernels.choose("auto", gpu(kernels.VIEW_ROWS + 1), view=True) == "masked"  # all-BIG's cost exactly
     assert kernels.choose("decode", gpu(kernels.VIEW_ROWS + 1), view=True) == "decode"  # asked for by name
+
+
+def test_a_compiled_step_takes_sorted_only_with_the_counts_handed_over(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(kernels.grouped, "usable", lambda u: True)
+    u = SimpleNamespace(is_cuda=True, shape=(8, 1024, 64))
+    with torch.enable_grad():  # training
+        assert kernels.choose("auto", u) == "grouped"  # counts unknown: sync-free, at the worst case's shapes
+        assert kernels.choose("auto", u, counted=True) == "sorted"  # fixed shapes, no host read

@@ -10,10 +10,12 @@ import sys
 import pytest
 import torch
 
+from duollm import kernels
 from duollm.config import apply_overrides
 from duollm.errors import DuoError
+from duollm.model.transformer import DuoConfig, DuoLM
 from duollm.presets import run_config
-from duollm.routing.sample import random_route
+from duollm.routing.sample import exact_counts, random_route
 from duollm.train.loop import read_metrics, train
 
 
@@ -91,6 +93,58 @@ def test_random_route_probabilities():
     assert torch.allclose(frac, torch.tensor([0.2, 0.3, 0.5]), atol=0.02)
     with pytest.raises(DuoError, match="sum to 1"):
         random_route((1, 1, 1), 0.5, 0.6, 0.0, torch.Generator())
+
+
+def test_exact_counts_are_exact_per_layer_and_block_with_the_same_odds_per_token():
+    g = torch.Generator().manual_seed(0)
+    r = random_route((2, 4, 16, 3), 0.5, 0.3, 0.2, g, exact=True)  # two (B, T) blocks of 64 tokens, 3 layers
+    want = exact_counts(64, 0.5, 0.3)
+    assert want == (32, 19, 13)
+    for block in r:
+        for l in range(3):
+            col = block[..., l].flatten().long()
+            assert tuple(torch.bincount(col, minlength=3).flip(0).tolist()) == want  # (BIG, SMALL, SKIP)
+    draws = torch.stack([random_route((4, 16, 3), 0.5, 0.3, 0.2, g, exact=True) for _ in range(400)])  # (400, 4, 16, 3)
+    big = (draws == 2).float().mean(0)  # each (token, layer): its share of BIG over the draws
+    assert (big - 32 / 64).abs().max() < 0.1  # no position favoured: the permutation is uniform
+    same = (draws[..., 0] == 2) & (draws[..., 1] == 2)  # two layers' draws are independent
+    assert abs(same.float().mean().item() - 0.25) < 0.01
+
+
+def test_exact_counts_train_the_same_model_compiled_through_the_sorted_path(monkeypatch):
+    """The counts handed over let a compiled model run the sorted path at fixed shapes: its loss and gradients equal
+    the reference's."""
+    calls = []
+    sorted_path = kernels.PATHS["sorted"]
+    monkeypatch.setitem(kernels.PATHS, "sorted", lambda *a: calls.append(a[-1]) or sorted_path(*a))
+    torch.manual_seed(0)
+    cfg = DuoConfig(n_layer=2, d_model=32, n_head=4, d_big=64, d_small=16, vocab_size=64, max_seq_len=16)
+    ref = DuoLM(cfg)
+    fast = DuoLM(cfg)
+    fast.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(1))
+    route = random_route((2, 8, 2), 0.5, 0.25, 0.25, torch.Generator().manual_seed(2), exact=True)
+    counts = (exact_counts(16, 0.5, 0.25),) * 2
+    a = ref(ids[:, :-1], route=route, targets=ids[:, 1:])
+    a.loss.backward()
+    b = torch.compile(fast)(ids[:, :-1], route=route, targets=ids[:, 1:], counts=counts)
+    b.loss.backward()
+    assert calls == [counts[0]] * 2  # traced once, each layer with its counts
+    assert torch.allclose(a.loss, b.loss, atol=1e-5)
+    for (name, p), q in zip(ref.named_parameters(), fast.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5), name
+    with pytest.raises(ValueError, match="counts go with a per-token route"):
+        ref(ids[:, :-1], route=route, counts=((8, 4, 3),) * 2)  # 15 tokens, not 16
+
+
+def test_training_with_exact_counts_reduces_the_loss(tmp_path):
+    res = train(
+        debug_cfg(**{"train.steps": 30, "train.exact_counts": True, "train.p_skip": 0.2, "train.p_small": 0.3}),
+        tmp_path / "r",
+        progress=False,
+    )
+    losses = [m["loss"] for m in read_metrics(tmp_path / "r" / "metrics.jsonl")]
+    assert res["steps"] == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0
 
 
 def test_ddp_two_processes_match_one(tmp_path):
