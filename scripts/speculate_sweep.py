@@ -81,28 +81,28 @@ def main() -> None:
     impl = ("graphs" if device == "cuda" else "static-step") + "+fused" + ("+compiled" if a.compile else "") if a.fast else "eager"
     rows = []
     for text in a.drafts.split(","):
-        draft = draft_route(text, cfg.model.n_layer)
+        draft, depth = draft_route(text, cfg.model.n_layer)
         for k in (int(x) for x in a.ks.split(",")):
             stats = []
 
-            spec = SpeculativeDecoder(model, room, draft, k, **fast) if a.fast else None
+            spec = SpeculativeDecoder(model, room, draft, k, depth=depth, **fast) if a.fast else None
 
             same = []
 
-            def run(draft=draft, k=k, stats=stats, spec=spec, same=same) -> None:
+            def run(draft=draft, k=k, stats=stats, spec=spec, same=same, depth=depth) -> None:
                 stats.clear(), same.clear()
                 for w, ref in zip(windows, plain, strict=True):
-                    seq, s = spec.generate(w[None], a.new) if spec else speculative_greedy(model, w[None], a.new, draft, k)
+                    seq, s = spec.generate(w[None], a.new) if spec else speculative_greedy(model, w[None], a.new, draft, k, depth)
                     same.append(torch.equal(seq, ref))  # all-BIG's greedy text (up to rounding at a near-tie)
                     stats.append(s)
 
             t = clock(run)
             costs = {}
             if a.fast:  # a round's parts in all-BIG steps of one token
-                d = step_seconds(Decoder(model, 1, room, route=draft, **fast), 1, a.steps, windows[0]) / one_big
+                d = step_seconds(Decoder(model, 1, room, route=draft, depth=depth, **fast), 1, a.steps, windows[0]) / one_big
                 v = step_seconds(Decoder(model, 1, room, step_tokens=k + 1, **fast), k + 1, a.steps, windows[0]) / one_big
                 costs = {"draft_step": round(d, 3), "verify_step": round(v, 3)}
-            hf = hf_times(model, windows, plain, draft, k, a.new, clock) if a.hf else {}
+            hf = hf_times(model, windows, plain, draft, k, a.new, clock) if a.hf and depth is None else {}  # HF: routes only
             drafted, accepted = sum(s["drafted"] for s in stats), sum(s["accepted"] for s in stats)
             rounds = sum(s["rounds"] for s in stats)
             row = {

@@ -12,7 +12,8 @@ tokens, else one after another. On a GPU, static routes and the paper's router d
 decodes greedily through its own cache under its own causal routing (`methods.greedy`), `--policy` is not used,
 and the result gives its FLOPs per generated token (from one forward over the whole sequence: decoding equals it).
 
-`--speculate ROUTE` decodes greedily by self-speculation (model/speculate.py): the draft route proposes
+`--speculate ROUTE` decodes greedily by self-speculation (model/speculate.py): the draft route (B/S/- letters, whose
+last ones may be `.`: an early exit, those layers not run) proposes
 `--draft-tokens` tokens a round and all-BIG keeps the prefix it agrees with, so the text is all-BIG's greedy text;
 each result adds `speculation` (rounds, drafted, accepted, acceptance, flops, flops_all_big). One prompt at a time,
 greedy and all-BIG only (`--policy`, `--temperature` and `--top-k` are refused with it). On a GPU through the
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from duollm.data.tokenizer import load_tokenizer
 from duollm.errors import DuoError
@@ -53,7 +55,9 @@ class GenerateSpec:
     temperature: NonNegative = 0.0  # 0 = greedy
     top_k: Count = 0  # sample from the k most likely tokens; 0 = all
     seed: Count = 0  # sampling and random policies
-    speculate: str = ""  # a draft route (B/S/- letters, all-small): self-speculative greedy decoding checked by all-BIG
+    speculate: str = (
+        ""  # a draft route (B/S/- letters, trailing `.` = an early exit; all-small): self-speculative greedy decoding checked by all-BIG
+    )
     draft_tokens: Positive = 4  # with --speculate: drafts per round
 
 
@@ -139,35 +143,40 @@ def run_generate(cmd: GenerateSpec) -> list[dict]:
     return results
 
 
-def draft_route(text: str, n_layer: int):
-    """The draft route of --speculate: `all-small`, `all-big` or a route string of n_layer B/S/- letters."""
+def draft_route(text: str, n_layer: int) -> tuple[Tensor, int | None]:
+    """The draft of --speculate: `all-small`, `all-big` or a route string of n_layer B/S/- letters, whose last letters
+    may be `.` (layers not run: an early exit after the others). Returns (route (L,) uint8, its depth or None)."""
     letters = {"all-small": "S" * n_layer, "all-big": "B" * n_layer}.get(text, text)
+    depth = len(letters.rstrip("."))
+    if "." in letters[:depth] or depth == 0:
+        raise DuoError(f"--speculate: '.' (a layer not run) only ends a route, after at least one layer run; got {text!r}")
     try:
-        return parse_route(letters, n_layer)
+        route = parse_route(letters[:depth] + "-" * (len(letters) - depth), n_layer)
     except ValueError as e:
         raise DuoError(f"--speculate: {e}") from None
+    return route, (depth if depth < n_layer else None)
 
 
 def speculate(cmd: GenerateSpec, model, tok, texts: list[str], encoded: list[list[int]], stop, device: str) -> list[dict]:
     """Each prompt continued by self-speculative greedy decoding (model/speculate.py), one prompt at a time."""
     if cmd.policy != "all-big" or cmd.temperature > 0 or cmd.top_k:
         raise DuoError("--speculate decodes all-BIG's greedy text: leave out --policy, --temperature and --top-k")
-    draft = draft_route(cmd.speculate, model.cfg.n_layer)
+    draft, depth = draft_route(cmd.speculate, model.cfg.n_layer)
     fast = None
     if device == "cuda":  # the recorded fast path, one decoder for every prompt (same tokens as the reference)
-        fast = SpeculativeDecoder(model, max(map(len, encoded)) + cmd.max_new_tokens, draft, cmd.draft_tokens, fuse=True)
+        fast = SpeculativeDecoder(model, max(map(len, encoded)) + cmd.max_new_tokens, draft, cmd.draft_tokens, fuse=True, depth=depth)
     results = []
     for text, e in zip(texts, encoded, strict=True):
         ids = torch.tensor([e], device=device)  # (1, n)
         if fast is not None:
             seq, stats = fast.generate(ids, cmd.max_new_tokens)
         else:
-            seq, stats = speculative_greedy(model, ids, cmd.max_new_tokens, draft, cmd.draft_tokens)
+            seq, stats = speculative_greedy(model, ids, cmd.max_new_tokens, draft, cmd.draft_tokens, depth=depth)
         new = seq[0, len(e) :].tolist()
         if stop in new:
             new = new[: new.index(stop)]
         big = [format_route(torch.full((model.cfg.n_layer,), Choice.BIG, dtype=torch.uint8))] * len(new)
-        stats = {"draft": format_route(draft), "k": cmd.draft_tokens, **stats}
+        stats = {"draft": format_route(draft)[:depth] + "." * (len(draft) - (depth or len(draft))), "k": cmd.draft_tokens, **stats}
         realized = {c.name.lower(): float(c == Choice.BIG) for c in Choice}
         results.append({"prompt": text, "text": tok.decode(new), "tokens": new, "routes": big, "realized": realized, "speculation": stats})
     return results

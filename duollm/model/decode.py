@@ -96,7 +96,8 @@ class Decoder:
     nobody reads. The prompt runs eagerly (prefill), then one replay per new token.
 
     A step may also take `t` tokens per sequence (up to `step_tokens`), each recorded once per (bucket, t): what
-    a speculative decoder's check of its drafts runs (model/speculate.py `SpeculativeDecoder`).
+    a speculative decoder's check of its drafts runs (model/speculate.py `SpeculativeDecoder`); with `depth`, a
+    static route exits after its first `depth` layers (an early-exit draft).
 
     The policy is fixed per decoder: a static route `(L,)`, or a router whose decisions stay on the device
     (`LinearRouter`, `RouteRouter`, `RandomRouter` without a CPU generator). Inside a graph per-token choices
@@ -123,6 +124,7 @@ class Decoder:
         fuse: bool = False,
         compile: bool = False,
         step_tokens: int = 1,
+        depth: int | None = None,
     ):
         p = next(model.parameters())
         self.model, self.router = model.eval(), router
@@ -132,6 +134,9 @@ class Decoder:
             check_route(self.route, L)
             if self.route.dim() != 1:
                 raise ValueError(f"a decoder's route is static, shaped ({L},); got {tuple(self.route.shape)} (use a router)")
+        if depth is not None and self.route is None:
+            raise ValueError("an early exit (depth) goes with a static route, not a router")
+        self.depth = depth  # a static route's early exit: only the first `depth` layers run (a speculative draft)
         self.graphs = p.is_cuda if graphs is None else graphs
         self.fuse = fuse
         self._run = compiled.static_step(self._step) if compile else self._step
@@ -153,7 +158,7 @@ class Decoder:
         """`self.tokens[:b, :t]`, t tokens for each of the first b sequences, at positions `self.pos`.. (advanced by
         t): logits (b, t, V), route."""
         cache = KVCache(self.cache.k[:, :b], self.cache.v[:, :b], self.pos)
-        out = self.model(self.tokens[:b, :t], route=self._static, router=self.router, cache=cache)
+        out = self.model(self.tokens[:b, :t], route=self._static, router=self.router, cache=cache, depth=self.depth)
         return out.logits, out.route
 
     def _capture(self, b: int, t: int) -> None:
@@ -203,7 +208,7 @@ class Decoder:
         L, b = self.model.cfg.n_layer, self.bucket(B)
         static = self.route if self.router is None else None
         prefill = KVCache(self.cache.k[:, :B], self.cache.v[:, :B], 0)
-        out = self.model(ids, route=static, router=self.router, cache=prefill)
+        out = self.model(ids, route=static, router=self.router, cache=prefill, depth=self.depth)
         routes = [out.route.to(ids.device).expand(B, T0, L)]
         self.pos.fill_(T0)
         new = ids.new_empty(B, max_new_tokens)

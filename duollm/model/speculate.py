@@ -2,7 +2,8 @@
 
     seq, stats = speculative_greedy(model, ids, 40, draft=parse_route("SSSS"), k=4)
 
-Each round, the draft route (a static route: all-SMALL, a route with SKIP layers, any route string) proposes `k`
+Each round, the draft route (a static route: all-SMALL, a route with SKIP layers, any route string, and optionally an
+early exit: only its first `depth` layers, then the head) proposes `k`
 tokens greedily, one at a time through its own KV cache; then all-BIG runs once over the tokens it has not seen and
 the `k` drafts together, and the longest prefix of drafts that equals all-BIG's own greedy choice is kept, followed by
 all-BIG's choice at the first disagreement (or after the last draft, when every draft is kept). Every kept token is
@@ -34,30 +35,31 @@ from torch import Tensor
 from duollm.model.decode import Decoder
 from duollm.model.fuse import fused
 from duollm.model.transformer import DuoLM, KVCache
-from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice, check_route
 
 
 class _Flops:
-    """Forward FLOPs of n tokens at positions start.. under all-BIG or the draft route, every layer (routing/cost.py:
-    FFN and head per token, attention affine in the context)."""
+    """Forward FLOPs of n tokens at positions start.. under all-BIG or the draft route, over the layers each runs (all,
+    or the draft's first `depth`) (routing/cost.py: FFN and head per token, attention affine in the context)."""
 
-    def __init__(self, cfg, draft: Tensor):
+    def __init__(self, cfg, draft: Tensor, depth: int | None = None):
         L = cfg.n_layer
-        table = cfg.cost(1)  # at one key; attention at more keys below
-        self.one, self.three = float(table.attn.sum()), float(cfg.cost(3).attn.sum())
+        one, three = cfg.cost(1), cfg.cost(3)  # at one key, and at two on average (attention affine in the context)
         big = torch.full((L,), Choice.BIG, dtype=torch.uint8)
-        self.per = {r: float(route_cost(route, table)) - self.one for r, route in (("big", big), ("draft", draft))}
+        self.parts = {}  # which → (FFN and head per token, attention at one key, at two)
+        for which, route, n in (("big", big, L), ("draft", draft, L if depth is None else depth)):
+            ffn = float(one.ffn[torch.arange(n), route[:n].long()].sum())
+            self.parts[which] = (ffn + one.head, float(one.attn[:n].sum()), float(three.attn[:n].sum()))
 
     def __call__(self, which: str, start: int, n: int) -> float:
-        attention = sum(self.one + q * (self.three - self.one) for q in range(start, start + n))
-        return n * self.per[which] + attention
+        per, a1, a3 = self.parts[which]
+        return n * per + sum(a1 + q * (a3 - a1) for q in range(start, start + n))
 
 
 @torch.no_grad()
-def speculative_greedy(model: DuoLM, ids: Tensor, n_new: int, draft: Tensor, k: int = 4) -> tuple[Tensor, dict]:
+def speculative_greedy(model: DuoLM, ids: Tensor, n_new: int, draft: Tensor, k: int = 4, depth: int | None = None) -> tuple[Tensor, dict]:
     """Greedy continuation of `ids` (1, T0) by `n_new` tokens, drafted by the static route `draft` (L,) uint8 in rounds
-    of `k` and verified by all-BIG (module docstring). Returns (ids (1, T0 + n_new), stats): `rounds`, `drafted`,
+    of `k` (exiting after its first `depth` layers, if given) and verified by all-BIG (module docstring). Returns (ids (1, T0 + n_new), stats): `rounds`, `drafted`,
     `accepted` (drafts kept), `acceptance` = accepted / drafted, `flops` (forward FLOPs spent, draft and verifier,
     prefills included) and `flops_all_big` (what plain all-BIG decoding spends on the same tokens)."""
     B, T0 = ids.shape
@@ -75,7 +77,7 @@ def speculative_greedy(model: DuoLM, ids: Tensor, n_new: int, draft: Tensor, k: 
         raise ValueError(f"{T0} + {n_new} tokens exceed max_seq_len {cfg.max_seq_len}")
     verifier = KVCache.empty(cfg, 1, room, device=ids.device, dtype=p.dtype)
     drafter = KVCache.empty(cfg, 1, room, device=ids.device, dtype=p.dtype)
-    cost = _Flops(cfg, draft)
+    cost = _Flops(cfg, draft, depth)
     flops = 0.0
     seq = ids
     logits = model(seq, route=big, cache=verifier).logits[:, -1]  # (1, V): all-BIG's prefill
@@ -89,7 +91,7 @@ def speculative_greedy(model: DuoLM, ids: Tensor, n_new: int, draft: Tensor, k: 
         drafts = []
         for _ in range(n):
             flops += cost("draft", int(drafter.pos), step.shape[1])
-            step = model(step, route=draft, cache=drafter).logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            step = model(step, route=draft, cache=drafter, depth=depth).logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
             drafts.append(step)
         drafts = torch.cat(drafts, dim=1)  # (1, n)
         new = torch.cat([seq[:, int(verifier.pos) :], drafts], dim=1)  # (1, m + n): unseen tokens, then the drafts
@@ -115,12 +117,21 @@ class SpeculativeDecoder:
     route, the verifier a `Decoder` of all-BIG whose steps take the k + 1 tokens of a round at once; each is a static-
     shape step recorded as a CUDA graph on a GPU (per number of tokens: the drafter's first step of a round takes
     one or two, the verifier's k + 1, or fewer in the last round). Positions and tokens move on the device; a
-    round reads the number of drafts kept on the host, once. `fuse` and `compile` as for `Decoder`.
+    round reads the number of drafts kept on the host, once. `fuse` and `compile` as for `Decoder`; `depth`, the
+    draft's early exit.
 
     One sequence (batch 1) of at most `max_len` tokens, prompt included."""
 
     def __init__(
-        self, model: DuoLM, max_len: int, draft: Tensor, k: int = 4, graphs: bool | None = None, fuse: bool = False, compile: bool = False
+        self,
+        model: DuoLM,
+        max_len: int,
+        draft: Tensor,
+        k: int = 4,
+        graphs: bool | None = None,
+        fuse: bool = False,
+        compile: bool = False,
+        depth: int | None = None,
     ):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -130,8 +141,8 @@ class SpeculativeDecoder:
         big = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         opts = {"graphs": graphs, "compile": compile}
         self.verifier = Decoder(model, 1, max_len, route=big, step_tokens=k + 1, **opts)
-        self.drafter = Decoder(model, 1, max_len, route=self.draft, step_tokens=2, **opts)
-        self.cost = _Flops(model.cfg, self.draft)
+        self.drafter = Decoder(model, 1, max_len, route=self.draft, step_tokens=2, depth=depth, **opts)
+        self.cost = _Flops(model.cfg, self.draft, depth)
 
     @torch.no_grad()
     def generate(self, ids: Tensor, n_new: int) -> tuple[Tensor, dict]:
@@ -154,7 +165,7 @@ class SpeculativeDecoder:
         seq = ids.new_zeros(1, end + k)  # room for a round's drafts past the end (cut at return)
         seq[:, :T0] = ids
         for dec in (V, D):  # prefill, eager: the prompt into each cache
-            out = self.model(ids, route=dec.route, cache=KVCache(dec.cache.k, dec.cache.v, 0))
+            out = self.model(ids, route=dec.route, cache=KVCache(dec.cache.k, dec.cache.v, 0), depth=dec.depth)
             if dec is V:
                 seq[:, T0] = out.logits[0, -1].argmax(-1)  # all-BIG's first token
         flops = cost("big", 0, T0)

@@ -278,6 +278,7 @@ class DuoLM(nn.Module):
         cache: KVCache | None = None,
         attention_mask: Tensor | None = None,
         counts: tuple[tuple[int, int, int], ...] | None = None,
+        depth: int | None = None,
     ) -> DuoOutput:
         """`input_ids` (B, T) int64; `route` uint8 (L,) or (B, T, L), None = all BIG, or a tuple of L ints (a static
         route read without a tensor: model/decode.py's compiled step); `targets` (B, T) or None.
@@ -291,7 +292,9 @@ class DuoLM(nn.Module):
         `counts`: with a per-token route, each layer's (BIG, SMALL, SKIP) token counts, when the caller knows them on
         the host (a route drawn there with exact counts: routing/sample.py `random_route`): the routed FFN then runs
         the sorted path with no host read, compiled too, at the shapes they fix (the same counts at every call, or
-        a compiled model recompiles)."""
+        a compiled model recompiles).
+        `depth`: with a route, an early exit: only the first `depth` blocks run, then the final norm and the head (a
+        self-speculative draft, model/speculate.py); the later layers' cache slots are not written."""
         T = input_ids.shape[1]
         pos = cache.pos if cache is not None else 0
         if isinstance(pos, Tensor):  # device-side position (model/decode.py `Decoder`): nothing read on the host
@@ -311,18 +314,20 @@ class DuoLM(nn.Module):
                 raise ValueError("attention_mask is not supported with a device-side cache position (Decoder)")
             mask, at = padding(attention_mask.to(input_ids.device), pos, T)
             cos, sin = self.rope_cos[at].unsqueeze(1), self.rope_sin[at].unsqueeze(1)  # (B, 1, T, hs/2): each its own
+        if depth is not None and not (isinstance(depth, int) and 1 <= depth <= self.cfg.n_layer):
+            raise ValueError(f"depth is a number of layers, 1 to {self.cfg.n_layer}, got {depth!r}")
         if router is not None:
-            if route is not None:
-                raise ValueError("give a route or a router, not both")
+            if route is not None or depth is not None:
+                raise ValueError("give a route or a router, not both (and depth goes with a route)")
             out = self._forward_routed(input_ids, router, targets, cos, sin, kv, mask, at.expand(input_ids.shape))
         else:
-            out = self._forward_static(input_ids, route, targets, cos, sin, kv, mask, counts)
+            out = self._forward_static(input_ids, route, targets, cos, sin, kv, mask, counts, depth)
         if cache is not None:
             cache.pos += T
         return out
 
     def _forward_static(
-        self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv, mask=None, counts=None
+        self, input_ids: Tensor, route: Tensor | None, targets: Tensor | None, cos, sin, kv, mask=None, counts=None, depth=None
     ) -> DuoOutput:
         B, T = input_ids.shape
         L = self.cfg.n_layer
@@ -330,7 +335,7 @@ class DuoLM(nn.Module):
             if len(route) != L or any(c not in (Choice.SKIP, Choice.SMALL, Choice.BIG) for c in route):
                 raise ValueError(f"a route tuple needs {L} choices of 0 (skip), 1 (small), 2 (big), got {route}")
             x = self.embed(input_ids)  # (B, T, C)
-            for l, block in enumerate(self.blocks):
+            for l, block in enumerate(self.blocks[:depth]):  # all of them, or the first `depth` (an early exit)
                 x = block(x, int(route[l]), cos, sin, kv(l), mask)
             return self._output(x, targets, torch.tensor(route, dtype=torch.uint8))
         if route is None:
@@ -347,7 +352,7 @@ class DuoLM(nn.Module):
         # per-token routes are dispatched on the device; a static route is read on the host (one copy, not one per layer)
         route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
         x = self.embed(input_ids)  # (B, T, C)
-        for l, block in enumerate(self.blocks):
+        for l, block in enumerate(self.blocks[:depth]):  # all of them, or the first `depth` (an early exit)
             x = block(x, route[..., l], cos, sin, kv(l), mask, counts=counts[l])  # route[..., l]: 0-d or (B, T)
         return self._output(x, targets, route)
 

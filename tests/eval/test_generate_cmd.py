@@ -38,7 +38,7 @@ def test_prompts_file_batches_and_keeps_order(run_dir, capsys, tmp_path):
     assert json.loads(out1)["tokens"] == res[1]["tokens"]  # batching does not change greedy output
 
 
-@pytest.mark.parametrize("draft", ["all-small", "S-B"])
+@pytest.mark.parametrize("draft", ["all-small", "S-B", "SB."])
 def test_speculate_gives_all_bigs_greedy_text(run_dir, capsys, draft):
     argv = ["--run", str(run_dir), "--prompt", "the cat", "--max-new-tokens", "12", "--json"]
     code, out, err = gen(capsys, *argv)
@@ -49,7 +49,7 @@ def test_speculate_gives_all_bigs_greedy_text(run_dir, capsys, draft):
     res = json.loads(out)
     assert res["tokens"] == plain["tokens"] and res["text"] == plain["text"]
     sp = res["speculation"]
-    assert sp["k"] == 3 and sp["draft"] == {"all-small": "SSS", "S-B": "S-B"}[draft] and 0 <= sp["acceptance"] <= 1
+    assert sp["k"] == 3 and sp["draft"] == {"all-small": "SSS"}.get(draft, draft) and 0 <= sp["acceptance"] <= 1
     code, out, err = gen(capsys, *argv[:-1], "--speculate", draft)  # the text form
     assert code == 0 and "drafts kept" in out, err
 
@@ -64,6 +64,8 @@ def test_speculate_gives_all_bigs_greedy_text(run_dir, capsys, draft):
         (["--prompt", "x", "--policy", "router:none"], "no router 'none'"),
         (["--prompt", "x", "--speculate", "SS"], "--speculate: route string 'SS' has 2 layers"),
         (["--prompt", "x", "--speculate", "SSS", "--temperature", "0.5"], "--speculate decodes all-BIG's greedy text"),
+        (["--prompt", "x", "--speculate", "S.S"], "'.' (a layer not run) only ends a route"),
+        (["--prompt", "x", "--speculate", "..."], "'.' (a layer not run) only ends a route"),
     ],
 )
 def test_bad_input(run_dir, capsys, argv, match):

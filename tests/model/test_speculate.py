@@ -5,17 +5,18 @@ import pytest
 import torch
 
 from duollm.model.decode import generate
-from duollm.model.speculate import SpeculativeDecoder, speculative_greedy
+from duollm.model.speculate import SpeculativeDecoder, _Flops, speculative_greedy
 from duollm.routing.cost import route_cost
 from duollm.routing.route import parse_route
 
 
-@pytest.mark.parametrize("draft", ["SS", "S-", "BS", "BB"])
+@pytest.mark.parametrize("draft", ["SS", "S-", "BS", "BB", "B. (exit)", "S. (exit)"])
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_the_output_is_all_big_greedy_decoding(model, draft, k):
     ids = torch.randint(0, model.cfg.vocab_size, (1, 5), generator=torch.Generator().manual_seed(7))
     plain = generate(model, ids, 20).ids  # all-BIG, greedy, a token at a time
-    seq, stats = speculative_greedy(model, ids, 20, parse_route(draft), k=k)
+    depth = 1 if draft.endswith("(exit)") else None  # an early-exit draft: its first layer, then the head
+    seq, stats = speculative_greedy(model, ids, 20, parse_route(draft[0] + "B" if depth else draft), k=k, depth=depth)
     assert torch.equal(seq, plain)
     assert stats["accepted"] <= stats["drafted"] and stats["rounds"] >= 1
     assert stats["drafted"] - stats["accepted"] <= stats["rounds"]  # a round ends at its first rejected draft
@@ -40,6 +41,19 @@ def test_flops_count_the_draft_and_the_verifier(model):
     assert same["flops"] == pytest.approx(plain + sum(c(q) for q in range(13)))
     _, skip = speculative_greedy(model, ids, 9, parse_route("--"), k=2)  # a draft of attention and head only
     assert skip["flops"] < same["flops"]
+    # an early exit after layer 0: the drafter computes layer 0 and the head only, over the same positions
+    t1, t3 = cfg.cost(1), cfg.cost(3)
+    first = float(t1.ffn[0, 2] + t1.head)  # layer 0's BIG and the head
+
+    def d(q: int) -> float:  # one exit-draft token at position q
+        return first + float(t1.attn[0]) + q * float(t3.attn[0] - t1.attn[0])
+
+    count = _Flops(cfg, parse_route("BB"), depth=1)
+    for q, n in ((0, 1), (7, 1), (3, 4)):
+        assert count("draft", q, n) == pytest.approx(sum(d(p) for p in range(q, q + n)))
+        assert count("big", q, n) == pytest.approx(sum(c(p) for p in range(q, q + n)))
+    _, exit = speculative_greedy(model, ids, 9, parse_route("BB"), k=2, depth=1)
+    assert exit["flops"] < same["flops"]
 
 
 def test_bad_input_is_refused(model):
@@ -50,14 +64,16 @@ def test_bad_input_is_refused(model):
         speculative_greedy(model, ids[:1], model.cfg.max_seq_len, parse_route("SS"))
 
 
-@pytest.mark.parametrize("draft", ["SS", "S-", "BB"])
+@pytest.mark.parametrize("draft", ["SS", "S-", "BB", "S. (exit)"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_the_fast_path_equals_the_reference(model, draft, k):
     """SpeculativeDecoder (static-shape steps of two Decoders, eager on the CPU) gives the reference's tokens, counts
     and FLOPs, twice in a row (the second call reuses the decoders' buffers)."""
     ids = torch.randint(0, model.cfg.vocab_size, (1, 5), generator=torch.Generator().manual_seed(7))
-    ref, ref_stats = speculative_greedy(model, ids, 17, parse_route(draft), k=k)
-    fast = SpeculativeDecoder(model, 24, parse_route(draft), k=k, graphs=False)
+    depth = 1 if draft.endswith("(exit)") else None
+    route = parse_route(draft[0] + "B" if depth else draft)
+    ref, ref_stats = speculative_greedy(model, ids, 17, route, k=k, depth=depth)
+    fast = SpeculativeDecoder(model, 24, route, k=k, graphs=False, depth=depth)
     for _ in range(2):
         seq, stats = fast.generate(ids, 17)
         assert torch.equal(seq, ref)
@@ -85,8 +101,9 @@ def test_the_fast_path_refuses_bad_input(model):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("depth", [None, 2], ids=["route", "early-exit"])
 @pytest.mark.parametrize("fast", [False, True], ids=["eager-step", "fused-compiled"])
-def test_recorded_speculation_equals_unrecorded(fast):
+def test_recorded_speculation_equals_unrecorded(fast, depth):
     """On a GPU in bf16: the recorded draft and check steps give the tokens and counts of the same steps unrecorded."""
     from duollm import DuoConfig, DuoLM
 
@@ -94,7 +111,7 @@ def test_recorded_speculation_equals_unrecorded(fast):
     cfg = DuoConfig(n_layer=4, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=32, vocab_size=128, max_seq_len=64)
     m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
     ids = torch.randint(0, 128, (1, 7), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-    opts = {"fuse": fast, "compile": fast}
+    opts = {"fuse": fast, "compile": fast, "depth": depth}
     ref, ref_stats = SpeculativeDecoder(m, 48, parse_route("SS-B"), k=3, graphs=False, **opts).generate(ids, 30)
     dec = SpeculativeDecoder(m, 48, parse_route("SS-B"), k=3, graphs=True, **opts)
     for _ in range(2):

@@ -1,6 +1,7 @@
 """The Duo model against an independent dense reference, and the routing invariants (docs/design.md §4).
 Run: pytest tests/model/test_transformer.py"""
 
+import copy
 import math
 
 import pytest
@@ -50,6 +51,21 @@ def test_all_big_equals_dense(model, ids):
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
     big = torch.full((model.cfg.n_layer,), Choice.BIG, dtype=torch.uint8)
     assert torch.allclose(model(ids, route=big).logits, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_an_early_exit_runs_the_first_layers_then_the_head(model, ids):
+    """`depth`: the first layers only (a self-speculative draft); all of them equals no exit."""
+    short = copy.copy(model)
+    short.blocks = torch.nn.ModuleList(list(model.blocks)[:1])  # the same weights, one layer
+    route = torch.tensor([Choice.SMALL, Choice.BIG], dtype=torch.uint8)
+    assert torch.allclose(model(ids, route=route, depth=1).logits, dense_reference(short, ids, ["small"]), atol=1e-5)
+    assert torch.equal(model(ids, route=route, depth=2).logits, model(ids, route=route).logits)
+    assert torch.equal(model(ids, route=(1, 2), depth=1).logits, model(ids, route=route, depth=1).logits)  # the tuple path
+    for bad in (0, 3, 1.5):
+        with pytest.raises(ValueError, match="depth is a number of layers"):
+            model(ids, route=route, depth=bad)
+    with pytest.raises(ValueError, match="depth goes with a route"):
+        model(ids, router=lambda layer, u: torch.full(u.shape[:2], Choice.BIG, dtype=torch.uint8), depth=1)
 
 
 def test_grouped_query_attention_matches_reference(ids):
