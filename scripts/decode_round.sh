@@ -32,7 +32,7 @@ if [ ! -e .cache/corpus/MANIFEST.json ] && [ -e .cache/corpus.tar.xz ]; then
 fi
 step 150 python -m duollm arena --out runs/spec --preset arena --entrants duo-random:budget=0.5 --eval-tokens 65536
 RUN=$(ls -d runs/spec/entrants/duo-random*/run 2>/dev/null | head -1)
-[ -n "$RUN" ] && step 150 python scripts/speculate_sweep.py "$RUN" --fast --drafts all-small,BBSSSSBB,S-S-S-S- --ks 2,4 \
+[ -n "$RUN" ] && step 150 python scripts/speculate_sweep.py "$RUN" --fast --drafts all-small,BBSSSSBB,S-S-S-S-,BBBBBB..,BBBB.... --ks 2,4 \
   --prompts 8 --new 64
 [ -n "$RUN" ] && step 90 python scripts/speculate_sweep.py "$RUN" --fast --drafts BBSSSSBB --ks 4 --prompts 4 --new 64 --hf
 say "done"
