@@ -43,6 +43,8 @@ results, per_token_flops = {}, {}
 for spec in args.cases.split(";"):
     name, probs = spec.split("=")
     pb, ps, pk, *how = probs.split(",")
+    if how not in ([], ["exact"]):
+        sys.exit(f"bench_train: a case is name=p_big,p_small,p_skip[,exact], got {spec!r}")
     case_over = {"train.steps": args.steps, "train.ckpt_every": 0, "train.p_big": pb, "train.p_small": ps, "train.p_skip": pk}
     case_over = {**case_over, "train.exact_counts": how == ["exact"], **overrides}
     cfg = apply_overrides(run_config(args.preset), case_over)

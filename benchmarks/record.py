@@ -13,7 +13,20 @@ import sys
 
 MEASURED = ("ms", "tokens_per_s", "speedup", "hbm", "kernels", "gpu_busy_ms", "gemm_ms")
 IDEALS = ("ideal", "ideal_bytes", "ideal_flops")
-NOT_CASE = {*MEASURED, *IDEALS, "ideal_bytes_kv", "of_ideal", "dense_ms", "tflops", "graphs_speedup", "duollm_over_hf", "device", "torch"}
+NOT_CASE = {
+    *MEASURED,
+    *IDEALS,
+    "ideal_bytes_kv",
+    "top",
+    "weight_bytes_ms",
+    "of_ideal",
+    "dense_ms",
+    "tflops",
+    "graphs_speedup",
+    "duollm_over_hf",
+    "device",
+    "torch",
+}
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("raw")

@@ -52,10 +52,13 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="with --fast: both compiled")
     p.add_argument("--hf", action="store_true", help="also transformers' assisted generation with the same drafts")
     p.add_argument("--steps", type=int, default=50, help="with --fast: replays per step timing (draft_step, verify_step)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="the model's; auto: bf16 on a GPU")
     a = p.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg, model, tok = load_run(a.run, device)
     model.eval()
+    if (a.dtype == "auto" and device == "cuda") or a.dtype == "bfloat16":
+        model.to(torch.bfloat16)  # how a GPU serves it; a run's weights are stored in fp32
     windows = pick_windows(eval_windows(token_array(cfg.data.val, tok), a.prompt_len), a.prompts, "spread").to(device)  # (P, T)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -115,6 +118,7 @@ def main() -> None:
                 **costs,
                 "identical": sum(same) / len(same),  # outputs equal to all-BIG greedy decoding, token for token
                 "impl": impl,
+                "dtype": str(next(model.parameters()).dtype).split(".")[-1],
                 **(
                     {
                         "hf_assisted_speedup": round(hf["plain"] / hf["assisted"], 3),

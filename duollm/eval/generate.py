@@ -55,9 +55,7 @@ class GenerateSpec:
     temperature: NonNegative = 0.0  # 0 = greedy
     top_k: Count = 0  # sample from the k most likely tokens; 0 = all
     seed: Count = 0  # sampling and random policies
-    speculate: str = (
-        ""  # a draft route (B/S/- letters, trailing `.` = an early exit; all-small): self-speculative greedy decoding checked by all-BIG
-    )
+    speculate: str = ""  # a draft route (B/S/- letters, trailing `.` = early exit; all-small): speculative greedy, checked by all-BIG
     draft_tokens: Positive = 4  # with --speculate: drafts per round
 
 
@@ -150,10 +148,11 @@ def draft_route(text: str, n_layer: int) -> tuple[Tensor, int | None]:
     depth = len(letters.rstrip("."))
     if "." in letters[:depth] or depth == 0:
         raise DuoError(f"--speculate: '.' (a layer not run) only ends a route, after at least one layer run; got {text!r}")
-    try:
-        route = parse_route(letters[:depth] + "-" * (len(letters) - depth), n_layer)
-    except ValueError as e:
-        raise DuoError(f"--speculate: {e}") from None
+    if sorted(set(letters) - set("BS-.")):
+        raise DuoError(f"--speculate: bad route string {text!r}: use B (big), S (small), - (skip) per layer, and trailing . (not run)")
+    if len(letters) != n_layer:
+        raise DuoError(f"--speculate: route string {text!r} has {len(letters)} layers, the model has {n_layer}")
+    route = parse_route(letters[:depth] + "-" * (len(letters) - depth), n_layer)  # the layers not run: never read
     return route, (depth if depth < n_layer else None)
 
 

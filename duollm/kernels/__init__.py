@@ -80,13 +80,14 @@ def choose(kernel: str, u: Tensor, view: bool = False, counted: bool = False) ->
     over the counts (`counted`: a route drawn on the host with exact counts, train/loop.py) gets the sorted path,
     whose shapes they fix. A graph's warm-up (`recording`) chooses as its capture does."""
     traced = compiling()  # a compiled step cannot wait for the host either
-    # a graph's warm-up too; Dynamo cannot trace the stream query, and a compiled step is recorded after its warm-up
-    capturing = u.is_cuda and (is_recording() or (not traced and torch.cuda.is_current_stream_capturing()))
+    # a graph's warm-up too; while Dynamo traces, neither the stream query nor the thread-local flag is seen, so a
+    # traced step is treated below as one that may be recorded: no path that reads the host unless counts are given
+    capturing = u.is_cuda and not traced and (is_recording() or torch.cuda.is_current_stream_capturing())
     inference = capturing or (traced and not torch.is_grad_enabled())  # a compiled decode step, not training
     if kernel == "auto":
         kernel = "grouped" if capturing or (traced and not counted) else "sorted" if u.is_cuda or traced else "reference"
-    if capturing and kernel not in ("grouped", "masked", "decode"):
-        kernel = "grouped"
+    if (capturing or (traced and u.is_cuda and not counted)) and kernel not in ("grouped", "masked", "decode"):
+        kernel = "grouped"  # sync-free
     if inference and kernel == "grouped" and u.shape[0] * u.shape[1] <= MASKED_ROWS:  # a decode step's few rows
         few = not (view and u.shape[0] * u.shape[1] > VIEW_ROWS)  # with a view, more rows run masked: all-BIG's cost
         kernel = "decode" if few and triton_usable(u, DECODE_ROWS) else "masked"  # the chosen modules' weights only

@@ -27,6 +27,6 @@ def routed_ffn_masked(u: Tensor, choice: Tensor, small, big) -> Tensor:
         h = big.hidden(u)  # (B, T, F): every token through BIG's gate and up
         width = torch.where(c == BIG, h.shape[-1], torch.where(c == SMALL, small.gate.n, 0))  # (B, T, 1)
         keep = torch.arange(h.shape[-1], device=u.device) < width  # (B, T, F): the neurons of the token's choice
-        return big.down(h * keep)  # SMALL's sum is BIG's over its first neurons: all-BIG's bytes and FLOPs exactly
+        return big.down(torch.where(keep, h, 0.0))  # SMALL's sum is BIG's over its first neurons: all-BIG's cost exactly
     yb, ys = big(u), small(u)  # (B, T, C) each, every token
     return torch.where(c == BIG, yb, torch.where(c == SMALL, ys, torch.zeros((), dtype=yb.dtype, device=u.device)))

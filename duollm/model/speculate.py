@@ -44,6 +44,8 @@ class _Flops:
 
     def __init__(self, cfg, draft: Tensor, depth: int | None = None):
         L = cfg.n_layer
+        if depth is not None and not (isinstance(depth, int) and 1 <= depth <= L):
+            raise ValueError(f"depth is a number of layers, 1 to {L}, got {depth!r}")
         one, three = cfg.cost(1), cfg.cost(3)  # at one key, and at two on average (attention affine in the context)
         big = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         self.parts = {}  # which → (FFN and head per token, attention at one key, at two)

@@ -342,9 +342,12 @@ class DuoLM(nn.Module):
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
         if counts is not None:  # given: in a compiled model the only counts there are (the routed FFN's sorted path)
-            counts = [tuple(int(n) for n in c) for c in counts]
-            if route.dim() != 3 or len(counts) != L or any(len(c) != 3 or sum(c) != B * T for c in counts):
+            ok = route.dim() == 3 and len(counts) == L and all(isinstance(c, tuple | list) and len(c) == 3 for c in counts)
+            counts = [tuple(c) for c in counts] if ok else []
+            if not ok or any(not isinstance(n, int) or n < 0 for c in counts for n in c) or any(sum(c) != B * T for c in counts):
                 raise ValueError(f"counts go with a per-token route: {L} (BIG, SMALL, SKIP) triples of {B * T} tokens each")
+            if route.device.type == "cpu" and not compiling() and counts != [tuple(c) for c in host_counts(route).tolist()]:
+                raise ValueError("counts differ from the route's own counts (host_counts(route))")
         elif route.dim() == 3 and route.device.type == "cpu" and not compiling():  # no graph break
             counts = [tuple(c) for c in host_counts(route).tolist()]  # drawn on the host: counted there, so no layer reads them
         else:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from duollm.errors import DuoError
 from duollm.routing.budget import Budget, Schedule, per_position
+from duollm.routing.route import Choice
 
 
 def random_route(shape: tuple[int, ...], p_big: float, p_small: float, p_skip: float, gen: torch.Generator, exact: bool = False) -> Tensor:
@@ -30,19 +31,28 @@ def random_route(shape: tuple[int, ...], p_big: float, p_small: float, p_skip: f
     if min(p_big, p_small, p_skip) < 0 or abs(total - 1) > 1e-6:
         raise DuoError(f"routing probabilities must be >= 0 and sum to 1, got big={p_big} small={p_small} skip={p_skip}")
     u = torch.rand(shape, generator=gen)  # (..., B, T, L) uniform in [0, 1)
-    if not exact:
-        return (u >= p_skip).to(torch.uint8) + (u >= p_skip + p_small).to(torch.uint8)  # 0, 1 or 2
-    *lead, B, T, L = shape
-    rank = u.reshape(*lead, B * T, L).argsort(-2).argsort(-2)  # each token's place in its layer's random order
-    n_big, n_small, _ = exact_counts(B * T, p_big, p_small)
-    return ((rank < n_big + n_small).to(torch.uint8) + (rank < n_big).to(torch.uint8)).reshape(shape)  # first BIG, then SMALL
+    if exact:
+        return exact_route(u, p_big, p_small)
+    return (u >= p_skip).to(torch.uint8) + (u >= p_skip + p_small).to(torch.uint8)  # 0, 1 or 2
+
+
+def exact_route(u: Tensor, p_big: float, p_small: float) -> Tensor:
+    """`random_route(exact=True)` from its uniforms `u` (..., B, T, L): in each layer of each (B, T) block, the tokens
+    in the order of their draws take BIG, then SMALL, then SKIP, by `exact_counts` (so a caller may draw the
+    uniforms of several blocks, to keep a generator in step, and turn only its own into a route)."""
+    *lead, B, T, L = u.shape
+    order = u.reshape(*lead, B * T, L).argsort(-2)  # (..., N, L): the tokens of each layer in a random order
+    n_big, n_small, n_skip = exact_counts(B * T, p_big, p_small)
+    pattern = torch.tensor([Choice.BIG] * n_big + [Choice.SMALL] * n_small + [Choice.SKIP] * n_skip, dtype=torch.uint8)
+    route = torch.empty(order.shape, dtype=torch.uint8)
+    return route.scatter_(-2, order, pattern[:, None].expand(order.shape).contiguous()).reshape(u.shape)
 
 
 def exact_counts(n: int, p_big: float, p_small: float) -> tuple[int, int, int]:
-    """(BIG, SMALL, SKIP) tokens of n in the proportions p, rounded, summing to n: what `random_route(exact=True)`
-    gives every layer."""
+    """(BIG, SMALL, SKIP) tokens of n in the proportions p, summing to n: what `random_route(exact=True)` gives every
+    layer. The bounds are rounded cumulatively, so a choice of probability 0 gets no token."""
     n_big = round(p_big * n)
-    n_small = min(n - n_big, round(p_small * n))
+    n_small = max(0, min(n, round((p_big + p_small) * n)) - n_big)
     return n_big, n_small, n - n_big - n_small
 
 

@@ -35,7 +35,7 @@ from duollm.files import write_text
 from duollm.model.transformer import DuoLM
 from duollm.routing.cost import route_cost
 from duollm.routing.route import Choice
-from duollm.routing.sample import exact_counts, random_route
+from duollm.routing.sample import exact_counts, exact_route, random_route
 from duollm.runs import checkpoint
 
 
@@ -121,7 +121,8 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
             if only is not None:  # one choice with probability 1: a static route, so the model runs it densely
                 route = torch.full((L,), only, dtype=torch.uint8)
             elif tc.exact_counts:  # exact counts on every rank: fixed shapes, handed to the model (no host read)
-                route = random_route((d.world, B, T, L), tc.p_big, tc.p_small, tc.p_skip, gen, exact=True)[d.rank]  # (B, T, L)
+                u = torch.rand((d.world, B, T, L), generator=gen)[d.rank]  # every rank's draws: the generator stays in step
+                route = exact_route(u, tc.p_big, tc.p_small)  # (B, T, L), as random_route(exact=True) draws it
             else:
                 route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
             x = x.to(d.device, non_blocking=True)

@@ -66,6 +66,8 @@ def test_speculate_gives_all_bigs_greedy_text(run_dir, capsys, draft):
         (["--prompt", "x", "--speculate", "SSS", "--temperature", "0.5"], "--speculate decodes all-BIG's greedy text"),
         (["--prompt", "x", "--speculate", "S.S"], "'.' (a layer not run) only ends a route"),
         (["--prompt", "x", "--speculate", "..."], "'.' (a layer not run) only ends a route"),
+        (["--prompt", "x", "--speculate", "B...."], "route string 'B....' has 5 layers"),
+        (["--prompt", "x", "--speculate", "X."], "bad route string 'X.'"),
     ],
 )
 def test_bad_input(run_dir, capsys, argv, match):

@@ -47,3 +47,14 @@ def test_a_compiled_step_takes_sorted_only_with_the_counts_handed_over(monkeypat
     with torch.enable_grad():  # training
         assert kernels.choose("auto", u) == "grouped"  # counts unknown: sync-free, at the worst case's shapes
         assert kernels.choose("auto", u, counted=True) == "sorted"  # fixed shapes, no host read
+
+
+def test_a_compiled_gpu_step_never_takes_a_path_that_reads_the_host(monkeypatch):
+    """While Dynamo traces, a graph being recorded cannot be seen, so a named path that reads the host is replaced."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(kernels.grouped, "usable", lambda u: True)
+    u = SimpleNamespace(is_cuda=True, shape=(8, 1024, 64))
+    with torch.enable_grad():
+        assert kernels.choose("sorted", u) == "grouped"
+        assert kernels.choose("reference", u) == "grouped"
+        assert kernels.choose("sorted", u, counted=True) == "sorted"

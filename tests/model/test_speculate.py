@@ -98,6 +98,11 @@ def test_the_fast_path_refuses_bad_input(model):
         fast.generate(torch.zeros(1, 3, dtype=torch.long), 8)
     with pytest.raises(ValueError, match="k must be"):
         SpeculativeDecoder(model, 10, parse_route("SS"), k=0)
+    for depth in (0, 3):
+        with pytest.raises(ValueError, match="depth is a number of layers"):
+            SpeculativeDecoder(model, 10, parse_route("SS"), depth=depth)
+        with pytest.raises(ValueError, match="depth is a number of layers"):
+            speculative_greedy(model, torch.zeros(1, 3, dtype=torch.long), 4, parse_route("SS"), depth=depth)
 
 
 @pytest.mark.gpu

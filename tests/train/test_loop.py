@@ -101,6 +101,7 @@ def test_exact_counts_are_exact_per_layer_and_block_with_the_same_odds_per_token
     r = random_route((2, 4, 16, 3), 0.5, 0.3, 0.2, g, exact=True)  # two (B, T) blocks of 64 tokens, 3 layers
     want = exact_counts(64, 0.5, 0.3)
     assert want == (32, 19, 13)
+    assert exact_counts(5, 0.5, 0.5) == (2, 3, 0) and exact_counts(1, 0.5, 0.5)[2] == 0  # no SKIP when p_skip is 0
     for block in r:
         for l in range(3):
             col = block[..., l].flatten().long()
@@ -134,8 +135,11 @@ def test_exact_counts_train_the_same_model_compiled_through_the_sorted_path(monk
     assert torch.allclose(a.loss, b.loss, atol=1e-5)
     for (name, p), q in zip(ref.named_parameters(), fast.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-5), name
-    with pytest.raises(ValueError, match="counts go with a per-token route"):
-        ref(ids[:, :-1], route=route, counts=((8, 4, 3),) * 2)  # 15 tokens, not 16
+    for bad in (((8, 4, 3),) * 2, ((20, -4, 0),) * 2, (8, 4, 4), ((8.0, 4, 4),) * 2):  # 15 tokens; negative; flat; float
+        with pytest.raises(ValueError, match="counts go with a per-token route"):
+            ref(ids[:, :-1], route=route, counts=bad)
+    with pytest.raises(ValueError, match="counts differ from the route's own"):
+        ref(ids[:, :-1], route=route, counts=((4, 8, 4),) * 2)
 
 
 def test_training_with_exact_counts_reduces_the_loss(tmp_path):
