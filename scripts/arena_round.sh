@@ -21,6 +21,9 @@
 #                                        # confirm's timings alone, one after the other (part2-train, part2-speed,
 #                                        # acm1, confirm-train, confirm-speed are its pieces)
 #   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest]   # that stage in its own process session
+#   CHAIN="part2-train part2-seed1 part2-speed trainbench decode" bash scripts/arena_round.sh launch chain   # pieces, in
+#                                        # order (part2-seed1: seed 1 of $PART2; decode: scripts/decode_round.sh into
+#                                        # $RUN-decode; trainbench: bench_train at gpt2-124m, dense, random, exact counts)
 #   DEST=$OUT bash scripts/arena_round.sh wait   # progress until the stage ends or WAIT seconds (560) pass; the
 #                                                # results so far (arena.*, frozen*.json, the logs, $RUN-124m's arena.*)
 #                                                # packed into DEST/results.tar.gz. Call it again at once: a machine
@@ -102,6 +105,24 @@ case "$STAGE" in
     setup
     say "part 2: timings, beside the dense models of equal FLOPs timed again in the same pass"
     duo arena "${BASE[@]}" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2" --speed-only
+    done_
+    ;;
+  part2-seed1)
+    setup
+    say "part 2: seed 1"
+    duo arena "${BASE[@]}" --entrants "$PART2" --seeds 2
+    done_
+    ;;
+  decode)  # not the arena: the decode measurements of scripts/decode_round.sh, into $RUN-decode (packed by `wait`)
+    setup
+    bash scripts/decode_round.sh "$RUN-decode"
+    done_
+    ;;
+  trainbench)  # not the arena: routed training against dense at gpt2-124m, compiled, with and without exact counts
+    setup
+    mkdir -p "$RUN-decode"
+    python -m benchmarks.bench_train --preset gpt2-124m --steps 60 --train.log_every=10 --train.compile=true \
+      --cases "dense=1,0,0;random=0.5,0.5,0;exact=0.5,0.5,0,exact" --out-jsonl "$RUN-decode/train.jsonl"
     done_
     ;;
   acm1)
@@ -202,13 +223,13 @@ PY
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -n "${DEST:-}" ]; then
       mkdir -p "$DEST"  # one archive: a device call brings back at most eight files
-      files=$(ls -d "$RUN"/arena.json "$RUN"/arena.jsonl "$RUN"/arena.png "$RUN"/frozen*.json "$RUN"*.log "$RUN"-124m/arena.* 2>/dev/null || true)
+      files=$(ls -d "$RUN"/arena.json "$RUN"/arena.jsonl "$RUN"/arena.png "$RUN"/frozen*.json "$RUN"*.log "$RUN"-124m/arena.* "$RUN"-decode 2>/dev/null || true)
       [ -n "$files" ] && tar czf "$DEST/results.tar.gz" $files && echo "packed into $DEST/results.tar.gz: $(echo $files | wc -w) files"
     fi
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, chain, launch, wait)" >&2
+    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, chain, launch, wait; chain pieces: part2-train, part2-seed1, part2-speed, acm1, confirm-train, confirm-speed, decode, trainbench)" >&2
     exit 2
     ;;
 esac
