@@ -9,7 +9,8 @@ timed and taken off). Implementations:
   graphs  `model/decode.py` `Decoder`: every step one CUDA graph replay (one graph per batch bucket),
   fast    the same with `fuse=True, compile=True`: one matmul for q/k/v and for gate/up (model/fuse.py), the step
           through torch.compile(fullgraph) before it is recorded, for the policies of `--fast-policies` (each
-          decoder compiles its step once per batch: slow to start),
+          decoder compiles its step once per batch: slow to start); with `--tune` also `+tuned`, compiled with
+          Inductor's coordinate-descent tuning (batch 1's matrix-vector products as tuned reductions);
   eager   `model/decode.py` `generate`, the readable reference (launch-bound at small batch),
   hf      transformers' `generate` of a dense Llama with the all-big dimensions (tied head, SDPA, its default
           dynamic cache), for the same batches.
@@ -59,6 +60,7 @@ p.add_argument("--profile", action="store_true", help="count the kernels of one 
 p.add_argument("--ffn-kernels", default="masked,decode", help="routed-FFN paths of the random policies inside the graphs")
 p.add_argument("--small-view", action="store_true", help="SMALL as BIG's first neurons (DuoConfig.small_view)")
 p.add_argument("--fast-policies", default="all-big,random 4/12 [decode]", help="policies also timed fused and compiled ('' = none)")
+p.add_argument("--tune", action="store_true", help="the fast policies also compiled with coordinate-descent tuning (+tuned)")
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
@@ -131,7 +133,7 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
     ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_len), device=dev)
     busy = (lambda e: e.self_device_time_total) if dev == "cuda" else (lambda e: e.self_cpu_time_total)  # a CPU: a check that it runs
     for name, fast in (("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True)):
-        dec = Decoder(model, 1, T_final, route=static[name], graphs=False, fuse=fast, compile=fast)
+        dec = Decoder(model, 1, T_final, route=static[name], graphs=False, fuse=fast, compile=fast, tune=fast and args.tune)
         dec.generate(ids, 2)
         with torch.no_grad(), fused(model) if fast else nullcontext():
             dec.step(1)  # compiled (fast) before the profile
@@ -153,16 +155,18 @@ for B in batches:
     ids = torch.randint(0, cfg.vocab_size, (B, args.prompt_len), device=dev)
     base = None
     runs = [(name, False) for name in policies] + [(name, True) for name in fast_policies]
+    runs += [(name, "tuned") for name in fast_policies if args.tune]
     for name, fast in runs:
         policy = policies[name]
         for blk in model.blocks:  # the routed-FFN path its graphs record (per-token policies only)
             blk.ffn.kernel = policy.get("kernel", "grouped")
         if fast:
             torch.compiler.reset()  # each decoder compiles its own step; no cache limit reached across them
-        dec = Decoder(model, B, T_final, fuse=fast, compile=fast, **{k: v for k, v in policy.items() if k != "kernel"})
+        opts = {k: v for k, v in policy.items() if k != "kernel"}
+        dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", **opts)
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" and not fast else base
-        impl = ("graphs" if dec.graphs else "eager-static") + ("+fused+compiled" if fast else "")
+        impl = ("graphs" if dec.graphs else "eager-static") + ("+fused+compiled" if fast else "") + ("+tuned" if fast == "tuned" else "")
         rec = {"batch": B, "policy": name, "impl": impl, "tokens_per_s": round(tps, 1)}
         kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
         rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big", B) / step_bytes(name, B), 3))

@@ -24,7 +24,7 @@ step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
 step 150 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py tests/model/test_speculate.py
 step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
-  --fast-policies "all-big,random 4/12 [decode]" --profile --out "$DEST/decode.jsonl"
+  --fast-policies "all-big,random 4/12 [decode]" --tune --profile --out "$DEST/decode.jsonl"
 step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
   --fast-policies "random 4/12 [masked],random 4/12 [decode]" --small-view --out "$DEST/decode-view.jsonl"
 if [ ! -e .cache/corpus/MANIFEST.json ] && [ -e .cache/corpus.tar.xz ]; then

@@ -45,9 +45,14 @@ def on_gpu(fn):
     return run
 
 
-def static_step(fn):
+def static_step(fn, tune: bool = False):
     """`fn` compiled whole (fullgraph: a graph break is an error, not a silent slow path) at static shapes, each new
-    shape compiling once more: a decode step, recorded afterwards as a CUDA graph (model/decode.py `Decoder`)."""
+    shape compiling once more: a decode step, recorded afterwards as a CUDA graph (model/decode.py `Decoder`).
+
+    `tune`: Inductor's coordinate-descent tuning, under which it also writes each matrix-vector product of one row
+    (batch 1) as a reduction kernel of its own, tuned for the memory's bandwidth, in place of cuBLAS (the setting of
+    PyTorch's gpt-fast); it makes the first compilation of each shape slower."""
     config = torch._dynamo.config  # every Decoder compiles the same method once per (bucket, tokens, route): room for them
     config.recompile_limit = max(config.recompile_limit, 256)
-    return torch.compile(fn, fullgraph=True, dynamic=False)
+    options = {"coordinate_descent_tuning": True} if tune else None
+    return torch.compile(fn, fullgraph=True, dynamic=False, options=options)

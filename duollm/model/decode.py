@@ -110,7 +110,9 @@ class Decoder:
     attention's q/k/v and each module's gate/up (model/fuse.py, switched on while this decoder decodes), and
     `compile`, the step compiled whole at static shapes (kernels/compiled.py `static_step`) (norms, rotary, SwiGLU and the
     residual adds fused; the static route read as Python ints; per-token choices through the decode kernel's
-    custom op, or masked without Triton), recorded as a graph like the eager step.
+    custom op, or masked without Triton), recorded as a graph like the eager step. `tune` (with `compile`): Inductor's
+    coordinate-descent tuning, which also writes batch 1's matrix-vector products as tuned reductions (kernels/
+    compiled.py `static_step`).
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Decoder:
         compile: bool = False,
         step_tokens: int = 1,
         depth: int | None = None,
+        tune: bool = False,
     ):
         p = next(model.parameters())
         self.model, self.router = model.eval(), router
@@ -139,7 +142,7 @@ class Decoder:
         self.depth = depth  # a static route's early exit: only the first `depth` layers run (a speculative draft)
         self.graphs = p.is_cuda if graphs is None else graphs
         self.fuse = fuse
-        self._run = compiled.static_step(self._step) if compile else self._step
+        self._run = compiled.static_step(self._step, tune) if compile else self._step
         self._static = None if self.route is None else tuple(int(c) for c in self.route)  # what a compiled step reads
         self.max_batch, self.max_len = max_batch, max_len
         self.cache = KVCache.empty(model.cfg, max_batch, max_len, device=p.device, dtype=p.dtype)
