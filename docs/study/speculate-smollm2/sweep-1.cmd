@@ -1,0 +1,1 @@
+python scripts/speculate_sweep.py runs/smol-view --drafts "all-small,BBBBBBBBBBBBBBBBBBBBBBBBBBBBBB,BBBBBBBBBBSSSSSSSSSSBBBBBBBBBB,BBBBBBBBBBBBBBBBBBBB..........,BBBBBBBBBBBBBBBBBBBBBBBBBBBBBB" --ks 2,4 --prompts 4 --new 32
