@@ -50,12 +50,15 @@ def _mean_se(values: list[float]) -> tuple[float, float | None]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """One point per entrant label, in order of appearance: seeds, mean perplexity per split with its standard error
-        (None for one seed), mean FLOPs per token, compute, FFN share, target, and the --speed timings (`TIMINGS`) over the
-    seeds that carry them (None where none does)."""
+    (None for one seed), mean FLOPs per token, compute, FFN share, target, the --speed timings (`TIMINGS`) over the
+    seeds that carry them (None where none does), and `family`: the label of the entrant whose training it shares
+    (its own when it trained itself), which evaluations of one training, such as an exit method's thresholds, have
+    in common."""
     out = []
     for lab in dict.fromkeys(r["label"] for r in rows):
         mine = [r for r in rows if r["label"] == lab]
         p = {"label": lab, "method": mine[0]["method"], "seeds": sorted(r["seed"] for r in mine), "ppl": {}, "ppl_se": {}}
+        p["family"] = mine[0].get("shared_training") or lab  # the entrant whose training it evaluates (itself, mostly)
         for split in mine[0]["ppl"]:
             p["ppl"][split], p["ppl_se"][split] = _mean_se([r["ppl"][split] for r in mine])
         for key in ("flops_per_token", "compute", "ffn_share", "tokens_per_s", "train_tokens"):
@@ -145,11 +148,17 @@ def _color(j: int) -> str:
 
 def _panel(points: list[dict], ax, x: str, scale: float, xlabel: str, splits: list[str]):
     markers = ("o", "s")
+    families = {f: [p for p in points if p["family"] == f] for f in dict.fromkeys(p["family"] for p in points)}
     for i, (split, marker) in enumerate(zip(splits, markers, strict=False)):
-        for p in points:  # one color per entrant (`p["color"]`, the same in both panels); the legend names it once
-            se = p["ppl_se"][split]
-            label = p["label"] if i == 0 else None
-            ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=p["color"], ms=6, capsize=2, label=label)
+        for family, members in families.items():  # one color per training (`p["color"]`, the same in both panels)
+            for k, p in enumerate(members):  # the legend names a training once, with its number of evaluations
+                more = f" (+{len(members) - 1} evaluations)" if len(members) > 1 else ""
+                label = family + more if i == 0 and k == 0 else None
+                se = p["ppl_se"][split]
+                ax.errorbar(p[x] * scale, p["ppl"][split], yerr=se, fmt=marker, color=p["color"], ms=6, capsize=2, label=label)
+            if len(members) > 1:  # the front of one training's evaluations: an exit method's frontier as its threshold varies
+                line = pareto(members, x, split)
+                ax.plot([p[x] * scale for p in line], [p["ppl"][split] for p in line], "-", color=members[0]["color"], lw=0.8)
         front = pareto(points, x, split)
         ax.plot([p[x] * scale for p in front], [p["ppl"][split] for p in front], ":", color="gray", lw=1)
     ax.legend(fontsize=7)
@@ -163,10 +172,12 @@ def _panel(points: list[dict], ax, x: str, scale: float, xlabel: str, splits: li
 
 def plot_pareto(points: list[dict], ax_flops, ax_time):
     """Left: perplexity against forward FLOPs per token (circles: the first split, squares: the second; dotted: each
-    split's Pareto front). Right: against measured decode time per token, or a note that no row carries it."""
+    split's Pareto front; a solid line, in its color, is the front of one training's evaluations, such as an exit
+    method's thresholds). Right: against measured decode time per token, or a note that no row carries it."""
     splits = list(points[0]["ppl"])
-    for j, p in enumerate(points):
-        p["color"] = _color(j)
+    families = list(dict.fromkeys(p["family"] for p in points))
+    for p in points:  # the evaluations of one training share its color
+        p["color"] = _color(families.index(p["family"]))
     _panel(points, ax_flops, "flops_per_token", 1e-6, "forward MFLOP per token", splits)
     ax_flops.set_title(f"perplexity ({' ○, '.join(splits)} □) against FLOPs", fontsize=9)
     timed = [p for p in points if p[SPEED_KEY]]

@@ -44,6 +44,30 @@ def test_read_and_draw(tmp_path):
         read_arena(tmp_path / "nowhere")
 
 
+def test_the_evaluations_of_one_training_share_a_color_and_a_front():
+    """An exit method's thresholds (rows naming the training they share) are one family: one color, one legend entry,
+    and a line along their own front (the beaten threshold off it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from duollm.analysis.arena import plot_pareto
+
+    exits = [row("exit:t=0.9", 0, 10.0, 20.0, 90), row("exit:t=0.5", 0, 12.0, 22.0, 60, shared_training="exit:t=0.9")]
+    exits.append(row("exit:t=0.7", 0, 13.0, 23.0, 70, shared_training="exit:t=0.9"))  # beaten by t=0.5: off the front
+    points = summarize(ROWS + exits)
+    assert [p["family"] for p in points] == ["dense", "small", "bad", "exit:t=0.9", "exit:t=0.9", "exit:t=0.9"]
+    ax_flops, ax_time = Figure().subplots(1, 2)
+    plot_pareto(points, ax_flops, ax_time)
+    assert len({p["color"] for p in points}) == 4 and points[3]["color"] == points[4]["color"] == points[5]["color"]
+    labels = [t.get_text() for t in ax_flops.get_legend().get_texts()]
+    assert labels == ["dense", "small", "bad", "exit:t=0.9 (+2 evaluations)"]
+    family = [line for line in ax_flops.lines if line.get_color() == points[3]["color"] and line.get_linestyle() == "-"]
+    fronts = sorted(tuple(round(x * 1e6) for x in line.get_xdata()) for line in family)  # MFLOP back to FLOPs
+    assert fronts == [(60, 90), (60, 90)]  # one per split: t=0.7 is beaten
+
+
 def lossy(label, method, seed, prose, compute, **extra):
     r = row(label, seed, 1.0, 1.0, compute * 100, **extra)
     return {**r, "method": method, "loss": {"prose-val": prose, "code-val": prose}}
