@@ -187,6 +187,19 @@ def host_counts(route: Tensor) -> Tensor:
     return torch.stack([(route == c).sum((0, 1)) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)], dim=1)
 
 
+def checked_counts(counts, route: Tensor, L: int, N: int) -> list[tuple[int, int, int]]:
+    """`counts` handed to `DuoLM.forward` as a list of L (BIG, SMALL, SKIP) tuples of N tokens each, or ValueError;
+    outside a compilation, a route on the host is counted too, and they must agree."""
+    triples = [tuple(c) for c in counts if isinstance(c, tuple | list) and len(c) == 3]
+    if route.dim() != 3 or len(triples) != len(counts) or len(triples) != L:
+        triples = []
+    if not triples or any(not isinstance(n, int) or n < 0 for c in triples for n in c) or any(sum(c) != N for c in triples):
+        raise ValueError(f"counts go with a per-token route: {L} (BIG, SMALL, SKIP) triples of {N} tokens each")
+    if route.device.type == "cpu" and not compiling() and triples != [tuple(c) for c in host_counts(route).tolist()]:
+        raise ValueError("counts differ from the route's own counts (host_counts(route))")
+    return triples
+
+
 class Block(nn.Module):
     """Attention for every token, then the routed FFN: the residual stream in two lines."""
 
@@ -342,12 +355,7 @@ class DuoLM(nn.Module):
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
         if counts is not None:  # given: in a compiled model the only counts there are (the routed FFN's sorted path)
-            ok = route.dim() == 3 and len(counts) == L and all(isinstance(c, tuple | list) and len(c) == 3 for c in counts)
-            counts = [tuple(c) for c in counts] if ok else []
-            if not ok or any(not isinstance(n, int) or n < 0 for c in counts for n in c) or any(sum(c) != B * T for c in counts):
-                raise ValueError(f"counts go with a per-token route: {L} (BIG, SMALL, SKIP) triples of {B * T} tokens each")
-            if route.device.type == "cpu" and not compiling() and counts != [tuple(c) for c in host_counts(route).tolist()]:
-                raise ValueError("counts differ from the route's own counts (host_counts(route))")
+            counts = checked_counts(counts, route, L, B * T)
         elif route.dim() == 3 and route.device.type == "cpu" and not compiling():  # no graph break
             counts = [tuple(c) for c in host_counts(route).tolist()]  # drawn on the host: counted there, so no layer reads them
         else:
