@@ -24,7 +24,7 @@ from duollm.kernels import compiled
 from duollm.kernels.available import compiling
 from duollm.model.ffn import RoutedFFN
 from duollm.routing.cost import CostTable, cost_table
-from duollm.routing.route import Choice, check_route
+from duollm.routing.route import Choice, check_route, checked_counts, host_counts
 
 
 @dataclass
@@ -182,24 +182,6 @@ def padding(attention_mask: Tensor, pos: int, T: int) -> tuple[Tensor, Tensor]:
     return allowed[:, None], positions
 
 
-def host_counts(route: Tensor) -> Tensor:
-    """(L, 3) int64: the tokens of a per-token route (B, T, L) that take BIG, SMALL and SKIP at each layer."""
-    return torch.stack([(route == c).sum((0, 1)) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)], dim=1)
-
-
-def checked_counts(counts, route: Tensor, L: int, N: int) -> list[tuple[int, int, int]]:
-    """`counts` handed to `DuoLM.forward` as a list of L (BIG, SMALL, SKIP) tuples of N tokens each, or ValueError;
-    outside a compilation, a route on the host is counted too, and they must agree."""
-    triples = [tuple(c) for c in counts if isinstance(c, tuple | list) and len(c) == 3]
-    if route.dim() != 3 or len(triples) != len(counts) or len(triples) != L:
-        triples = []
-    if not triples or any(not isinstance(n, int) or n < 0 for c in triples for n in c) or any(sum(c) != N for c in triples):
-        raise ValueError(f"counts go with a per-token route: {L} (BIG, SMALL, SKIP) triples of {N} tokens each")
-    if route.device.type == "cpu" and not compiling() and triples != [tuple(c) for c in host_counts(route).tolist()]:
-        raise ValueError("counts differ from the route's own counts (host_counts(route))")
-    return triples
-
-
 class Block(nn.Module):
     """Attention for every token, then the routed FFN: the residual stream in two lines."""
 
@@ -355,7 +337,7 @@ class DuoLM(nn.Module):
             route = torch.full((L,), Choice.BIG, dtype=torch.uint8)
         check_route(route, L, (B, T))
         if counts is not None:  # given: in a compiled model the only counts there are (the routed FFN's sorted path)
-            counts = checked_counts(counts, route, L, B * T)
+            counts = checked_counts(counts, route, L, B * T, traced=compiling())
         elif route.dim() == 3 and route.device.type == "cpu" and not compiling():  # no graph break
             counts = [tuple(c) for c in host_counts(route).tolist()]  # drawn on the host: counted there, so no layer reads them
         else:

@@ -63,3 +63,21 @@ def format_route(route: Tensor) -> str:
     if route.dim() != 1:
         raise ValueError(f"format_route takes one route shaped (L,), got {tuple(route.shape)}")
     return "".join(_LETTER[Choice(int(c))] for c in route.tolist())
+
+
+def host_counts(route: Tensor) -> Tensor:
+    """(L, 3) int64: the tokens of a per-token route (B, T, L) that take BIG, SMALL and SKIP at each layer."""
+    return torch.stack([(route == c).sum((0, 1)) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP)], dim=1)
+
+
+def checked_counts(counts, route: Tensor, L: int, N: int, traced: bool = False) -> list[tuple[int, int, int]]:
+    """`counts` handed to `DuoLM.forward` as a list of L (BIG, SMALL, SKIP) tuples of N tokens each, or ValueError;
+    unless `traced` (inside a compilation), a route on the host is counted too, and they must agree."""
+    triples = [tuple(c) for c in counts if isinstance(c, tuple | list) and len(c) == 3]
+    if route.dim() != 3 or len(triples) != len(counts) or len(triples) != L:
+        triples = []
+    if not triples or any(not isinstance(n, int) or n < 0 for c in triples for n in c) or any(sum(c) != N for c in triples):
+        raise ValueError(f"counts go with a per-token route: {L} (BIG, SMALL, SKIP) triples of {N} tokens each")
+    if route.device.type == "cpu" and not traced and triples != [tuple(c) for c in host_counts(route).tolist()]:
+        raise ValueError("counts differ from the route's own counts (host_counts(route))")
+    return triples

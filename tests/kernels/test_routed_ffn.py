@@ -122,7 +122,7 @@ def test_a_route_drawn_on_the_host_hands_its_counts_to_the_sorted_path(monkeypat
     # random-routing training draws routes on the host: DuoLM counts each layer's choices there and the sorted path
     # takes them instead of reading them back from the device (no host read per layer); the result is the same
     import duollm.kernels as kernels
-    from duollm.model.transformer import host_counts
+    from duollm.routing.route import host_counts
     from duollm.routing.sample import random_route
 
     seen = []
