@@ -22,7 +22,7 @@
 #                                        # acm1, confirm-train, confirm-speed are its pieces)
 #   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest]   # that stage in its own process session
 #   CHAIN="part2-train part2-seed1 part2-speed trainbench decode" bash scripts/arena_round.sh launch chain   # pieces, in
-#                                        # order (part2-seed1: seed 1 of $PART2; decode: scripts/decode_round.sh into
+#                                        # order (part2-seed1: seed 1 of $PART2; part2-pair: seeds 0 and 1 side by side; decode: scripts/decode_round.sh into
 #                                        # $RUN-decode; trainbench: bench_train at gpt2-124m, dense, random, exact counts)
 #   DEST=$OUT bash scripts/arena_round.sh wait   # progress until the stage ends or WAIT seconds (560) pass; the
 #                                                # results so far (arena.*, frozen*.json, the logs, $RUN-124m's arena.*)
@@ -110,7 +110,15 @@ case "$STAGE" in
   part2-seed1)
     setup
     say "part 2: seed 1"
-    duo arena "${BASE[@]}" --entrants "$PART2" --seeds 2
+    duo arena "${BASE[@]}" --entrants "$PART2" --seeds 2 --first-seed 1
+    done_
+    ;;
+  part2-pair)  # seeds 0 and 1 of part 2 as two processes sharing the GPU (their train_seconds are not comparable)
+    setup
+    say "part 2: seeds 0 and 1 side by side ($RUN.part2.log, $RUN.part2s1.log)"
+    SUB=1 bash "$0" part2-train > "$RUN.part2.log" 2>&1 & p1=$!
+    SUB=1 bash "$0" part2-seed1 > "$RUN.part2s1.log" 2>&1 & p2=$!
+    for p in $p1 $p2; do wait $p || say "process $p failed: see its log"; done
     done_
     ;;
   decode)  # not the arena: the decode measurements of scripts/decode_round.sh, into $RUN-decode (packed by `wait`)
@@ -219,7 +227,7 @@ PY
     [ -e "$RUN/.done" ] || pgrep -f "$RUN.sh" > /dev/null || { say "no round is running here"; tail -n 20 "$RUN.log" 2>/dev/null; exit 1; }
     until [ -e "$RUN/.done" ] || [ $SECONDS -ge "${WAIT:-560}" ] || ! pgrep -f "$RUN.sh" > /dev/null; do sleep 5; done
     tail -n 40 "$RUN.log"
-    for f in "$RUN".part2.log "$RUN".frozen.log "$RUN".confirm.log; do [ -e "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done
+    for f in "$RUN".part2.log "$RUN".part2s1.log "$RUN".frozen.log "$RUN".confirm.log; do [ -e "$f" ] && { echo "== $f"; tail -n 8 "$f"; }; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -n "${DEST:-}" ]; then
       mkdir -p "$DEST"  # one archive: a device call brings back at most eight files
@@ -229,7 +237,7 @@ PY
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, chain, launch, wait; chain pieces: part2-train, part2-seed1, part2-speed, acm1, confirm-train, confirm-speed, decode, trainbench)" >&2
+    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, chain, launch, wait; chain pieces: part2-train, part2-seed1, part2-pair, part2-speed, acm1, confirm-train, confirm-speed, decode, trainbench)" >&2
     exit 2
     ;;
 esac

@@ -87,6 +87,7 @@ class ArenaSpec:
     preset: str = "arena-toy"  # the backbone, its data and training settings: arena (one GPU) or arena-toy (CPU)
     tokens: Count = 0  # training tokens per entrant (rounded up to whole steps); 0 = the preset's steps x batch x seq_len
     seeds: Positive = 1  # train every entrant with seeds 0..N-1 (init and batches)
+    first_seed: Count = 0  # train seeds first_seed..N-1 only (another process may train the ones before, into the same out)
     eval_tokens: Count = 0  # evaluate at most this many tokens of each held-out split; 0 = all of it
     calib_seqs: Positive = 16  # training-text windows an entrant calibrates on (its budget offset or fixed route)
     speed: bool = False  # also time prefill (16 windows) and greedy decoding (batch 1 and 64) of each trained entrant
@@ -306,6 +307,8 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
     log = log or (lambda line: None)
     t0 = time.perf_counter()
     entrants = parse_entrants(spec.entrants)
+    if spec.first_seed >= spec.seeds:
+        raise DuoError(f"--first-seed {spec.first_seed} leaves no seed below --seeds {spec.seeds}")
     cfg, steps = resolve(spec)
     for name, options in entrants:  # every name and option checked before any training
         build(name, cfg.model, **options)
@@ -332,7 +335,7 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
     dense_big, ffn_big = dense_cost(table), float(table.ffn[:, Choice.BIG].sum())
     done = {(r["label"], r["seed"]) for r in read_rows(out)}
     skipped: list[str] = []
-    for seed in range(spec.seeds):
+    for seed in range(spec.first_seed, spec.seeds):
         todo = [(name, options, lab) for (name, options), lab in zip(entrants, labels, strict=True) if (lab, seed) not in done]
         if spec.speed_only:
             skipped += [f"{lab} seed {seed} (not trained: --speed-only)" for _, _, lab in todo]
@@ -390,7 +393,7 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
             log(format_row(row))
             del model
         first.clear()
-    wanted = {(lab, s) for lab in labels for s in range(spec.seeds)}
+    wanted = {(lab, s) for lab in labels for s in range(spec.first_seed, spec.seeds)}
     if spec.speed or spec.speed_only:  # every entrant of the spec timed one after the other, in this process
         speed_pass = time.strftime("%Y-%m-%dT%H:%M:%S")  # names this pass: ratios are taken within one
         for row in [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted]:  # timed again if timed before

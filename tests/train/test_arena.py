@@ -138,3 +138,14 @@ def test_rows_from_processes_sharing_a_folder_are_merged(tmp_path):
     arena.put_row(tmp_path, {"label": "b", "seed": 0, "x": 2})  # as another process would: the file is read again
     arena.put_row(tmp_path, {"label": "a", "seed": 0, "x": 3})  # the same entrant and seed: replaced
     assert arena.read_rows(tmp_path) == [{"label": "b", "seed": 0, "x": 2}, {"label": "a", "seed": 0, "x": 3}]
+
+
+def test_first_seed_trains_the_later_seeds_alone_and_as_a_full_run_would(tmp_path):
+    spec = ArenaSpec(out=str(tmp_path / "a"), entrants="dense:budget=0.5", tokens=64, eval_tokens=128, calib_seqs=2, seeds=2, overrides=TINY)
+    full = run_arena(spec)["rows"]
+    late = run_arena(ArenaSpec(**{**spec.__dict__, "out": str(tmp_path / "b"), "first_seed": 1}))["rows"]
+    assert [r["seed"] for r in full] == [0, 1] and [r["seed"] for r in late] == [1]
+    assert late[0]["ppl"] == full[1]["ppl"] and late[0]["options"] == full[1]["options"]
+    with pytest.raises(DuoError, match="no seed below"):
+        run_arena(ArenaSpec(**{**spec.__dict__, "out": str(tmp_path / "c"), "first_seed": 2}))
+    assert not (tmp_path / "c").exists()
