@@ -22,7 +22,7 @@ mkdir -p "$DEST"
 say() { echo "[$(date +%T)] $*" | tee -a "$DEST/round.log"; }
 step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&1 || say "exit $? (timeout $t s): $*"; }
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
-step 150 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py tests/model/test_speculate.py
+step 300 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py tests/model/test_speculate.py
 step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
   --fast-policies "all-big,random 4/12 [decode]" --tune --profile --out "$DEST/decode.jsonl"
 step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \

@@ -283,6 +283,18 @@ def put_row(out: Path, row: dict) -> None:
         write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in [*rows, row]))
 
 
+def with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with every key it lacks taken from `defaults`, section by section (a config written before a field was
+    added: the default is what that run used)."""
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = with_defaults(out[k], v)
+    return out
+
+
 def training_key(model: Entrant, seed: int) -> str:
     """What fixes an entrant's training: its method, its options but those that change evaluation only, the seed."""
     train_options = {k: v for k, v in model.options.items() if k not in model.eval_options}
@@ -295,6 +307,8 @@ def check_settings(out: Path, settings: dict) -> None:
     path = out / SETTINGS
     if path.exists():
         saved = json.loads(path.read_text())
+        if isinstance(saved.get("config"), dict):  # a setting added since holds its default there: it ran as the default
+            saved["config"] = with_defaults(saved["config"], to_dict(RunConfig()))
         if saved != settings:
             changed = [k for k in settings if saved.get(k) != settings[k]]
             raise DuoError(f"{out} holds an arena with other settings ({', '.join(changed)}); choose another --out")

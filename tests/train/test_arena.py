@@ -149,3 +149,17 @@ def test_first_seed_trains_the_later_seeds_alone_and_as_a_full_run_would(tmp_pat
     with pytest.raises(DuoError, match="no seed below"):
         run_arena(ArenaSpec(**{**spec.__dict__, "out": str(tmp_path / "c"), "first_seed": 2}))
     assert not (tmp_path / "c").exists()
+
+
+def test_an_arena_saved_before_a_config_field_existed_resumes_and_a_changed_value_is_refused(tmp_path):
+    spec = ArenaSpec(out=str(tmp_path / "a"), entrants="dense:budget=0.5", tokens=64, eval_tokens=128, calib_seqs=2, overrides=TINY)
+    run_arena(spec)
+    path = tmp_path / "a" / "arena.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["train"]["exact_counts"]  # as written before the field was added
+    path.write_text(json.dumps(saved))
+    assert run_arena(spec)["skipped"] == ["dense:budget=0.5 seed 0"]
+    saved["config"]["train"]["lr"] = 1.0  # a setting that differs is still refused
+    path.write_text(json.dumps(saved))
+    with pytest.raises(DuoError, match="other settings"):
+        run_arena(spec)
