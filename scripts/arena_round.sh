@@ -52,12 +52,13 @@ LATER=${LATER:-acm:budget=0.5,acm:budget=0.33}
 # the dense models of equal FLOPs, and their threshold frontiers (evaluation options: one training each; at d = 512
 # and a 16k vocabulary one head check costs 1.8 layers, so layerskip also checks only after layers 3 and 5); FFN-SkipLLM
 # on the dense model; Mixture-of-Recursions on a stack of 4 (or 3) of the 8 layers, whose blocks-run share 4/8 x 4/3
-# = 0.667 (3/8 x 1.475 = 0.553) gives the FLOPs of dense:budget=0.5 (0.33), beside the plain recursive models
+# = 0.667 (3/8 x 1.475 = 0.553) gives the FLOPs of dense:budget=0.5 (0.33), beside the plain recursive models; dense BIG
+# (seed 1 was missing) and halting at beta = 1 (at PonderNet's 0.01 the halting mass all went to the last layer)
 CONFIRM=${CONFIRM:-dense:budget=0.33,mod:capacity=0.125,every=2,dense:budget=0.5,mod:capacity=0.333,every=2}
 CONFIRM_PRESET=${CONFIRM_PRESET:-study-124m}
 CONFIRM_TOKENS=${CONFIRM_TOKENS:-39321600}
 CONFIRM_SEEDS=${CONFIRM_SEEDS:-1}  # seeds 0.. of each; those already in $RUN-124m are kept
-PART2=${PART2:-layerskip:budget=0.5,layerskip:budget=0.33,layerskip:min_layer=3,check_every=2,budget=0.5,layerskip:min_layer=3,check_every=2,budget=0.33,layerskip:min_layer=3,check_every=2,threshold=0.5,layerskip:min_layer=3,check_every=2,threshold=0.8,layerskip:min_layer=3,check_every=2,threshold=0.95,halting:budget=0.5,halting:budget=0.33,halting:threshold=0.3,halting:threshold=0.7,halting:threshold=0.9,dense:skipllm=0.9,dense:skipllm=0.95,dense:skipllm=0.98,mor:layers=4,capacity=0.333,mor:layers=4,capacity=0.333,routing_eval=topk,mor:layers=3,capacity=0.475,mor:layers=4,routing=token,budget=1.333,mor:layers=3,routing=none,recursions=2,mor:layers=2,routing=none,recursions=3}
+PART2=${PART2:-dense,layerskip:budget=0.5,layerskip:budget=0.33,layerskip:min_layer=3,check_every=2,budget=0.5,layerskip:min_layer=3,check_every=2,budget=0.33,layerskip:min_layer=3,check_every=2,threshold=0.5,layerskip:min_layer=3,check_every=2,threshold=0.8,layerskip:min_layer=3,check_every=2,threshold=0.95,halting:budget=0.5,halting:budget=0.33,halting:threshold=0.3,halting:threshold=0.7,halting:threshold=0.9,halting:beta=1,budget=0.5,halting:beta=1,budget=0.33,halting:beta=1,threshold=0.5,dense:skipllm=0.9,dense:skipllm=0.95,dense:skipllm=0.98,mor:layers=4,capacity=0.333,mor:layers=4,capacity=0.333,routing_eval=topk,mor:layers=3,capacity=0.475,mor:layers=4,routing=token,budget=1.333,mor:layers=3,routing=none,recursions=2,mor:layers=2,routing=none,recursions=3}
 BASE=(--out "$RUN" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS")
 [ -n "${TOKENS:-}" ] && BASE+=(--tokens "$TOKENS")
 FLAGS=("${BASE[@]}" --entrants "$ENTRANTS")
