@@ -215,7 +215,7 @@ class Decoder:
         routes = [out.route.to(ids.device).expand(B, T0, L)]
         self.pos.fill_(T0)
         new = ids.new_empty(B, max_new_tokens)
-        logits = out.logits[:, -1]
+        logits, fixed = out.logits[:, -1], None
         for step in range(max_new_tokens):
             new[:, step] = sample(logits, temperature, top_k, gen)
             if step == max_new_tokens - 1:
@@ -223,5 +223,10 @@ class Decoder:
             self.tokens[:B, 0] = new[:, step]
             logits, route = self.step(b)
             logits = logits[:B, -1]
-            routes.append(route.to(ids.device).expand(B, 1, L) if route.dim() == 1 else route[:B].clone())
+            if route.dim() == 1:  # a static route, on the host: copied once at the end, not per step (a copy from
+                fixed = route  # the host's pageable memory waits for the device, leaving it idle between steps)
+            else:
+                routes.append(route[:B].clone())
+        if fixed is not None:
+            routes.append(fixed.to(ids.device).expand(B, max_new_tokens - 1, L))
         return Generation(torch.cat([ids, new], dim=1), torch.cat(routes, dim=1))

@@ -2,6 +2,7 @@
 Run: pytest tests/model/test_decode.py"""
 
 import contextlib
+import warnings
 
 import pytest
 import torch
@@ -271,3 +272,32 @@ def test_recorded_router_steps_with_the_default_kernel():
     first, again = dec.generate(ids, 12), dec.generate(ids, 12)
     assert torch.equal(first.ids, again.ids) and torch.equal(first.route, again.route)
     assert len(dec._graphs) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["all-big", "static", "linear-router"])
+def test_recorded_decoding_reads_the_host_no_more_often_for_more_tokens(name):
+    """Sampling, the step's input and the routes stay on the device: between graph replays nothing waits for the
+    device (a copy from pageable host memory would, and leave the GPU idle while the host launches the next step).
+    The synchronisations torch reports (sync debug mode) are the prefill's alone: as many for 40 tokens as for 4."""
+    torch.manual_seed(0)
+    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=64, d_big=256, d_small=16, vocab_size=128, max_seq_len=64)
+    m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
+    policy = policy_of(name)
+    if "router" in policy:
+        policy = {"router": LinearRouter(3, 64, (Choice.SKIP, Choice.SMALL, Choice.BIG)).cuda().eval()}
+    ids = torch.randint(0, 128, (2, 9), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    dec = Decoder(m, 2, 60, **policy)
+    dec.generate(ids, 4)  # records the step's graph
+    counts = []
+    for n in (4, 40):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                dec.generate(ids, n)
+                torch.cuda.current_stream().query()  # (a query is not a synchronisation)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in seen))
+    assert counts[0] == counts[1], counts
