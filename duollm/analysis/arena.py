@@ -61,7 +61,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         p["family"] = mine[0].get("shared_training") or lab  # the entrant whose training it evaluates (itself, mostly)
         for split in mine[0]["ppl"]:
             p["ppl"][split], p["ppl_se"][split] = _mean_se([r["ppl"][split] for r in mine])
-        for key in ("flops_per_token", "compute", "ffn_share", "tokens_per_s", "train_tokens"):
+        for key in ("flops_per_token", "compute", "ffn_share", "tokens_per_s", "train_tokens", "params"):
             p[key] = _mean_se([r[key] for r in mine])[0] if all(key in r for r in mine) else None
         p["target"] = mine[0].get("target")
         for key in TIMINGS:  # over the seeds that were timed (a speed pass may time one seed of an entrant)
@@ -194,15 +194,22 @@ def plot_pareto(points: list[dict], ax_flops, ax_time):
     return ax_flops
 
 
+def params_m(n: float | None) -> str:
+    """A parameter count in millions, `-` where the rows do not carry it: the unique parameters, so a recursive
+    model's shared stack counts once however often it runs (compare its FLOPs per token beside it)."""
+    return "-" if n is None else f"{n / 1e6:.2f}"
+
+
 def arena_table(points: list[dict]) -> str:
     """Every entrant as an HTML table row: perplexities (± standard error over seeds), FLOPs, compute, target."""
     splits = list(points[0]["ppl"])
     head = ["entrant", "seeds", *(f"ppl {s}" for s in splits), "MFLOP/token", "of dense BIG", "FFN share", "target", "train tokens/s"]
+    head.append("parameters (M)")
     rows = ["<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
     for p in points:
         ppl = [num(p["ppl"][s]) + (f" ± {p['ppl_se'][s]:.2f}" if p["ppl_se"][s] is not None else "") for s in splits]
         vals = [len(p["seeds"]), *ppl, num(p["flops_per_token"] / 1e6, ".3f"), num(p["compute"], ".1%")]
-        vals += [num(p["ffn_share"], ".3f"), num(p["target"], ".3f"), num(p["tokens_per_s"], ",.0f")]
+        vals += [num(p["ffn_share"], ".3f"), num(p["target"], ".3f"), num(p["tokens_per_s"], ",.0f"), params_m(p["params"])]
         rows.append(f'<tr><td class="l">{esc(p["label"])}</td>' + "".join(f"<td>{esc(str(v))}</td>" for v in vals) + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
 

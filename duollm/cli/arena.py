@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from duollm.analysis.arena import paired_cells, summarize, write_arena_figure
+from duollm.analysis.arena import paired_cells, params_m, summarize, write_arena_figure
 from duollm.train.arena import ArenaSpec, run_arena
 
 
@@ -22,7 +22,7 @@ def format_table(rows: list[dict]) -> str:
     """The entrants (means over seeds) as a markdown table."""
     points = summarize(rows)
     splits = list(points[0]["ppl"])
-    head = ["entrant", "seeds", *(f"ppl {s}" for s in splits), "MFLOP/token", "of dense BIG", "FFN share", "target"]
+    head = ["entrant", "seeds", *(f"ppl {s}" for s in splits), "MFLOP/token", "of dense BIG", "FFN share", "target", "parameters (M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in points:
         ppl = [f"{p['ppl'][s]:.2f}" + (f" ± {p['ppl_se'][s]:.2f}" if p["ppl_se"][s] is not None else "") for s in splits]
@@ -35,6 +35,7 @@ def format_table(rows: list[dict]) -> str:
             f"{p['compute']:.1%}",
             f"{p['ffn_share']:.3f}",
             target,
+            params_m(p["params"]),
         ]
         lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines)

@@ -87,13 +87,16 @@ def test_the_command_writes_rows_and_the_figure_and_report_draws_them(tmp_path, 
     assert [r["label"] for r in res["rows"]] == ["dense", "dense:budget=0.5"] and (out / "arena.png").is_file()
     code, stdout, err = run_cli(capsys, "arena", "--out", str(out), "--entrants", "dense,dense:budget=0.5", *FLAGS)
     assert code == 0 and "| dense:budget=0.5 | 1 |" in stdout and "already in" in stdout
+    params = {r["label"]: r["params"] for r in res["rows"]}  # the unique parameter count beside the FLOPs
+    assert "parameters (M) |" in stdout and f"| {params['dense:budget=0.5'] / 1e6:.2f} |" in stdout
+    assert params["dense"] > params["dense:budget=0.5"]
     assert "paired by seed" not in stdout  # two dense entrants: nothing to pair
     code, stdout, err = run_cli(capsys, "arena", "--out", str(out), "--entrants", "dense,dense:budget=0.5,dense:skipllm=0.9", *FLAGS)
     assert code == 0 and "| dense:skipllm=0.9 | 100.0% | dense |" in stdout, stdout  # a policy on dense: an entrant
     code, stdout, err = run_cli(capsys, "report", "--run", str(out))
     assert code == 0, err
     html = (out / "report" / "report.html").read_text()
-    assert "<h2>Arena</h2>" in html and "dense:budget=0.5" in html and (out / "report" / "arena.png").is_file()
+    assert "<h2>Arena</h2>" in html and "dense:budget=0.5" in html and "parameters (M)" in html and (out / "report" / "arena.png").is_file()
     assert "Against the plain dense entrant" in html  # the paired table: dense:skipllm=0.9 against dense
 
 
