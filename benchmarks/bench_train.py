@@ -8,7 +8,8 @@ A case is `name=p_big,p_small,p_skip`, or `name=p_big,p_small,p_skip,exact` for 
 (`--train.exact_counts`: handed to the model, so a compiled model runs the sorted path at fixed shapes). Prints one markdown row per case and the routed/dense speed ratio beside
 its FLOP ideal (the ratio of counted FLOPs per token, routing/cost.py), and appends one JSON object per metric
 (tokens/s, achieved TFLOP/s, MFU against the H200's 790 TFLOP/s dense bf16) to --out-jsonl (default
-docs/benchmarks.jsonl). Throughput is the mean of the logged windows after the first (which holds start-up,
+docs/benchmarks.jsonl). With --profile each case is trained again for a few steps under the profiler: wall time
+and kernel time per step, the share of the step the device idles, and the eight costliest kernels (`profile_case`). Throughput is the mean of the logged windows after the first (which holds start-up,
 warm-up and compilation). Run directories are temporary.
 """
 
@@ -18,6 +19,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -33,12 +35,49 @@ p.add_argument("--preset", default="gpt2-124m")
 p.add_argument("--steps", type=int, default=300)
 p.add_argument("--out-jsonl", default="docs/benchmarks.jsonl")
 p.add_argument("--cases", default="dense=1,0,0;random=0.5,0.5,0")
+p.add_argument("--profile", action="store_true", help="also profile each case: PROFILE_STEPS steps after WAIT (compilation)")
 args, rest = p.parse_known_args()
 overrides = dict(a[2:].split("=", 1) for a in rest)
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 peak = next((v for k, v in PEAK_TFLOPS.items() if k in device), None)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
 date = datetime.date.today().isoformat()
+WAIT, WARMUP, PROFILE_STEPS = 4, 1, 3  # the profiled training's steps: compilation and warm-up, then those measured
+
+
+def profile_case(cfg) -> dict:
+    """Where a training step's time goes: a fresh run of WAIT + WARMUP + PROFILE_STEPS steps, the last ones under the
+    profiler. Per step: wall time (`step_ms`), the device's kernel time (`gpu_busy_ms`), the share of the wall time
+    the device is idle (`gpu_idle_share`: host work it waits for, such as a route drawn and copied on the host), and
+    the eight costliest kernels [name, calls, ms per step]. On a CPU the host's operators stand in for kernels."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    steps = WAIT + WARMUP + PROFILE_STEPS
+    cfg = apply_overrides(cfg, {"train.steps": steps, "train.log_every": steps})
+    cuda = torch.cuda.is_available()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    marks: list[float] = []
+
+    def on_step(step: int) -> None:  # no synchronisation: in steady state the host's loop runs at the device's pace
+        marks.append(time.perf_counter())
+        prof.step()
+
+    with profile(activities=acts, schedule=schedule(wait=WAIT, warmup=WARMUP, active=PROFILE_STEPS)) as prof:
+        with tempfile.TemporaryDirectory() as tmp:
+            train(cfg, Path(tmp) / "run", progress=False, on_step=on_step)
+    busy = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    ops = [e for e in prof.key_averages() if busy(e) > 0 and (cuda or not e.key.startswith("ProfilerStep"))]
+    step_ms = (marks[-1] - marks[-1 - PROFILE_STEPS]) / PROFILE_STEPS * 1e3  # the profiled steps' wall time
+    busy_ms = sum(busy(e) for e in ops) / 1e3 / PROFILE_STEPS
+    top = sorted(ops, key=lambda e: -busy(e))[:8]
+    return {
+        "step_ms": round(step_ms, 2),
+        "gpu_busy_ms": round(busy_ms, 2),
+        "gpu_idle_share": round(max(0.0, 1 - busy_ms / step_ms), 3) if cuda else None,
+        "top": [[e.key[:70], e.count // PROFILE_STEPS, round(busy(e) / 1e3 / PROFILE_STEPS, 3)] for e in top],
+    }
+
+
 results, per_token_flops = {}, {}
 for spec in args.cases.split(";"):
     name, probs = spec.split("=")
@@ -79,3 +118,13 @@ for spec in args.cases.split(";"):
         f"| {case} | {tps:,.0f} tok/s | {tflops:.1f} TFLOP/s{mfu} | final loss {res['final_loss']:.3f}{extra} | {device} | torch {torch.__version__} |"
     )
     print(json.dumps(res), file=sys.stderr, flush=True)
+    if args.profile:
+        prof = profile_case(cfg)
+        print(json.dumps({"profile": name, **prof}), flush=True)
+        with open(args.out_jsonl, "a") as f:
+            for metric in [m for m in ("step_ms", "gpu_busy_ms", "gpu_idle_share") if prof[m] is not None]:
+                rec = {"bench": "train", "case": case + " profiled", "metric": metric, "value": prof[metric], "ideal": None}
+                rec.update(device=device, torch=torch.__version__, commit=commit, date=date)
+                if metric == "gpu_busy_ms":
+                    rec["top"] = prof["top"]
+                f.write(json.dumps(rec) + "\n")

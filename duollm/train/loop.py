@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def make_optimizer(model: DuoLM, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
-def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) stage-1 training of `cfg` (a RunConfig) in run directory `out`; return the summary."""
+def train(cfg, out: Path, resume: bool = False, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict:
+    """Run (or resume) stage-1 training of `cfg` (a RunConfig) in run directory `out`; return the summary. `on_step`
+    is called with the step number after each optimizer step (a profiler's `step`, benchmarks/bench_train.py)."""
     tc, out = cfg.train, Path(out)
     if tc.seq_len > cfg.model.max_seq_len:
         raise DuoError(f"train.seq_len {tc.seq_len} exceeds model.max_seq_len {cfg.model.max_seq_len}")
@@ -138,6 +140,8 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
+        if on_step is not None:
+            on_step(step)
         window_tokens += tokens_per_step
         if step % tc.log_every == 0 or step == tc.steps:
             last_loss = float(distributed.all_mean(loss_sum / tc.grad_accum, d))  # one host sync per log line

@@ -32,6 +32,14 @@ def test_training_reduces_the_loss(tmp_path):
     assert (tmp_path / "run" / "config.json").exists() and (tmp_path / "run" / "ckpt" / "latest.json").exists()
 
 
+def test_on_step_is_called_after_every_step_and_a_resumed_run_counts_on(tmp_path):
+    seen = []
+    train(debug_cfg(**{"train.steps": 4, "train.ckpt_every": 2}), tmp_path / "run", progress=False, on_step=seen.append)
+    assert seen == [1, 2, 3, 4]
+    train(debug_cfg(**{"train.steps": 6, "train.ckpt_every": 2}), tmp_path / "run", resume=True, progress=False, on_step=seen.append)
+    assert seen == [1, 2, 3, 4, 5, 6]
+
+
 def test_resume_ends_with_the_same_loss(tmp_path):
     cfg = debug_cfg(**{"train.steps": 8, "train.ckpt_every": 3, "train.p_skip": 0.2, "train.p_small": 0.3})
     full = train(cfg, tmp_path / "a", progress=False)
