@@ -134,7 +134,7 @@ case "$STAGE" in
     timeout 300 python -m benchmarks.bench_train --preset gpt2-124m --steps 60 --train.log_every=10 --train.compile=true \
       --cases "dense=1,0,0;random=0.5,0.5,0;exact=0.5,0.5,0,exact" --profile --out-jsonl "$RUN-decode/train.jsonl" \
       > "$RUN-decode/train.out" 2>&1 || say "gpt2-124m bench_train: exit $?"
-    timeout 300 python -m benchmarks.bench_train --preset paper-1.4b --steps 20 --train.batch_size=8 --train.log_every=5 \
+    timeout 300 python -m benchmarks.bench_train --preset paper-1.4b --steps 20 --train.batch_size=8 --train.grad_accum=1 --train.log_every=5 \
       --train.compile=true --cases "dense=1,0,0;exact=0.5,0.5,0,exact" --profile --out-jsonl "$RUN-decode/train-1.4b.jsonl" \
       > "$RUN-decode/train-1.4b.out" 2>&1 || say "paper-1.4b bench_train: exit $?"
     done_
