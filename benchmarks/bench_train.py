@@ -55,19 +55,22 @@ def profile_case(cfg) -> dict:
     steps = WAIT + WARMUP + PROFILE_STEPS
     cfg = apply_overrides(cfg, {"train.steps": steps, "train.log_every": steps})
     cuda = torch.cuda.is_available()
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    acts = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]  # the kernels alone (CPU ops would count them twice)
     marks: list[float] = []
 
-    def on_step(step: int) -> None:  # no synchronisation: in steady state the host's loop runs at the device's pace
-        marks.append(time.perf_counter())
+    def on_step(step: int) -> None:  # the window's two ends wait for the device; the steps inside overlap as in training
+        if step in (WAIT + WARMUP, steps):
+            if cuda:
+                torch.cuda.synchronize()
+            marks.append(time.perf_counter())
         prof.step()
 
     with profile(activities=acts, schedule=schedule(wait=WAIT, warmup=WARMUP, active=PROFILE_STEPS)) as prof:
         with tempfile.TemporaryDirectory() as tmp:
             train(cfg, Path(tmp) / "run", progress=False, on_step=on_step)
     busy = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
-    ops = [e for e in prof.key_averages() if busy(e) > 0 and (cuda or not e.key.startswith("ProfilerStep"))]
-    step_ms = (marks[-1] - marks[-1 - PROFILE_STEPS]) / PROFILE_STEPS * 1e3  # the profiled steps' wall time
+    ops = [e for e in prof.key_averages() if busy(e) > 0 and not e.key.startswith("ProfilerStep")]  # not the step ranges
+    step_ms = (marks[1] - marks[0]) / PROFILE_STEPS * 1e3  # the profiled steps' wall time
     busy_ms = sum(busy(e) for e in ops) / 1e3 / PROFILE_STEPS
     top = sorted(ops, key=lambda e: -busy(e))[:8]
     return {

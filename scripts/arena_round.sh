@@ -119,8 +119,10 @@ case "$STAGE" in
     say "part 2: seeds 0 and 1 side by side ($RUN.part2.log, $RUN.part2s1.log)"
     SUB=1 bash "$0" part2-train > "$RUN.part2.log" 2>&1 & p1=$!
     SUB=1 bash "$0" part2-seed1 > "$RUN.part2s1.log" 2>&1 & p2=$!
-    for p in $p1 $p2; do wait $p || say "process $p failed: see its log"; done
+    failed=0
+    for p in $p1 $p2; do wait $p || { say "process $p failed: see its log"; failed=1; }; done
     done_
+    exit $failed
     ;;
   decode)  # not the arena: the decode measurements of scripts/decode_round.sh, into $RUN-decode (packed by `wait`)
     setup

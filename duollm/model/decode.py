@@ -223,10 +223,10 @@ class Decoder:
             self.tokens[:B, 0] = new[:, step]
             logits, route = self.step(b)
             logits = logits[:B, -1]
-            if route.dim() == 1:  # a static route, on the host: copied once at the end, not per step (a copy from
-                fixed = route  # the host's pageable memory waits for the device, leaving it idle between steps)
+            if route.dim() == 1:  # a static route, on the host: not copied per step (a copy from the host's pageable
+                fixed = route  # memory waits for the device, leaving it idle while the host launches the next step)
             else:
                 routes.append(route[:B].clone())
-        if fixed is not None:
-            routes.append(fixed.to(ids.device).expand(B, max_new_tokens - 1, L))
+        if fixed is not None:  # the prefill's route, already on the device: the same static route
+            routes.append(routes[0][:, -1:].expand(B, max_new_tokens - 1, L))
         return Generation(torch.cat([ids, new], dim=1), torch.cat(routes, dim=1))

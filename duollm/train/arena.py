@@ -283,6 +283,18 @@ def put_row(out: Path, row: dict) -> None:
         write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in [*rows, row]))
 
 
+def differing(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The dotted keys where `a` and `b` differ (`config.train.lr`), the first eight."""
+    out = []
+    for k in dict.fromkeys([*a, *b]):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += differing(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}")
+    return out[:8]
+
+
 def with_defaults(saved: dict, defaults: dict) -> dict:
     """`saved` with every key it lacks taken from `defaults`, section by section (a config written before a field was
     added: the default is what that run used)."""
@@ -310,7 +322,7 @@ def check_settings(out: Path, settings: dict) -> None:
         if isinstance(saved.get("config"), dict):  # a setting added since holds its default there: it ran as the default
             saved["config"] = with_defaults(saved["config"], to_dict(RunConfig()))
         if saved != settings:
-            changed = [k for k in settings if saved.get(k) != settings[k]]
+            changed = differing(saved, settings)
             raise DuoError(f"{out} holds an arena with other settings ({', '.join(changed)}); choose another --out")
     write_json(path, settings)
 

@@ -164,5 +164,27 @@ def test_an_arena_saved_before_a_config_field_existed_resumes_and_a_changed_valu
     assert run_arena(spec)["skipped"] == ["dense:budget=0.5 seed 0"]
     saved["config"]["train"]["lr"] = 1.0  # a setting that differs is still refused
     path.write_text(json.dumps(saved))
-    with pytest.raises(DuoError, match="other settings"):
+    with pytest.raises(DuoError, match=r"other settings \(config\.train\.lr\)"):
         run_arena(spec)
+
+
+def test_first_seed_from_the_command_into_a_folder_that_holds_the_earlier_seeds(tmp_path, capsys):
+    out = tmp_path / "a"
+    run_arena(ArenaSpec(out=str(out), entrants="dense:budget=0.5", tokens=96, eval_tokens=256, calib_seqs=2, overrides=TINY))
+    flags = ["--out", str(out), "--entrants", "dense:budget=0.5", *FLAGS]
+    code, stdout, err = run_cli(capsys, "arena", *flags, "--seeds", "2", "--first-seed", "1", "--json")
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert [r["seed"] for r in res["rows"]] == [1] and res["skipped"] == []  # seed 0 is neither trained nor reported
+    assert sorted(json.loads(line)["seed"] for line in (out / "arena.jsonl").read_text().splitlines()) == [0, 1]
+    code, _, err = run_cli(capsys, "arena", *flags, "--first-seed", "1")
+    assert code == 2 and "no seed below" in err and err.count("\n") == 1
+
+
+def test_the_table_shows_a_dash_for_rows_without_a_parameter_count():
+    from duollm.cli.arena import format_table
+
+    row = {"label": "dense", "method": "dense", "seed": 0, "ppl": {"prose-val": 30.0}, "flops_per_token": 1e6}
+    row.update(compute=1.0, ffn_share=1.0, tokens_per_s=1.0, train_tokens=64, target=1.0)
+    assert format_table([{**row, "params": 2_500_000}]).splitlines()[-1].endswith("| 2.50 |")
+    assert format_table([row]).splitlines()[-1].endswith("| - |")
