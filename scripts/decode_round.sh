@@ -5,15 +5,17 @@
 #
 #   bash scripts/decode_round.sh [DEST]
 #
-# 1. the GPU parity tests of the decode kernel, the fused and compiled decoder, and recorded speculation;
-# 2. bench_decode at paper-1.4b (random weights, bf16), batch 1, 8 and 64: all-BIG, the static route 4/12 and the
+# 1. bench_decode at paper-1.4b (random weights, bf16), batch 1, 8 and 64: all-BIG, the static route 4/12 and the
 #    per-token route random 4/12 through the masked path and the decode kernel, all-BIG and the per-token route also
 #    fused and compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach); and a profile of one batch-1 step,
 #    eager and fused + compiled (the kernels and where their time goes);
-# 3. the same with SMALL as a view of BIG (--small-view), where masked is one pass over BIG;
+# 2. all-BIG at batch 1 compiled with coordinate-descent tuning as well (--tune: slow to compile, so on its own);
+# 3. the same as 1 with SMALL as a view of BIG (--small-view), where masked is one pass over BIG;
 # 4. a Duo model trained for speculation (the arena preset, duo-random:budget=0.5, 39.3M tokens, about 80 s), then
 #    scripts/speculate_sweep.py --fast on it: SpeculativeDecoder against Decoder all-BIG, both recorded and fused;
-#    and for one draft, transformers' assisted generation with the same draft (--hf).
+#    and for one draft, transformers' assisted generation with the same draft (--hf);
+# 5. the GPU parity tests of the decode kernel, the fused and compiled decoder, and recorded speculation (last: their
+#    compilations take minutes, and a cut here loses no measurement).
 # The corpus comes from .cache/corpus.tar.xz (carried) for step 4.
 set -uo pipefail
 DEST=${1:-${OUT:?give DEST or set OUT}}
@@ -22,9 +24,10 @@ mkdir -p "$DEST"
 say() { echo "[$(date +%T)] $*" | tee -a "$DEST/round.log"; }
 step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&1 || say "exit $? (timeout $t s): $*"; }
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
-step 300 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py tests/model/test_speculate.py
 step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
-  --fast-policies "all-big,random 4/12 [decode]" --tune --profile --out "$DEST/decode.jsonl"
+  --fast-policies "all-big,random 4/12 [decode]" --profile --out "$DEST/decode.jsonl"
+step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
+  --fast-policies "all-big" --tune --out "$DEST/decode-tuned.jsonl"
 step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
   --fast-policies "random 4/12 [masked],random 4/12 [decode]" --small-view --out "$DEST/decode-view.jsonl"
 if [ ! -e .cache/corpus/MANIFEST.json ] && [ -e .cache/corpus.tar.xz ]; then
@@ -35,4 +38,5 @@ RUN=$(ls -d runs/spec/entrants/duo-random*/run 2>/dev/null | head -1)
 [ -n "$RUN" ] && step 150 python scripts/speculate_sweep.py "$RUN" --fast --drafts all-small,BBSSSSBB,S-S-S-S-,BBBBBB..,BBBB.... --ks 2,4 \
   --prompts 8 --new 64
 [ -n "$RUN" ] && step 90 python scripts/speculate_sweep.py "$RUN" --fast --drafts BBSSSSBB --ks 4 --prompts 4 --new 64 --hf
+step 300 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py tests/model/test_speculate.py
 say "done"
