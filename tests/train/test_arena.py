@@ -144,7 +144,9 @@ def test_rows_from_processes_sharing_a_folder_are_merged(tmp_path):
 
 
 def test_first_seed_trains_the_later_seeds_alone_and_as_a_full_run_would(tmp_path):
-    spec = ArenaSpec(out=str(tmp_path / "a"), entrants="dense:budget=0.5", tokens=64, eval_tokens=128, calib_seqs=2, seeds=2, overrides=TINY)
+    spec = ArenaSpec(
+        out=str(tmp_path / "a"), entrants="dense:budget=0.5", tokens=64, eval_tokens=128, calib_seqs=2, seeds=2, overrides=TINY
+    )
     full = run_arena(spec)["rows"]
     late = run_arena(ArenaSpec(**{**spec.__dict__, "out": str(tmp_path / "b"), "first_seed": 1}))["rows"]
     assert [r["seed"] for r in full] == [0, 1] and [r["seed"] for r in late] == [1]
