@@ -143,6 +143,7 @@ def test_demo_formatters_print_the_readme_lines():
                 "target": 1.0,
                 "tokens_per_s": 1.0,
                 "train_tokens": 1,
+                "params": 1_000_000,
                 "eval_tokens": {"prose-val": 1},
             }
             for label in ("dense", "dense:budget=0.5", "duo-random:budget=0.5")
