@@ -8,9 +8,10 @@ A case is `name=p_big,p_small,p_skip`, or `name=p_big,p_small,p_skip,exact` for 
 (`--train.exact_counts`: handed to the model, so a compiled model runs the sorted path at fixed shapes). Prints one markdown row per case and the routed/dense speed ratio beside
 its FLOP ideal (the ratio of counted FLOPs per token, routing/cost.py), and appends one JSON object per metric
 (tokens/s, achieved TFLOP/s, MFU against the H200's 790 TFLOP/s dense bf16) to --out-jsonl (default
-docs/benchmarks.jsonl). With --profile each case is trained again for a few steps under the profiler: wall time
-and kernel time per step, the share of the step the device idles, and the eight costliest kernels (`profile_case`). Throughput is the mean of the logged windows after the first (which holds start-up,
-warm-up and compilation). Run directories are temporary.
+docs/benchmarks.jsonl). Throughput is the mean of the logged windows after the first (which holds start-up, warm-up
+and compilation). With --profile each case is trained again for a few steps under the profiler: wall time and kernel
+time per step, the share of the step the device idles, and the eight costliest kernels (`profile_case`). Run
+directories are temporary.
 """
 
 import argparse

@@ -203,8 +203,8 @@ def params_m(n: float | None) -> str:
 def arena_table(points: list[dict]) -> str:
     """Every entrant as an HTML table row: perplexities (± standard error over seeds), FLOPs, compute, target."""
     splits = list(points[0]["ppl"])
-    head = ["entrant", "seeds", *(f"ppl {s}" for s in splits), "MFLOP/token", "of dense BIG", "FFN share", "target", "train tokens/s"]
-    head.append("parameters (M)")
+    head = ["entrant", "seeds", *(f"ppl {s}" for s in splits), "MFLOP/token", "of dense BIG", "FFN share", "target"]
+    head += ["train tokens/s", "parameters (M)"]
     rows = ["<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>"]
     for p in points:
         ppl = [num(p["ppl"][s]) + (f" ± {p['ppl_se'][s]:.2f}" if p["ppl_se"][s] is not None else "") for s in splits]
