@@ -20,7 +20,9 @@
 #                                        # sharing the GPU (their train_seconds are not comparable), then part 2's and
 #                                        # confirm's timings alone, one after the other (part2-train, part2-speed,
 #                                        # acm1, confirm-train, confirm-speed are its pieces)
-#   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest]   # that stage in its own process session
+#   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest|part2-time]   # that stage in its own process
+#                                        # session (part2-time: seed 0 of every entrant of both parts trained again into
+#                                        # $RUN-time, then all timed in one process)
 #   CHAIN="part2-train part2-seed1 part2-speed trainbench decode" bash scripts/arena_round.sh launch chain   # pieces, in
 #                                        # order (part2-seed1: seed 1 of $PART2; part2-pair: seeds 0 and 1 side by side; decode: scripts/decode_round.sh into
 #                                        # $RUN-decode; trainbench: bench_train at gpt2-124m, dense, random, exact counts)
@@ -106,6 +108,14 @@ case "$STAGE" in
     setup
     say "part 2: timings, beside the dense models of equal FLOPs timed again in the same pass"
     duo arena "${BASE[@]}" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2" --speed-only
+    done_
+    ;;
+  part2-time)  # every entrant of both parts timed in one process: seed 0 of each trained again into $RUN-time (the GPU
+               # is not deterministic, so these are not the table's models), then --speed-only
+    setup
+    say "timing pass: seed 0 of every entrant into $RUN-time"
+    duo arena --out "$RUN-time" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS" ${TOKENS:+--tokens "$TOKENS"} --entrants "$ENTRANTS,$PART2"
+    duo arena --out "$RUN-time" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS" ${TOKENS:+--tokens "$TOKENS"} --entrants "$ENTRANTS,$PART2" --speed-only
     done_
     ;;
   part2-seed1)
@@ -239,7 +249,7 @@ PY
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null || true
     if [ -n "${DEST:-}" ]; then
       mkdir -p "$DEST"  # one archive: a device call brings back at most eight files
-      files=$(ls -d "$RUN"/arena.json "$RUN"/arena.jsonl "$RUN"/arena.png "$RUN"/frozen*.json "$RUN"*.log "$RUN"-124m/arena.* "$RUN"-decode 2>/dev/null || true)
+      files=$(ls -d "$RUN"/arena.json "$RUN"/arena.jsonl "$RUN"/arena.png "$RUN"/frozen*.json "$RUN"*.log "$RUN"-124m/arena.* "$RUN"-time/arena.* "$RUN"-decode 2>/dev/null || true)
       [ -n "$files" ] && tar czf "$DEST/results.tar.gz" $files && echo "packed into $DEST/results.tar.gz: $(echo $files | wc -w) files"
     fi
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
