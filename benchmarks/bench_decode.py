@@ -57,7 +57,12 @@ p.add_argument("--ks", default="4,6,8")
 p.add_argument("--eager-batches", default="1,64", help="batches at which the eager reference is also timed")
 p.add_argument("--hf-batches", default="1,64", help="batches at which HF generate is timed ('' = none)")
 p.add_argument("--profile", action="store_true", help="count the kernels of one step and their GPU time, batch 1")
-p.add_argument("--ffn-kernels", default="masked,decode", help="routed-FFN paths of the random policies inside the graphs")
+p.add_argument(
+    "--ffn-kernels",
+    default="masked,decode",
+    help="routed-FFN paths of the random policies inside the graphs "
+    "(masked, decode, decode-tiled: the decode kernel without its one-row matrix-vector path)",
+)
 p.add_argument("--small-view", action="store_true", help="SMALL as BIG's first neurons (DuoConfig.small_view)")
 p.add_argument("--fast-policies", default="all-big,random 4/12 [decode]", help="policies also timed fused and compiled ('' = none)")
 p.add_argument("--tune", action="store_true", help="the fast policies also compiled with coordinate-descent tuning (+tuned)")
@@ -80,8 +85,9 @@ static = {"all-big": torch.full((L,), Choice.BIG, dtype=torch.uint8)}
 static.update({f"{k}/{L} big": torch.tensor([Choice.BIG] * k + [Choice.SMALL] * (L - k), dtype=torch.uint8) for k in ks})
 policies = {name: {"route": r} for name, r in static.items()}
 ffn_kernels = [k for k in args.ffn_kernels.split(",") if k]
-for kern in ffn_kernels:  # BIG with probability k/L, else SMALL
-    policies.update({f"random {k}/{L} [{kern}]": {"router": RandomRouter((k / L, 1 - k / L, 0.0)), "kernel": kern} for k in ks})
+for kern in ffn_kernels:  # BIG with probability k/L, else SMALL; decode-tiled: the decode kernel's tiled path at any rows
+    extra = {"kernel": "decode", "gemv_rows": 0} if kern == "decode-tiled" else {"kernel": kern}
+    policies.update({f"random {k}/{L} [{kern}]": {"router": RandomRouter((k / L, 1 - k / L, 0.0)), **extra} for k in ks})
 if "decode" in ffn_kernels:  # every token BIG, chosen per token: the decode kernel's matmuls against cuBLAS's at equal bytes
     policies[f"random {L}/{L} [decode]"] = {"router": RandomRouter((1.0, 0.0, 0.0)), "kernel": "decode"}
 
@@ -132,8 +138,14 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
 
     ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_len), device=dev)
     busy = (lambda e: e.self_device_time_total) if dev == "cuda" else (lambda e: e.self_cpu_time_total)  # a CPU: a check that it runs
-    for name, fast in (("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True)):
-        dec = Decoder(model, 1, T_final, route=static[name], graphs=False, fuse=fast, compile=fast, tune=fast and args.tune)
+    per_token = f"random {ks[0]}/{L} [decode]"  # the per-token route through the decode kernel, fused and compiled
+    for name, fast in (("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True), (f"{ks[0]}/{L} big", True), (per_token, True)):
+        if name not in policies:
+            continue
+        for blk in model.blocks:
+            blk.ffn.kernel = policies[name].get("kernel", "grouped")
+        opts = {"router": policies[name]["router"]} if "router" in policies[name] else {"route": static[name]}
+        dec = Decoder(model, 1, T_final, graphs=False, fuse=fast, compile=fast, tune=fast and args.tune, **opts)
         dec.generate(ids, 2)
         with torch.no_grad(), fused(model) if fast else nullcontext():
             dec.step(1)  # compiled (fast) before the profile
@@ -147,8 +159,9 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
         top = sorted(ops, key=lambda e: -busy(e))[:8]  # where the step's GPU time goes
         rec.update(top=[[e.key[:70], e.count, round(busy(e) / 1e3, 3)] for e in top])
         rec.update(gpu_busy_ms=round(sum(busy(e) for e in ops) / 1e3, 3))
-        rec.update(gemm_ms=round(sum(busy(e) for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e9, 3))
+        rec.update(gemm_ms=round(sum(busy(e) for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e12 * 1e3, 3))
         record(rec)
+GEMV_ROWS = 1  # kernels/triton_decode.py's default
 peak = 4.8e12 if "H200" in (torch.cuda.get_device_name() if dev == "cuda" else "") else None  # HBM bytes/s
 fast_policies = [n for n in args.fast_policies.split(",") if n in policies]
 for B in batches:
@@ -162,7 +175,11 @@ for B in batches:
             blk.ffn.kernel = policy.get("kernel", "grouped")
         if fast:
             torch.compiler.reset()  # each decoder compiles its own step; no cache limit reached across them
-        opts = {k: v for k, v in policy.items() if k != "kernel"}
+        if policy.get("kernel") == "decode":  # one row through the matrix-vector kernels, or (decode-tiled) not
+            from duollm.kernels import triton_decode
+
+            triton_decode.GEMV_ROWS = policy.get("gemv_rows", GEMV_ROWS)
+        opts = {k: v for k, v in policy.items() if k not in ("kernel", "gemv_rows")}
         dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", **opts)
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" and not fast else base

@@ -24,8 +24,11 @@ mkdir -p "$DEST"
 say() { echo "[$(date +%T)] $*" | tee -a "$DEST/round.log"; }
 step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&1 || say "exit $? (timeout $t s): $*"; }
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
-step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \
-  --fast-policies "all-big,random 4/12 [decode]" --profile --out "$DEST/decode.jsonl"
+step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
+  --ffn-kernels masked,decode,decode-tiled --fast-policies "all-big,4/12 big,random 4/12 [decode],random 4/12 [decode-tiled]" \
+  --profile --out "$DEST/decode-b1.jsonl"
+step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 8,64 --ks 4 --eager-batches '' --hf-batches '' \
+  --fast-policies "all-big,4/12 big,random 4/12 [decode]" --out "$DEST/decode.jsonl"
 step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
   --fast-policies "all-big" --tune --out "$DEST/decode-tuned.jsonl"
 step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1,8,64 --ks 4 --eager-batches '' --hf-batches '' \

@@ -20,6 +20,15 @@ that did not needs none. Two kernels per module, then one for the step:
 3. `_sum`: the output, the partial sums of the splits (and of both modules) added and rounded once. The order of
    the additions is fixed, so a step is repeatable bit for bit (no atomics).
 
+One row (batch-1 decoding, `GEMV_ROWS`) takes two kernels of its own, `_up1` and `_down1`: matrix-vector products
+with no tensor-core tile to fill (`tl.dot` wants 16 rows, 15 of them padding here), each program's products summed
+in registers and reduced once; the row's choice picks the module's weights on the device, so SMALL's kernels are
+not launched beside BIG's; and the down projection writes the output itself, without split-K or `_sum`, since C / BC
+programs of a few columns each are already enough to keep the memory busy. Their tiles are tuned once per shape on
+the first call outside a CUDA graph, with the row choosing BIG (`_tuned`): an autotuner would tune on whatever the
+first row chose, and a SMALL or SKIP row reads next to nothing. The ideal for a step is its weight bytes at the
+memory's bandwidth; docs/benchmarks.md measures how close it comes.
+
 With separate modules, BIG runs with widths (d_big for rows that chose BIG, else 0) and SMALL with (d_small for
 rows that chose SMALL, else 0), into partial sums of their own; a module that no row chose reads no weights. With
 SMALL a view of BIG's first neurons (`DuoConfig.small_view`, model/ffn.py `SmallView`), one pass over BIG serves
@@ -123,6 +132,105 @@ def _sum(part, out, P, NC, BLOCK: tl.constexpr):
     tl.store(out + i, acc.to(out.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _pick(choice, big_ptr, small_ptr, w_big, w_small, stride_big, stride_small):
+    """One row's module: its weights' pointer, row stride and width (BIG's, SMALL's, or width 0 for SKIP)."""
+    c = tl.load(choice).to(tl.int32)
+    ptr, stride, width = small_ptr, stride_small, tl.where(c == 1, w_small, 0)
+    if c == 2:
+        ptr, stride, width = big_ptr, stride_big, w_big
+    return ptr, stride, width
+
+
+@triton.jit
+def _up1(x, choice, gb, ub, gs, us, h, C, w_big, w_small, sb, ss, BN: tl.constexpr, BK: tl.constexpr):
+    """h[:width] = silu(x·W_gateᵀ)·(x·W_upᵀ) for one row, over the module its choice names; BN neurons a program."""
+    wg, stride, width = _pick(choice, gb, gs, w_big, w_small, sb, ss)
+    wu, _, _ = _pick(choice, ub, us, w_big, w_small, sb, ss)
+    f0 = tl.program_id(0) * BN
+    if f0 >= width:  # past the chosen module's neurons (all of them for SKIP): nothing is read
+        return
+    cols = f0 + tl.arange(0, BN)
+    cmask = cols < width
+    acc_g = tl.zeros((BN, BK), dtype=tl.float32)  # products summed over K in registers, reduced once at the end
+    acc_u = tl.zeros((BN, BK), dtype=tl.float32)
+    for k0 in range(0, C, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < C
+        xv = tl.load(x + ks, mask=kmask, other=0.0).to(tl.float32)
+        m = cmask[:, None] & kmask[None, :]
+        g = tl.load(wg + cols[:, None] * stride + ks[None, :], mask=m, other=0.0)  # (BN, BK), contiguous along K
+        u = tl.load(wu + cols[:, None] * stride + ks[None, :], mask=m, other=0.0)
+        acc_g += g.to(tl.float32) * xv[None, :]
+        acc_u += u.to(tl.float32) * xv[None, :]
+    gv, uv = tl.sum(acc_g, axis=1), tl.sum(acc_u, axis=1)
+    tl.store(h + cols, (gv * tl.sigmoid(gv) * uv).to(h.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _down1(h, choice, db, ds, out, C, w_big, w_small, sb, ss, BC: tl.constexpr, BK: tl.constexpr):
+    """out[cols] = h[:width]·W_downᵀ for one row and BC output columns a program; zero for SKIP."""
+    wd, stride, width = _pick(choice, db, ds, w_big, w_small, sb, ss)
+    cols = tl.program_id(0) * BC + tl.arange(0, BC)
+    cmask = cols < C
+    acc = tl.zeros((BC, BK), dtype=tl.float32)
+    for k0 in range(0, width, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < width
+        hv = tl.load(h + ks, mask=kmask, other=0.0).to(tl.float32)
+        w = tl.load(wd + cols[:, None] * stride + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
+        acc += w.to(tl.float32) * hv[None, :]
+    tl.store(out + cols, tl.sum(acc, axis=1).to(out.dtype.element_ty), mask=cmask)
+
+
+GEMV_ROWS = 1  # up to this many rows take _up1/_down1 (a module variable, so that a benchmark can compare both paths)
+UP1 = [(8, 512, 4), (16, 256, 4), (16, 512, 8), (32, 256, 8), (32, 128, 4), (64, 128, 8)]  # (BN, BK, warps)
+DOWN1 = [(4, 512, 4), (8, 256, 4), (8, 512, 4), (16, 256, 8), (4, 1024, 8), (16, 512, 8)]  # (BC, BK, warps)
+_BEST: dict[tuple, tuple[int, int, int]] = {}  # (kernel, C, F, dtype, device) -> its fastest tile, found once
+
+
+def _tuned(key: tuple, configs: list[tuple[int, int, int]], launch) -> tuple[int, int, int]:
+    """The fastest of `configs` for `key`, timed once (triton.testing.do_bench) by `launch(config, all_big=True)`;
+    the first config in the interpreter, or while a CUDA graph is being captured, which cannot time anything."""
+    if key in _BEST:
+        return _BEST[key]
+    if _INTERPRET or key[-1].type != "cuda" or torch.cuda.is_current_stream_capturing():
+        return configs[0] if _INTERPRET else configs[1]
+    from triton.testing import do_bench
+
+    times = {cfg: do_bench(lambda cfg=cfg: launch(cfg, True), warmup=5, rep=25) for cfg in configs}
+    _BEST[key] = min(times, key=times.get)
+    return _BEST[key]
+
+
+def _one_row(x: Tensor, choice: Tensor, big: tuple[Tensor, Tensor, Tensor], small: tuple[Tensor, Tensor, Tensor], d_small: int) -> Tensor:
+    """(1, C): the routed FFN of one row through the module its choice names; two launches, no host read."""
+    C = x.shape[1]
+    (gb, ub, db), (gs, us, ds) = big, small
+    d_big = gb.shape[0]
+    assert gb.stride(1) == gs.stride(1) == db.stride(1) == ds.stride(1) == 1 and ub.stride() == gb.stride() and us.stride() == gs.stride()
+    h = x.new_empty(d_big)  # written up to the chosen width, read only there
+    out = torch.empty_like(x)
+    bigs = torch.full_like(choice[:1], 2)  # the tuning runs BIG, the most a row reads
+
+    def up(cfg, all_big=False):
+        bn, bk, w = cfg
+        _up1[(triton.cdiv(d_big, bn),)](
+            x, bigs if all_big else choice, gb, ub, gs, us, h, C, d_big, d_small, gb.stride(0), gs.stride(0), BN=bn, BK=bk, num_warps=w
+        )
+
+    def down(cfg, all_big=False):
+        bc, bk, w = cfg
+        _down1[(triton.cdiv(C, bc),)](
+            h, bigs if all_big else choice, db, ds, out, C, d_big, d_small, db.stride(0), ds.stride(0), BC=bc, BK=bk, num_warps=w
+        )
+
+    where = (C, d_big, x.dtype, x.device)
+    up(_tuned(("up1", *where), UP1, up))
+    down(_tuned(("down1", *where), DOWN1, down))
+    return out
+
+
 def _splits(F: int, C: int, device: torch.device) -> int:
     """Slices of the inner neurons for the down projection: with one output tile of 16 columns per program, C / 16
     programs alone are too few to keep the memory busy (paper-1.4b: 160 for 132 SMs), so each tile's sum over F is
@@ -157,6 +265,8 @@ def routed_ffn_decode(
     N, C = x.shape
     if N > MAX_ROWS:
         raise ValueError(f"the decode kernel takes at most {MAX_ROWS} rows, got {N}")
+    if N <= GEMV_ROWS:
+        return _one_row(x, choice, big, big if small is None else small, d_small)
     d_big = big[0].shape[0]
     S = _splits(d_big, C, x.device)
     part = x.new_empty(1 if small is None else 2, S, N, C, dtype=torch.float32)  # every slice is written

@@ -12,6 +12,18 @@ MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0
 
 
 def check(device: str, dtype: torch.dtype, atol: float) -> None:
+    from duollm.kernels import triton_decode
+
+    saved = triton_decode.GEMV_ROWS
+    try:
+        for rows in (1, 0):  # one row through the matrix-vector kernels, then through the tiled ones
+            triton_decode.GEMV_ROWS = rows
+            check_paths(device, dtype, atol)
+    finally:
+        triton_decode.GEMV_ROWS = saved
+
+
+def check_paths(device: str, dtype: torch.dtype, atol: float) -> None:
     from duollm.kernels import routed_ffn_decode
 
     torch.manual_seed(0)
