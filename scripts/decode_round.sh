@@ -5,10 +5,11 @@
 #
 #   bash scripts/decode_round.sh [DEST]
 #
-# 1. bench_decode at paper-1.4b (random weights, bf16), batch 1, 8 and 64: all-BIG, the static route 4/12 and the
-#    per-token route random 4/12 through the masked path and the decode kernel, all-BIG and the per-token route also
-#    fused and compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach); and a profile of one batch-1 step,
-#    eager and fused + compiled (the kernels and where their time goes);
+# 1. bench_decode at paper-1.4b (random weights, bf16), batch 1, then 8 and 64: all-BIG, the static route 4/12 and
+#    the per-token route random 4/12 through the masked path and the decode kernel (at batch 1 also its tiled path,
+#    decode-tiled, against the one-row kernels), all-BIG, the static route and the per-token route also fused and
+#    compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach); and profiles of one batch-1 step, eager and fused +
+#    compiled, static and per-token (the kernels and where their time goes);
 # 2. all-BIG at batch 1 compiled with coordinate-descent tuning as well (--tune: slow to compile, so on its own);
 # 3. the same as 1 with SMALL as a view of BIG (--small-view), where masked is one pass over BIG;
 # 4. a Duo model trained for speculation (the arena preset, duo-random:budget=0.5, 39.3M tokens, about 80 s), then
@@ -24,7 +25,7 @@ mkdir -p "$DEST"
 say() { echo "[$(date +%T)] $*" | tee -a "$DEST/round.log"; }
 step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&1 || say "exit $? (timeout $t s): $*"; }
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
-step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
+step 420 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
   --ffn-kernels masked,decode,decode-tiled --fast-policies "all-big,4/12 big,random 4/12 [decode],random 4/12 [decode-tiled]" \
   --profile --out "$DEST/decode-b1.jsonl"
 step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 8,64 --ks 4 --eager-batches '' --hf-batches '' \
