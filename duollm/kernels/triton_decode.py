@@ -45,6 +45,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+import triton.testing
 from torch import Tensor
 
 from duollm.kernels.available import DECODE_ROWS as MAX_ROWS
@@ -196,9 +197,7 @@ def _tuned(key: tuple, configs: list[tuple[int, int, int]], launch) -> tuple[int
         return _BEST[key]
     if _INTERPRET or key[-1].type != "cuda" or torch.cuda.is_current_stream_capturing():
         return configs[0] if _INTERPRET else configs[1]
-    from triton.testing import do_bench
-
-    times = {cfg: do_bench(lambda cfg=cfg: launch(cfg, True), warmup=5, rep=25) for cfg in configs}
+    times = {cfg: triton.testing.do_bench(lambda cfg=cfg: launch(cfg, True), warmup=5, rep=25) for cfg in configs}
     _BEST[key] = min(times, key=times.get)
     return _BEST[key]
 
