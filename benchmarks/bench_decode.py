@@ -86,7 +86,7 @@ static.update({f"{k}/{L} big": torch.tensor([Choice.BIG] * k + [Choice.SMALL] * 
 policies = {name: {"route": r} for name, r in static.items()}
 ffn_kernels = [k for k in args.ffn_kernels.split(",") if k]
 for kern in ffn_kernels:  # BIG with probability k/L, else SMALL; decode-tiled: the decode kernel's tiled path at any rows
-    extra = {"kernel": "decode", "gemv_rows": 0} if kern == "decode-tiled" else {"kernel": kern}
+    extra = {"kernel": "decode", "one_row": False} if kern == "decode-tiled" else {"kernel": kern}
     policies.update({f"random {k}/{L} [{kern}]": {"router": RandomRouter((k / L, 1 - k / L, 0.0)), **extra} for k in ks})
 if "decode" in ffn_kernels:  # every token BIG, chosen per token: the decode kernel's matmuls against cuBLAS's at equal bytes
     policies[f"random {L}/{L} [decode]"] = {"router": RandomRouter((1.0, 0.0, 0.0)), "kernel": "decode"}
@@ -153,7 +153,8 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
                 dec.step(1)
                 torch.cuda.synchronize() if dev == "cuda" else None
         ops = [e for e in prof.key_averages() if busy(e) > 0]
-        gemm = [e for e in ops if any(w in e.key.lower() for w in ("gemm", "gemv", "nvjet", "cutlass", "splitk"))]
+        mm_names = ("gemm", "gemv", "nvjet", "cutlass", "splitk")  # cuBLAS's; and the decode kernel's matrix products:
+        gemm = [e for e in ops if any(w in e.key.lower() for w in mm_names) or e.key.startswith(("_up", "_down"))]
         rec = {"profile": name, "impl": "fused+compiled" if fast else "eager", "batch": 1, "kernels": sum(e.count for e in ops)}
         rec.update(gemm_kernels=sum(e.count for e in gemm))
         top = sorted(ops, key=lambda e: -busy(e))[:8]  # where the step's GPU time goes
@@ -161,7 +162,6 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
         rec.update(gpu_busy_ms=round(sum(busy(e) for e in ops) / 1e3, 3))
         rec.update(gemm_ms=round(sum(busy(e) for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e12 * 1e3, 3))
         record(rec)
-GEMV_ROWS = 1  # kernels/triton_decode.py's default
 peak = 4.8e12 if "H200" in (torch.cuda.get_device_name() if dev == "cuda" else "") else None  # HBM bytes/s
 fast_policies = [n for n in args.fast_policies.split(",") if n in policies]
 for B in batches:
@@ -178,8 +178,8 @@ for B in batches:
         if policy.get("kernel") == "decode":  # one row through the matrix-vector kernels, or (decode-tiled) not
             from duollm.kernels import triton_decode
 
-            triton_decode.GEMV_ROWS = policy.get("gemv_rows", GEMV_ROWS)
-        opts = {k: v for k, v in policy.items() if k not in ("kernel", "gemv_rows")}
+            triton_decode.ONE_ROW = policy.get("one_row", True)
+        opts = {k: v for k, v in policy.items() if k not in ("kernel", "one_row")}
         dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", **opts)
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" and not fast else base

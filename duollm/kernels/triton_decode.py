@@ -20,7 +20,7 @@ that did not needs none. Two kernels per module, then one for the step:
 3. `_sum`: the output, the partial sums of the splits (and of both modules) added and rounded once. The order of
    the additions is fixed, so a step is repeatable bit for bit (no atomics).
 
-One row (batch-1 decoding, `GEMV_ROWS`) takes two kernels of its own, `_up1` and `_down1`: matrix-vector products
+One row (batch-1 decoding; `ONE_ROW`) takes two kernels of its own, `_up1` and `_down1`: matrix-vector products
 with no tensor-core tile to fill (`tl.dot` wants 16 rows, 15 of them padding here), each program's products summed
 in registers and reduced once; the row's choice picks the module's weights on the device, so SMALL's kernels are
 not launched beside BIG's; and the down projection writes the output itself, without split-K or `_sum`, since C / BC
@@ -184,7 +184,7 @@ def _down1(h, choice, db, ds, out, C, w_big, w_small, sb, ss, BC: tl.constexpr, 
     tl.store(out + cols, tl.sum(acc, axis=1).to(out.dtype.element_ty), mask=cmask)
 
 
-GEMV_ROWS = 1  # up to this many rows take _up1/_down1 (a module variable, so that a benchmark can compare both paths)
+ONE_ROW = True  # one row takes _up1/_down1 (a module variable, so that a benchmark can compare both paths)
 UP1 = [(8, 512, 4), (16, 256, 4), (16, 512, 8), (32, 256, 8), (32, 128, 4), (64, 128, 8)]  # (BN, BK, warps)
 DOWN1 = [(4, 512, 4), (8, 256, 4), (8, 512, 4), (16, 256, 8), (4, 1024, 8), (16, 512, 8)]  # (BC, BK, warps)
 _BEST: dict[tuple, tuple[int, int, int]] = {}  # (kernel, C, F, dtype, device) -> its fastest tile, found once
@@ -192,11 +192,12 @@ _BEST: dict[tuple, tuple[int, int, int]] = {}  # (kernel, C, F, dtype, device) -
 
 def _tuned(key: tuple, configs: list[tuple[int, int, int]], launch) -> tuple[int, int, int]:
     """The fastest of `configs` for `key`, timed once (triton.testing.do_bench) by `launch(config, all_big=True)`;
-    the first config in the interpreter, or while a CUDA graph is being captured, which cannot time anything."""
+    the first config in the interpreter, or while a CUDA graph is being captured untuned, which cannot time
+    anything (`Decoder` warms its steps up before it records them, so its graphs run tuned tiles)."""
     if key in _BEST:
         return _BEST[key]
     if _INTERPRET or key[-1].type != "cuda" or torch.cuda.is_current_stream_capturing():
-        return configs[0] if _INTERPRET else configs[1]
+        return configs[0]
     times = {cfg: triton.testing.do_bench(lambda cfg=cfg: launch(cfg, True), warmup=5, rep=25) for cfg in configs}
     _BEST[key] = min(times, key=times.get)
     return _BEST[key]
@@ -210,18 +211,23 @@ def _one_row(x: Tensor, choice: Tensor, big: tuple[Tensor, Tensor, Tensor], smal
     assert gb.stride(1) == gs.stride(1) == db.stride(1) == ds.stride(1) == 1 and ub.stride() == gb.stride() and us.stride() == gs.stride()
     h = x.new_empty(d_big)  # written up to the chosen width, read only there
     out = torch.empty_like(x)
-    bigs = torch.full_like(choice[:1], 2)  # the tuning runs BIG, the most a row reads
+    bigs = []  # the tuning runs the row as BIG, the most it reads; made only then, so a step launches two kernels
+
+    def picks(all_big: bool) -> Tensor:
+        if all_big and not bigs:
+            bigs.append(torch.full_like(choice[:1], 2))
+        return bigs[0] if all_big else choice
 
     def up(cfg, all_big=False):
         bn, bk, w = cfg
         _up1[(triton.cdiv(d_big, bn),)](
-            x, bigs if all_big else choice, gb, ub, gs, us, h, C, d_big, d_small, gb.stride(0), gs.stride(0), BN=bn, BK=bk, num_warps=w
+            x, picks(all_big), gb, ub, gs, us, h, C, d_big, d_small, gb.stride(0), gs.stride(0), BN=bn, BK=bk, num_warps=w
         )
 
     def down(cfg, all_big=False):
         bc, bk, w = cfg
         _down1[(triton.cdiv(C, bc),)](
-            h, bigs if all_big else choice, db, ds, out, C, d_big, d_small, db.stride(0), ds.stride(0), BC=bc, BK=bk, num_warps=w
+            h, picks(all_big), db, ds, out, C, d_big, d_small, db.stride(0), ds.stride(0), BC=bc, BK=bk, num_warps=w
         )
 
     where = (C, d_big, x.dtype, x.device)
@@ -264,7 +270,7 @@ def routed_ffn_decode(
     N, C = x.shape
     if N > MAX_ROWS:
         raise ValueError(f"the decode kernel takes at most {MAX_ROWS} rows, got {N}")
-    if N <= GEMV_ROWS:
+    if N == 1 and ONE_ROW and (small is None or small[0].shape[0] <= big[0].shape[0]):  # h is sized by BIG's width
         return _one_row(x, choice, big, big if small is None else small, d_small)
     d_big = big[0].shape[0]
     S = _splits(d_big, C, x.device)

@@ -14,13 +14,13 @@ MIXES = {"mixed": (0.3, 0.3, 0.4), "all-big": (0.0, 0.0, 1.0), "all-small": (0.0
 def check(device: str, dtype: torch.dtype, atol: float) -> None:
     from duollm.kernels import triton_decode
 
-    saved = triton_decode.GEMV_ROWS
+    saved = triton_decode.ONE_ROW
     try:
-        for rows in (1, 0):  # one row through the matrix-vector kernels, then through the tiled ones
-            triton_decode.GEMV_ROWS = rows
+        for one_row in (True, False):  # one row through the matrix-vector kernels, then through the tiled ones
+            triton_decode.ONE_ROW = one_row
             check_paths(device, dtype, atol)
     finally:
-        triton_decode.GEMV_ROWS = saved
+        triton_decode.ONE_ROW = saved
 
 
 def check_paths(device: str, dtype: torch.dtype, atol: float) -> None:
