@@ -21,8 +21,8 @@
 #                                        # confirm's timings alone, one after the other (part2-train, part2-speed,
 #                                        # acm1, confirm-train, confirm-speed are its pieces)
 #   bash scripts/arena_round.sh launch [all|more|part2|frozen|confirm|rest|part2-time]   # that stage in its own process
-#                                        # session (part2-time: seed 0 of every entrant of both parts trained again into
-#                                        # $RUN-time, then all timed in one process)
+#                                        # session (part2-time: seed 0 of part 2's entrants and the dense models of equal
+#                                        # FLOPs trained again into $RUN-time, then all timed in one process)
 #   CHAIN="part2-train part2-seed1 part2-speed trainbench decode" bash scripts/arena_round.sh launch chain   # pieces, in
 #                                        # order (part2-seed1: seed 1 of $PART2; part2-pair: seeds 0 and 1 side by side; decode: scripts/decode_round.sh into
 #                                        # $RUN-decode; trainbench: bench_train at gpt2-124m, dense, random, exact counts)
@@ -67,6 +67,8 @@ FLAGS=("${BASE[@]}" --entrants "$ENTRANTS")
 duo() { python -m duollm "$@"; }
 say() { echo "[$(date +%T)] $*"; }
 done_() { say "done"; [ -n "${SUB:-}" ] || touch "$RUN/.done"; }  # a piece of `rest` leaves the marker to it
+TIME_FLAGS=(--out "$RUN-time" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2")
+[ -n "${TOKENS:-}" ] && TIME_FLAGS+=(--tokens "$TOKENS")
 CONFIRM_FLAGS=(--out "$RUN-124m" --preset "$CONFIRM_PRESET" --eval-tokens "$EVAL_TOKENS" --tokens "$CONFIRM_TOKENS" --entrants "$CONFIRM" --seeds "$CONFIRM_SEEDS")
 
 setup() {
@@ -110,12 +112,13 @@ case "$STAGE" in
     duo arena "${BASE[@]}" --entrants "dense:budget=0.5,dense:budget=0.33,$PART2" --speed-only
     done_
     ;;
-  part2-time)  # every entrant of both parts timed in one process: seed 0 of each trained again into $RUN-time (the GPU
-               # is not deterministic, so these are not the table's models), then --speed-only
+  part2-time)  # part 2's entrants timed in one process beside the dense models of equal FLOPs: seed 0 of each trained
+               # again into $RUN-time (the GPU is not deterministic, so these are not the table's models), then
+               # --speed-only; about 20 minutes of one H200 (the trainings' train_seconds, one process at a time)
     setup
-    say "timing pass: seed 0 of every entrant into $RUN-time"
-    duo arena --out "$RUN-time" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS" ${TOKENS:+--tokens "$TOKENS"} --entrants "$ENTRANTS,$PART2"
-    duo arena --out "$RUN-time" --preset "$PRESET" --eval-tokens "$EVAL_TOKENS" ${TOKENS:+--tokens "$TOKENS"} --entrants "$ENTRANTS,$PART2" --speed-only
+    say "timing pass: seed 0 of part 2 and the dense models into $RUN-time"
+    duo arena "${TIME_FLAGS[@]}"
+    duo arena "${TIME_FLAGS[@]}" --speed-only
     done_
     ;;
   part2-seed1)
@@ -255,7 +258,7 @@ PY
     [ -e "$RUN/.done" ] && say "ended" || say "still running"
     ;;
   *)
-    echo "unknown stage $STAGE (all, more, part2, frozen, confirm, rest, chain, launch, wait; chain pieces: part2-train, part2-seed1, part2-pair, part2-speed, acm1, confirm-train, confirm-speed, decode, trainbench)" >&2
+    echo "unknown stage $STAGE (all, more, part2, part2-time, frozen, confirm, rest, chain, launch, wait; chain pieces: part2-train, part2-seed1, part2-pair, part2-speed, acm1, confirm-train, confirm-speed, decode, trainbench)" >&2
     exit 2
     ;;
 esac
