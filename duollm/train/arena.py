@@ -434,7 +434,10 @@ def run_arena(spec: ArenaSpec, log: Callable[[str], None] | None = None) -> dict
             speed = measure_speed(model, T, cfg.model.vocab_size, device)
             del model
             speed["speed_train_tokens_per_s"] = measure_training(row["method"], row["options"], cfg, device)
-            put_row(out, {**row, **speed, "speed_weights": weights, "speed_pass": speed_pass})
+            timing = {**speed, "speed_weights": weights, "speed_pass": speed_pass}
+            if "speed_pass" in row:  # timed before: that pass's timings are kept beside this one's, never lost
+                row = {**row, "speed_earlier": [*row.get("speed_earlier", []), {k: row[k] for k in timing if k in row}]}
+            put_row(out, {**row, **timing})
             log(f"{row['label']} seed {row['seed']}: " + ", ".join(f"{k} {v:,.0f}" for k, v in speed.items() if v is not None))
     mine = [r for r in read_rows(out) if (r["label"], r["seed"]) in wanted]
     order = {(lab, s): i for i, (lab, s) in enumerate((lab, s) for s in range(spec.seeds) for lab in labels)}

@@ -134,6 +134,11 @@ def test_entrants_that_differ_in_evaluation_only_train_once_and_speed_comes_afte
     rows = run_arena(ArenaSpec(**{**spec.__dict__, "speed": True}))["rows"]
     assert [r["train_seconds"] for r in rows] == [first["train_seconds"], second["train_seconds"]]
     assert all(r[k] > 0 for r in rows for k in arena.SPEED_KEYS)
+    # timed again: the first pass's timings are kept, in the order the passes ran
+    again = run_arena(ArenaSpec(**{**spec.__dict__, "speed_only": True}))["rows"]
+    for before, after in zip(rows, again, strict=True):
+        assert [e["speed_pass"] for e in after["speed_earlier"]] == [before["speed_pass"]]
+        assert all(after["speed_earlier"][0][k] == before[k] for k in arena.SPEED_KEYS)
 
 
 def test_rows_from_processes_sharing_a_folder_are_merged(tmp_path):
