@@ -186,7 +186,9 @@ def _down1(h, choice, db, ds, out, C, w_big, w_small, sb, ss, BC: tl.constexpr, 
 
 ONE_ROW = True  # one row takes _up1/_down1 (a module variable, so that a benchmark can compare both paths)
 UP1 = [(8, 512, 4), (16, 256, 4), (16, 512, 8), (32, 256, 8), (32, 128, 4), (64, 128, 8)]  # (BN, BK, warps)
-DOWN1 = [(4, 512, 4), (8, 256, 4), (8, 512, 4), (16, 256, 8), (4, 1024, 8), (16, 512, 8)]  # (BC, BK, warps)
+# (BC, BK, warps). Few columns a program, so that C / BC programs fill the SMs (paper-1.4b: 320 to 640 for 132), and
+# long rows of K, so that each SM has the ~36 KB in flight that 4.8 TB/s at ~1 µs of latency asks of it
+DOWN1 = [(4, 512, 4), (8, 256, 4), (8, 512, 4), (16, 256, 8), (4, 1024, 8), (16, 512, 8), (8, 1024, 8), (4, 2048, 8)]
 _BEST: dict[tuple, tuple[int, int, int]] = {}  # (kernel, C, F, dtype, device) -> its fastest tile, found once
 
 
