@@ -10,7 +10,9 @@ timed and taken off). Implementations:
   fast    the same with `fuse=True, compile=True`: one matmul for q/k/v and for gate/up (model/fuse.py), the step
           through torch.compile(fullgraph) before it is recorded, for the policies of `--fast-policies` (each
           decoder compiles its step once per batch: slow to start); with `--tune` also `+tuned`, compiled with
-          Inductor's coordinate-descent tuning (batch 1's matrix-vector products as tuned reductions);
+          Inductor's coordinate-descent tuning (batch 1's matrix-vector products as tuned reductions); with
+          `--one-row`, at batch 1 also `+one-row`, every matrix product (q/k/v, o, gate/up, down, the head) through
+          the one-row matrix-vector kernels of kernels/triton_decode.py (`Decoder(one_row=True)`; Triton);
   eager   `model/decode.py` `generate`, the readable reference (launch-bound at small batch),
   hf      transformers' `generate` of a dense Llama with the all-big dimensions (tied head, SDPA, its default
           dynamic cache), for the same batches.
@@ -66,6 +68,9 @@ p.add_argument(
 p.add_argument("--small-view", action="store_true", help="SMALL as BIG's first neurons (DuoConfig.small_view)")
 p.add_argument("--fast-policies", default="all-big,random 4/12 [decode]", help="policies also timed fused and compiled ('' = none)")
 p.add_argument("--tune", action="store_true", help="the fast policies also compiled with coordinate-descent tuning (+tuned)")
+p.add_argument(
+    "--one-row", action="store_true", help="at batch 1 the fast policies also with every matrix product through the one-row kernels (+one-row)"
+)
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
 
@@ -139,23 +144,28 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
     ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_len), device=dev)
     busy = (lambda e: e.self_device_time_total) if dev == "cuda" else (lambda e: e.self_cpu_time_total)  # a CPU: a check that it runs
     per_token = f"random {ks[0]}/{L} [decode]"  # the per-token route through the decode kernel, fused and compiled
-    for name, fast in (("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True), (f"{ks[0]}/{L} big", True), (per_token, True)):
+    todo = [("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True), (f"{ks[0]}/{L} big", True), (per_token, True)]
+    todo += [("all-big", "one-row"), (per_token, "one-row")] if args.one_row else []
+    for name, fast in todo:
         if name not in policies:
             continue
         for blk in model.blocks:
             blk.ffn.kernel = policies[name].get("kernel", "grouped")
         opts = {"router": policies[name]["router"]} if "router" in policies[name] else {"route": static[name]}
-        dec = Decoder(model, 1, T_final, graphs=False, fuse=fast, compile=fast, tune=fast and args.tune, **opts)
+        one_row = fast == "one-row"
+        dec = Decoder(model, 1, T_final, graphs=False, fuse=bool(fast), compile=bool(fast), tune=fast is True and args.tune, one_row=one_row, **opts)
         dec.generate(ids, 2)
-        with torch.no_grad(), fused(model) if fast else nullcontext():
+        with torch.no_grad(), fused(model, one_row) if fast else nullcontext():
             dec.step(1)  # compiled (fast) before the profile
             with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
                 dec.step(1)
                 torch.cuda.synchronize() if dev == "cuda" else None
         ops = [e for e in prof.key_averages() if busy(e) > 0]
         mm_names = ("gemm", "gemv", "nvjet", "cutlass", "splitk")  # cuBLAS's; and the decode kernel's matrix products:
-        gemm = [e for e in ops if any(w in e.key.lower() for w in mm_names) or e.key.startswith(("_up", "_down"))]
-        rec = {"profile": name, "impl": "fused+compiled" if fast else "eager", "batch": 1, "kernels": sum(e.count for e in ops)}
+        one_row_mm = ("_up", "_down", "_glu1", "_gemv1")
+        gemm = [e for e in ops if any(w in e.key.lower() for w in mm_names) or e.key.startswith(one_row_mm)]
+        impl = ("fused+compiled" + ("+one-row" if one_row else "")) if fast else "eager"
+        rec = {"profile": name, "impl": impl, "batch": 1, "kernels": sum(e.count for e in ops)}
         rec.update(gemm_kernels=sum(e.count for e in gemm))
         top = sorted(ops, key=lambda e: -busy(e))[:8]  # where the step's GPU time goes
         rec.update(top=[[e.key[:70], e.count, round(busy(e) / 1e3, 3)] for e in top])
@@ -169,6 +179,7 @@ for B in batches:
     base = None
     runs = [(name, False) for name in policies] + [(name, True) for name in fast_policies]
     runs += [(name, "tuned") for name in fast_policies if args.tune]
+    runs += [(name, "one-row") for name in fast_policies if args.one_row and B == 1]
     for name, fast in runs:
         policy = policies[name]
         for blk in model.blocks:  # the routed-FFN path its graphs record (per-token policies only)
@@ -180,10 +191,10 @@ for B in batches:
 
             triton_decode.ONE_ROW = policy.get("one_row", True)
         opts = {k: v for k, v in policy.items() if k not in ("kernel", "one_row")}
-        dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", **opts)
+        dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", one_row=fast == "one-row", **opts)
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" and not fast else base
-        impl = ("graphs" if dec.graphs else "eager-static") + ("+fused+compiled" if fast else "") + ("+tuned" if fast == "tuned" else "")
+        impl = ("graphs" if dec.graphs else "eager-static") + ("+fused+compiled" if fast else "") + (f"+{fast}" if isinstance(fast, str) else "")
         rec = {"batch": B, "policy": name, "impl": impl, "tokens_per_s": round(tps, 1)}
         kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
         rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big", B) / step_bytes(name, B), 3))

@@ -26,6 +26,8 @@ NOT_CASE = {
     "duollm_over_hf",
     "device",
     "torch",
+    "tb_s",
+    "max_abs_err",
 }
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

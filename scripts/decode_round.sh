@@ -5,10 +5,12 @@
 #
 #   bash scripts/decode_round.sh [DEST]
 #
+# 0. bench_gemv: each matrix of a paper-1.4b layer and the head, one row through cuBLAS, compiled, and the one-row kernels;
 # 1. bench_decode at paper-1.4b (random weights, bf16), batch 1, then 8 and 64: all-BIG, the static route 4/12 and
 #    the per-token route random 4/12 through the masked path and the decode kernel (at batch 1 also its tiled path,
 #    decode-tiled, against the one-row kernels), all-BIG, the static route and the per-token route also fused and
-#    compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach); and profiles of one batch-1 step, eager and fused +
+#    compiled (`hbm`: the share of 4.8 TB/s a step's bytes reach), at batch 1 also with every matrix product through
+#    the one-row kernels (--one-row); and profiles of one batch-1 step, eager and fused +
 #    compiled, static and per-token (the kernels and where their time goes);
 # 2. all-BIG at batch 1 compiled with coordinate-descent tuning as well (--tune: slow to compile, so on its own);
 # 3. the same as 1 with SMALL as a view of BIG (--small-view), where masked is one pass over BIG;
@@ -18,8 +20,8 @@
 # 5. the GPU parity tests of the decode kernel, the fused and compiled decoder, and recorded speculation (last: their
 #    compilations take minutes, and a cut here loses no measurement).
 # The corpus comes from .cache/corpus.tar.xz (carried) for step 4. Before step 1, the decode kernel's GPU parity test
-# alone (a kernel that does not build on this GPU shows there, not as a benchmark cut short). SKIP="tuned view" (names:
-# b1 b64 tuned view spec tests) leaves steps out, for a lease that has less time.
+# alone, and the one-row step's (a kernel that does not build on this GPU shows there, not as a benchmark cut short).
+# SKIP="tuned view" (names: gemv b1 b64 tuned view spec tests) leaves steps out, for a lease that has less time.
 set -uo pipefail
 DEST=${1:-${OUT:?give DEST or set OUT}}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # scripts/*.py import duollm from this checkout
@@ -28,10 +30,11 @@ say() { echo "[$(date +%T)] $*" | tee -a "$DEST/round.log"; }
 step() { local t=$1; shift; say "$*"; timeout "$t" "$@" >> "$DEST/round.log" 2>&1 || say "exit $? (timeout $t s): $*"; }
 want() { [[ " ${SKIP:-} " != *" $1 "* ]]; }
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$DEST/round.log"
-step 120 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py
-want b1 && step 420 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
+step 240 python -m pytest -q -m gpu tests/kernels/test_triton_decode.py tests/model/test_decode.py -k "equals_reference or one_row"
+want gemv && step 120 python -m benchmarks.bench_gemv --preset paper-1.4b --out "$DEST/gemv.jsonl"
+want b1 && step 480 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \
   --ffn-kernels masked,decode,decode-tiled --fast-policies "all-big,4/12 big,random 4/12 [decode],random 4/12 [decode-tiled]" \
-  --profile --out "$DEST/decode-b1.jsonl"
+  --one-row --profile --out "$DEST/decode-b1.jsonl"
 want b64 && step 300 python -m benchmarks.bench_decode --preset paper-1.4b --batches 8,64 --ks 4 --eager-batches '' --hf-batches '' \
   --fast-policies "all-big,4/12 big,random 4/12 [decode]" --out "$DEST/decode.jsonl"
 want tuned && step 240 python -m benchmarks.bench_decode --preset paper-1.4b --batches 1 --ks 4 --eager-batches '' --hf-batches '' \

@@ -57,6 +57,47 @@ def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
     return out.view(B, T, C)
 
 
+def _gemv_op(x: Tensor, w: Tensor) -> Tensor:
+    from duollm.kernels.triton_decode import gemv
+
+    return gemv(x, w)
+
+
+def _glu_op(x: Tensor, wg: Tensor, wu: Tensor) -> Tensor:
+    from duollm.kernels.triton_decode import glu
+
+    return glu(x, wg, wu)
+
+
+_GEMV_OP = torch.library.custom_op("duollm::gemv", _gemv_op, mutates_args=(), schema="(Tensor x, Tensor w) -> Tensor")
+_GEMV_OP.register_fake(lambda x, w: x.new_empty(x.shape[0], w.shape[0]))
+_GLU_OP = torch.library.custom_op("duollm::glu", _glu_op, mutates_args=(), schema="(Tensor x, Tensor wg, Tensor wu) -> Tensor")
+_GLU_OP.register_fake(lambda x, wg, wu: x.new_empty(x.shape[0], wg.shape[0]))
+
+
+def _one_row(x: Tensor, *weights: Tensor) -> bool:
+    """The one-row kernels serve `x`: a single row (a batch-1 decode step) where a Triton path can run, and weights
+    in x's dtype, contiguous along the input."""
+    return x.numel() == x.shape[-1] and triton_usable(x.reshape(1, 1, -1)) and all(w.dtype == x.dtype and w.stride(1) == 1 for w in weights)
+
+
+def linear(x: Tensor, w: Tensor, one_row: bool = False) -> Tensor:
+    """F.linear(x, w) (no bias); with `one_row`, a single row on a GPU through the one-row matrix-vector kernel
+    (kernels/triton_decode.py `gemv`), which reads the weights at the memory's pace where cuBLAS's and Inductor's
+    kernels for one row do not (docs/benchmarks.md). Opt-in: model/fuse.py `fused(model, one_row=True)`."""
+    if one_row and _one_row(x, w):
+        return _GEMV_OP(x.reshape(1, -1), w).view(*x.shape[:-1], w.shape[0])
+    return torch.nn.functional.linear(x, w)
+
+
+def glu(x: Tensor, wg: Tensor, wu: Tensor, one_row: bool = False) -> Tensor:
+    """silu(x·W_gateᵀ)·(x·W_upᵀ), the SwiGLU's inner activations; with `one_row`, as `linear`, one kernel for both."""
+    if one_row and _one_row(x, wg, wu) and wu.stride() == wg.stride():
+        return _GLU_OP(x.reshape(1, -1), wg, wu).view(*x.shape[:-1], wg.shape[0])
+    lin = torch.nn.functional.linear
+    return torch.nn.functional.silu(lin(x, wg)) * lin(x, wu)
+
+
 PATHS = {
     "grouped": routed_ffn_grouped,
     "sorted": routed_ffn_sorted,

@@ -144,16 +144,12 @@ def _pick(choice, big_ptr, small_ptr, w_big, w_small, stride_big, stride_small):
 
 
 @triton.jit
-def _up1(x, choice, gb, ub, gs, us, h, C, w_big, w_small, sb, ss, BN: tl.constexpr, BK: tl.constexpr):
-    """h[:width] = silu(x·W_gateᵀ)·(x·W_upᵀ) for one row, over the module its choice names; BN neurons a program."""
-    wg, stride, width = _pick(choice, gb, gs, w_big, w_small, sb, ss)
-    wu, _, _ = _pick(choice, ub, us, w_big, w_small, sb, ss)
-    f0 = tl.program_id(0) * BN
-    if f0 >= width:  # past the chosen module's neurons (all of them for SKIP): nothing is read
-        return
+def _glu_block(x, wg, wu, h, stride, f0, width, C, BN: tl.constexpr, BK: tl.constexpr):
+    """h[f0:f0+BN] = silu(x·W_gateᵀ)·(x·W_upᵀ) for one row x (C,), the neurons below `width` only: the products
+    summed over K in registers and reduced once (no tensor-core tile: `tl.dot` wants 16 rows, 15 of them padding)."""
     cols = f0 + tl.arange(0, BN)
     cmask = cols < width
-    acc_g = tl.zeros((BN, BK), dtype=tl.float32)  # products summed over K in registers, reduced once at the end
+    acc_g = tl.zeros((BN, BK), dtype=tl.float32)
     acc_u = tl.zeros((BN, BK), dtype=tl.float32)
     for k0 in range(0, C, BK):
         ks = k0 + tl.arange(0, BK)
@@ -169,19 +165,48 @@ def _up1(x, choice, gb, ub, gs, us, h, C, w_big, w_small, sb, ss, BN: tl.constex
 
 
 @triton.jit
+def _dot_block(v, w, stride, out, c0, N, K, BC: tl.constexpr, BK: tl.constexpr):
+    """out[c0:c0+BC] = v[:K]·Wᵀ for one row v and the output columns c0.. below N; W (N, ≥K) row-major."""
+    cols = c0 + tl.arange(0, BC)
+    cmask = cols < N
+    acc = tl.zeros((BC, BK), dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < K
+        vv = tl.load(v + ks, mask=kmask, other=0.0).to(tl.float32)
+        wt = tl.load(w + cols[:, None] * stride + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
+        acc += wt.to(tl.float32) * vv[None, :]
+    tl.store(out + cols, tl.sum(acc, axis=1).to(out.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _up1(x, choice, gb, ub, gs, us, h, C, w_big, w_small, sb, ss, BN: tl.constexpr, BK: tl.constexpr):
+    """h[:width] = silu(x·W_gateᵀ)·(x·W_upᵀ) for one row, over the module its choice names; BN neurons a program."""
+    wg, stride, width = _pick(choice, gb, gs, w_big, w_small, sb, ss)
+    wu, _, _ = _pick(choice, ub, us, w_big, w_small, sb, ss)
+    f0 = tl.program_id(0) * BN
+    if f0 >= width:  # past the chosen module's neurons (all of them for SKIP): nothing is read
+        return
+    _glu_block(x, wg, wu, h, stride, f0, width, C, BN, BK)
+
+
+@triton.jit
 def _down1(h, choice, db, ds, out, C, w_big, w_small, sb, ss, BC: tl.constexpr, BK: tl.constexpr):
     """out[cols] = h[:width]·W_downᵀ for one row and BC output columns a program; zero for SKIP."""
     wd, stride, width = _pick(choice, db, ds, w_big, w_small, sb, ss)
-    cols = tl.program_id(0) * BC + tl.arange(0, BC)
-    cmask = cols < C
-    acc = tl.zeros((BC, BK), dtype=tl.float32)
-    for k0 in range(0, width, BK):
-        ks = k0 + tl.arange(0, BK)
-        kmask = ks < width
-        hv = tl.load(h + ks, mask=kmask, other=0.0).to(tl.float32)
-        w = tl.load(wd + cols[:, None] * stride + ks[None, :], mask=cmask[:, None] & kmask[None, :], other=0.0)
-        acc += w.to(tl.float32) * hv[None, :]
-    tl.store(out + cols, tl.sum(acc, axis=1).to(out.dtype.element_ty), mask=cmask)
+    _dot_block(h, wd, stride, out, tl.program_id(0) * BC, C, width, BC, BK)
+
+
+@triton.jit
+def _glu1(x, wg, wu, h, C, F, stride, BN: tl.constexpr, BK: tl.constexpr):
+    """A fixed module's gate and up for one row: h = silu(x·W_gateᵀ)·(x·W_upᵀ), (F,)."""
+    _glu_block(x, wg, wu, h, stride, tl.program_id(0) * BN, F, C, BN, BK)
+
+
+@triton.jit
+def _gemv1(x, w, out, K, N, stride, BC: tl.constexpr, BK: tl.constexpr):
+    """out = x·Wᵀ for one row x (K,) and W (N, K): a matrix-vector product, BC outputs a program."""
+    _dot_block(x, w, stride, out, tl.program_id(0) * BC, N, K, BC, BK)
 
 
 ONE_ROW = True  # one row takes _up1/_down1 (a module variable, so that a benchmark can compare both paths)
@@ -236,6 +261,36 @@ def _one_row(x: Tensor, choice: Tensor, big: tuple[Tensor, Tensor, Tensor], smal
     up(_tuned(("up1", *where), UP1, up))
     down(_tuned(("down1", *where), DOWN1, down))
     return out
+
+
+def gemv(x: Tensor, w: Tensor) -> Tensor:
+    """x (1, K) · wᵀ, w (N, K) row-major: (1, N), through `_gemv1` (tiles tuned once per shape, as the FFN's)."""
+    N, K = w.shape
+    assert x.shape == (1, K) and w.stride(1) == 1, (tuple(x.shape), tuple(w.shape), w.stride())
+    x = x.contiguous()
+    out = x.new_empty(1, N)
+
+    def run(cfg, _all_big=False):
+        bc, bk, nw = cfg
+        _gemv1[(triton.cdiv(N, bc),)](x, w, out, K, N, w.stride(0), BC=bc, BK=bk, num_warps=nw)
+
+    run(_tuned(("gemv1", K, N, x.dtype, x.device), DOWN1, run))  # the down projection's shape of work: DOWN1's tiles
+    return out
+
+
+def glu(x: Tensor, wg: Tensor, wu: Tensor) -> Tensor:
+    """silu(x·W_gateᵀ)·(x·W_upᵀ) for x (1, C), W_gate and W_up (F, C) row-major with one stride: (1, F), `_glu1`."""
+    F, C = wg.shape
+    assert x.shape == (1, C) and wu.shape == wg.shape and wg.stride(1) == 1 and wu.stride() == wg.stride()
+    x = x.contiguous()
+    h = x.new_empty(1, F)
+
+    def run(cfg, _all_big=False):
+        bn, bk, nw = cfg
+        _glu1[(triton.cdiv(F, bn),)](x, wg, wu, h, C, F, wg.stride(0), BN=bn, BK=bk, num_warps=nw)
+
+    run(_tuned(("glu1", C, F, x.dtype, x.device), UP1, run))
+    return h
 
 
 def _splits(F: int, C: int, device: torch.device) -> int:

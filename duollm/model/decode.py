@@ -112,7 +112,8 @@ class Decoder:
     residual adds fused; the static route read as Python ints; per-token choices through the decode kernel's
     custom op, or masked without Triton), recorded as a graph like the eager step. `tune` (with `compile`): Inductor's
     coordinate-descent tuning, which also writes batch 1's matrix-vector products as tuned reductions (kernels/
-    compiled.py `static_step`).
+    compiled.py `static_step`). `one_row` (with `fuse`): batch 1's matrix products through the one-row
+    matrix-vector kernels (model/fuse.py `fused`; a Triton path on a GPU), in place of cuBLAS's or Inductor's.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class Decoder:
         step_tokens: int = 1,
         depth: int | None = None,
         tune: bool = False,
+        one_row: bool = False,
     ):
         p = next(model.parameters())
         self.model, self.router = model.eval(), router
@@ -141,7 +143,9 @@ class Decoder:
             raise ValueError("an early exit (depth) goes with a static route, not a router")
         self.depth = depth  # a static route's early exit: only the first `depth` layers run (a speculative draft)
         self.graphs = p.is_cuda if graphs is None else graphs
-        self.fuse = fuse
+        if one_row and not fuse:
+            raise ValueError("one_row runs the fused step's matrix products through the one-row kernels: it needs fuse")
+        self.fuse, self.one_row = fuse, one_row
         self._run = compiled.static_step(self._step, tune) if compile else self._step
         self._static = None if self.route is None else tuple(int(c) for c in self.route)  # what a compiled step reads
         self.max_batch, self.max_len = max_batch, max_len
@@ -201,7 +205,7 @@ class Decoder:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if B > self.max_batch or T0 + max_new_tokens - 1 > self.max_len:
             raise ValueError(f"{B} sequences of {T0 + max_new_tokens - 1} tokens exceed the decoder's {self.max_batch} × {self.max_len}")
-        with fused(self.model) if self.fuse else nullcontext(False) as rebuilt:
+        with fused(self.model, self.one_row) if self.fuse else nullcontext(False) as rebuilt:
             if rebuilt:  # new fused matrices (the first call, or the model was moved): graphs over old ones are stale
                 self._graphs.clear()
             return self._generate(ids, max_new_tokens, temperature, top_k, gen)

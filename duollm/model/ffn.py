@@ -33,16 +33,19 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(d_model, d_ff, bias=False)
         self.down = nn.Linear(d_ff, d_model, bias=False)
         self.fused: Tensor | None = None  # gate's and up's weights as one matrix, while model/fuse.py switches it on
+        self.one_row = False  # one row through the matrix-vector kernels (kernels.linear), while model/fuse.py says so
 
     def hidden(self, u: Tensor) -> Tensor:
         """silu(gate(u)) * up(u): the inner activations (..., d_ff)."""
         if self.fused is not None and not torch.is_grad_enabled():  # one matmul for gate and up (inference: model/fuse.py)
+            if self.one_row:
+                return kernels.glu(u, self.gate.weight, self.up.weight, one_row=True)  # the fused matrix's two halves
             g, up = nn.functional.linear(u, self.fused).chunk(2, dim=-1)
             return nn.functional.silu(g) * up
         return nn.functional.silu(self.gate(u)) * self.up(u)
 
     def forward(self, u: Tensor) -> Tensor:
-        return self.down(self.hidden(u))  # (N, C)
+        return kernels.linear(self.hidden(u), self.down.weight, self.one_row)  # (N, C)
 
 
 class NeuronSlice:
@@ -73,9 +76,11 @@ class SmallView(nn.Module):
         if not 1 <= d_ff <= big.gate.weight.shape[0]:
             raise ValueError(f"a view of {d_ff} neurons needs 1..{big.gate.weight.shape[0]} (BIG's width)")
         self.gate, self.up, self.down = (NeuronSlice(big, name, d_ff) for name in ("gate", "up", "down"))
+        self.one_row = False  # as SwiGLU's
 
     def forward(self, u: Tensor) -> Tensor:
-        return self.down(nn.functional.silu(self.gate(u)) * self.up(u))  # (N, C)
+        h = kernels.glu(u, self.gate.weight, self.up.weight, self.one_row)
+        return kernels.linear(h, self.down.weight, self.one_row)  # (N, C)
 
     def extra_repr(self) -> str:
         return f"BIG's first {self.gate.n} inner neurons"

@@ -66,14 +66,21 @@ def fuse(model: nn.Module) -> bool:
 
 
 @contextmanager
-def fused(model: nn.Module) -> Iterator[bool]:
-    """Within the `with`, attention and FFN modules run their fused matmuls (`fuse` first; yields its result)."""
+def fused(model: nn.Module, one_row: bool = False) -> Iterator[bool]:
+    """Within the `with`, attention and FFN modules run their fused matmuls (`fuse` first; yields its result); with
+    `one_row`, a step of one row also runs every matrix product (q/k/v, o, gate/up, down, the head) through the
+    one-row matrix-vector kernels (kernels.linear, kernels.glu; a Triton path on a GPU, else as before)."""
     built = fuse(model)
     modules = [m for m in model.modules() if isinstance(m, Attention | SwiGLU)]
+    rows = [m for m in model.modules() if hasattr(m, "one_row")]
     for m in modules:
         m.fused = m._fused_store
+    for m in rows:
+        m.one_row = one_row
     try:
         yield built
     finally:
         for m in modules:
             m.fused = None
+        for m in rows:
+            m.one_row = False

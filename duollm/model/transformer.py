@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from duollm import kernels
 from duollm.kernels import compiled
 from duollm.kernels.available import compiling
 from duollm.model.ffn import RoutedFFN
@@ -106,6 +107,7 @@ class Attention(nn.Module):
         self.v = nn.Linear(cfg.d_model, self.nkv * self.hs, bias=False)
         self.o = nn.Linear(self.nh * self.hs, cfg.d_model, bias=False)
         self.fused: Tensor | None = None  # q's, k's and v's weights as one matrix, while model/fuse.py switches it on
+        self.one_row = False  # one row through the matrix-vector kernels (kernels.linear), while model/fuse.py says so
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor, int] | None = None, mask: Tensor | None = None
@@ -116,7 +118,7 @@ class Attention(nn.Module):
         (B, 1, T, pos+T) bool, from `padding`: where each query may look, in place of the causal rule."""
         B, T, C = x.shape
         if self.fused is not None and not torch.is_grad_enabled():  # one matmul for the three (inference: model/fuse.py)
-            q, k, v = F.linear(x, self.fused).split([self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs], dim=-1)
+            q, k, v = kernels.linear(x, self.fused, self.one_row).split([self.nh * self.hs, self.nkv * self.hs, self.nkv * self.hs], dim=-1)
         else:
             q, k, v = self.q(x), self.k(x), self.v(x)
         q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -141,7 +143,7 @@ class Attention(nn.Module):
             mask, causal = given, False
         gqa = {"enable_gqa": True} if self.nkv != self.nh else {}  # each key/value head serves nh/nkv query heads
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **gqa)  # (B, nh, T, hs)
-        return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+        return kernels.linear(y.transpose(1, 2).reshape(B, T, C), self.o.weight, self.one_row)  # (B, T, C)
 
 
 @dataclass
@@ -226,6 +228,7 @@ def add_trunk(model: nn.Module, cfg: DuoConfig, blocks) -> None:
     cos, sin = rope_tables(cfg.max_seq_len, cfg.d_model // cfg.n_head, cfg.rope_theta)
     model.register_buffer("rope_cos", cos, persistent=False)
     model.register_buffer("rope_sin", sin, persistent=False)
+    model.one_row = False  # the head's one row through the matrix-vector kernel (kernels.linear), while model/fuse.py says so
 
 
 def init_weights(model: nn.Module, cfg: DuoConfig) -> None:
@@ -262,7 +265,7 @@ class DuoLM(nn.Module):
 
     def head(self, x: Tensor) -> Tensor:
         """Final norm and the output projection: (B, T, C) → (B, T, V)."""
-        return F.linear(self.norm(x), self.output_weight)
+        return kernels.linear(self.norm(x), self.output_weight, self.one_row)
 
     def forward(
         self,

@@ -21,6 +21,25 @@ def check(device: str, dtype: torch.dtype, atol: float) -> None:
             check_paths(device, dtype, atol)
     finally:
         triton_decode.ONE_ROW = saved
+    check_matrix_vector(device, dtype, atol)
+
+
+def check_matrix_vector(device: str, dtype: torch.dtype, atol: float) -> None:
+    """The one-row kernels of a whole step (`gemv`, `glu`) against F.linear and SwiGLU's hidden, for shapes off the
+    tiles, and for the strided weights of SMALL as a view of BIG (down's first n columns)."""
+    from torch.nn.functional import linear, silu
+
+    from duollm.kernels.triton_decode import gemv, glu
+
+    torch.manual_seed(1)
+    for N, K in ((5, 64), (96, 40), (200, 1030)):
+        x, w = torch.randn(1, K, device=device, dtype=dtype), torch.randn(N, K, device=device, dtype=dtype) / K**0.5
+        assert torch.allclose(gemv(x, w).float(), linear(x, w).float(), atol=atol * K**0.5, rtol=atol), (N, K)
+        wide = torch.randn(N, K + 7, device=device, dtype=dtype)[:, :K]  # (N, K) with row stride K + 7
+        assert torch.allclose(gemv(x, wide).float(), linear(x, wide).float(), atol=atol * K**0.5, rtol=atol), (N, K)
+        wg, wu = (torch.randn(2 * N, K, device=device, dtype=dtype) / K**0.5).chunk(2)  # two halves of one matrix (model/fuse.py)
+        ref = silu(linear(x, wg).float()) * linear(x, wu).float()
+        assert torch.allclose(glu(x, wg, wu).float(), ref, atol=atol * K, rtol=atol * 4), (N, K)
 
 
 def check_paths(device: str, dtype: torch.dtype, atol: float) -> None:

@@ -2,6 +2,7 @@
 Run: pytest tests/model/test_decode.py"""
 
 import contextlib
+import dataclasses
 import warnings
 
 import pytest
@@ -154,6 +155,54 @@ def test_tuned_batch_one_step_gives_the_eager_step_s_logits():
                 logits.append(dec.step(1)[0].float().clone())
     for eager, tuned in zip(logits[:3], logits[3:], strict=True):
         assert torch.allclose(eager, tuned, atol=5e-2, rtol=5e-2), (eager - tuned).abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("view", [False, True], ids=["small-separate", "small-view"])
+def test_one_row_step_gives_the_eager_step_s_logits(view):
+    """bf16 on a GPU, batch 1: every matrix product of the fused step through the one-row kernels (`one_row`),
+    compiled and recorded, against the same step eager through cuBLAS (a static route with BIG, SMALL and SKIP
+    layers); recorded, the one-row step replays the unrecorded one token for token, with a router's route too."""
+    pytest.importorskip("triton")
+    torch.manual_seed(0)
+    cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=256, d_big=1024, d_small=64, vocab_size=512, max_seq_len=64)
+    m = DuoLM(dataclasses.replace(cfg, small_view=view)).cuda().to(torch.bfloat16).eval()
+    ids = torch.randint(0, 512, (1, 9), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    r = LinearRouter(3, 256, (Choice.SKIP, Choice.SMALL, Choice.BIG))
+    for lin in r.layers:
+        torch.nn.init.normal_(lin.weight, std=3.0)
+    static = {"route": torch.tensor([2, 1, 0], dtype=torch.uint8)}
+    logits = []
+    for opts in ({"graphs": False}, {"fuse": True, "compile": True, "one_row": True}):
+        dec = Decoder(m, 1, 40, **opts, **static)
+        dec.generate(ids, 2)  # the prompt's prefill, and the step recorded (compiled and its tiles tuned first)
+        with torch.no_grad(), fused(m, one_row=True) if dec.fuse else contextlib.nullcontext():
+            for t in (5, 77, 300):  # the same three tokens after the prompt
+                dec.pos.fill_(9)
+                dec.tokens[0, 0] = t
+                logits.append(dec.step(1)[0].float().clone())
+    for eager, one in zip(logits[:3], logits[3:], strict=True):
+        assert torch.allclose(eager, one, atol=5e-2, rtol=5e-2), (eager - one).abs().max()
+    # a router's per-token route too (its choices would flip on rounding against cuBLAS: compared with itself)
+    for policy in (static, {"router": r.cuda().eval()}):
+        plain = Decoder(m, 1, 40, graphs=False, fuse=True, compile=True, one_row=True, **policy).generate(ids, 12)
+        out = Decoder(m, 1, 40, fuse=True, compile=True, one_row=True, **policy).generate(ids, 12)
+        assert torch.equal(out.ids, plain.ids) and torch.equal(out.route, plain.route)
+
+
+def test_one_row_falls_back_off_the_gpu(model):
+    """`fused(model, one_row=True)` on the CPU (no Triton path) computes what the fused step computes, and is off
+    again after the `with`; a decoder refuses one_row without fuse."""
+    ids = prompts()[:1]
+    with torch.no_grad(), fused(model):
+        ref = model(ids[:, :1]).logits
+    with torch.no_grad(), fused(model, one_row=True):
+        assert model.blocks[0].attn.one_row and model.one_row
+        assert torch.equal(model(ids[:, :1]).logits, ref)
+    assert not model.blocks[0].attn.one_row and not model.blocks[0].ffn.big.one_row
+    with pytest.raises(ValueError, match="needs fuse"):
+        Decoder(model, 1, 8, one_row=True)
 
 
 def test_fused_projections_equal_separate_ones(model):
