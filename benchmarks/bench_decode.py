@@ -69,7 +69,9 @@ p.add_argument("--small-view", action="store_true", help="SMALL as BIG's first n
 p.add_argument("--fast-policies", default="all-big,random 4/12 [decode]", help="policies also timed fused and compiled ('' = none)")
 p.add_argument("--tune", action="store_true", help="the fast policies also compiled with coordinate-descent tuning (+tuned)")
 p.add_argument(
-    "--one-row", action="store_true", help="at batch 1 the fast policies also with every matrix product through the one-row kernels (+one-row)"
+    "--one-row",
+    action="store_true",
+    help="at batch 1 the fast policies also with every matrix product through the one-row kernels (+one-row)",
 )
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
@@ -153,7 +155,9 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
             blk.ffn.kernel = policies[name].get("kernel", "grouped")
         opts = {"router": policies[name]["router"]} if "router" in policies[name] else {"route": static[name]}
         one_row = fast == "one-row"
-        dec = Decoder(model, 1, T_final, graphs=False, fuse=bool(fast), compile=bool(fast), tune=fast is True and args.tune, one_row=one_row, **opts)
+        dec = Decoder(
+            model, 1, T_final, graphs=False, fuse=bool(fast), compile=bool(fast), tune=fast is True and args.tune, one_row=one_row, **opts
+        )
         dec.generate(ids, 2)
         with torch.no_grad(), fused(model, one_row) if fast else nullcontext():
             dec.step(1)  # compiled (fast) before the profile
@@ -194,7 +198,11 @@ for B in batches:
         dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", one_row=fast == "one-row", **opts)
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" and not fast else base
-        impl = ("graphs" if dec.graphs else "eager-static") + ("+fused+compiled" if fast else "") + (f"+{fast}" if isinstance(fast, str) else "")
+        impl = (
+            ("graphs" if dec.graphs else "eager-static")
+            + ("+fused+compiled" if fast else "")
+            + (f"+{fast}" if isinstance(fast, str) else "")
+        )
         rec = {"batch": B, "policy": name, "impl": impl, "tokens_per_s": round(tps, 1)}
         kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
         rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big", B) / step_bytes(name, B), 3))
