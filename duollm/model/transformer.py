@@ -346,7 +346,9 @@ class DuoLM(nn.Module):
         else:
             counts = [None] * L
         # per-token routes are dispatched on the device; a static route is read on the host (one copy, not one per layer)
-        route = route.to(input_ids.device) if route.dim() == 3 else route.cpu()
+        # (non_blocking: from pinned memory (train/loop.py) the copy is queued without draining the stream; from
+        # pageable memory CUDA copies through a staging buffer before it returns, so the caller may reuse the route)
+        route = route.to(input_ids.device, non_blocking=True) if route.dim() == 3 else route.cpu()
         x = self.embed(input_ids)  # (B, T, C)
         for l, block in enumerate(self.blocks[:depth]):  # all of them, or the first `depth` (an early exit)
             x = block(x, route[..., l], cos, sin, kv(l), mask, counts=counts[l])  # route[..., l]: 0-d or (B, T)

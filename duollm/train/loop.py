@@ -127,6 +127,8 @@ def train(cfg, out: Path, resume: bool = False, progress: bool = True, on_step: 
                 route = exact_route(u, tc.p_big, tc.p_small)  # (B, T, L), as random_route(exact=True) draws it
             else:
                 route = random_route((B * d.world, T, L), tc.p_big, tc.p_small, tc.p_skip, gen)[d.rank * B : (d.rank + 1) * B]  # (B, T, L)
+            if d.device.startswith("cuda"):  # pinned, so that both copies are queued without waiting for the GPU
+                x, route = x.pin_memory(), route.pin_memory()  # (a copy from pageable memory first drains the stream)
             x = x.to(d.device, non_blocking=True)
             sync = micro == tc.grad_accum - 1 or d.world == 1
             with nullcontext() if sync else dmodel.no_sync(), autocast:
