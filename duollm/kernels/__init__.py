@@ -75,7 +75,7 @@ _GLU_OP = torch.library.custom_op("duollm::glu", _glu_op, mutates_args=(), schem
 _GLU_OP.register_fake(lambda x, wg, wu: x.new_empty(x.shape[0], wg.shape[0]))
 
 
-def _one_row(x: Tensor, *weights: Tensor) -> bool:
+def _serves_one_row(x: Tensor, *weights: Tensor) -> bool:
     """The one-row kernels serve `x`: a single row (a batch-1 decode step) where a Triton path can run, and weights
     in x's dtype, contiguous along the input."""
     return x.numel() == x.shape[-1] and triton_usable(x.reshape(1, 1, -1)) and all(w.dtype == x.dtype and w.stride(1) == 1 for w in weights)
@@ -85,14 +85,14 @@ def linear(x: Tensor, w: Tensor, one_row: bool = False) -> Tensor:
     """F.linear(x, w) (no bias); with `one_row`, a single row on a GPU through the one-row matrix-vector kernel
     (kernels/triton_decode.py `gemv`), which reads the weights at the memory's pace where cuBLAS's and Inductor's
     kernels for one row do not (docs/benchmarks.md). Opt-in: model/fuse.py `fused(model, one_row=True)`."""
-    if one_row and _one_row(x, w):
+    if one_row and _serves_one_row(x, w):
         return _GEMV_OP(x.reshape(1, -1), w).view(*x.shape[:-1], w.shape[0])
     return torch.nn.functional.linear(x, w)
 
 
 def glu(x: Tensor, wg: Tensor, wu: Tensor, one_row: bool = False) -> Tensor:
     """silu(x·W_gateᵀ)·(x·W_upᵀ), the SwiGLU's inner activations; with `one_row`, as `linear`, one kernel for both."""
-    if one_row and _one_row(x, wg, wu) and wu.stride() == wg.stride():
+    if one_row and _serves_one_row(x, wg, wu) and wu.stride() == wg.stride():
         return _GLU_OP(x.reshape(1, -1), wg, wu).view(*x.shape[:-1], wg.shape[0])
     lin = torch.nn.functional.linear
     return torch.nn.functional.silu(lin(x, wg)) * lin(x, wu)

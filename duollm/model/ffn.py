@@ -45,7 +45,8 @@ class SwiGLU(nn.Module):
         return nn.functional.silu(self.gate(u)) * self.up(u)
 
     def forward(self, u: Tensor) -> Tensor:
-        return kernels.linear(self.hidden(u), self.down.weight, self.one_row)  # (N, C)
+        h = self.hidden(u)
+        return kernels.linear(h, self.down.weight, one_row=True) if self.one_row else self.down(h)  # (N, C)
 
 
 class NeuronSlice:

@@ -143,7 +143,8 @@ class Attention(nn.Module):
             mask, causal = given, False
         gqa = {"enable_gqa": True} if self.nkv != self.nh else {}  # each key/value head serves nh/nkv query heads
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, **gqa)  # (B, nh, T, hs)
-        return kernels.linear(y.transpose(1, 2).reshape(B, T, C), self.o.weight, self.one_row)  # (B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return kernels.linear(y, self.o.weight, one_row=True) if self.one_row else self.o(y)  # (B, T, C)
 
 
 @dataclass

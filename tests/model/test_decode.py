@@ -136,6 +136,19 @@ def test_cuda_graph_decoder_equals_eager(name, kernel, fast):
     assert len(dec._graphs) == 1  # one bucket (8) recorded once
 
 
+def step_logits(dec: Decoder, ids) -> list:
+    """The logits of one batch-1 step of `dec` for three tokens after the prompt `ids` (1, 9): the prompt's prefill
+    and the step recorded first (compiled and tuned there, where the decoder does that)."""
+    dec.generate(ids, 2)
+    out = []
+    with torch.no_grad(), fused(dec.model, dec.one_row) if dec.fuse else contextlib.nullcontext():
+        for t in (5, 77, 300):
+            dec.pos.fill_(9)
+            dec.tokens[0, 0] = t
+            out.append(dec.step(1)[0].float().clone())
+    return out
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_tuned_batch_one_step_gives_the_eager_step_s_logits():
@@ -145,15 +158,9 @@ def test_tuned_batch_one_step_gives_the_eager_step_s_logits():
     cfg = DuoConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=256, d_big=1024, d_small=64, vocab_size=512, max_seq_len=64)
     m = DuoLM(cfg).cuda().to(torch.bfloat16).eval()
     ids = torch.randint(0, 512, (1, 9), device="cuda", generator=torch.Generator("cuda").manual_seed(1))
-    logits = []
-    for dec in (Decoder(m, 1, 40, graphs=False), Decoder(m, 1, 40, fuse=True, compile=True, tune=True)):
-        dec.generate(ids, 2)  # the prompt's prefill, and the step recorded (tuned and compiled first)
-        with torch.no_grad(), fused(m) if dec.fuse else contextlib.nullcontext():
-            for t in (5, 77, 300):  # the same three tokens after the prompt
-                dec.pos.fill_(9)
-                dec.tokens[0, 0] = t
-                logits.append(dec.step(1)[0].float().clone())
-    for eager, tuned in zip(logits[:3], logits[3:], strict=True):
+    ref = step_logits(Decoder(m, 1, 40, graphs=False), ids)
+    got = step_logits(Decoder(m, 1, 40, fuse=True, compile=True, tune=True), ids)
+    for eager, tuned in zip(ref, got, strict=True):
         assert torch.allclose(eager, tuned, atol=5e-2, rtol=5e-2), (eager - tuned).abs().max()
 
 
@@ -173,16 +180,9 @@ def test_one_row_step_gives_the_eager_step_s_logits(view):
     for lin in r.layers:
         torch.nn.init.normal_(lin.weight, std=3.0)
     static = {"route": torch.tensor([2, 1, 0], dtype=torch.uint8)}
-    logits = []
-    for opts in ({"graphs": False}, {"fuse": True, "compile": True, "one_row": True}):
-        dec = Decoder(m, 1, 40, **opts, **static)
-        dec.generate(ids, 2)  # the prompt's prefill, and the step recorded (compiled and its tiles tuned first)
-        with torch.no_grad(), fused(m, one_row=True) if dec.fuse else contextlib.nullcontext():
-            for t in (5, 77, 300):  # the same three tokens after the prompt
-                dec.pos.fill_(9)
-                dec.tokens[0, 0] = t
-                logits.append(dec.step(1)[0].float().clone())
-    for eager, one in zip(logits[:3], logits[3:], strict=True):
+    ref = step_logits(Decoder(m, 1, 40, graphs=False, **static), ids)
+    got = step_logits(Decoder(m, 1, 40, fuse=True, compile=True, one_row=True, **static), ids)
+    for eager, one in zip(ref, got, strict=True):
         assert torch.allclose(eager, one, atol=5e-2, rtol=5e-2), (eager - one).abs().max()
     # a router's per-token route too (its choices would flip on rounding against cuBLAS: compared with itself)
     for policy in (static, {"router": r.cuda().eval()}):
