@@ -58,13 +58,13 @@ def routed_ffn_decode(u: Tensor, choice: Tensor, small, big) -> Tensor:
 
 
 def _gemv_op(x: Tensor, w: Tensor) -> Tensor:
-    from duollm.kernels.triton_decode import gemv
+    from duollm.kernels.triton_decode import gemv  # loads Triton: only when this path runs
 
     return gemv(x, w)
 
 
 def _glu_op(x: Tensor, wg: Tensor, wu: Tensor) -> Tensor:
-    from duollm.kernels.triton_decode import glu
+    from duollm.kernels.triton_decode import glu  # loads Triton: only when this path runs
 
     return glu(x, wg, wu)
 
