@@ -12,7 +12,8 @@ timed and taken off). Implementations:
           decoder compiles its step once per batch: slow to start); with `--tune` also `+tuned`, compiled with
           Inductor's coordinate-descent tuning (batch 1's matrix-vector products as tuned reductions); with
           `--one-row`, at batch 1 also `+one-row`, every matrix product (q/k/v, o, gate/up, down, the head) through
-          the one-row matrix-vector kernels of kernels/triton_decode.py (`Decoder(one_row=True)`; Triton);
+          the one-row matrix-vector kernels of kernels/triton_decode.py (`Decoder(one_row=True)`; Triton), and
+          with `--one-row-min N` also `+one-row-min`, where matrices of fewer than N elements stay with F.linear;
   eager   `model/decode.py` `generate`, the readable reference (launch-bound at small batch),
   hf      transformers' `generate` of a dense Llama with the all-big dimensions (tied head, SDPA, its default
           dynamic cache), for the same batches.
@@ -42,6 +43,7 @@ from contextlib import nullcontext
 import torch
 
 from benchmarks.timing import DEVICE, hf_llama, timed
+from duollm import kernels
 from duollm.model.decode import Decoder, generate
 from duollm.model.fuse import fused
 from duollm.model.transformer import DuoLM
@@ -72,6 +74,12 @@ p.add_argument(
     "--one-row",
     action="store_true",
     help="at batch 1 the fast policies also with every matrix product through the one-row kernels (+one-row)",
+)
+p.add_argument(
+    "--one-row-min",
+    type=int,
+    default=0,
+    help="with --one-row, also +one-row-min: matrices of fewer elements than this stay with F.linear (kernels.ONE_ROW_MIN)",
 )
 p.add_argument("--out", default="bench_decode.jsonl")
 args = p.parse_args()
@@ -184,6 +192,7 @@ for B in batches:
     runs = [(name, False) for name in policies] + [(name, True) for name in fast_policies]
     runs += [(name, "tuned") for name in fast_policies if args.tune]
     runs += [(name, "one-row") for name in fast_policies if args.one_row and B == 1]
+    runs += [(name, "one-row-min") for name in fast_policies if args.one_row and args.one_row_min and B == 1]
     for name, fast in runs:
         policy = policies[name]
         for blk in model.blocks:  # the routed-FFN path its graphs record (per-token policies only)
@@ -195,7 +204,9 @@ for B in batches:
 
             triton_decode.ONE_ROW = policy.get("one_row", True)
         opts = {k: v for k, v in policy.items() if k not in ("kernel", "one_row")}
-        dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", one_row=fast == "one-row", **opts)
+        kernels.ONE_ROW_MIN = args.one_row_min if fast == "one-row-min" else 0  # read when the step is traced
+        one_row = fast in ("one-row", "one-row-min")
+        dec = Decoder(model, B, T_final, fuse=bool(fast), compile=bool(fast), tune=fast == "tuned", one_row=one_row, **opts)
         tps = new_tokens_per_s(lambda n, dec=dec, ids=ids: dec.generate(ids, n), B)
         base = tps if name == "all-big" and not fast else base
         impl = (
@@ -204,6 +215,7 @@ for B in batches:
             + (f"+{fast}" if isinstance(fast, str) else "")
         )
         rec = {"batch": B, "policy": name, "impl": impl, "tokens_per_s": round(tps, 1)}
+        rec.update({"one_row_min": args.one_row_min} if fast == "one-row-min" else {})
         kv = B * L * 2 * cfg.n_kv_head * (cfg.d_model // cfg.n_head) * T_final  # cache elements a step reads
         rec.update(speedup=round(tps / base, 3), ideal_bytes=round(step_bytes("all-big", B) / step_bytes(name, B), 3))
         rec.update(ideal_bytes_kv=round((step_bytes("all-big", B) + kv) / (step_bytes(name, B) + kv), 3), small_view=args.small_view)

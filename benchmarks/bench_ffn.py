@@ -8,6 +8,7 @@ rest SMALL for k = 4, 6, 8, drawn per token): the time of
   naive    both modules on every token, then a per-token select (FLOPs = dense + small),
   ref      duollm's reference `RoutedFFN` (per choice: nonzero, gather the rows, run, scatter back),
   sorted   kernels/sorted.py (one device sort, one gather, exact-size matmuls, in-place scatter; one host read),
+  counted  the same with the counts handed over (a route drawn on the host, as training draws it): no host read,
   grouped  kernels/grouped.py (sorted on the device, `torch._grouped_mm` with device offsets, no host sync),
   fused    kernels/triton_ffn.py (Triton: gather, SwiGLU and scatter fused into the matmuls; where it can run),
   bound    the modules alone on contiguous rows of the mix's counts (no routing work: what a perfect
@@ -36,7 +37,7 @@ p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDes
 p.add_argument("--preset", default="paper-1.4b")
 p.add_argument("--tokens", default="4096,16384,65536")
 p.add_argument("--iters", type=int, default=20)
-p.add_argument("--profile", action="store_true", help="print the GPU ops of the sorted path at the first size, 4/12 big")
+p.add_argument("--profile", action="store_true", help="print the GPU ops of the sorted and counted paths at the first size, 4/12 big")
 p.add_argument("--out", default="bench_ffn.jsonl")
 args = p.parse_args()
 
@@ -69,10 +70,12 @@ with torch.no_grad():
             ideal = flops[Choice.BIG] * N / routed if routed else float("inf")
             impls = {"naive": lambda u=u, c=choice: routed_ffn_masked(u, c, ffn.small, ffn.big), "ref": lambda u=u, c=choice: ffn(u, c)}
             impls["sorted"] = lambda u=u, c=choice: routed_ffn_sorted(u, c, ffn.small, ffn.big)
+            counts = tuple(int((choice == c).sum()) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP))
+            impls["counted"] = lambda u=u, c=choice, n=counts: routed_ffn_sorted(u, c, ffn.small, ffn.big, counts=n)
             impls["grouped"] = lambda u=u, c=choice: routed_ffn_grouped(u, c, ffn.small, ffn.big)
             if kernels.triton_usable(u):
                 impls["fused"] = lambda u=u, c=choice: kernels.routed_ffn_fused(u, c, ffn.small, ffn.big)
-            nb, ns = int((choice == Choice.BIG).sum()), int((choice == Choice.SMALL).sum())
+            nb, ns = counts[:2]
             impls["bound"] = lambda u=u, nb=nb, ns=ns: (ffn.big(u[:, :nb]) if nb else None, ffn.small(u[:, :ns]) if ns else None)
             for name, fn in impls.items():
                 t = clock(fn)
@@ -95,13 +98,15 @@ if args.profile:
     N = int(args.tokens.split(",")[0])
     u = torch.randn(1, N, cfg.d_model, device=dev, dtype=dtype)
     choice = torch.multinomial(torch.tensor([0.0, 8 / 12, 4 / 12]), N, replacement=True).to(torch.uint8).view(1, N).to(dev)
-    with torch.no_grad():
-        clock(lambda: routed_ffn_sorted(u, choice, ffn.small, ffn.big))
-        with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
-            routed_ffn_sorted(u, choice, ffn.small, ffn.big)
-            sync()
-    print(f"--- profile: sorted, {N} tokens, 4/12 big")
-    key = "self_cuda_time_total" if dev == "cuda" else "self_cpu_time_total"
-    print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
+    counts = tuple(int((choice == c).sum()) for c in (Choice.BIG, Choice.SMALL, Choice.SKIP))
+    for name, n in (("sorted", None), ("counted", counts)):
+        with torch.no_grad():
+            clock(lambda n=n: routed_ffn_sorted(u, choice, ffn.small, ffn.big, counts=n))
+            with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
+                routed_ffn_sorted(u, choice, ffn.small, ffn.big, counts=n)
+                sync()
+        print(f"--- profile: {name}, {N} tokens, 4/12 big")
+        key = "self_cuda_time_total" if dev == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 with open(args.out, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)

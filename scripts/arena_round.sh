@@ -142,16 +142,10 @@ case "$STAGE" in
     bash scripts/decode_round.sh "$RUN-decode"
     done_
     ;;
-  trainbench)  # not the arena: routed training against dense, compiled, with and without exact counts, profiled; gpt2-124m
-               # and paper-1.4b (batch 8)
+  trainbench)  # not the arena: routed training against dense, compiled, with and without exact counts, profiled;
+               # gpt2-124m and paper-1.4b (batch 8): scripts/decode_round.sh's steps train124 and train14
     setup
-    mkdir -p "$RUN-decode"
-    timeout 300 python -m benchmarks.bench_train --preset gpt2-124m --steps 60 --train.log_every=10 --train.compile=true \
-      --cases "dense=1,0,0;random=0.5,0.5,0;exact=0.5,0.5,0,exact" --profile --out-jsonl "$RUN-decode/train.jsonl" \
-      > "$RUN-decode/train.out" 2>&1 || say "gpt2-124m bench_train: exit $?"
-    timeout 300 python -m benchmarks.bench_train --preset paper-1.4b --steps 20 --train.batch_size=8 --train.grad_accum=1 --train.log_every=5 \
-      --train.compile=true --cases "dense=1,0,0;exact=0.5,0.5,0,exact" --profile --out-jsonl "$RUN-decode/train-1.4b.jsonl" \
-      > "$RUN-decode/train-1.4b.out" 2>&1 || say "paper-1.4b bench_train: exit $?"
+    STEPS="train124 train14" bash scripts/decode_round.sh "$RUN-decode"
     done_
     ;;
   acm1)

@@ -75,10 +75,19 @@ _GLU_OP = torch.library.custom_op("duollm::glu", _glu_op, mutates_args=(), schem
 _GLU_OP.register_fake(lambda x, wg, wu: x.new_empty(x.shape[0], wg.shape[0]))
 
 
+ONE_ROW_MIN = 0  # weights of fewer elements than this stay with F.linear even with one_row (read when a step is traced)
+
+
 def _serves_one_row(x: Tensor, *weights: Tensor) -> bool:
-    """The one-row kernels serve `x`: a single row (a batch-1 decode step) where a Triton path can run, and weights
-    in x's dtype, contiguous along the input."""
-    return x.numel() == x.shape[-1] and triton_usable(x.reshape(1, 1, -1)) and all(w.dtype == x.dtype and w.stride(1) == 1 for w in weights)
+    """The one-row kernels serve `x`: a single row (a batch-1 decode step) where a Triton path can run, weights
+    in x's dtype, contiguous along the input, and together at least ONE_ROW_MIN elements (a small matrix is read
+    in a few microseconds, where a kernel's start and tail cost most: benchmarks/bench_gemv.py)."""
+    return (
+        x.numel() == x.shape[-1]
+        and triton_usable(x.reshape(1, 1, -1))
+        and all(w.dtype == x.dtype and w.stride(1) == 1 for w in weights)
+        and sum(w.numel() for w in weights) >= ONE_ROW_MIN
+    )
 
 
 def linear(x: Tensor, w: Tensor, one_row: bool = False) -> Tensor:

@@ -32,6 +32,8 @@ def check_route(route: Tensor, n_layer: int, batch_shape: tuple[int, int] | None
 
     `route` must be `uint8`, shaped `(L,)` or `(B, T, L)` with `L == n_layer` (and `(B, T) == batch_shape`
     when given), and hold only values of `Choice`. Anything else raises `ValueError` naming the problem.
+    Inside a step being compiled the values are not read (a read would break the graph, and a compiled training
+    step checks its routes where it draws them); the dtype and shape checks still run.
     """
     if not isinstance(route, Tensor):
         raise ValueError(f"route must be a torch.Tensor of dtype uint8, got {type(route).__name__}")
@@ -43,7 +45,7 @@ def check_route(route: Tensor, n_layer: int, batch_shape: tuple[int, int] | None
         raise ValueError(f"route has {route.shape[-1]} layers on its last axis, the model has {n_layer}")
     if route.dim() == 3 and batch_shape is not None and tuple(route.shape[:2]) != tuple(batch_shape):
         raise ValueError(f"route is shaped {tuple(route.shape)} but the input is {tuple(batch_shape)}")
-    if route.numel() and int(route.max()) >= N_CHOICES:
+    if route.numel() and not torch.compiler.is_compiling() and int(route.max()) >= N_CHOICES:
         raise ValueError(f"route holds the value {int(route.max())}; choices are 0 (skip), 1 (small), 2 (big)")
     return route
 

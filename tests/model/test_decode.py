@@ -205,6 +205,28 @@ def test_one_row_falls_back_off_the_gpu(model):
         Decoder(model, 1, 8, one_row=True)
 
 
+def test_one_row_takes_only_matrices_of_at_least_one_row_min_elements(monkeypatch):
+    """kernels.linear and kernels.glu send one row to the one-row ops only where the weights hold at least
+    ONE_ROW_MIN elements (Triton made usable, the ops replaced by recorders); smaller ones stay with F.linear."""
+    from duollm import kernels
+
+    seen = []
+    monkeypatch.setattr(kernels, "triton_usable", lambda u: True)
+    monkeypatch.setattr(kernels, "_GEMV_OP", lambda x, w: seen.append(("gemv", w.numel())) or torch.nn.functional.linear(x, w))
+    monkeypatch.setattr(kernels, "_GLU_OP", lambda x, wg, wu: seen.append(("glu", wg.numel())) or wg.new_zeros(1, wg.shape[0]))
+    x, w = torch.randn(1, 1, 8), torch.randn(6, 8)  # linear's weight: 48 elements; glu's gate and up: 96
+    for least, expect in ((0, [("gemv", 48), ("glu", 48)]), (49, [("glu", 48)]), (96, [("glu", 48)]), (97, [])):
+        monkeypatch.setattr(kernels, "ONE_ROW_MIN", least)
+        seen.clear()
+        assert torch.allclose(kernels.linear(x, w, one_row=True), x @ w.T)
+        kernels.glu(x, w, w, one_row=True)
+        assert seen == expect, least
+    monkeypatch.setattr(kernels, "ONE_ROW_MIN", 0)
+    seen.clear()
+    kernels.linear(x, w), kernels.glu(x, w, w)
+    assert seen == []  # without one_row nothing goes to the ops
+
+
 def test_fused_projections_equal_separate_ones(model):
     """model/fuse.py: one matmul for q/k/v and for gate/up gives the separate projections' logits; the state dict
     is unchanged (the parameters became views); after a cast the views are gone and `fuse` rebuilds them."""

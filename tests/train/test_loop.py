@@ -150,6 +150,18 @@ def test_exact_counts_train_the_same_model_compiled_through_the_sorted_path(monk
         ref(ids[:, :-1], route=route, counts=((4, 8, 4),) * 2)
 
 
+def test_the_training_forward_with_exact_counts_compiles_without_a_graph_break():
+    """A compiled training step with a host-drawn route and its counts is one graph: no host read stops it (a break
+    leaves the GPU idle while the host catches up)."""
+    cfg = DuoConfig(n_layer=2, d_model=32, n_head=4, d_big=64, d_small=16, vocab_size=64, max_seq_len=16)
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(1))
+    route = random_route((2, 8, 2), 0.5, 0.25, 0.25, torch.Generator().manual_seed(2), exact=True)
+    counts = (exact_counts(16, 0.5, 0.25),) * 2
+    torch._dynamo.reset()
+    info = torch._dynamo.explain(DuoLM(cfg))(ids[:, :-1], route=route, targets=ids[:, 1:], counts=counts)
+    assert info.graph_break_count == 0, [str(b.reason) for b in info.break_reasons]
+
+
 def test_training_with_exact_counts_reduces_the_loss(tmp_path):
     res = train(
         debug_cfg(**{"train.steps": 30, "train.exact_counts": True, "train.p_skip": 0.2, "train.p_small": 0.3}),
