@@ -22,8 +22,9 @@
 #          read (sorted) and without (counted: what training with exact counts runs), profiled at 16k;
 # train14  bench_train at paper-1.4b (batch 8 × 1024, compiled, 20 steps): dense against exact counts, profiled;
 # train124 bench_train at gpt2-124m (60 steps): dense, random routes, exact counts, profiled;
-# spec     a Duo model trained for speculation (the arena preset, duo-random:budget=0.5, 39.3M tokens, about 80 s),
-#          then scripts/speculate_sweep.py --fast on it (SpeculativeDecoder against Decoder all-BIG, both recorded and
+# spec     a Duo model trained for speculation (the arena preset, duo-random:budget=0.5, 39.3M tokens, about 90 s;
+#          `spectrain` alone, kept on the machine for a later call), then scripts/speculate_sweep.py --fast on it, one
+#          process per draft of SPEC_DRAFTS (SpeculativeDecoder against Decoder all-BIG, both recorded and
 #          fused; each part of a round timed), and for one draft transformers' assisted generation (--hf);
 # tests    the GPU tests of the decoder and of recorded speculation (compilations take minutes: last).
 # The corpus comes from .cache/corpus.tar.xz (carried) for `spec`. For a shorter lease: B1_POLICIES (the fast policies of
@@ -58,16 +59,21 @@ train124() {
   step 300 python -m benchmarks.bench_train --preset gpt2-124m --steps 60 --train.log_every=10 --train.compile=true \
     --cases "${TRAIN124_CASES:-dense=1,0,0;random=0.5,0.5,0;exact=0.5,0.5,0,exact}" --profile --out-jsonl "$DEST/train.jsonl"
 }
-spec() {
+spectrain() {
   if [ ! -e .cache/corpus/MANIFEST.json ] && [ -e .cache/corpus.tar.xz ]; then
     step 60 python -m duollm data build --from-archive .cache/corpus.tar.xz
   fi
-  step 150 python -m duollm arena --out runs/spec --preset arena --entrants duo-random:budget=0.5 --eval-tokens 65536
-  local run
+  ls -d runs/spec/entrants/duo-random*/run > /dev/null 2>&1 \
+    || step 180 python -m duollm arena --out runs/spec --preset arena --entrants duo-random:budget=0.5 --eval-tokens 65536
+}
+spec() {
+  spectrain
+  local run d
   run=$(ls -d runs/spec/entrants/duo-random*/run 2>/dev/null | head -1)
   [ -n "$run" ] || { say "no trained model for spec"; return; }
-  step 150 python scripts/speculate_sweep.py "$run" --fast --drafts all-small,BBSSSSBB,S-S-S-S-,BBBBBB..,BBBB.... --ks 2,4 \
-    --prompts 8 --new 64
+  for d in ${SPEC_DRAFTS:-all-small BBSSSSBB S-S-S-S- BBBBBB.. BBBB....}; do  # one process each: a failure costs one draft
+    step 100 python scripts/speculate_sweep.py "$run" --fast --drafts "$d" --ks 2,4 --prompts 8 --new 64
+  done
   step 90 python scripts/speculate_sweep.py "$run" --fast --drafts BBSSSSBB --ks 4 --prompts 4 --new 64 --hf
 }
 tests() { step 300 python -m pytest -q -m gpu tests/model/test_decode.py tests/model/test_speculate.py; }
@@ -76,8 +82,8 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 for s in ${STEPS:-check gemv b1 b64 tuned view ffn train14 train124 spec tests}; do
   [[ " ${SKIP:-} " == *" $s "* ]] && continue
   case $s in
-    check | gemv | b1 | b64 | tuned | view | ffn | train14 | train124 | spec | tests) "$s" ;;
-    *) say "unknown step $s (check gemv b1 b64 tuned view ffn train14 train124 spec tests)"; exit 2 ;;
+    check | gemv | b1 | b64 | tuned | view | ffn | train14 | train124 | spectrain | spec | tests) "$s" ;;
+    *) say "unknown step $s (check gemv b1 b64 tuned view ffn train14 train124 spectrain spec tests)"; exit 2 ;;
   esac
 done
 say "done"
