@@ -62,6 +62,9 @@ p.add_argument("--eager-batches", default="1,64", help="batches at which the eag
 p.add_argument("--hf-batches", default="1,64", help="batches at which HF generate is timed ('' = none)")
 p.add_argument("--profile", action="store_true", help="count the kernels of one step and their GPU time, batch 1")
 p.add_argument(
+    "--profile-batch", type=int, default=1, help="with --profile: the step's batch (above 1: the graphs' policies only, not fused)"
+)
+p.add_argument(
     "--ffn-kernels",
     default="masked,decode",
     help="routed-FFN paths of the random policies inside the graphs "
@@ -148,14 +151,17 @@ def record(rec: dict) -> None:
 
 
 rows: list[dict] = []
-if args.profile:  # what a step at batch 1 is made of: the same step as the graph, run eagerly and profiled
+if args.profile:  # what a step (batch 1, or --profile-batch) is made of: the same step as the graph, run eagerly and profiled
     from torch.profiler import ProfilerActivity, profile
 
-    ids = torch.randint(0, cfg.vocab_size, (1, args.prompt_len), device=dev)
+    PB = args.profile_batch
+    ids = torch.randint(0, cfg.vocab_size, (PB, args.prompt_len), device=dev)
     busy = (lambda e: e.self_device_time_total) if dev == "cuda" else (lambda e: e.self_cpu_time_total)  # a CPU: a check that it runs
     per_token = f"random {ks[0]}/{L} [decode]"  # the per-token route through the decode kernel, fused and compiled
     todo = [("all-big", False), (f"{ks[0]}/{L} big", False), ("all-big", True), (f"{ks[0]}/{L} big", True), (per_token, True)]
     todo += [("all-big", "one-row"), (per_token, "one-row")] if args.one_row else []
+    if PB > 1:  # the fused and compiled step is for batch 1; above it, the graphs' step of each policy of the run
+        todo = [(name, False) for name in policies]
     for name, fast in todo:
         if name not in policies:
             continue
@@ -164,25 +170,25 @@ if args.profile:  # what a step at batch 1 is made of: the same step as the grap
         opts = {"router": policies[name]["router"]} if "router" in policies[name] else {"route": static[name]}
         one_row = fast == "one-row"
         dec = Decoder(
-            model, 1, T_final, graphs=False, fuse=bool(fast), compile=bool(fast), tune=fast is True and args.tune, one_row=one_row, **opts
+            model, PB, T_final, graphs=False, fuse=bool(fast), compile=bool(fast), tune=fast is True and args.tune, one_row=one_row, **opts
         )
         dec.generate(ids, 2)
         with torch.no_grad(), fused(model, one_row) if fast else nullcontext():
-            dec.step(1)  # compiled (fast) before the profile
+            dec.step(PB)  # compiled (fast) before the profile
             with profile(activities=[ProfilerActivity.CUDA if dev == "cuda" else ProfilerActivity.CPU]) as prof:
-                dec.step(1)
+                dec.step(PB)
                 torch.cuda.synchronize() if dev == "cuda" else None
         ops = [e for e in prof.key_averages() if busy(e) > 0]
         mm_names = ("gemm", "gemv", "nvjet", "cutlass", "splitk")  # cuBLAS's; and the decode kernel's matrix products:
         one_row_mm = ("_up", "_down", "_glu1", "_gemv1")
         gemm = [e for e in ops if any(w in e.key.lower() for w in mm_names) or e.key.startswith(one_row_mm)]
         impl = ("fused+compiled" + ("+one-row" if one_row else "")) if fast else "eager"
-        rec = {"profile": name, "impl": impl, "batch": 1, "kernels": sum(e.count for e in ops)}
+        rec = {"profile": name, "impl": impl, "batch": PB, "kernels": sum(e.count for e in ops)}
         rec.update(gemm_kernels=sum(e.count for e in gemm))
         top = sorted(ops, key=lambda e: -busy(e))[:8]  # where the step's GPU time goes
         rec.update(top=[[e.key[:70], e.count, round(busy(e) / 1e3, 3)] for e in top])
         rec.update(gpu_busy_ms=round(sum(busy(e) for e in ops) / 1e3, 3))
-        rec.update(gemm_ms=round(sum(busy(e) for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name) / 4.3e12 * 1e3, 3))
+        rec.update(gemm_ms=round(sum(busy(e) for e in gemm) / 1e3, 3), weight_bytes_ms=round(2 * step_bytes(name, PB) / 4.3e12 * 1e3, 3))
         record(rec)
 peak = 4.8e12 if "H200" in (torch.cuda.get_device_name() if dev == "cuda" else "") else None  # HBM bytes/s
 fast_policies = [n for n in args.fast_policies.split(",") if n in policies]
