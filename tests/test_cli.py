@@ -208,7 +208,7 @@ def test_bench_lists_runs_and_rejects(capsys, tmp_path):
     code, _, _ = run_cli(capsys, "bench", "ffn", "--preset", "debug", "--tokens", "32", "--iters", "1", "--out", str(rows))
     assert code == 0
     impls = {json.loads(line)["impl"] for line in rows.read_text().splitlines()}
-    base = {"naive", "ref", "sorted", "grouped", "bound"}
+    base = {"naive", "ref", "sorted", "counted", "grouped", "bound"}
     assert base <= impls <= base | {"fused"}  # fused: the Triton kernel, on a GPU only
 
 

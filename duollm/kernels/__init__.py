@@ -80,8 +80,8 @@ ONE_ROW_MIN = 0  # weights of fewer elements than this stay with F.linear even w
 
 def _serves_one_row(x: Tensor, *weights: Tensor) -> bool:
     """The one-row kernels serve `x`: a single row (a batch-1 decode step) where a Triton path can run, weights
-    in x's dtype, contiguous along the input, and together at least ONE_ROW_MIN elements (a small matrix is read
-    in a few microseconds, where a kernel's start and tail cost most: benchmarks/bench_gemv.py)."""
+    in x's dtype, contiguous along the input, and together at least ONE_ROW_MIN elements (0: on the H200, keeping
+    SMALL's matrices on F.linear measured slower, docs/benchmarks.md; `bench_decode --one-row-min` measures it)."""
     return (
         x.numel() == x.shape[-1]
         and triton_usable(x.reshape(1, 1, -1))
